@@ -1,0 +1,50 @@
+# rocars: the two commands a new user needs are `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+ROCARS := $(PY) -m node
+PYTEST := $(VENV)/bin/pytest
+
+.PHONY: install run stop status test unit integration lint typecheck drills bench lock clean
+
+install:
+	@bash deploy/install.sh
+
+## Start the whole local system in the background and print its endpoints.
+run: install
+	@$(ROCARS) cluster up
+
+stop:
+	@if [ -x $(PY) ]; then $(ROCARS) cluster down; else echo "nothing installed, nothing to stop"; fi
+
+status:
+	@$(ROCARS) cluster status
+
+## Install what is needed, then lint, type-check and run the test suite (CI runs this).
+test: install lint typecheck
+	@$(PYTEST) -m "not slow" -p no:cacheprovider
+
+unit: install
+	@$(PYTEST) tests/unit -p no:cacheprovider
+
+integration: install
+	@$(PYTEST) -m "integration and not slow" -p no:cacheprovider
+
+lint: install
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	@$(VENV)/bin/mypy
+
+## Long fault drills and benchmarks (not in CI's default run).
+drills: install
+	@$(PYTEST) -m slow -p no:cacheprovider
+
+## Refresh requirements.lock from the current .venv (after changing pyproject.toml).
+lock:
+	@$(VENV)/bin/pip freeze --exclude-editable | grep -vi '^rocars' | \
+	  { echo "# Fully pinned dependency set for rocars (runtime + dev). Regenerate with: make lock"; cat; } > requirements.lock
+
+clean: stop
+	rm -rf var

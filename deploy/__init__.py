@@ -1,0 +1,1 @@
+"""Topology, configuration generation and the local cluster launcher."""

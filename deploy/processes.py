@@ -1,0 +1,168 @@
+"""Starting, finding and stopping the local system's processes (pid files + /proc identity).
+
+A process counts as running only when its pid file names a live, non-zombie process whose
+command line still mentions its own configuration file, so a recycled pid is never mistaken for
+a member and `make run` on a partly running system starts exactly what is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from deploy.state import DbUser, StateDir
+from node.errors import LaunchError
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    name: str  # e.g. "etcd-A"; names the pid file and the log file
+    site: str
+    argv: tuple[str, ...]
+    marker: str  # a string that must appear in the live process's command line
+    ports: tuple[tuple[str, str, int], ...] = ()  # (what, host, port) it listens on
+    user: DbUser | None = None  # run as this user instead of ourselves
+    cwd: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def running_pid(state: StateDir, spec: ProcessSpec) -> int | None:
+    path = state.pidfile(spec.name)
+    try:
+        pid = int(path.read_text().strip())
+        proc = psutil.Process(pid)
+        if _alive(proc) and spec.marker in " ".join(proc.cmdline()):
+            return pid
+    except (OSError, ValueError, psutil.Error):
+        pass
+    return None
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def who_listens(port: int) -> str:
+    """Best effort: 'pid N (name)' of whoever holds a TCP port, for error messages."""
+    with contextlib.suppress(psutil.Error):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+                if conn.pid:
+                    return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
+    return "another process"
+
+
+def check_ports_free(spec: ProcessSpec) -> None:
+    for what, host, port in spec.ports:
+        if port_in_use(host, port):
+            raise LaunchError(
+                f"cannot start {spec.name}: port {host}:{port} ({what}) is already in use by "
+                f"{who_listens(port)}; stop it or change the port in the topology file"
+            )
+
+
+def start(state: StateDir, spec: ProcessSpec) -> int:
+    """Start `spec` detached (its own session), output appended to its log file."""
+    log_path = state.logfile(spec.name)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **spec.env}
+    with open(log_path, "ab") as log:
+        log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {spec.name}\n".encode())
+        log.flush()
+        try:
+            proc = subprocess.Popen(
+                spec.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=spec.cwd,
+                env=env,
+                start_new_session=True,
+                user=spec.user.uid if spec.user and spec.user.is_other else None,
+                group=spec.user.gid if spec.user and spec.user.is_other else None,
+                extra_groups=[] if spec.user and spec.user.is_other else None,
+            )
+        except FileNotFoundError as exc:
+            raise LaunchError(
+                f"cannot start {spec.name}: {spec.argv[0]} not found; run 'make run' "
+                "(it installs the Debian packages) or install it"
+            ) from exc
+    state.pidfile(spec.name).write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def log_tail(state: StateDir, name: str, lines: int = 15) -> str:
+    try:
+        text = state.logfile(name).read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join("    " + x for x in text[-lines:])
+
+
+def stop_pids(pids: Iterable[int], *, timeout: float = 15.0) -> None:
+    """SIGTERM, wait, then SIGKILL whatever is left (with its children)."""
+    procs = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            p = psutil.Process(pid)
+            procs.append(p)
+            p.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            for child in p.children(recursive=True):
+                child.kill()
+            p.kill()
+    psutil.wait_procs(alive, timeout=5)
+
+
+def stop(state: StateDir, spec: ProcessSpec, *, timeout: float = 15.0) -> bool:
+    pid = running_pid(state, spec)
+    if pid is not None:
+        stop_pids([pid], timeout=timeout)
+    state.pidfile(spec.name).unlink(missing_ok=True)
+    return pid is not None
+
+
+def leftovers(markers: Iterable[str]) -> list[psutil.Process]:
+    """Live processes whose command line mentions any marker (a state or runtime path)."""
+    marks = [m for m in markers if m]
+    # Never ourselves or a shell that started us: their command lines may name the state folder.
+    mine = {os.getpid()} | {a.pid for a in psutil.Process().parents()}
+    out = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        if p.pid in mine:
+            continue
+        cmd = " ".join(p.info.get("cmdline") or [])
+        if any(m in cmd for m in marks) and _alive(p):
+            out.append(p)
+    return out
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    try:
+        return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None

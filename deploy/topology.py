@@ -1,0 +1,201 @@
+"""The topology file: which processes live on which site, their addresses and ports.
+
+Everything else (etcd, Patroni, Redis, Sentinel, HAProxy and node configuration) is generated
+from a `Topology`; this module only parses and validates it, so a bad file is rejected with a
+message naming the offending key before any process starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SiteRole = Literal["primary", "dr", "witness"]
+
+# Patroni 4 raises values under these floors with only a warning; we refuse them instead so the
+# configuration says what actually runs.
+PATRONI_MIN_TTL = 20
+PATRONI_MIN_LOOP_WAIT = 1
+PATRONI_MIN_RETRY_TIMEOUT = 3
+
+
+class TopologyError(ValueError):
+    """The topology file is unreadable or inconsistent; the message says where and how to fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EtcdPorts(_Strict):
+    client_port: int = Field(ge=1, le=65535)
+    peer_port: int = Field(ge=1, le=65535)
+
+
+class Port(_Strict):
+    port: int = Field(ge=1, le=65535)
+
+
+class Site(_Strict):
+    role: SiteRole
+    host: str
+    etcd: EtcdPorts
+    sentinel: Port
+    postgres: Port | None = None
+    patroni: Port | None = None
+    redis: Port | None = None
+    node: Port | None = None
+
+    @model_validator(mode="after")
+    def _data_sites_are_complete(self) -> Site:
+        data = (self.postgres, self.patroni, self.redis, self.node)
+        if self.role == "witness":
+            if any(x is not None for x in data):
+                raise ValueError("a witness site runs only etcd and sentinel")
+        elif any(x is None for x in data):
+            raise ValueError(
+                f"a {self.role} site needs postgres, patroni, redis and node ports"
+            )
+        return self
+
+
+class PatroniTiming(_Strict):
+    ttl: int = 20
+    loop_wait: int = 1
+    retry_timeout: int = 5
+    primary_start_timeout: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _timing_invariant(self) -> PatroniTiming:
+        # Patroni's own rule: a leader must be able to retry a failed DCS update twice within
+        # one loop before its key expires, or it loses the lock while still healthy.
+        if self.ttl < PATRONI_MIN_TTL:
+            raise ValueError(f"ttl {self.ttl} is below Patroni 4's floor of {PATRONI_MIN_TTL}")
+        if self.loop_wait < PATRONI_MIN_LOOP_WAIT:
+            raise ValueError(f"loop_wait {self.loop_wait} is below the floor of 1")
+        if self.retry_timeout < PATRONI_MIN_RETRY_TIMEOUT:
+            raise ValueError(f"retry_timeout {self.retry_timeout} is below the floor of 3")
+        if self.loop_wait + 2 * self.retry_timeout > self.ttl:
+            raise ValueError(
+                f"loop_wait + 2*retry_timeout = {self.loop_wait + 2 * self.retry_timeout} "
+                f"exceeds ttl {self.ttl}"
+            )
+        return self
+
+
+class Entry(_Strict):
+    site: str
+    port: int = Field(ge=1, le=65535)
+    stats_port: int = Field(ge=1, le=65535)
+
+
+class Topology(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")
+    patroni: PatroniTiming = PatroniTiming()
+    entry: Entry
+    sites: dict[str, Site]
+
+    @model_validator(mode="after")
+    def _shape(self) -> Topology:
+        roles = sorted(s.role for s in self.sites.values())
+        if roles != ["dr", "primary", "witness"]:
+            raise ValueError(
+                "sites must be exactly one primary, one dr and one witness site "
+                f"(got roles {roles})"
+            )
+        if self.entry.site not in self.sites:
+            raise ValueError(f"entry.site {self.entry.site!r} is not a site")
+        seen: dict[tuple[str, int], str] = {}
+        for where, host, port in self.endpoints():
+            key = (host, port)
+            if key in seen:
+                raise ValueError(f"port clash: {where} and {seen[key]} both use {host}:{port}")
+            seen[key] = where
+        return self
+
+    # -- derived views -------------------------------------------------------------------------
+
+    def endpoints(self) -> Iterator[tuple[str, str, int]]:
+        """Every listening endpoint as (what, host, port), for clash checks and port probes."""
+        entry_host = self.sites[self.entry.site].host
+        yield "entry.port", entry_host, self.entry.port
+        yield "entry.stats_port", entry_host, self.entry.stats_port
+        for name, site in self.sites.items():
+            yield f"sites.{name}.etcd.client_port", site.host, site.etcd.client_port
+            yield f"sites.{name}.etcd.peer_port", site.host, site.etcd.peer_port
+            yield f"sites.{name}.sentinel.port", site.host, site.sentinel.port
+            for svc in ("postgres", "patroni", "redis", "node"):
+                p = getattr(site, svc)
+                if p is not None:
+                    yield f"sites.{name}.{svc}.port", site.host, p.port
+
+    @property
+    def data_sites(self) -> list[str]:
+        """Sites that run PostgreSQL and an API node, primary first."""
+        order = {"primary": 0, "dr": 1}
+        return sorted(
+            (n for n, s in self.sites.items() if s.role != "witness"),
+            key=lambda n: order[self.sites[n].role],
+        )
+
+    @property
+    def primary_site(self) -> str:
+        return next(n for n, s in self.sites.items() if s.role == "primary")
+
+    def etcd_urls(self) -> list[str]:
+        return [f"http://{s.host}:{s.etcd.client_port}" for s in self.sites.values()]
+
+    def entry_url(self) -> str:
+        return f"http://{self.sites[self.entry.site].host}:{self.entry.port}"
+
+    def node_url(self, site: str) -> str:
+        s = self.sites[site]
+        assert s.node is not None
+        return f"http://{s.host}:{s.node.port}"
+
+    def patroni_url(self, site: str) -> str:
+        s = self.sites[site]
+        assert s.patroni is not None
+        return f"http://{s.host}:{s.patroni.port}"
+
+    def with_port_offset(self, offset: int) -> Topology:
+        """The same topology with every port shifted, so a test cluster can run beside `make run`."""
+        raw = self.model_dump()
+
+        def shift(obj: Any) -> Any:
+            if isinstance(obj, dict):
+                return {
+                    k: (v + offset if k.endswith("port") and isinstance(v, int) else shift(v))
+                    for k, v in obj.items()
+                }
+            return obj
+
+        return Topology.model_validate(shift(raw))
+
+
+def parse_topology(data: Any, *, source: str = "<topology>") -> Topology:
+    """Validate a parsed topology document; errors name the key path."""
+    try:
+        return Topology.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise TopologyError(f"{source}: {problems}") from exc
+
+
+def load_topology(path: Path) -> Topology:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise TopologyError(f"cannot read topology file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TopologyError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_topology(data, source=str(path))

@@ -1,0 +1,135 @@
+"""The node's role: `active` on the site that holds the Patroni leader, else `standby`.
+
+`decide_role` is the pure rule; `RoleWatcher` is the adapter that feeds it every
+`role_interval_s` from the local Patroni member (short timeout, so a frozen Patroni reads as
+"unknown", never as a hang) and a linearizable read of the leader key in etcd (so a minority
+etcd member cannot name a stale leader). Both must agree before a node calls itself active.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from node.errors import ComponentUnavailable
+from replication.etcd_gateway import EtcdGateway
+from replication.patroni_rest import PatroniRest
+
+Role = Literal["active", "standby"]
+log = logging.getLogger("rocars.role")
+
+
+@dataclass(frozen=True)
+class RoleFacts:
+    """What one cycle saw; None means "could not find out"."""
+
+    my_member: str
+    local_role: str | None  # Patroni's role for the local member, e.g. "primary", "replica"
+    local_state: str | None  # e.g. "running", "streaming", "stopped"
+    leader_key: str | None  # member named by the leader key, read with quorum
+    leader_known: bool  # False when etcd gave no quorum answer
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class RoleDecision:
+    role: Role
+    reason: str
+
+
+def decide_role(f: RoleFacts) -> RoleDecision:
+    """One sentence per cycle, like Patroni's HA loop."""
+    if f.local_role is None:
+        return RoleDecision("standby", f"local Patroni member {f.my_member} did not answer")
+    if not f.leader_known:
+        return RoleDecision("standby", "etcd gave no quorum answer for the leader key")
+    if f.leader_key != f.my_member:
+        holder = f.leader_key or "nobody"
+        return RoleDecision("standby", f"the leader key is held by {holder}, not {f.my_member}")
+    if f.local_role not in ("primary", "master") or f.local_state != "running":
+        return RoleDecision(
+            "standby",
+            f"{f.my_member} holds the leader key but is {f.local_role}/{f.local_state}, "
+            "not a running primary",
+        )
+    return RoleDecision("active", f"{f.my_member} is the running primary and holds the leader key")
+
+
+class RoleWatcher:
+    def __init__(
+        self,
+        *,
+        patroni: PatroniRest,
+        patroni_url: str,
+        etcd: EtcdGateway,
+        leader_key: str,
+        my_member: str,
+        interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[RoleDecision, RoleDecision | None], None] | None = None,
+    ) -> None:
+        self._patroni = patroni
+        self._patroni_url = patroni_url
+        self._etcd = etcd
+        self._leader_key = leader_key
+        self._my_member = my_member
+        self._interval = interval_s
+        self._clock = clock
+        self._on_change = on_change
+        self.decision = RoleDecision("standby", "starting: role not yet observed")
+        self.facts: RoleFacts | None = None
+        self.last_cycle_at: float | None = None
+        self.changed_at: float = clock()
+        self.changes = 0
+
+    @property
+    def role(self) -> Role:
+        return self.decision.role
+
+    async def observe(self) -> RoleFacts:
+        async def local() -> tuple[str | None, str | None, bool]:
+            try:
+                m = await self._patroni.member(self._patroni_url)
+                return m.role, m.state, m.paused
+            except ComponentUnavailable:
+                return None, None, False
+
+        async def leader() -> tuple[str | None, bool]:
+            try:
+                kv = await self._etcd.get(self._leader_key)
+                return (kv.value.decode() if kv else None), True
+            except ComponentUnavailable:
+                return None, False
+
+        (role, state, paused), (holder, known) = await asyncio.gather(local(), leader())
+        return RoleFacts(self._my_member, role, state, holder, known, paused)
+
+    async def cycle(self) -> RoleDecision:
+        facts = await self.observe()
+        decision = decide_role(facts)
+        self.facts = facts
+        self.last_cycle_at = self._clock()
+        if decision.role != self.decision.role:
+            previous = self.decision
+            self.decision = decision
+            self.changed_at = self._clock()
+            self.changes += 1
+            log.warning("role changed %s -> %s: %s", previous.role, decision.role, decision.reason)
+            if self._on_change is not None:
+                self._on_change(decision, previous)
+        else:
+            self.decision = decision
+        return decision
+
+    async def run(self) -> None:
+        while True:
+            started = self._clock()
+            try:
+                await self.cycle()
+            except Exception:  # a bug in one cycle must not stop role tracking
+                log.exception("role cycle failed")
+            await asyncio.sleep(max(0.0, self._interval - (self._clock() - started)))

@@ -1,0 +1,1 @@
+"""Prometheus metrics, health probes, alert rules and dashboards."""

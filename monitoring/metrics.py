@@ -1,0 +1,46 @@
+"""Prometheus metrics of one node, in a registry of its own (so several apps can share a process
+in tests). Every state that matters is a gauge here: role, readiness, leader, write availability.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass
+class NodeMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.role = Gauge(
+            "rocars_node_role", "1 for the node's current role", ["site", "role"], registry=r
+        )
+        self.ready = Gauge("rocars_node_ready", "1 when this node accepts writes", registry=r)
+        self.role_changes = Counter(
+            "rocars_node_role_changes", "Role changes seen by this node", registry=r
+        )
+        self.role_cycle_age = Gauge(
+            "rocars_role_cycle_age_seconds", "Seconds since the role loop last completed",
+            registry=r,
+        )
+        self.leader_known = Gauge(
+            "rocars_patroni_leader_known", "1 when etcd gave a quorum answer for the leader",
+            registry=r,
+        )
+        self.requests = Counter(
+            "rocars_http_requests", "HTTP requests by route and status class",
+            ["method", "route", "status"], registry=r,
+        )
+        self.latency = Histogram(
+            "rocars_http_request_duration_seconds", "HTTP request latency", ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+
+    def set_role(self, site: str, role: str) -> None:
+        for r in ("active", "standby"):
+            self.role.labels(site=site, role=r).set(1 if r == role else 0)
+        self.ready.set(1 if role == "active" else 0)

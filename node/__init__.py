@@ -1,0 +1,1 @@
+"""rocars node: the aiohttp service, its domain rules, storage and command line."""

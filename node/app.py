@@ -1,0 +1,104 @@
+"""The app factory: `create_app(config)` builds the node; every resource and background loop is
+opened and closed in `cleanup_ctx`, in dependency order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from psycopg_pool import AsyncConnectionPool
+
+from failover.role import RoleDecision, RoleWatcher
+from monitoring import health
+from monitoring.metrics import NodeMetrics
+from node import keys
+from node.config import NodeConfig
+from node.problems import problem_middleware
+from replication.etcd_gateway import EtcdGateway
+from replication.patroni_rest import PatroniRest
+
+log = logging.getLogger("rocars.node")
+
+
+async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession() as session:
+        app[keys.HTTP] = session
+        app[keys.ETCD] = EtcdGateway(session, app[keys.CONFIG].etcd_urls)
+        app[keys.PATRONI] = PatroniRest(session)
+        yield
+
+
+async def _role_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[keys.CONFIG]
+    metrics = app[keys.METRICS]
+
+    def changed(new: RoleDecision, old: RoleDecision | None) -> None:
+        metrics.set_role(cfg.site, new.role)
+        metrics.role_changes.inc()
+
+    watcher = RoleWatcher(
+        patroni=app[keys.PATRONI],
+        patroni_url=cfg.patroni_url,
+        etcd=app[keys.ETCD],
+        leader_key=cfg.leader_key,
+        my_member=cfg.patroni_member,
+        interval_s=cfg.role_interval_s,
+        on_change=changed,
+    )
+    app[keys.ROLE] = watcher
+    metrics.set_role(cfg.site, watcher.role)
+    task = asyncio.create_task(watcher.run(), name="role-watcher")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[keys.CONFIG]
+    pool: AsyncConnectionPool = AsyncConnectionPool(
+        cfg.database.conninfo(application_name=f"rocars-node-{cfg.site}"),
+        min_size=1,
+        max_size=10,
+        open=False,
+        timeout=5.0,
+        check=AsyncConnectionPool.check_connection,
+        name=f"node-{cfg.site}",
+    )
+    # Do not wait for the database here: a node must start (and answer /health/live and the
+    # contingency endpoints) while PostgreSQL is down.
+    await pool.open(wait=False)
+    app[keys.POOL] = pool
+    yield
+    await pool.close(timeout=2.0)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    m = request.app[keys.METRICS]
+    watcher = request.app[keys.ROLE]
+    if watcher.last_cycle_at is not None:
+        m.role_cycle_age.set(time.monotonic() - watcher.last_cycle_at)
+    facts = watcher.facts
+    m.leader_known.set(1 if facts and facts.leader_known else 0)
+    return web.Response(
+        body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+def create_app(config: NodeConfig) -> web.Application:
+    app = web.Application(middlewares=[problem_middleware], client_max_size=1024**2)
+    app[keys.CONFIG] = config
+    app[keys.METRICS] = NodeMetrics()
+    app[keys.STARTED_AT] = time.monotonic()
+    app.cleanup_ctx.append(_http_ctx)
+    app.cleanup_ctx.append(_role_ctx)
+    app.cleanup_ctx.append(_pool_ctx)
+    health.add_routes(app)
+    app.router.add_get("/metrics", metrics_handler)
+    return app

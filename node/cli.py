@@ -1,0 +1,157 @@
+"""The `rocars` command line. Errors say what went wrong and what to do, and exit non-zero."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from deploy.state import StateDir, default_state_dir
+from node.errors import RocarsError
+
+STATE_DIR_OPTION = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="State folder (generated config, logs, pids); default $ROCARS_STATE_DIR or ./var.",
+)
+TOPOLOGY_OPTION = click.option(
+    "--topology",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Topology file; default the one the state folder was made from, else deploy/topology.yaml.",
+)
+
+
+def _state(state_dir: Path | None) -> StateDir:
+    return StateDir((state_dir or default_state_dir()).resolve())
+
+
+def _setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """rocars: road-cargo e-ACI service, cluster and contingency tooling."""
+
+
+@cli.command()
+@click.option("--site", required=True, help="Which site's node to run (A or B).")
+@STATE_DIR_OPTION
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Node configuration file; default <state-dir>/config/node-<site>.yaml.",
+)
+def serve(site: str, state_dir: Path | None, config_path: Path | None) -> None:
+    """Run one API node in the foreground."""
+    from aiohttp import web
+
+    from node.app import create_app
+    from node.config import load_node_config
+
+    _setup_logging()
+    state = _state(state_dir)
+    cfg = load_node_config(config_path or state.node_config(site))
+    if cfg.site != site:
+        raise click.UsageError(f"{config_path} is the configuration of site {cfg.site}, not {site}")
+    web.run_app(
+        create_app(cfg),
+        host=cfg.listen_host,
+        port=cfg.listen_port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=5.0,
+    )
+
+
+@cli.group()
+def cluster() -> None:
+    """Start, stop and inspect the local two-site system."""
+
+
+@cluster.command()
+@TOPOLOGY_OPTION
+@STATE_DIR_OPTION
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait per step.")
+def up(topology: Path | None, state_dir: Path | None, timeout: float) -> None:
+    """Start whatever is not running and wait until the system is ready."""
+    from deploy import launcher, status
+
+    state = _state(state_dir)
+    topo = launcher.load_state_topology(state, topology)
+    t0 = time.monotonic()
+    asyncio.run(launcher.up(topo, state, click.echo, timeout=timeout))
+    elapsed = time.monotonic() - t0
+    doc = asyncio.run(status.collect(topo))
+    click.echo(f"ready in {elapsed:.1f}s\n")
+    click.echo(status.render_table(doc))
+    s = launcher.summary(topo, state)
+    click.echo("")
+    click.echo(f"API (HAProxy):   {s['api']}")
+    for site, url in topo_nodes(s):
+        click.echo(f"node {site}:          {url}   metrics {url}/metrics")
+    patroni = s["patroni"]
+    assert isinstance(patroni, dict)
+    for site, url in patroni.items():
+        click.echo(f"Patroni {site}:       {url}")
+    click.echo(f"HAProxy stats:   {s['haproxy_stats']}")
+    click.echo(f"logs:            {s['logs']}")
+
+
+def topo_nodes(summary: dict[str, object]) -> list[tuple[str, str]]:
+    nodes = summary["nodes"]
+    assert isinstance(nodes, dict)
+    return sorted(nodes.items())
+
+
+@cluster.command()
+@TOPOLOGY_OPTION
+@STATE_DIR_OPTION
+def down(topology: Path | None, state_dir: Path | None) -> None:
+    """Stop every process the local system started."""
+    from deploy import launcher
+
+    state = _state(state_dir)
+    topo = launcher.load_state_topology(state, topology)
+    launcher.down(topo, state, click.echo)
+    click.echo("stopped")
+
+
+@cluster.command("status")
+@TOPOLOGY_OPTION
+@STATE_DIR_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status_cmd(topology: Path | None, state_dir: Path | None, as_json: bool) -> None:
+    """Show nodes, PostgreSQL, etcd, Redis and contingency mode; exit 0 only when healthy."""
+    from deploy import launcher, status
+
+    state = _state(state_dir)
+    topo = launcher.load_state_topology(state, topology)
+    doc = asyncio.run(status.collect(topo))
+    click.echo(json.dumps(doc, indent=2) if as_json else status.render_table(doc))
+    sys.exit(0 if doc["healthy"] else 1)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except RocarsError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

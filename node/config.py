@@ -1,0 +1,75 @@
+"""The node's settings, read from the file `rocars cluster up` generates from the topology."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from node.errors import ConfigError
+
+
+class DatabaseSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str
+    port: int
+    dbname: str
+    user: str
+    password: str
+
+    def conninfo(self, *, application_name: str) -> str:
+        from psycopg.conninfo import make_conninfo
+
+        # Exactly one host: the node's own site member (never a multi-host DSN, which would
+        # follow a zombie primary; DESIGN.md section 6).
+        return make_conninfo(
+            host=self.host,
+            port=self.port,
+            dbname=self.dbname,
+            user=self.user,
+            password=self.password,
+            application_name=application_name,
+            connect_timeout=2,
+        )
+
+
+class NodeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    site: str
+    cluster: str
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(ge=0, le=65535)
+    state_dir: Path
+    database: DatabaseSettings
+    patroni_url: str
+    patroni_member: str
+    patroni_namespace: str = "/service/"
+    etcd_urls: list[str]
+    redis_sentinels: list[tuple[str, int]]
+    redis_master_name: str = "rocars"
+    peers: dict[str, str] = {}
+    # How often the role watcher looks at Patroni and etcd; a role change is seen within this.
+    role_interval_s: float = Field(default=0.5, gt=0, le=1.0)
+    # /health/live fails when the role loop has not completed for this long (frozen loop).
+    liveness_stale_s: float = Field(default=5.0, gt=0)
+
+    @property
+    def leader_key(self) -> str:
+        return f"{self.patroni_namespace}{self.cluster}/leader"
+
+
+def load_node_config(path: Path) -> NodeConfig:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read node configuration {path}: {exc.strerror}; "
+            "run 'rocars cluster up' (or 'make run') to generate it"
+        ) from exc
+    try:
+        return NodeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

@@ -1,0 +1,1 @@
+"""PostgreSQL cluster membership: Patroni configuration, leader discovery, replication health."""

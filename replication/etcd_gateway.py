@@ -1,0 +1,167 @@
+"""etcd through its v3 JSON gateway (`/v3/kv/...`, `/v3/watch`), with aiohttp: no gRPC stack.
+
+Serves: the node's role watcher (leader key), cluster status, and contingency mode storage.
+Reads are linearizable (etcd's default) so an isolated member cannot hand us a stale leader:
+its minority view fails instead (DESIGN.md section 6).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from node.errors import EtcdUnavailable
+
+DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=1.0, connect=0.5)
+
+
+def _b64(text: str | bytes) -> str:
+    raw = text.encode() if isinstance(text, str) else text
+    return base64.b64encode(raw).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def prefix_end(prefix: str) -> str:
+    """The range_end that selects every key starting with `prefix` (etcd's convention)."""
+    raw = bytearray(prefix.encode())
+    raw[-1] += 1
+    return raw.decode()
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    key: str
+    value: bytes
+    mod_revision: int
+
+
+@dataclass(frozen=True)
+class MemberStatus:
+    url: str
+    healthy: bool
+    member_id: str | None = None
+    leader_id: str | None = None
+    name: str | None = None
+    error: str | None = None
+
+
+class EtcdGateway:
+    """A small client over several etcd members: each call tries members in turn."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        urls: Sequence[str],
+        *,
+        timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
+    ) -> None:
+        if not urls:
+            raise ValueError("at least one etcd URL is needed")
+        self._session = session
+        self._urls = list(urls)
+        self._timeout = timeout
+
+    async def _post_one(self, url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with self._session.post(f"{url}{path}", json=body, timeout=self._timeout) as r:
+            data: dict[str, Any] = await r.json(content_type=None)
+            if r.status != 200:
+                raise EtcdUnavailable(f"{url}{path}: HTTP {r.status}: {data.get('message')}")
+            return data
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        errors = []
+        for url in self._urls:
+            try:
+                return await self._post_one(url, path, body)
+            except (aiohttp.ClientError, TimeoutError, ValueError, EtcdUnavailable) as exc:
+                errors.append(f"{url}: {exc!r}")
+        raise EtcdUnavailable("no etcd member answered: " + "; ".join(errors))
+
+    async def get(self, key: str) -> KeyValue | None:
+        data = await self._post("/v3/kv/range", {"key": _b64(key)})
+        kvs = data.get("kvs") or []
+        if not kvs:
+            return None
+        kv = kvs[0]
+        return KeyValue(key, _unb64(kv.get("value", "")), int(kv.get("mod_revision", 0)))
+
+    async def get_prefix(self, prefix: str) -> list[KeyValue]:
+        data = await self._post(
+            "/v3/kv/range", {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
+        )
+        return [
+            KeyValue(
+                _unb64(kv["key"]).decode(),
+                _unb64(kv.get("value", "")),
+                int(kv.get("mod_revision", 0)),
+            )
+            for kv in data.get("kvs") or []
+        ]
+
+    async def put(self, key: str, value: bytes | str) -> int:
+        data = await self._post("/v3/kv/put", {"key": _b64(key), "value": _b64(value)})
+        return int(data.get("header", {}).get("revision", 0))
+
+    async def member_statuses(self) -> list[MemberStatus]:
+        """Ask every member for its own status (each call goes to that member alone)."""
+        out = []
+        for url in self._urls:
+            try:
+                st = await self._post_one(url, "/v3/maintenance/status", {})
+                out.append(
+                    MemberStatus(
+                        url=url,
+                        healthy=True,
+                        member_id=str(st.get("header", {}).get("member_id")),
+                        leader_id=str(st.get("leader")),
+                    )
+                )
+            except (aiohttp.ClientError, TimeoutError, ValueError, EtcdUnavailable) as exc:
+                out.append(MemberStatus(url=url, healthy=False, error=repr(exc)))
+        return out
+
+    async def member_names(self) -> dict[str, str]:
+        data = await self._post("/v3/cluster/member/list", {})
+        return {str(m.get("ID")): str(m.get("name")) for m in data.get("members", [])}
+
+    async def watch_prefix(
+        self, prefix: str, *, start_revision: int | None = None
+    ) -> AsyncIterator[list[KeyValue]]:
+        """Stream batches of changed keys under `prefix` until the connection drops."""
+        req: dict[str, Any] = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
+        if start_revision is not None:
+            req["start_revision"] = start_revision
+        last: Exception | None = None
+        for url in self._urls:
+            try:
+                async with self._session.post(
+                    f"{url}/v3/watch",
+                    json={"create_request": req},
+                    timeout=aiohttp.ClientTimeout(total=None, connect=0.5, sock_read=None),
+                ) as resp:
+                    async for line in resp.content:
+                        if not line.strip():
+                            continue
+                        result = json.loads(line).get("result", {})
+                        events = result.get("events") or []
+                        if events:
+                            yield [
+                                KeyValue(
+                                    _unb64(e["kv"]["key"]).decode(),
+                                    _unb64(e["kv"].get("value", "")),
+                                    int(e["kv"].get("mod_revision", 0)),
+                                )
+                                for e in events
+                            ]
+                    return
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                last = exc
+        raise EtcdUnavailable(f"no etcd member accepted the watch: {last!r}")
