@@ -9,8 +9,9 @@ to the bundles truckers made before arriving, and writes the result to PostgreSQ
 Matching rules (cautious: a wrong link would clear cargo that nobody looked at):
 
 * A record can only match an open bundle at the same LBCP with the same VRN (both in the
-  canonical form of :func:`node.domain.vrn.normalise_vrn`), sharing at least one CCRN with the record. A VRN typo is not guessed
-  around; the CCRNs say which other bundle they sit in, for an officer to resolve.
+  canonical form of :func:`node.domain.vrn.normalise_vrn`), sharing at least one CCRN with
+  the record. A VRN typo is not guessed around; the CCRNs say that they sit in another
+  bundle, for an officer to resolve.
 * Among such bundles the one sharing the most CCRNs wins; a tie is ambiguous and matches
   nothing.
 * Records are matched in clearance order (``cleared_at``, then UUID), and each bundle is used

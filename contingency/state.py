@@ -461,7 +461,7 @@ def _read_opt_time(path: str, value: object) -> datetime | None:
     return None if value is None else _read_time(path, value)
 
 
-def _read_scope(path: str, value: object, known: frozenset[str]) -> Scope:
+def _read_scope(path: str, value: object, known: frozenset[str] | None) -> Scope:
     if value is None:
         return None
     if not isinstance(value, list):
@@ -491,7 +491,9 @@ def _build(path: str, build: Callable[..., _T], **kwargs: object) -> _T:
         raise ValueError(f"{path}.{exc}" if path else str(exc)) from None
 
 
-def _read_change(path: str, doc: object, known: frozenset[str]) -> Change:
+def _read_change(path: str, doc: object) -> Change:
+    # History records past facts: an LBCP since removed from the configuration must not make
+    # the whole document unreadable (and contingency unreachable), so only its form is checked.
     d = _object(path, doc, _CHANGE_FIELDS)
     return _build(
         path,
@@ -500,8 +502,8 @@ def _read_change(path: str, doc: object, known: frozenset[str]) -> Change:
         actor=_read_str(f"{path}.actor", d["actor"]),
         reason=_read_str(f"{path}.reason", d["reason"]),
         at=_read_time(f"{path}.at", d["at"]),
-        lbcps=_read_scope(f"{path}.lbcps", d["lbcps"], known),
-        scope=_read_scope(f"{path}.scope", d["scope"], known),
+        lbcps=_read_scope(f"{path}.lbcps", d["lbcps"], None),
+        scope=_read_scope(f"{path}.scope", d["scope"], None),
         message=_read_str(f"{path}.message", d["message"]),
     )
 
@@ -510,6 +512,7 @@ def from_dict(doc: object, *, known: frozenset[str] = LBCP_CODES) -> Contingency
     """Read a document written by :func:`to_dict`, refusing anything it would not write.
 
     Raises ValueError whose message starts with the offending field (``history[2].at: ...``).
+    The live ``scope`` must use LBCPs in ``known``; history entries only need well-formed codes.
     """
     d = _object("", doc, _STATE_FIELDS)
     version = d["version"]
@@ -542,5 +545,5 @@ def from_dict(doc: object, *, known: frozenset[str] = LBCP_CODES) -> Contingency
         message=_read_str("message", d["message"]),
         since=_read_opt_time("since", d["since"]),
         last_window=window,
-        history=tuple(_read_change(f"history[{i}]", c, known) for i, c in enumerate(history)),
+        history=tuple(_read_change(f"history[{i}]", c) for i, c in enumerate(history)),
     )

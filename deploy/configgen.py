@@ -173,21 +173,24 @@ def sentinel_config(topo: Topology, site: str, data_dir: Path) -> str:
     s = topo.sites[site]
     p = topo.sites[topo.primary_site]
     assert p.redis is not None
-    return "\n".join(
-        [
-            f"bind {s.host}",
-            f"port {s.sentinel.port}",
-            "protected-mode no",
-            "daemonize no",
-            f"dir {data_dir}",
-            'logfile ""',
-            # Quorum 2 of the 3 sentinels, one per site, like etcd.
-            f"sentinel monitor {REDIS_MASTER_NAME} {p.host} {p.redis.port} 2",
-            f"sentinel down-after-milliseconds {REDIS_MASTER_NAME} 2000",
-            f"sentinel failover-timeout {REDIS_MASTER_NAME} 10000",
-            f"sentinel parallel-syncs {REDIS_MASTER_NAME} 1",
-        ]
-    ) + "\n"
+    return (
+        "\n".join(
+            [
+                f"bind {s.host}",
+                f"port {s.sentinel.port}",
+                "protected-mode no",
+                "daemonize no",
+                f"dir {data_dir}",
+                'logfile ""',
+                # Quorum 2 of the 3 sentinels, one per site, like etcd.
+                f"sentinel monitor {REDIS_MASTER_NAME} {p.host} {p.redis.port} 2",
+                f"sentinel down-after-milliseconds {REDIS_MASTER_NAME} 2000",
+                f"sentinel failover-timeout {REDIS_MASTER_NAME} 10000",
+                f"sentinel parallel-syncs {REDIS_MASTER_NAME} 1",
+            ]
+        )
+        + "\n"
+    )
 
 
 def haproxy_config(topo: Topology) -> str:

@@ -246,7 +246,7 @@ async def _wait(
         try:
             if await check():
                 return
-        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+        except Exception:
             pass
         await asyncio.sleep(0.2)
     tails = "\n".join(f"  last lines of {n}.log:\n{processes.log_tail(state, n)}" for n in logs)
@@ -446,6 +446,12 @@ def down(topo: Topology, state: StateDir, progress: Progress) -> None:
     if rest:
         processes.stop_pids([p.pid for p in rest], timeout=5)
         progress(f"stopped {len(rest)} leftover process(es)")
+
+
+def purge(state: StateDir) -> None:
+    """Remove the state folder and the PostgreSQL runtime folder (after `down`)."""
+    shutil.rmtree(state.runtime, ignore_errors=True)
+    shutil.rmtree(state.root, ignore_errors=True)
 
 
 def load_state_topology(state: StateDir, topology: Path | None) -> Topology:

@@ -37,7 +37,7 @@ class ProcessSpec:
 
 def _alive(proc: psutil.Process) -> bool:
     try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 
@@ -68,9 +68,9 @@ def who_listens(port: int) -> str:
     """Best effort: 'pid N (name)' of whoever holds a TCP port, for error messages."""
     with contextlib.suppress(psutil.Error):
         for conn in psutil.net_connections(kind="tcp"):
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
-                if conn.pid:
-                    return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
+            lport = getattr(conn.laddr, "port", None)
+            if lport == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
     return "another process"
 
 
@@ -166,3 +166,21 @@ def postmaster_pid(data_dir: Path) -> int | None:
         return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def tree_memory(pid: int) -> int:
+    """Memory of a process and all its descendants, in bytes: PSS (shared pages split among
+    the processes sharing them, so PostgreSQL's shared buffers count once), else RSS."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            try:
+                total += p.memory_full_info().pss
+            except (psutil.AccessDenied, AttributeError):
+                total += p.memory_info().rss
+    return total

@@ -7,6 +7,7 @@ member's own `/cluster` answer (an isolated member's `/cluster` can be stale, DE
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -81,8 +82,14 @@ async def _postgres(
     for site in topo.data_sites:
         if member_name(site) not in known:
             members.append(
-                {"name": member_name(site), "site": site, "role": None, "state": "unreachable",
-                 "lag_bytes": None, "timeline": None}
+                {
+                    "name": member_name(site),
+                    "site": site,
+                    "role": None,
+                    "state": "unreachable",
+                    "lag_bytes": None,
+                    "timeline": None,
+                }
             )
     return {"leader": leader, "paused": paused, "members": members}
 
@@ -90,12 +97,11 @@ async def _postgres(
 async def _etcd(etcd: EtcdGateway) -> dict[str, Any]:
     statuses = await etcd.member_statuses()
     names: dict[str, str] = {}
-    try:
+    with contextlib.suppress(ComponentUnavailable):
         names = await etcd.member_names()
-    except ComponentUnavailable:
-        pass
     leader_ids = {s.leader_id for s in statuses if s.healthy}
-    leader = names.get(next(iter(leader_ids)), None) if len(leader_ids) == 1 else None
+    leader_id = next(iter(leader_ids)) if len(leader_ids) == 1 else None
+    leader = names.get(leader_id) if leader_id else None
     members = [
         {
             "name": names.get(s.member_id or "", None),
@@ -120,7 +126,9 @@ async def _redis(topo: Topology) -> dict[str, Any]:
             host=site.host, port=site.sentinel.port, socket_timeout=1, socket_connect_timeout=1
         )
         try:
-            addr = await r.execute_command("SENTINEL", "get-master-addr-by-name", REDIS_MASTER_NAME)
+            addr = await r.execute_command(  # type: ignore[no-untyped-call]
+                "SENTINEL", "get-master-addr-by-name", REDIS_MASTER_NAME
+            )
             if addr:
                 primary = f"{addr[0].decode()}:{addr[1].decode()}"
                 break

@@ -57,9 +57,7 @@ class Site(_Strict):
             if any(x is not None for x in data):
                 raise ValueError("a witness site runs only etcd and sentinel")
         elif any(x is None for x in data):
-            raise ValueError(
-                f"a {self.role} site needs postgres, patroni, redis and node ports"
-            )
+            raise ValueError(f"a {self.role} site needs postgres, patroni, redis and node ports")
         return self
 
 
@@ -163,7 +161,7 @@ class Topology(_Strict):
         return f"http://{s.host}:{s.patroni.port}"
 
     def with_port_offset(self, offset: int) -> Topology:
-        """The same topology with every port shifted, so a test cluster can run beside `make run`."""
+        """This topology with every port shifted, so a test cluster can run beside `make run`."""
         raw = self.model_dump()
 
         def shift(obj: Any) -> Any:

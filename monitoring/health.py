@@ -45,7 +45,11 @@ async def ready(request: web.Request) -> web.Response:
     watcher = request.app[keys.ROLE]
     ok = watcher.role == "active" and _live(request.app)
     return web.json_response(
-        {"status": "pass" if ok else "fail", "role": watcher.role, "reason": watcher.decision.reason},
+        {
+            "status": "pass" if ok else "fail",
+            "role": watcher.role,
+            "reason": watcher.decision.reason,
+        },
         status=200 if ok else 503,
         content_type=HEALTH_JSON,
     )

@@ -23,19 +23,25 @@ class NodeMetrics:
             "rocars_node_role_changes", "Role changes seen by this node", registry=r
         )
         self.role_cycle_age = Gauge(
-            "rocars_role_cycle_age_seconds", "Seconds since the role loop last completed",
+            "rocars_role_cycle_age_seconds",
+            "Seconds since the role loop last completed",
             registry=r,
         )
         self.leader_known = Gauge(
-            "rocars_patroni_leader_known", "1 when etcd gave a quorum answer for the leader",
+            "rocars_patroni_leader_known",
+            "1 when etcd gave a quorum answer for the leader",
             registry=r,
         )
         self.requests = Counter(
-            "rocars_http_requests", "HTTP requests by route and status class",
-            ["method", "route", "status"], registry=r,
+            "rocars_http_requests",
+            "HTTP requests by route and status class",
+            ["method", "route", "status"],
+            registry=r,
         )
         self.latency = Histogram(
-            "rocars_http_request_duration_seconds", "HTTP request latency", ["route"],
+            "rocars_http_request_duration_seconds",
+            "HTTP request latency",
+            ["route"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )

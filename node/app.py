@@ -91,6 +91,13 @@ async def metrics_handler(request: web.Request) -> web.Response:
     )
 
 
+async def _stamp_node(request: web.Request, response: web.StreamResponse) -> None:
+    # Lets clients, drills and tests see which node answered through HAProxy.
+    cfg = request.app[keys.CONFIG]
+    response.headers["X-Rocars-Node"] = cfg.site
+    response.headers["X-Rocars-Role"] = request.app[keys.ROLE].role
+
+
 def create_app(config: NodeConfig) -> web.Application:
     app = web.Application(middlewares=[problem_middleware], client_max_size=1024**2)
     app[keys.CONFIG] = config
@@ -99,6 +106,7 @@ def create_app(config: NodeConfig) -> web.Application:
     app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_role_ctx)
     app.cleanup_ctx.append(_pool_ctx)
+    app.on_response_prepare.append(_stamp_node)
     health.add_routes(app)
     app.router.add_get("/metrics", metrics_handler)
     return app

@@ -24,7 +24,7 @@ TOPOLOGY_OPTION = click.option(
     "--topology",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
-    help="Topology file; default the one the state folder was made from, else deploy/topology.yaml.",
+    help="Topology file; default: the state folder's own, else deploy/topology.yaml.",
 )
 
 
@@ -120,13 +120,17 @@ def topo_nodes(summary: dict[str, object]) -> list[tuple[str, str]]:
 @cluster.command()
 @TOPOLOGY_OPTION
 @STATE_DIR_OPTION
-def down(topology: Path | None, state_dir: Path | None) -> None:
+@click.option("--purge", is_flag=True, help="Also delete all data, logs and configuration.")
+def down(topology: Path | None, state_dir: Path | None, purge: bool) -> None:
     """Stop every process the local system started."""
     from deploy import launcher
 
     state = _state(state_dir)
     topo = launcher.load_state_topology(state, topology)
     launcher.down(topo, state, click.echo)
+    if purge:
+        launcher.purge(state)
+        click.echo(f"deleted {state.root} and {state.runtime}")
     click.echo("stopped")
 
 

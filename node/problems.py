@@ -73,7 +73,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             raise
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         return Problem(
-            exc.status, exc.reason, exc.text if exc.text and exc.text != exc.reason else "",
+            exc.status,
+            exc.reason,
+            exc.text if exc.text and exc.text != exc.reason else "",
             headers=headers,
         ).response(request.path)
     except Exception:

@@ -421,6 +421,16 @@ def test_from_dict_rejects_missing_fields(field: str) -> None:
         from_dict(_set(field, _DELETE))
 
 
+def test_from_dict_checks_scope_against_configuration_but_not_history() -> None:
+    """A removed LBCP in the history stays readable; in the live scope it is refused."""
+    doc = to_dict(_on(lbcps=frozenset({"LMC", "SBC"})))
+    smaller = LBCP_CODES - {"SBC"}
+    with pytest.raises(ValueError, match=r"^scope: unknown LBCP 'SBC'"):
+        from_dict(doc, known=smaller)
+    released = to_dict(_off(from_dict(doc), frozenset({"SBC"})))
+    assert from_dict(released, known=smaller).history[0].lbcps == frozenset({"LMC", "SBC"})
+
+
 def test_from_dict_rejects_non_objects() -> None:
     """A document that is not a JSON object is refused."""
     with pytest.raises(ValueError, match=r"^document: must be an object"):

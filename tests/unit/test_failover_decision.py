@@ -14,8 +14,10 @@ from failover.decision import (
     ControllerConfig,
     Decision,
     MemberFacts,
+    MemberState,
     NodeHealth,
     Observation,
+    Role,
     SiteView,
     decide,
     standby_blocker,
@@ -39,14 +41,16 @@ ACTIVE_NODES = (
     NodeHealth(False, NOW - 6.0),  # past grace
     NodeHealth(False, NOW + 1.0),  # streak start in the future (clock skew)
 )
+ROLES: tuple[Role | None, ...] = (None, "primary", "replica")
+STATES: tuple[MemberState, ...] = ("running", "streaming", "stopped")
 OTHER_NODES = (NodeHealth(True), NodeHealth(False, NOW - 100.0))
 OTHER_MEMBERS = (
     None,
     *(
         MemberFacts(role, state, sync, lag, tl)
         for role, state, sync, lag, tl in itertools.product(
-            (None, "primary", "replica"),
-            ("running", "streaming", "stopped"),
+            ROLES,
+            STATES,
             (False, True),
             (None, 0, 1),
             (None, TL - 1, TL),

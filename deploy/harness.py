@@ -1,0 +1,117 @@
+"""A local cluster driven through the real `rocars cluster` command, for tests and drills.
+
+Each harness has its own state folder and a port offset, so a test cluster never touches the
+one `make run` left running. `close()` stops every process and deletes every file it made, and
+is safe to call after a failure part-way through `start()`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deploy import launcher, processes
+from deploy.state import DEFAULT_TOPOLOGY, StateDir
+from deploy.topology import Topology, load_topology
+
+
+@dataclass
+class LocalCluster:
+    topo: Topology
+    state: StateDir
+    topology_file: Path
+
+    @classmethod
+    def create(cls, root: Path, *, port_offset: int) -> LocalCluster:
+        topo = load_topology(DEFAULT_TOPOLOGY).with_port_offset(port_offset)
+        root.mkdir(parents=True, exist_ok=True)
+        topo_file = root / "topology.yaml"
+        topo_file.write_text(yaml.safe_dump(topo.model_dump(), sort_keys=False))
+        return cls(topo, StateDir((root / "var").resolve()), topo_file)
+
+    def rocars(self, *args: str, timeout: float = 180, check: bool = True) -> str:
+        """Run the real CLI as a separate process (so started daemons are not our children)."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "node", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise RuntimeError(
+                f"rocars {' '.join(args)} exited {proc.returncode}\n"
+                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            )
+        return proc.stdout + proc.stderr
+
+    def up(self, *, timeout: float = 120) -> str:
+        return self.rocars(
+            "cluster",
+            "up",
+            "--topology",
+            str(self.topology_file),
+            "--state-dir",
+            str(self.state.root),
+            "--timeout",
+            str(timeout),
+            timeout=timeout * 3,
+        )
+
+    def status(self) -> tuple[int, dict[str, Any]]:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "node",
+                "cluster",
+                "status",
+                "--json",
+                "--state-dir",
+                str(self.state.root),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        return proc.returncode, json.loads(proc.stdout)
+
+    def down(self) -> str:
+        return self.rocars("cluster", "down", "--state-dir", str(self.state.root), check=False)
+
+    def close(self) -> None:
+        try:
+            launcher.down(self.topo, self.state, lambda _msg: None)
+        finally:
+            launcher.purge(self.state)
+
+    def pid(self, process: str) -> int | None:
+        spec = launcher.specs(self.topo, self.state)[process]
+        return processes.running_pid(self.state, spec)
+
+    def leftovers(self) -> list[str]:
+        procs = processes.leftovers([str(self.state.root), str(self.state.runtime)])
+        return [" ".join(p.cmdline()) for p in procs]
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Memory (PSS) per process of the system (with children), for the memory target."""
+        out = {}
+        for name, spec in launcher.specs(self.topo, self.state).items():
+            pid = processes.running_pid(self.state, spec)
+            if pid is not None:
+                out[name] = processes.tree_memory(pid)
+        # Patroni double-forks PostgreSQL, so the postmaster is not in Patroni's process tree.
+        for site in self.topo.data_sites:
+            pm = processes.postmaster_pid(self.state.member_dir(site) / "data")
+            if pm is not None:
+                out[f"postgres-{site}"] = processes.tree_memory(pm)
+        return out

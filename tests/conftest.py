@@ -1,0 +1,26 @@
+"""Shared fixtures. Integration tests get a real local cluster (etcd, Patroni/PostgreSQL, Redis
+with Sentinel, HAProxy, two API nodes) started through the real `rocars cluster up` command."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy.harness import LocalCluster
+
+# Ports of test clusters are shifted away from `make run`'s so both can run at once.
+SESSION_PORT_OFFSET = 1000
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """One running cluster shared by the integration tests that do not break it."""
+    root: Path = tmp_path_factory.mktemp("session-cluster")
+    c = LocalCluster.create(root, port_offset=SESSION_PORT_OFFSET)
+    try:
+        c.up()
+        yield c
+    finally:
+        c.close()
