@@ -379,6 +379,11 @@ async def up(topo: Topology, state: StateDir, progress: Progress, *, timeout: fl
             logs=[f"patroni-{n}" for n in topo.data_sites],
         )
         await asyncio.to_thread(bootstrap_database, topo, state, leader_name[0])
+        from node import admin
+
+        applied = await admin.run_migrations(topo, state)
+        if applied:
+            progress(f"applied migrations: {', '.join(applied)}")
 
         for name in topo.data_sites:
             _ensure_running(state, all_specs[f"node-{name}"], progress, started)

@@ -90,6 +90,10 @@ class RoleWatcher:
     def role(self) -> Role:
         return self.decision.role
 
+    @property
+    def facts_leader(self) -> str | None:
+        return self.facts.leader_key if self.facts else None
+
     async def observe(self) -> RoleFacts:
         async def local() -> tuple[str | None, str | None, bool]:
             try:

@@ -17,7 +17,9 @@ from psycopg_pool import AsyncConnectionPool
 from failover.role import RoleDecision, RoleWatcher
 from monitoring import health
 from monitoring.metrics import NodeMetrics
-from node import keys
+from node import keys, migrate
+from node.api import bundles, consignments, itfs, lbcp, openapi, registrations, risk_rules
+from node.api.common import utc_now
 from node.config import NodeConfig
 from node.problems import problem_middleware
 from replication.etcd_gateway import EtcdGateway
@@ -79,6 +81,31 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     await pool.close(timeout=2.0)
 
 
+async def _migrate_loop(app: web.Application) -> None:
+    """Apply pending migrations whenever this node is active (idempotent, advisory-locked)."""
+    done_on: str | None = None
+    while True:
+        watcher = app[keys.ROLE]
+        if watcher.role == "active" and done_on != watcher.facts_leader:
+            try:
+                async with app[keys.POOL].connection() as conn:
+                    applied = await migrate.migrate(conn)
+                if applied:
+                    log.info("applied migrations: %s", ", ".join(applied))
+                done_on = watcher.facts_leader
+            except Exception as exc:  # retried on the next tick; the database may be moving
+                log.warning("migration attempt failed: %s", exc)
+        await asyncio.sleep(1.0)
+
+
+async def _migrate_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_migrate_loop(app), name="migrator")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def metrics_handler(request: web.Request) -> web.Response:
     m = request.app[keys.METRICS]
     watcher = request.app[keys.ROLE]
@@ -99,14 +126,20 @@ async def _stamp_node(request: web.Request, response: web.StreamResponse) -> Non
 
 
 def create_app(config: NodeConfig) -> web.Application:
-    app = web.Application(middlewares=[problem_middleware], client_max_size=1024**2)
+    # Batch submission takes up to 32 MiB; every other route enforces 1 MiB itself.
+    app = web.Application(middlewares=[problem_middleware], client_max_size=32 * 1024**2)
     app[keys.CONFIG] = config
+    app[keys.CLOCK] = utc_now
+    app[keys.ACCOUNT_CACHE] = {}
     app[keys.METRICS] = NodeMetrics()
     app[keys.STARTED_AT] = time.monotonic()
     app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_role_ctx)
     app.cleanup_ctx.append(_pool_ctx)
+    app.cleanup_ctx.append(_migrate_ctx)
     app.on_response_prepare.append(_stamp_node)
     health.add_routes(app)
     app.router.add_get("/metrics", metrics_handler)
+    for module in (registrations, consignments, bundles, lbcp, risk_rules, itfs, openapi):
+        module.add_routes(app)
     return app

@@ -149,6 +149,68 @@ def status_cmd(topology: Path | None, state_dir: Path | None, as_json: bool) -> 
     sys.exit(0 if doc["healthy"] else 1)
 
 
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("migrate")
+@TOPOLOGY_OPTION
+@STATE_DIR_OPTION
+def db_migrate(topology: Path | None, state_dir: Path | None) -> None:
+    """Apply pending schema migrations on the current leader."""
+    from deploy import launcher
+    from node import admin
+
+    state = _state(state_dir)
+    topo = launcher.load_state_topology(state, topology)
+    applied = asyncio.run(admin.run_migrations(topo, state))
+    click.echo("applied: " + ", ".join(applied) if applied else "schema is up to date")
+
+
+@cli.group()
+def admin() -> None:
+    """Accounts and other bootstrap tasks."""
+
+
+@admin.command("create-account")
+@click.option("--kind", required=True, type=click.Choice(["officer", "sre", "trader", "trucker"]))
+@click.option("--name", required=True, help="Account holder's name.")
+@click.option(
+    "--trader-kind",
+    type=click.Choice(["shipper", "forwarder", "agent"]),
+    default=None,
+    help="For traders: shipper, forwarder or agent (default shipper).",
+)
+@TOPOLOGY_OPTION
+@STATE_DIR_OPTION
+def create_account_cmd(
+    kind: str,
+    name: str,
+    trader_kind: str | None,
+    topology: Path | None,
+    state_dir: Path | None,
+) -> None:
+    """Create an approved account directly and print JSON with its api_key (shown once)."""
+    from deploy import launcher
+    from node import admin as admin_ops
+
+    if not name.strip():
+        raise click.BadParameter("must not be blank", param_hint="--name")
+    if kind == "trader" and trader_kind is None:
+        trader_kind = "shipper"
+    if kind != "trader" and trader_kind is not None:
+        raise click.BadParameter("only for --kind trader", param_hint="--trader-kind")
+    state = _state(state_dir)
+    topo = launcher.load_state_topology(state, topology)
+    out = asyncio.run(
+        admin_ops.admin_create_account(
+            topo, state, kind=kind, name=name.strip(), trader_kind=trader_kind
+        )
+    )
+    click.echo(json.dumps(out))
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

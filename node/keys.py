@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
 import aiohttp
 from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
@@ -12,6 +16,9 @@ from node.config import NodeConfig
 from replication.etcd_gateway import EtcdGateway
 from replication.patroni_rest import PatroniRest
 
+if TYPE_CHECKING:
+    from node.auth import Account
+
 CONFIG = web.AppKey("config", NodeConfig)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 ETCD = web.AppKey("etcd", EtcdGateway)
@@ -20,3 +27,7 @@ ROLE = web.AppKey("role", RoleWatcher)
 METRICS = web.AppKey("metrics", NodeMetrics)
 POOL = web.AppKey("pool", AsyncConnectionPool)
 STARTED_AT = web.AppKey("started_at", float)
+# sha256(api key) -> (monotonic time cached, Account); short-lived, to keep hot paths off the DB.
+ACCOUNT_CACHE: web.AppKey[dict[str, tuple[float, Account]]] = web.AppKey("account_cache")
+# Wall clock (UTC, aware), injectable so tests can pin "now".
+CLOCK: web.AppKey[Callable[[], datetime]] = web.AppKey("clock")

@@ -3,6 +3,7 @@ with Sentinel, HAProxy, two API nodes) started through the real `rocars cluster 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import pytest
 
 from deploy.harness import LocalCluster
 
-# Ports of test clusters are shifted away from `make run`'s so both can run at once.
-SESSION_PORT_OFFSET = 1000
+# Ports of test clusters are shifted away from `make run`'s so both can run at once (and, with
+# ROCARS_TEST_PORT_OFFSET, two test runs on one machine).
+SESSION_PORT_OFFSET = int(os.environ.get("ROCARS_TEST_PORT_OFFSET", "1000"))
 
 
 @pytest.fixture(scope="session")

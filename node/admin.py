@@ -1,0 +1,71 @@
+"""Operator commands that talk to the database directly: migrations and bootstrap accounts.
+
+They find the writable member through a quorum read of Patroni's leader key in etcd, then use
+that site's node configuration, so they work from any host that has the state folder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import psycopg
+from psycopg.types.json import Jsonb
+
+from deploy.configgen import PATRONI_NAMESPACE
+from deploy.state import StateDir
+from deploy.topology import Topology
+from node import migrate
+from node.api.registrations import create_account
+from node.config import load_node_config
+from node.errors import ComponentUnavailable, RocarsError
+from replication.etcd_gateway import EtcdGateway
+
+
+async def leader_site(topo: Topology) -> str:
+    async with aiohttp.ClientSession() as session:
+        gw = EtcdGateway(session, topo.etcd_urls())
+        kv = await gw.get(f"{PATRONI_NAMESPACE}{topo.name}/leader")
+    if kv is None:
+        raise ComponentUnavailable(
+            "no PostgreSQL leader right now (no leader key in etcd); check 'rocars cluster status'"
+        )
+    site = kv.value.decode().removeprefix("pg-")
+    if site not in topo.data_sites:
+        raise RocarsError(f"the leader key names {kv.value.decode()!r}, which is not a site member")
+    return site
+
+
+async def connect_leader(topo: Topology, state: StateDir) -> psycopg.AsyncConnection[Any]:
+    site = await leader_site(topo)
+    cfg = load_node_config(state.node_config(site))
+    try:
+        return await psycopg.AsyncConnection.connect(
+            cfg.database.conninfo(application_name="rocars-admin")
+        )
+    except psycopg.OperationalError as exc:
+        raise ComponentUnavailable(f"cannot connect to the leader on site {site}: {exc}") from exc
+
+
+async def run_migrations(topo: Topology, state: StateDir) -> list[str]:
+    conn = await connect_leader(topo, state)
+    async with conn:
+        return await migrate.migrate(conn)
+
+
+async def admin_create_account(
+    topo: Topology, state: StateDir, *, kind: str, name: str, trader_kind: str | None
+) -> dict[str, Any]:
+    conn = await connect_leader(topo, state)
+    async with conn:
+        await migrate.migrate(conn)
+        async with conn.transaction():
+            account_id, key = await create_account(
+                conn, kind=kind, name=name, trader_kind=trader_kind
+            )
+            await conn.execute(
+                "INSERT INTO audit_log (actor, action, subject, after) VALUES"
+                " ('cli:admin', 'account.create', %s, %s)",
+                (f"account:{account_id}", Jsonb({"kind": kind, "name": name})),
+            )
+    return {"id": account_id, "kind": kind, "name": name, "api_key": key}

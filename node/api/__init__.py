@@ -1,0 +1,1 @@
+"""HTTP routes of the e-ACI service, one module per resource."""

@@ -1,0 +1,164 @@
+"""Helpers the route modules share: clock, LBCP codes, audit, consignment rows as JSON, risk."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from aiohttp import web
+from psycopg.rows import dict_row
+
+from node import keys
+from node.domain import risk
+from node.domain.ccrn import validate_ccrn
+from node.domain.lbcp import DEFAULT_LBCPS
+from node.problems import Problem
+from node.schemas import iso
+
+Conn = psycopg.AsyncConnection[Any]
+
+CONSIGNMENT_FIELDS = (
+    "direction",
+    "lbcp",
+    "package_count",
+    "package_description",
+    "article_description",
+    "consignor_name",
+    "consignor_address",
+    "consignee_name",
+    "consignee_address",
+    "expected_at",
+    "itfs",
+)
+
+
+def now(request: web.Request) -> datetime:
+    return request.app[keys.CLOCK]()
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def check_lbcp(code: str, field: str = "lbcp") -> str:
+    if code not in DEFAULT_LBCPS:
+        raise Problem(
+            422,
+            "Unprocessable Content",
+            f"unknown LBCP {code!r}",
+            type_="https://rocars.example/problems/validation",
+            errors=[{"field": field, "message": f"must be one of {', '.join(DEFAULT_LBCPS)}"}],
+        )
+    return code
+
+
+def check_ccrn(text: str, field: str = "ccrn") -> str:
+    """Malformed CCRNs are rejected before any lookup."""
+    err = validate_ccrn(text)
+    if err is not None:
+        raise Problem(
+            422,
+            "Unprocessable Content",
+            f"{text!r} is not a valid CCRN: {err}",
+            type_="https://rocars.example/problems/invalid-ccrn",
+            errors=[{"field": field, "message": err}],
+        )
+    return text
+
+
+def not_found(what: str) -> Problem:
+    return Problem(404, "Not Found", f"{what} does not exist or is not yours")
+
+
+def conflict(detail: str, errors: list[dict[str, str]] | None = None) -> Problem:
+    return Problem(409, "Conflict", detail, errors=errors)
+
+
+async def audit(
+    conn: Conn,
+    *,
+    actor: str,
+    action: str,
+    subject: str,
+    before: Any = None,
+    after: Any = None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO audit_log (actor, action, subject, before, after) VALUES (%s, %s, %s, %s, %s)",
+        (
+            actor,
+            action,
+            subject,
+            None if before is None else json.dumps(before, default=str),
+            None if after is None else json.dumps(after, default=str),
+        ),
+    )
+
+
+def consignment_json(row: dict[str, Any], *, officer: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "ccrn": row["ccrn"],
+        "status": row["status"],
+        "version": row["version"],
+        "direction": row["direction"],
+        "lbcp": row["lbcp"],
+        "package_count": row["package_count"],
+        "package_description": row["package_description"],
+        "article_description": row["article_description"],
+        "consignor_name": row["consignor_name"],
+        "consignor_address": row["consignor_address"],
+        "consignee_name": row["consignee_name"],
+        "consignee_address": row["consignee_address"],
+        "expected_at": iso(row["expected_at"]),
+        "itfs": row["itfs"],
+        "submitted_at": iso(row["created_at"]),
+        "last_changed_at": iso(row["last_changed_at"]),
+    }
+    if officer:
+        out["selected"] = row["selected"]
+        out["selection_reasons"] = row["selection_reasons"]
+        out["lbcp_outcome"] = row["lbcp_outcome"]
+    return out
+
+
+async def fetch_consignment(conn: Conn, ccrn: str, *, lock: bool = False) -> dict[str, Any] | None:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "SELECT * FROM consignments WHERE ccrn = %s" + (" FOR UPDATE" if lock else ""), (ccrn,)
+    )
+    return await cur.fetchone()
+
+
+async def load_rules(conn: Conn) -> list[risk.Rule]:
+    cur = await conn.execute("SELECT id, kind, value, active, lbcp FROM risk_rules WHERE active")
+    return [
+        risk.Rule(id=str(r[0]), kind=r[1], value=r[2], active=r[3], lbcp=r[4])
+        for r in await cur.fetchall()
+    ]
+
+
+def assess_row(
+    row: dict[str, Any], rules: list[risk.Rule], *, vrn: str | None = None
+) -> risk.Assessment:
+    base = risk.assess(
+        risk.Consignment(
+            package_description=row["package_description"],
+            article_description=row["article_description"],
+            consignor_name=row["consignor_name"],
+            consignee_name=row["consignee_name"],
+        ),
+        rules,
+        vrn=vrn,
+        draw=float(row["risk_draw"]),
+        lbcp=row["lbcp"],
+    )
+    ov = row.get("override")
+    override = risk.Override(ov["action"], ov["officer"], ov["reason"]) if ov else None
+    return risk.apply_override(base, override)
+
+
+def new_draw() -> float:
+    return random.random()

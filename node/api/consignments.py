@@ -1,0 +1,383 @@
+"""Cargo information: submit (one or a batch), read, list, amend with history, cancel.
+
+Pure rules used: `node.domain.advance_window` (30 min .. 14 days ahead), `node.domain.ccrn`
+(numbering and check digit), `node.domain.risk` (assessment on every change).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+from psycopg.rows import dict_row
+from pydantic import ValidationError
+
+from node import keys
+from node.api import common
+from node.api.bundles import refresh_bundle_of
+from node.auth import require
+from node.domain.advance_window import check_advance_window
+from node.domain.ccrn import make_ccrn
+from node.domain.lbcp import DEFAULT_LBCPS
+from node.problems import Problem
+from node.schemas import AMENDABLE, ConsignmentIn, ConsignmentPatch, iso
+from node.validation import field_errors, invalid, parse_json, parse_model, read_body, read_model
+from node.writes import Conn, run_write
+
+MAX_BATCH = 10_000
+MAX_BATCH_BODY = 32 * 1024 * 1024
+
+
+def _window_error(expected_at: datetime, now: datetime, field: str = "expected_at") -> None:
+    err = check_advance_window(expected_at, now)
+    if err is not None:
+        raise invalid([{"field": field, "message": err}], detail=err)
+
+
+def _item_errors(item: Any, now: datetime) -> tuple[ConsignmentIn | None, list[dict[str, str]]]:
+    if not isinstance(item, dict):
+        return None, [{"field": "body", "message": "must be a JSON object"}]
+    try:
+        c = ConsignmentIn.model_validate(item)
+    except ValidationError as exc:
+        return None, field_errors(exc)
+    errors = []
+    if c.lbcp not in DEFAULT_LBCPS:
+        errors.append({"field": "lbcp", "message": f"unknown LBCP {c.lbcp!r}"})
+    err = check_advance_window(c.expected_at, now)
+    if err is not None:
+        errors.append({"field": "expected_at", "message": err})
+    return (c if not errors else None), errors
+
+
+def _row_values(c: ConsignmentIn) -> dict[str, Any]:
+    d = c.model_dump()
+    d["itfs"] = json.dumps(d["itfs"]) if d["itfs"] is not None else None
+    return d
+
+
+async def _insert(
+    conn: Conn, c: ConsignmentIn, owner: int, at: datetime, rules: list[Any]
+) -> dict[str, Any]:
+    cur = await conn.execute("SELECT nextval('ccrn_seq')")
+    seq = (await cur.fetchone())[0]  # type: ignore[index]
+    ccrn = make_ccrn(int(seq))
+    v = _row_values(c)
+    dcur = conn.cursor(row_factory=dict_row)
+    await dcur.execute(
+        "INSERT INTO consignments (ccrn, owner_id, direction, lbcp, package_count,"
+        " package_description, article_description, consignor_name, consignor_address,"
+        " consignee_name, consignee_address, expected_at, itfs, last_changed_at, created_at,"
+        " risk_draw) VALUES (%(ccrn)s, %(owner)s, %(direction)s, %(lbcp)s, %(package_count)s,"
+        " %(package_description)s, %(article_description)s, %(consignor_name)s,"
+        " %(consignor_address)s, %(consignee_name)s, %(consignee_address)s, %(expected_at)s,"
+        " %(itfs)s, %(at)s, %(at)s, %(draw)s) RETURNING *",
+        {**v, "ccrn": ccrn, "owner": owner, "at": at, "draw": common.new_draw()},
+    )
+    row = await dcur.fetchone()
+    assert row is not None
+    a = common.assess_row(row, rules)
+    if a.selected:
+        row["selected"], row["selection_reasons"] = True, list(a.reasons)
+        await conn.execute(
+            "UPDATE consignments SET selected = true, selection_reasons = %s WHERE ccrn = %s",
+            (json.dumps(list(a.reasons)), ccrn),
+        )
+    await conn.execute(
+        "INSERT INTO consignment_versions (ccrn, version, data, changed_at, changed_by)"
+        " VALUES (%s, 1, %s, %s, %s)",
+        (ccrn, json.dumps(common.consignment_json(row)), at, owner),
+    )
+    return row
+
+
+async def submit(request: web.Request) -> web.Response:
+    account = await require(request, "trader")
+    body, c = await read_model(request, ConsignmentIn)
+    common.check_lbcp(c.lbcp)
+    at = common.now(request)
+    _window_error(c.expected_at, at)
+
+    async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
+        row = await _insert(conn, c, account.id, at, await common.load_rules(conn))
+        out = common.consignment_json(row)
+        await common.audit(
+            conn, actor=account.actor, action="consignment.submit", subject=row["ccrn"], after=out
+        )
+        return 201, out
+
+    return await run_write(request, account, body, write)
+
+
+def _parse_csv(body: bytes) -> list[Any]:
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise Problem(
+            400,
+            "Bad Request",
+            "the CSV body is not UTF-8",
+            errors=[{"field": "body", "message": "not UTF-8"}],
+        ) from exc
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames:
+        raise Problem(
+            400,
+            "Bad Request",
+            "the CSV needs a header row naming the fields",
+            errors=[{"field": "body", "message": "missing header row"}],
+        )
+    items: list[Any] = []
+    for rec in reader:
+        item: dict[str, Any] = {}
+        for k, v in rec.items():
+            if k is None:  # more cells than header fields
+                item["__extra_cells__"] = v
+                continue
+            if v is None or v == "":
+                continue
+            if k == "package_count":
+                item[k] = int(v) if v.strip().isdigit() else v
+            elif k.startswith("itfs."):
+                item.setdefault("itfs", {})[k.removeprefix("itfs.")] = v
+            else:
+                item[k] = v
+        items.append(item)
+    return items
+
+
+async def submit_batch(request: web.Request) -> web.Response:
+    account = await require(request, "trader")
+    body = await read_body(request, limit=MAX_BATCH_BODY)
+    if request.content_type == "text/csv":
+        items = _parse_csv(body)
+    else:
+        items = parse_json(body)
+        if not isinstance(items, list):
+            raise invalid([{"field": "body", "message": "must be a JSON array of consignments"}])
+    if not items:
+        raise invalid([{"field": "body", "message": "the batch is empty"}])
+    if len(items) > MAX_BATCH:
+        raise invalid([{"field": "body", "message": f"at most {MAX_BATCH} consignments"}])
+    at = common.now(request)
+    checked = [_item_errors(item, at) for item in items]
+
+    async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
+        rules = await common.load_rules(conn)
+        results: list[dict[str, Any]] = []
+        accepted = 0
+        for i, (c, errors) in enumerate(checked):
+            if c is None:
+                results.append({"index": i, "errors": errors})
+                continue
+            row = await _insert(conn, c, account.id, at, rules)
+            results.append({"index": i, "ccrn": row["ccrn"]})
+            accepted += 1
+        await common.audit(
+            conn,
+            actor=account.actor,
+            action="consignment.submit_batch",
+            subject=f"batch:{len(items)}",
+            after={"accepted": accepted, "ccrns": [r["ccrn"] for r in results if "ccrn" in r]},
+        )
+        return 200, {"accepted": accepted, "rejected": len(items) - accepted, "results": results}
+
+    return await run_write(request, account, body, write)
+
+
+async def _visible(request: web.Request, ccrn: str) -> tuple[Any, dict[str, Any]]:
+    account = await require(request, "trader", "officer")
+    common.check_ccrn(ccrn)
+    async with request.app[keys.POOL].connection() as conn:
+        row = await common.fetch_consignment(conn, ccrn)
+    if row is None or (account.kind == "trader" and row["owner_id"] != account.id):
+        raise common.not_found(f"consignment {ccrn}")
+    return account, row
+
+
+async def get_one(request: web.Request) -> web.Response:
+    account, row = await _visible(request, request.match_info["ccrn"])
+    return web.json_response(common.consignment_json(row, officer=account.kind == "officer"))
+
+
+async def history(request: web.Request) -> web.Response:
+    _, row = await _visible(request, request.match_info["ccrn"])
+    async with request.app[keys.POOL].connection() as conn:
+        cur = await conn.execute(
+            "SELECT version, data, changed_at, changed_by FROM consignment_versions"
+            " WHERE ccrn = %s ORDER BY version",
+            (row["ccrn"],),
+        )
+        versions = [
+            {"version": v, "data": d, "changed_at": iso(at), "changed_by": by}
+            for v, d, at, by in await cur.fetchall()
+        ]
+    return web.json_response({"ccrn": row["ccrn"], "versions": versions})
+
+
+def _cursor_encode(created_at: datetime, ccrn: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{ccrn}".encode()).decode()
+
+
+def _cursor_decode(text: str) -> tuple[datetime, str]:
+    try:
+        at, ccrn = base64.urlsafe_b64decode(text.encode()).decode().split("|")
+        return datetime.fromisoformat(at), ccrn
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise invalid([{"field": "cursor", "message": "not a cursor from this API"}]) from exc
+
+
+async def list_own(request: web.Request) -> web.Response:
+    account = await require(request, "trader")
+    q = request.query
+    errors = []
+    status = q.get("status")
+    if status is not None and status not in (
+        "submitted",
+        "bundled",
+        "cleared",
+        "detained",
+        "cancelled",
+    ):
+        errors.append({"field": "status", "message": "unknown status"})
+    since = None
+    if "since" in q:
+        try:
+            since = datetime.fromisoformat(q["since"])
+            if since.tzinfo is None:
+                raise ValueError
+        except ValueError:
+            errors.append({"field": "since", "message": "must be ISO 8601 with an offset"})
+    try:
+        limit = int(q.get("limit", "100"))
+        if not 1 <= limit <= 1000:
+            raise ValueError
+    except ValueError:
+        errors.append({"field": "limit", "message": "must be an integer 1..1000"})
+        limit = 100
+    if errors:
+        raise invalid(errors)
+    cursor = _cursor_decode(q["cursor"]) if "cursor" in q else None
+    sql = "SELECT * FROM consignments WHERE owner_id = %(owner)s"
+    params: dict[str, Any] = {"owner": account.id, "limit": limit + 1}
+    if status:
+        sql += " AND status = %(status)s"
+        params["status"] = status
+    if since:
+        sql += " AND last_changed_at >= %(since)s"
+        params["since"] = since
+    if cursor:
+        sql += " AND (created_at, ccrn) > (%(c_at)s, %(c_ccrn)s)"
+        params["c_at"], params["c_ccrn"] = cursor
+    sql += " ORDER BY created_at, ccrn LIMIT %(limit)s"
+    async with request.app[keys.POOL].connection() as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(sql, params)
+        rows = await cur.fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    nxt = _cursor_encode(rows[-1]["created_at"], rows[-1]["ccrn"]) if more and rows else None
+    return web.json_response(
+        {"items": [common.consignment_json(r) for r in rows], "next_cursor": nxt}
+    )
+
+
+async def amend(request: web.Request) -> web.Response:
+    account = await require(request, "trader")
+    ccrn = common.check_ccrn(request.match_info["ccrn"])
+    body = await read_body(request)
+    patch = parse_model(ConsignmentPatch, parse_json(body))
+    at = common.now(request)
+    if patch.expected_at is not None:
+        _window_error(patch.expected_at, at)
+
+    async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
+        row = await common.fetch_consignment(conn, ccrn, lock=True)
+        if row is None or row["owner_id"] != account.id:
+            raise common.not_found(f"consignment {ccrn}")
+        if row["status"] in ("cancelled", "cleared", "detained"):
+            raise common.conflict(f"consignment {ccrn} is {row['status']} and cannot be amended")
+        before = common.consignment_json(row)
+        changes = {f: getattr(patch, f) for f in patch.model_fields_set if f in AMENDABLE}
+        sets = ", ".join(f"{f} = %({f})s" for f in changes)
+        dcur = conn.cursor(row_factory=dict_row)
+        await dcur.execute(
+            f"UPDATE consignments SET {sets}, version = version + 1, last_changed_at = %(at)s"
+            " WHERE ccrn = %(ccrn)s RETURNING *",
+            {**changes, "at": at, "ccrn": ccrn},
+        )
+        new = await dcur.fetchone()
+        assert new is not None
+        await refresh_bundle_of(conn, ccrn, new, await common.load_rules(conn))
+        new = await common.fetch_consignment(conn, ccrn)
+        assert new is not None
+        out = common.consignment_json(new)
+        await conn.execute(
+            "INSERT INTO consignment_versions (ccrn, version, data, changed_at, changed_by)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (ccrn, new["version"], json.dumps(out), at, account.id),
+        )
+        await common.audit(
+            conn,
+            actor=account.actor,
+            action="consignment.amend",
+            subject=ccrn,
+            before=before,
+            after=out,
+        )
+        return 200, out
+
+    return await run_write(request, account, body, write)
+
+
+async def cancel(request: web.Request) -> web.Response:
+    account = await require(request, "trader")
+    ccrn = common.check_ccrn(request.match_info["ccrn"])
+    body = await request.read()
+
+    async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
+        row = await common.fetch_consignment(conn, ccrn, lock=True)
+        if row is None or row["owner_id"] != account.id:
+            raise common.not_found(f"consignment {ccrn}")
+        if row["status"] == "cancelled":
+            raise common.conflict(f"consignment {ccrn} is already cancelled")
+        if row["status"] != "submitted":
+            raise common.conflict(
+                f"consignment {ccrn} is {row['status']}; only a consignment not in a bundle can"
+                " be cancelled (the trucker can cancel the bundle first)"
+            )
+        dcur = conn.cursor(row_factory=dict_row)
+        await dcur.execute(
+            "UPDATE consignments SET status = 'cancelled', last_changed_at = %s"
+            " WHERE ccrn = %s RETURNING *",
+            (common.now(request), ccrn),
+        )
+        new = await dcur.fetchone()
+        assert new is not None
+        out = common.consignment_json(new)
+        await common.audit(
+            conn,
+            actor=account.actor,
+            action="consignment.cancel",
+            subject=ccrn,
+            before=common.consignment_json(row),
+            after=out,
+        )
+        return 200, out
+
+    return await run_write(request, account, body, write)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/consignments", submit)
+    app.router.add_post("/v1/consignments:batch", submit_batch)
+    app.router.add_get("/v1/consignments", list_own)
+    app.router.add_get("/v1/consignments/{ccrn}", get_one)
+    app.router.add_get("/v1/consignments/{ccrn}/history", history)
+    app.router.add_patch("/v1/consignments/{ccrn}", amend)
+    app.router.add_delete("/v1/consignments/{ccrn}", cancel)

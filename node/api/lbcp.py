@@ -1,0 +1,140 @@
+"""The LBCP gate: a truck arrives, the gate answers release / inspect / hold at once.
+
+Pure rule used: `node.domain.gate`. Everything the decision needs was precomputed on the bundle
+row at bundling/profiling time, so the path is one indexed lookup plus the arrival record.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+from psycopg.rows import dict_row
+
+from node.api import common
+from node.api.bundles import bundle_json
+from node.auth import require
+from node.domain.gate import gate_decision
+from node.schemas import ArrivalIn, InspectionIn, iso
+from node.validation import invalid, read_model
+from node.writes import Conn, run_write
+
+
+async def arrival(request: web.Request) -> web.Response:
+    account = await require(request, "officer")
+    code = common.check_lbcp(request.match_info["code"], field="code")
+    body, a = await read_model(request, ArrivalIn)
+    at = common.now(request)
+
+    async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
+        dcur = conn.cursor(row_factory=dict_row)
+        await dcur.execute(
+            "SELECT * FROM bundles WHERE lbcp = %s AND vrn = %s"
+            " AND status IN ('open', 'inspecting') FOR UPDATE",
+            (code, a.vrn),
+        )
+        b = await dcur.fetchone()
+        if b is not None and b["status"] == "inspecting":
+            decision, reason, until = "inspect", "already directed to inspection", None
+        else:
+            d = gate_decision(
+                now=at,
+                manual_mode=False,
+                bundle_open=b is not None,
+                not_before=b["not_before"] if b else None,
+                selected=bool(b and b["selected"]),
+                reasons=b["reasons"] if b else (),
+            )
+            decision, reason, until = d.decision, d.reason, d.until
+        ccrns: list[str] = []
+        if b is not None:
+            cur = await conn.execute(
+                "SELECT ccrn FROM bundle_items WHERE bundle_id = %s AND active ORDER BY ccrn",
+                (b["id"],),
+            )
+            ccrns = [r[0] for r in await cur.fetchall()]
+        await conn.execute(
+            "INSERT INTO arrivals (lbcp, vrn, bundle_id, decision, reason, until, officer_id, at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (code, a.vrn, b["id"] if b else None, decision, reason, until, account.id, at),
+        )
+        if b is not None and decision == "release":
+            await _close(conn, b["id"], ccrns, outcome="released", status="cleared", at=at)
+        elif b is not None and decision == "inspect" and b["status"] == "open":
+            await conn.execute("UPDATE bundles SET status = 'inspecting' WHERE id = %s", (b["id"],))
+        out = {
+            "lbcp": code,
+            "vrn": a.vrn,
+            "decision": decision,
+            "reason": reason,
+            "until": iso(until),
+            "bundle_id": b["id"] if b else None,
+            "ccrns": ccrns,
+            "at": iso(at),
+        }
+        await common.audit(
+            conn, actor=account.actor, action="lbcp.arrival", subject=f"{code}:{a.vrn}", after=out
+        )
+        return 200, out
+
+    return await run_write(request, account, body, write)
+
+
+async def _close(
+    conn: Conn, bundle_id: int, ccrns: list[str], *, outcome: str, status: str, at: Any
+) -> None:
+    await conn.execute(
+        "UPDATE bundles SET status = 'closed', outcome = %s, closed_at = %s WHERE id = %s",
+        (outcome, at, bundle_id),
+    )
+    await conn.execute("UPDATE bundle_items SET active = false WHERE bundle_id = %s", (bundle_id,))
+    await conn.execute(
+        "UPDATE consignments SET status = %s, lbcp_outcome = %s WHERE ccrn = ANY(%s)",
+        (status, outcome, ccrns),
+    )
+
+
+async def inspection(request: web.Request) -> web.Response:
+    account = await require(request, "officer")
+    raw = request.match_info["id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise invalid([{"field": "id", "message": "a bundle id is a positive integer"}])
+    bid = int(raw)
+    body, i = await read_model(request, InspectionIn)
+    at = common.now(request)
+
+    async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
+        dcur = conn.cursor(row_factory=dict_row)
+        await dcur.execute("SELECT * FROM bundles WHERE id = %s FOR UPDATE", (bid,))
+        b = await dcur.fetchone()
+        if b is None:
+            raise common.not_found(f"bundle {bid}")
+        if b["status"] != "inspecting":
+            raise common.conflict(
+                f"bundle {bid} is {b['status']}; an inspection result is recorded only for a"
+                " truck directed to inspection"
+            )
+        cur = await conn.execute(
+            "SELECT ccrn FROM bundle_items WHERE bundle_id = %s AND active ORDER BY ccrn", (bid,)
+        )
+        ccrns = [r[0] for r in await cur.fetchall()]
+        status = "cleared" if i.result == "cleared" else "detained"
+        await _close(conn, bid, ccrns, outcome="inspected", status=status, at=at)
+        b.update(status="closed", outcome="inspected")
+        out = {**bundle_json(b, ccrns, officer=True), "result": i.result, "notes": i.notes}
+        await common.audit(
+            conn,
+            actor=account.actor,
+            action="lbcp.inspection",
+            subject=f"bundle:{bid}",
+            after=json.loads(json.dumps(out, default=str)),
+        )
+        return 200, out
+
+    return await run_write(request, account, body, write)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/lbcp/{code}/arrivals", arrival)
+    app.router.add_post("/v1/bundles/{id}/inspection", inspection)

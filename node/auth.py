@@ -1,0 +1,114 @@
+"""API keys and roles. Keys are random and high-entropy, so a plain SHA-256 of the whole key is a
+safe stored form (no slow KDF needed); the short prefix finds the row without scanning."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from aiohttp import web
+from psycopg.rows import dict_row
+
+from node import keys
+from node.problems import Problem
+
+Kind = Literal["trader", "trucker", "officer", "sre"]
+KINDS: tuple[Kind, ...] = ("trader", "trucker", "officer", "sre")
+_CACHE_TTL_S = 5.0
+
+
+@dataclass(frozen=True)
+class Account:
+    id: int
+    kind: str
+    name: str
+    status: str
+
+    @property
+    def actor(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+
+def new_api_key() -> tuple[str, str, str]:
+    """A fresh key and its stored form: (key, prefix, sha256 hex)."""
+    prefix = secrets.token_hex(4)
+    key = f"rk_{prefix}_{secrets.token_urlsafe(24)}"
+    return key, prefix, hash_key(key)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _parse_bearer(header: str | None) -> str:
+    if not header:
+        raise Problem(
+            401,
+            "Unauthorized",
+            "an API key is required: send 'Authorization: Bearer <api key>'",
+            headers={"WWW-Authenticate": 'Bearer realm="rocars"'},
+        )
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Problem(
+            401,
+            "Unauthorized",
+            "the Authorization header must be 'Bearer <api key>'",
+            headers={"WWW-Authenticate": 'Bearer realm="rocars"'},
+        )
+    return token.strip()
+
+
+def _prefix_of(key: str) -> str | None:
+    parts = key.split("_")
+    if len(parts) < 3 or parts[0] != "rk" or len(parts[1]) != 8:
+        return None
+    return parts[1]
+
+
+async def authenticate(request: web.Request) -> Account:
+    key = _parse_bearer(request.headers.get("Authorization"))
+    digest = hash_key(key)
+    cache = request.app[keys.ACCOUNT_CACHE]
+    hit = cache.get(digest)
+    now = time.monotonic()
+    if hit is not None and now - hit[0] < _CACHE_TTL_S:
+        account = hit[1]
+    else:
+        prefix = _prefix_of(key)
+        row = None
+        if prefix is not None:
+            async with request.app[keys.POOL].connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    "SELECT id, kind, name, status, key_hash FROM accounts WHERE key_prefix = %s",
+                    (prefix,),
+                )
+                row = await cur.fetchone()
+        if row is None or not hmac.compare_digest(row["key_hash"], digest):
+            raise Problem(
+                401,
+                "Unauthorized",
+                "the API key is not valid",
+                headers={"WWW-Authenticate": 'Bearer realm="rocars", error="invalid_token"'},
+            )
+        account = Account(row["id"], row["kind"], row["name"], row["status"])
+        cache[digest] = (now, account)
+    if account.status != "active":
+        raise Problem(403, "Forbidden", "this account is suspended")
+    return account
+
+
+async def require(request: web.Request, *kinds: str) -> Account:
+    account = await authenticate(request)
+    if kinds and account.kind not in kinds:
+        raise Problem(
+            403,
+            "Forbidden",
+            f"this operation is for {' or '.join(kinds)} accounts, not {account.kind}",
+        )
+    return account

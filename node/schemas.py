@@ -1,0 +1,159 @@
+"""Request shapes (pydantic), strict: unknown fields rejected, text trimmed and non-blank."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from node.domain.vrn import normalise_vrn
+
+# Trimmed, non-blank text of bounded length.
+Text8 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=8)]
+Text200 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Text500 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+Text1000 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+Text2000 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+Name = Text200
+Address = Text500
+Count = Annotated[int, Field(strict=True, ge=1, le=999999)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Itfs(_Strict):
+    airport: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3,4}$")] = Field(
+        description="IATA/ICAO airport code, e.g. HKG"
+    )
+    flight: Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{2}[0-9]{1,4}[A-Z]?$")]
+
+
+class ConsignmentIn(_Strict):
+    direction: Literal["import", "export"]
+    lbcp: Text8
+    package_count: Count
+    package_description: Text500
+    article_description: Text2000
+    consignor_name: Name
+    consignor_address: Address
+    consignee_name: Name
+    consignee_address: Address
+    expected_at: AwareDatetime
+    itfs: Itfs | None = None
+
+
+AMENDABLE = (
+    "package_count",
+    "package_description",
+    "article_description",
+    "consignor_name",
+    "consignor_address",
+    "consignee_name",
+    "consignee_address",
+    "expected_at",
+)
+
+
+class ConsignmentPatch(_Strict):
+    package_count: Count | None = None
+    package_description: Text500 | None = None
+    article_description: Text2000 | None = None
+    consignor_name: Name | None = None
+    consignor_address: Address | None = None
+    consignee_name: Name | None = None
+    consignee_address: Address | None = None
+    expected_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> ConsignmentPatch:
+        if not self.model_fields_set:
+            raise ValueError("name at least one of the 8 cargo items to amend")
+        for f in self.model_fields_set:
+            if getattr(self, f) is None:
+                raise ValueError(f"{f} cannot be null")
+        return self
+
+
+class BundleIn(_Strict):
+    vrn: Annotated[str, StringConstraints(min_length=1, max_length=20)]
+    lbcp: Text8
+    ccrns: list[Annotated[str, StringConstraints(max_length=32)]] = Field(
+        default_factory=list, max_length=200
+    )
+    empty: bool = False
+
+    @field_validator("vrn")
+    @classmethod
+    def _vrn(cls, v: str) -> str:
+        return normalise_vrn(v)
+
+
+class ArrivalIn(_Strict):
+    vrn: Annotated[str, StringConstraints(min_length=1, max_length=20)]
+
+    @field_validator("vrn")
+    @classmethod
+    def _vrn(cls, v: str) -> str:
+        return normalise_vrn(v)
+
+
+class InspectionIn(_Strict):
+    result: Literal["cleared", "detained"]
+    notes: Text1000 | None = None
+
+
+class RuleIn(_Strict):
+    kind: Literal["keyword", "pattern", "consignor", "consignee", "vrn", "random"]
+    value: Text200
+    lbcp: Text8 | None = None
+    active: bool = True
+
+
+class RulePatch(_Strict):
+    active: bool
+
+
+class SelectionIn(_Strict):
+    action: Literal["select", "release"]
+    reason: Text500
+
+
+class Contact(_Strict):
+    email: Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
+    phone: Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ()-]{6,20}$")] | None = None
+
+
+class RegistrationIn(_Strict):
+    kind: Literal["trader", "trucker"]
+    trader_kind: Literal["shipper", "forwarder", "agent"] | None = None
+    name: Name
+    # Hong Kong business registration number: 8 digits, optionally with a branch suffix.
+    brn: Annotated[str, StringConstraints(pattern=r"^[0-9]{8}(-[0-9]{3})?$")]
+    contact: Contact
+
+    @model_validator(mode="after")
+    def _trader_kind(self) -> RegistrationIn:
+        if self.kind == "trader" and self.trader_kind is None:
+            raise ValueError("trader_kind is required for trader registrations")
+        if self.kind == "trucker" and self.trader_kind is not None:
+            raise ValueError("trader_kind applies only to trader registrations")
+        return self
+
+
+class DecisionIn(_Strict):
+    reason: Text500 | None = None
+
+
+def iso(dt: datetime | None) -> str | None:
+    return dt.isoformat().replace("+00:00", "Z") if dt is not None else None

@@ -1,0 +1,81 @@
+"""Request bodies in, typed values out; every failure is a 4xx problem naming the fields."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from node.problems import Problem
+
+M = TypeVar("M", bound=BaseModel)
+MAX_BODY = 1024 * 1024  # 1 MiB for single requests; batch submission has its own limit
+
+
+def field_errors(exc: ValidationError, *, prefix: str = "") -> list[dict[str, str]]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "body"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif err["type"] == "missing":
+            msg = "field required"
+        out.append({"field": f"{prefix}{loc}", "message": msg})
+    return out
+
+
+def invalid(
+    errors: list[dict[str, str]], detail: str = "the request has invalid fields"
+) -> Problem:
+    return Problem(
+        422,
+        "Unprocessable Content",
+        detail,
+        type_="https://rocars.example/problems/validation",
+        errors=errors,
+    )
+
+
+async def read_body(request: web.Request, *, limit: int = MAX_BODY) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise Problem(413, "Content Too Large", f"the body is larger than {limit} bytes")
+    body = await request.read()
+    if len(body) > limit:
+        raise Problem(413, "Content Too Large", f"the body is larger than {limit} bytes")
+    return body
+
+
+def parse_json(body: bytes) -> Any:
+    if not body:
+        raise Problem(
+            400,
+            "Bad Request",
+            "a JSON body is required",
+            errors=[{"field": "body", "message": "empty body"}],
+        )
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Problem(
+            400,
+            "Bad Request",
+            f"the body is not valid JSON: {exc}",
+            errors=[{"field": "body", "message": "malformed JSON"}],
+        ) from exc
+
+
+def parse_model(model: type[M], data: Any, *, prefix: str = "") -> M:
+    if not isinstance(data, dict):
+        raise invalid([{"field": prefix.rstrip(".") or "body", "message": "must be a JSON object"}])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid(field_errors(exc, prefix=prefix)) from exc
+
+
+async def read_model(request: web.Request, model: type[M]) -> tuple[bytes, M]:
+    body = await read_body(request)
+    return body, parse_model(model, parse_json(body))

@@ -1,0 +1,156 @@
+"""The one path every write takes: role check, idempotency, one transaction, error mapping.
+
+- A standby node refuses writes with 503 and `Retry-After` (promise I3); so does a node whose
+  database turns out read-only or unreachable mid-request (the database fences the API tier).
+- `Idempotency-Key`: the key and the record are written in the same transaction. A repeat with
+  the same key and body returns the first answer; a different body is 422. Concurrent repeats
+  are serialised by a transaction-scoped advisory lock on (account, key).
+- A replay never answers on the strength of reading the stored row alone: a commit cancelled
+  while waiting for the synchronous standby is local-only (DESIGN.md section 6). So the replay
+  itself commits a small write (`replayed_at`); that commit returns only once the standby has
+  flushed WAL past it, and so past the original record.
+- No timeout wraps COMMIT: cancelling it is what creates local-only commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+from aiohttp import web
+from psycopg import errors as pg_errors
+from psycopg_pool import PoolTimeout
+
+from node import keys
+from node.auth import Account
+from node.problems import PROBLEM_JSON, Problem
+
+log = logging.getLogger("rocars.writes")
+RETRY_AFTER_S = "2"
+MAX_KEY_LENGTH = 200
+Conn = psycopg.AsyncConnection[Any]
+WriteFn = Callable[[Conn], Awaitable[tuple[int, dict[str, Any]]]]
+
+
+def not_writable(detail: str) -> Problem:
+    return Problem(
+        503,
+        "Service Unavailable",
+        detail,
+        type_="https://rocars.example/problems/not-writable",
+        headers={"Retry-After": RETRY_AFTER_S},
+    )
+
+
+def ensure_active(request: web.Request) -> None:
+    watcher = request.app[keys.ROLE]
+    if watcher.role != "active":
+        raise not_writable(
+            f"this node (site {request.app[keys.CONFIG].site}) is the standby and does not accept "
+            "writes; retry through the API entry point"
+        )
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise Problem(
+            400,
+            "Bad Request",
+            f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable characters",
+            errors=[{"field": "Idempotency-Key", "message": "invalid idempotency key"}],
+        )
+    return key
+
+
+def request_fingerprint(request: web.Request, body: bytes) -> str:
+    h = hashlib.sha256()
+    h.update(request.method.encode())
+    h.update(b"\0")
+    h.update(request.path.encode())
+    h.update(b"\0")
+    h.update(body)
+    return h.hexdigest()
+
+
+def _respond(status: int, body: dict[str, Any], *, replayed: bool) -> web.Response:
+    headers = {"Idempotent-Replayed": "true"} if replayed else {}
+    ctype = PROBLEM_JSON if status >= 400 else "application/json"
+    return web.Response(status=status, text=json.dumps(body), content_type=ctype, headers=headers)
+
+
+async def run_write(
+    request: web.Request,
+    account: Account,
+    body: bytes,
+    fn: WriteFn,
+) -> web.Response:
+    """Run `fn(conn)` inside one transaction, under the request's idempotency key if any."""
+    ensure_active(request)
+    key = idempotency_key(request)
+    fingerprint = request_fingerprint(request, body)
+    pool = request.app[keys.POOL]
+    try:
+        async with pool.connection() as conn, conn.transaction():
+            if key is not None:
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))",
+                    (key, account.id),
+                )
+                cur = await conn.execute(
+                    "SELECT request_hash, status, response FROM idempotency_keys"
+                    " WHERE account_id = %s AND key = %s",
+                    (account.id, key),
+                )
+                row = await cur.fetchone()
+                if row is not None:
+                    if row[0] != fingerprint:
+                        raise Problem(
+                            422,
+                            "Unprocessable Content",
+                            "this Idempotency-Key was already used with a different request",
+                            errors=[
+                                {
+                                    "field": "Idempotency-Key",
+                                    "message": "reused with a different body",
+                                }
+                            ],
+                        )
+                    # The touch makes this commit wait for the synchronous standby.
+                    await conn.execute(
+                        "UPDATE idempotency_keys SET replayed_at = now()"
+                        " WHERE account_id = %s AND key = %s",
+                        (account.id, key),
+                    )
+                    stored_status, stored = int(row[1]), row[2]
+                    replay = True
+                else:
+                    replay = False
+            if key is None or not replay:
+                status, result = await fn(conn)
+                if key is not None:
+                    await conn.execute(
+                        "INSERT INTO idempotency_keys"
+                        " (account_id, key, request_hash, status, response)"
+                        " VALUES (%s, %s, %s, %s, %s)",
+                        (account.id, key, fingerprint, status, json.dumps(result)),
+                    )
+                stored_status, stored = status, result
+                replay = False
+    except Problem:
+        raise
+    except pg_errors.ReadOnlySqlTransaction as exc:
+        raise not_writable(
+            "the database member of this site is no longer the primary; retry shortly"
+        ) from exc
+    except (PoolTimeout, psycopg.OperationalError) as exc:
+        log.warning("write failed, database unavailable: %s", exc)
+        raise not_writable("the database is not reachable from this node; retry shortly") from exc
+    return _respond(stored_status, stored, replayed=replay)

@@ -1,0 +1,84 @@
+"""Configuration generated from the topology: the settings the promises depend on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from deploy import configgen
+from deploy.state import DEFAULT_TOPOLOGY
+from deploy.topology import load_topology
+
+TOPO = load_topology(DEFAULT_TOPOLOGY)
+PASSWORDS = {"superuser": "su", "replication": "rep", "rewind": "rw", "app": "app"}
+
+
+def _patroni(site: str) -> dict:  # type: ignore[type-arg]
+    return configgen.patroni_config(TOPO, site, Path(f"/rt/pg-{site}"), PASSWORDS)
+
+
+def test_patroni_runs_synchronous_with_rewind_and_validated_timings() -> None:
+    """Both members bootstrap with synchronous_mode, pg_rewind and the topology's timings."""
+    for site in ("A", "B"):
+        dcs = _patroni(site)["bootstrap"]["dcs"]
+        assert dcs["synchronous_mode"] is True
+        assert dcs["postgresql"]["use_pg_rewind"] is True
+        assert dcs["ttl"] == 20
+        assert dcs["loop_wait"] + 2 * dcs["retry_timeout"] <= dcs["ttl"]
+        assert dcs["primary_start_timeout"] == 0
+        assert dcs["postgresql"]["parameters"]["wal_sender_timeout"] == "5s"
+
+
+def test_each_member_lists_all_three_etcd_members_and_its_own_ports() -> None:
+    """Patroni talks to the three-site etcd and listens on its site's ports."""
+    cfg = _patroni("B")
+    assert cfg["etcd3"]["hosts"] == ["127.0.0.1:12379", "127.0.0.1:22379", "127.0.0.1:32379"]
+    assert cfg["postgresql"]["listen"] == "127.0.0.1:25432"
+    assert cfg["restapi"]["listen"] == "127.0.0.1:28008"
+    assert cfg["name"] == "pg-B"
+    assert cfg["postgresql"]["data_dir"] == "/rt/pg-B/data"
+
+
+def test_database_access_is_password_protected_from_site_hosts_only() -> None:
+    """pg_hba allows replication and clients only from data-site hosts, with SCRAM."""
+    hba = _patroni("A")["postgresql"]["pg_hba"]
+    assert "host replication replicator 127.0.0.1/32 scram-sha-256" in hba
+    assert not any("0.0.0.0" in line or ("trust" in line and "host" in line) for line in hba)
+
+
+def test_etcd_cluster_has_one_member_per_site_with_gateway_on() -> None:
+    """Each etcd member knows all three peers; the JSON gateway the nodes use is enabled."""
+    cfg = yaml.safe_load(configgen.etcd_config(TOPO, "C", Path("/d")))
+    assert cfg["initial-cluster"].count("etcd-") == 3
+    assert cfg["enable-grpc-gateway"] is True
+    assert cfg["listen-client-urls"] == "http://127.0.0.1:32379"
+
+
+def test_redis_replica_follows_the_primary_site_and_sentinels_need_quorum_two() -> None:
+    """Redis on B replicates from A; every Sentinel monitors A with quorum 2."""
+    assert "replicaof 127.0.0.1 16379" in configgen.redis_config(TOPO, "B", Path("/d"))
+    assert "replicaof" not in configgen.redis_config(TOPO, "A", Path("/d"))
+    for site in "ABC":
+        text = configgen.sentinel_config(TOPO, site, Path("/d"))
+        assert "sentinel monitor rocars 127.0.0.1 16379 2" in text
+
+
+def test_haproxy_routes_by_readiness_and_cuts_sessions_of_a_node_marked_down() -> None:
+    """HAProxy checks /health/ready every 500 ms on both nodes and kills sessions on down."""
+    text = configgen.haproxy_config(TOPO)
+    assert "option httpchk GET /health/ready" in text
+    assert "on-marked-down shutdown-sessions" in text
+    assert "inter 500ms" in text
+    assert "server node-A 127.0.0.1:18081 check" in text
+    assert "server node-B 127.0.0.1:28081 check" in text
+    assert "bind 127.0.0.1:18080" in text
+
+
+def test_node_writes_only_through_its_own_site_member() -> None:
+    """The node's database settings name exactly its own site's PostgreSQL member."""
+    for site, port, rest in (("A", 15432, 18008), ("B", 25432, 28008)):
+        cfg = configgen.node_config(TOPO, site, state_root=Path("/s"), passwords=PASSWORDS)
+        assert cfg["database"]["port"] == port
+        assert cfg["patroni_member"] == f"pg-{site}"
+        assert cfg["patroni_url"] == f"http://127.0.0.1:{rest}"

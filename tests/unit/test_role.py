@@ -1,0 +1,46 @@
+"""The node's role rule: active only when the local member is the running primary AND holds
+the leader key read with quorum; every other combination is standby, with a reason."""
+
+from __future__ import annotations
+
+import itertools
+
+from failover.role import RoleFacts, decide_role
+
+ROLES = (None, "primary", "replica", "uninitialized")
+STATES = (None, "running", "streaming", "stopped", "starting")
+HOLDERS = (None, "pg-A", "pg-B")
+
+
+def test_active_exactly_when_running_primary_holds_the_key() -> None:
+    """Over every combination, active iff role primary, state running, key ours and known."""
+    for role, state, holder, known, paused in itertools.product(
+        ROLES, STATES, HOLDERS, (True, False), (True, False)
+    ):
+        facts = RoleFacts("pg-A", role, state, holder, known, paused)
+        d = decide_role(facts)
+        want = role == "primary" and state == "running" and holder == "pg-A" and known
+        assert (d.role == "active") == want, facts
+        assert d.reason
+        assert "\n" not in d.reason
+
+
+def test_frozen_patroni_reads_as_standby() -> None:
+    """A local Patroni that does not answer (SIGSTOP) never lets the node act as active."""
+    d = decide_role(RoleFacts("pg-A", None, None, "pg-A", True))
+    assert d.role == "standby"
+    assert "did not answer" in d.reason
+
+
+def test_no_quorum_in_etcd_reads_as_standby() -> None:
+    """Without a quorum answer for the leader key, a primary-looking member is not trusted."""
+    d = decide_role(RoleFacts("pg-A", "primary", "running", None, False))
+    assert d.role == "standby"
+    assert "quorum" in d.reason
+
+
+def test_zombie_primary_without_the_key_is_standby() -> None:
+    """A member still running as primary after the key moved on is not active."""
+    d = decide_role(RoleFacts("pg-A", "primary", "running", "pg-B", True))
+    assert d.role == "standby"
+    assert "held by pg-B" in d.reason
