@@ -168,9 +168,8 @@ def test_restart_with_existing_data(fresh: LocalCluster) -> None:
     time.sleep(3)  # let start-up allocations settle before reading idle memory
     rss = fresh.memory_bytes()
     detail = ", ".join(f"{k} {v / 2**20:.0f}" for k, v in sorted(rss.items()))
-    print(
-        f"[measure] idle memory (PSS) of the whole system: {sum(rss.values()) / 2**20:.0f} MiB ({detail})"
-    )
+    total = sum(rss.values()) / 2**20
+    print(f"[measure] idle memory (PSS) of the whole system: {total:.0f} MiB ({detail})")
 
 
 def test_down_leaves_no_process_and_frees_every_port(fresh: LocalCluster) -> None:
