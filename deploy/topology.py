@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from node.errors import ConfigError
+
 SiteRole = Literal["primary", "dr", "witness"]
 
 # Patroni 4 raises values under these floors with only a warning; we refuse them instead so the
@@ -23,7 +25,7 @@ PATRONI_MIN_LOOP_WAIT = 1
 PATRONI_MIN_RETRY_TIMEOUT = 3
 
 
-class TopologyError(ValueError):
+class TopologyError(ConfigError, ValueError):
     """The topology file is unreadable or inconsistent; the message says where and how to fix."""
 
 
@@ -181,7 +183,8 @@ def parse_topology(data: Any, *, source: str = "<topology>") -> Topology:
         return Topology.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
             for err in exc.errors()
         )
         raise TopologyError(f"{source}: {problems}") from exc

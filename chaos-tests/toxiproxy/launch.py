@@ -110,7 +110,7 @@ def _check_loopback(host: str) -> None:
     if host == "localhost":
         return
     try:
-        ok = ipaddress.ip_address(host.strip("[]")).is_loopback
+        ok = ipaddress.ip_address(host).is_loopback
     except ValueError:
         ok = False
     if not ok:
@@ -164,6 +164,7 @@ def start_toxiproxy(
     Uses `toxiproxy-server` from PATH when present and `prefer_binary` is true, otherwise runs
     server.py with this interpreter. `port=0` picks a free port (see handle.port).
     """
+    host = host.strip("[]")  # "[::1]" -> "::1"; brackets are added back for URLs only
     _check_loopback(host)
     deadline = time.monotonic() + startup_timeout
     binary = shutil.which(BINARY_NAME) if prefer_binary else None

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-import contingency.keycache as kc
 from contingency.keycache import CachedAccount, KeyCache, hash_api_key, write_atomically
 
 T0 = datetime(2025, 3, 1, 2, 0, tzinfo=UTC)
@@ -87,8 +86,10 @@ def test_refreshed_at_is_reported_in_utc(tmp_path: Path) -> None:
     cache = KeyCache(tmp_path / "k.json")
     assert cache.refreshed_at is None
     cache.refresh(ACCOUNTS, at=T0.astimezone(timezone(timedelta(hours=8))))
-    assert cache.refreshed_at == T0
-    assert cache.refreshed_at.utcoffset() == timedelta(0)
+    refreshed_at = cache.refreshed_at
+    assert refreshed_at is not None
+    assert refreshed_at == T0
+    assert refreshed_at.utcoffset() == timedelta(0)
 
 
 def test_missing_file_refuses_everything(tmp_path: Path) -> None:
@@ -170,7 +171,7 @@ def test_failed_refresh_leaves_previous_file_whole(
     def broken_fsync(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(kc.os, "fsync", broken_fsync)
+    monkeypatch.setattr(os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="Input/output error"):
         cache.refresh([_account("rk_other0_" + "o" * 40)], at=T0)
     monkeypatch.undo()

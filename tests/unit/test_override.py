@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-import contingency.keycache as kc
 from contingency.override import (
     CORRUPT_ACTOR,
     READ_LIMIT,
@@ -179,7 +178,7 @@ def test_failed_write_leaves_previous_override_whole(
     def broken_replace(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(kc.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="No space left"):
         _write(path, lbcps=None)
     monkeypatch.undo()

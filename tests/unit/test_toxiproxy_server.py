@@ -35,7 +35,8 @@ pytestmark = pytest.mark.timeout(30)
 
 def _load(module_name: str, filename: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(module_name, TOXIPROXY_DIR / filename)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # dataclasses resolve their module through sys.modules
     spec.loader.exec_module(module)
@@ -64,7 +65,7 @@ class _EchoServer(socketserver.ThreadingTCPServer):
 def echo_port() -> Iterator[int]:
     """A threaded TCP echo server on loopback."""
     srv = _EchoServer(("127.0.0.1", 0), _EchoHandler)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield int(srv.server_address[1])
@@ -263,7 +264,8 @@ def test_toxic_crud_and_reset(client: Toxiproxy, proxy: Proxy) -> None:
     proxy.disable()
     assert client.reset() is True
     restored = client.get_proxy("echo")
-    assert restored is not None and restored.enabled
+    assert restored is not None
+    assert restored.enabled
     assert proxy.toxics() == {}
     assert _round_trip(proxy) < 0.5
 
