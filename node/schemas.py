@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -30,6 +30,15 @@ Count = Annotated[int, Field(strict=True, ge=1, le=999999)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, v: Any) -> Any:
+        # PostgreSQL text and jsonb cannot hold U+0000: refuse it here (422 naming the field)
+        # instead of letting the database driver fail the request with a 500.
+        if isinstance(v, str) and "\x00" in v:
+            raise ValueError("must not contain NUL (U+0000) characters")
+        return v
 
 
 class Itfs(_Strict):
