@@ -228,9 +228,9 @@ def haproxy_config(topo: Topology) -> str:
             "backend nodes",
             "    option httpchk GET /health/ready",
             "    http-check expect status 200",
-            # Check every 500 ms, one failure marks a node down and one success up, and sessions
+            # Check every 250 ms, one failure marks a node down and one success up, and sessions
             # to a node marked down are cut so clients reconnect to the new active node.
-            "    default-server inter 500ms fastinter 250ms downinter 500ms rise 1 fall 1 "
+            "    default-server inter 250ms fastinter 250ms downinter 250ms rise 1 fall 1 "
             "on-marked-down shutdown-sessions",
             *servers,
             "",

@@ -206,6 +206,7 @@ def specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
                 "-m",
                 "node",
                 "serve",
+                "--supervise",
                 "--site",
                 name,
                 "--state-dir",

@@ -129,6 +129,7 @@ class Drill:
         warmup_s: float = 3.0,
         settle_s: float = 3.0,
         max_wait_s: float = 90.0,
+        min_observe_s: float = 4.0,
         allowed_failures: int = 0,
     ) -> None:
         self.topo = topo
@@ -144,6 +145,7 @@ class Drill:
         self.warmup_s = warmup_s
         self.settle_s = settle_s
         self.max_wait_s = max_wait_s
+        self.min_observe_s = min_observe_s
         self.acks: list[Ack] = []
         self.t0 = time.monotonic()
         self._stop = asyncio.Event()
@@ -163,8 +165,9 @@ class Drill:
             key = f"drill-{self.result.started_at}-{self._seq}"
             sent = self.now()
             try:
-                resp = await client.request("POST", "/v1/consignments", json=body,
-                                            idempotency_key=key)
+                resp = await client.request(
+                    "POST", "/v1/consignments", json=body, idempotency_key=key
+                )
             except ApiError as exc:
                 self.result.failed_requests += 1
                 self.event(f"write failed: {exc}")
@@ -209,8 +212,12 @@ class Drill:
     async def run(self, inject: Any, api_key: str) -> DrillResult:
         async with aiohttp.ClientSession() as session:
             client = RocarsClient(
-                self.topo.entry_url(), api_key, session=session, deadline_s=self.max_wait_s,
+                self.topo.entry_url(),
+                api_key,
+                session=session,
+                deadline_s=self.max_wait_s,
                 request_timeout_s=5.0,
+                backoff_max_s=0.25,
             )
             watcher = asyncio.create_task(self._watch(session))
             writers = [asyncio.create_task(self._writer(client)) for _ in range(self.writers)]
@@ -220,15 +227,16 @@ class Drill:
             self.result.fault_at = self.now()
             self.event(f"fault injected: {self.result.scenario}")
             await inject(self)
+            # Some faults take a moment to bite (a frozen Patroni is noticed within about a
+            # second), so watch at least `min_observe_s`, then until writes flow steadily again.
             deadline = self.now() + self.max_wait_s
             while self.now() < deadline:
-                after = [a for a in self.acks if a.sent_at > self.result.fault_at]
-                if after:
-                    self.result.recovered_at = min(a.acked_at for a in after)
+                await asyncio.sleep(0.1)
+                if self.now() - self.result.fault_at < self.min_observe_s:
+                    continue
+                recent = [a for a in self.acks if a.acked_at > self.now() - 1.0]
+                if len(recent) >= 5:
                     break
-                await asyncio.sleep(0.05)
-            if self.result.recovered_at is not None:
-                self.event("first successful write after the fault")
             await asyncio.sleep(self.settle_s)
             self._stop.set()
             await asyncio.gather(*writers, return_exceptions=True)
@@ -240,23 +248,27 @@ class Drill:
         return self.result
 
     def _rto(self) -> None:
+        """RTO seen by clients: the longest stretch without any acknowledgement, from the last
+        acknowledgement before the fault to the end of the run."""
         r = self.result
-        if r.fault_at is None or r.recovered_at is None:
-            return
-        before = [a.acked_at for a in self.acks if a.acked_at <= r.fault_at]
-        last_before = max(before) if before else r.fault_at
-        # Acks of writes sent before the fault but answered after it also close the gap.
-        after = sorted(a.acked_at for a in self.acks if a.acked_at > r.fault_at)
-        first_after = after[0] if after else r.recovered_at
-        gaps = [first_after - last_before]
-        acked = sorted(a.acked_at for a in self.acks if a.acked_at > last_before)
-        prev = last_before
-        for t in acked:
-            if t <= r.recovered_at + 0.001:
-                gaps.append(t - prev)
-            prev = t
-        r.rto_s = round(max(gaps), 3)
         r.acked = len(self.acks)
+        if r.fault_at is None:
+            return
+        times = sorted(a.acked_at for a in self.acks)
+        before = [t for t in times if t <= r.fault_at]
+        after = [t for t in times if t > r.fault_at]
+        if not after:
+            return
+        prev = before[-1] if before else r.fault_at
+        worst, end = 0.0, after[0]
+        for t in after:
+            if t - prev > worst:
+                worst, end = t - prev, t
+            prev = t
+        r.rto_s = round(worst, 3)
+        r.recovered_at = round(end, 3)
+        self.result.events.append(Event(r.recovered_at, "first successful write after the outage"))
+        self.result.events.sort(key=lambda e: e.t)
 
     async def _verify(self, api_key: str) -> None:
         r = self.result

@@ -77,6 +77,10 @@ def health_document(app: web.Application) -> dict[str, Any]:
         "leader": facts.leader_key if facts else None,
         "paused": facts.paused if facts else False,
         "contingency": {"mode": "normal"},
+        "failover_controller": {
+            "action": app[keys.CONTROLLER].decision.action,
+            "reason": app[keys.CONTROLLER].decision.reason,
+        },
         "checks": {
             "role:loop": [
                 {

@@ -36,12 +36,17 @@ async def leader_site(topo: Topology) -> str:
     return site
 
 
-async def connect_leader(topo: Topology, state: StateDir) -> psycopg.AsyncConnection[Any]:
+async def connect_leader(
+    topo: Topology, state: StateDir, *, superuser: bool = False
+) -> psycopg.AsyncConnection[Any]:
     site = await leader_site(topo)
     cfg = load_node_config(state.node_config(site))
+    db = cfg.database
+    if superuser:  # CHECKPOINT and other maintenance need it
+        db = db.model_copy(update={"user": "postgres", "password": state.secrets()["superuser"]})
     try:
         return await psycopg.AsyncConnection.connect(
-            cfg.database.conninfo(application_name="rocars-admin")
+            db.conninfo(application_name="rocars-admin"), autocommit=superuser
         )
     except psycopg.OperationalError as exc:
         raise ComponentUnavailable(f"cannot connect to the leader on site {site}: {exc}") from exc

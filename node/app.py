@@ -14,6 +14,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
+from failover.controller import FailoverController
+from failover.decision import ControllerConfig
 from failover.role import RoleDecision, RoleWatcher
 from monitoring import health
 from monitoring.metrics import NodeMetrics
@@ -56,6 +58,28 @@ async def _role_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.ROLE] = watcher
     metrics.set_role(cfg.site, watcher.role)
     task = asyncio.create_task(watcher.run(), name="role-watcher")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _controller_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[keys.CONFIG]
+    controller = FailoverController(
+        site=cfg.site,
+        sites=cfg.peers,
+        session=app[keys.HTTP],
+        patroni=app[keys.PATRONI],
+        patroni_url=cfg.patroni_url,
+        etcd=app[keys.ETCD],
+        role=app[keys.ROLE],
+        config=ControllerConfig(
+            grace_period_s=cfg.failover_grace_s, min_interval_s=cfg.failover_min_interval_s
+        ),
+    )
+    app[keys.CONTROLLER] = controller
+    task = asyncio.create_task(controller.run(), name="failover-controller")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -135,6 +159,7 @@ def create_app(config: NodeConfig) -> web.Application:
     app[keys.STARTED_AT] = time.monotonic()
     app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_role_ctx)
+    app.cleanup_ctx.append(_controller_ctx)
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_migrate_ctx)
     app.on_response_prepare.append(_stamp_node)

@@ -50,6 +50,7 @@ def _parse_bearer(header: str | None) -> str:
             401,
             "Unauthorized",
             "an API key is required: send 'Authorization: Bearer <api key>'",
+            errors=[{"field": "Authorization", "message": "header missing"}],
             headers={"WWW-Authenticate": 'Bearer realm="rocars"'},
         )
     scheme, _, token = header.partition(" ")
@@ -58,6 +59,7 @@ def _parse_bearer(header: str | None) -> str:
             401,
             "Unauthorized",
             "the Authorization header must be 'Bearer <api key>'",
+            errors=[{"field": "Authorization", "message": "not 'Bearer <api key>'"}],
             headers={"WWW-Authenticate": 'Bearer realm="rocars"'},
         )
     return token.strip()
@@ -94,6 +96,7 @@ async def authenticate(request: web.Request) -> Account:
                 401,
                 "Unauthorized",
                 "the API key is not valid",
+                errors=[{"field": "Authorization", "message": "unknown API key"}],
                 headers={"WWW-Authenticate": 'Bearer realm="rocars", error="invalid_token"'},
             )
         account = Account(row["id"], row["kind"], row["name"], row["status"])

@@ -55,8 +55,23 @@ def cli() -> None:
     default=None,
     help="Node configuration file; default <state-dir>/config/node-<site>.yaml.",
 )
-def serve(site: str, state_dir: Path | None, config_path: Path | None) -> None:
+@click.option(
+    "--supervise",
+    is_flag=True,
+    help="Run the node under a supervisor that restarts it whenever it exits.",
+)
+def serve(site: str, state_dir: Path | None, config_path: Path | None, supervise: bool) -> None:
     """Run one API node in the foreground."""
+    if supervise:
+        from node import supervise as sup
+
+        child = [sys.executable, "-m", "node", "serve", "--site", site]
+        if state_dir is not None:
+            child += ["--state-dir", str(state_dir)]
+        if config_path is not None:
+            child += ["--config", str(config_path)]
+        sup.main(child)
+        return
     from aiohttp import web
 
     from node.app import create_app
@@ -209,6 +224,67 @@ def create_account_cmd(
         )
     )
     click.echo(json.dumps(out))
+
+
+@cli.command()
+@click.argument(
+    "scenario",
+    type=click.Choice(
+        [
+            "switchover",
+            "kill-postgres",
+            "kill-patroni-and-postgres",
+            "freeze-patroni",
+            "kill-node",
+            "kill-site",
+            "kill-redis-primary",
+        ]
+    ),
+)
+@click.option("--runs", default=1, show_default=True, help="Round trips (each one A->B then back).")
+@click.option("--one-way", is_flag=True, help="Only fail away from the current leader once.")
+@click.option("--writers", default=4, show_default=True, help="Concurrent writers.")
+@TOPOLOGY_OPTION
+@STATE_DIR_OPTION
+def drill(
+    scenario: str,
+    runs: int,
+    one_way: bool,
+    writers: int,
+    topology: Path | None,
+    state_dir: Path | None,
+) -> None:
+    """Run a failover drill under write load; exit 1 when RPO > 0 or RTO is over budget."""
+    from deploy import launcher
+    from failover import scenarios
+    from failover.drill import DrillResult
+    from node import admin as admin_ops
+
+    _setup_logging(logging.WARNING)
+    state = _state(state_dir)
+    topo = launcher.load_state_topology(state, topology)
+
+    async def go() -> list[DrillResult]:
+        account = await admin_ops.admin_create_account(
+            topo, state, kind="trader", name=f"drill {scenario}", trader_kind="shipper"
+        )
+        results: list[DrillResult] = []
+        for _ in range(runs):
+            for _direction in range(1 if one_way else 2):
+                r = await scenarios.run_scenario(
+                    topo, state, scenario, api_key=account["api_key"], writers=writers
+                )
+                click.echo(
+                    f"{r.scenario} {r.direction}: RTO {r.rto_s}s, RPO {r.rpo}, "
+                    f"duplicates {r.duplicates}, acked {r.acked}, failed requests "
+                    f"{r.failed_requests} -> {r.verdict()}"
+                )
+                results.append(r)
+        return results
+
+    results = asyncio.run(go())
+    click.echo(f"reports in {state.reports}")
+    sys.exit(0 if all(r.passed for r in results) else 1)
 
 
 def main() -> None:

@@ -52,9 +52,13 @@ class NodeConfig(BaseModel):
     redis_master_name: str = "rocars"
     peers: dict[str, str] = {}
     # How often the role watcher looks at Patroni and etcd; a role change is seen within this.
-    role_interval_s: float = Field(default=0.5, gt=0, le=1.0)
+    role_interval_s: float = Field(default=0.25, gt=0, le=1.0)
     # /health/live fails when the role loop has not completed for this long (frozen loop).
     liveness_stale_s: float = Field(default=5.0, gt=0)
+    # Failover controller: switch the active site over when its API node stays down this long
+    # (longer than the supervisor needs to restart a crashed node), at most once per interval.
+    failover_grace_s: float = Field(default=6.0, gt=0)
+    failover_min_interval_s: float = Field(default=300.0, gt=0)
 
     @property
     def leader_key(self) -> str:

@@ -10,6 +10,7 @@ import aiohttp
 from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 
+from failover.controller import FailoverController
 from failover.role import RoleWatcher
 from monitoring.metrics import NodeMetrics
 from node.config import NodeConfig
@@ -24,6 +25,7 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 ETCD = web.AppKey("etcd", EtcdGateway)
 PATRONI = web.AppKey("patroni", PatroniRest)
 ROLE = web.AppKey("role", RoleWatcher)
+CONTROLLER = web.AppKey("controller", FailoverController)
 METRICS = web.AppKey("metrics", NodeMetrics)
 POOL = web.AppKey("pool", AsyncConnectionPool)
 STARTED_AT = web.AppKey("started_at", float)

@@ -8,9 +8,11 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -26,6 +28,22 @@ Text2000 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
 Name = Text200
 Address = Text500
 Count = Annotated[int, Field(strict=True, ge=1, le=999999)]
+
+
+def _iso_text(v: Any) -> Any:
+    # Pydantic also reads numbers (and numeric strings) as Unix timestamps; the API takes only
+    # ISO 8601 text, so 1800000000 is a wrong type, not a date.
+    if not isinstance(v, str):
+        raise ValueError("must be an ISO 8601 date-time string with an offset")
+    try:
+        datetime.fromisoformat(v)
+    except ValueError:
+        raise ValueError("must be an ISO 8601 date-time with an offset") from None
+    return v
+
+
+# ISO 8601 date-time text with an offset (naive times are refused by AwareDatetime).
+IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 
 
 class _Strict(BaseModel):
@@ -58,7 +76,7 @@ class ConsignmentIn(_Strict):
     consignor_address: Address
     consignee_name: Name
     consignee_address: Address
-    expected_at: AwareDatetime
+    expected_at: IsoDateTime
     itfs: Itfs | None = None
 
 
@@ -82,15 +100,21 @@ class ConsignmentPatch(_Strict):
     consignor_address: Address | None = None
     consignee_name: Name | None = None
     consignee_address: Address | None = None
-    expected_at: AwareDatetime | None = None
+    expected_at: IsoDateTime | None = None
+
+    @field_validator(*AMENDABLE, mode="after")
+    @classmethod
+    def _not_null(cls, v: Any, info: ValidationInfo) -> Any:
+        # Runs only for fields the request names (defaults are not validated), so the error
+        # names the field that was sent as null.
+        if v is None:
+            raise ValueError(f"{info.field_name} cannot be null")
+        return v
 
     @model_validator(mode="after")
     def _something(self) -> ConsignmentPatch:
         if not self.model_fields_set:
             raise ValueError("name at least one of the 8 cargo items to amend")
-        for f in self.model_fields_set:
-            if getattr(self, f) is None:
-                raise ValueError(f"{f} cannot be null")
         return self
 
 
@@ -145,19 +169,24 @@ class Contact(_Strict):
 
 class RegistrationIn(_Strict):
     kind: Literal["trader", "trucker"]
-    trader_kind: Literal["shipper", "forwarder", "agent"] | None = None
+    # Validated even when absent, so a missing trader_kind is reported against that field.
+    trader_kind: Literal["shipper", "forwarder", "agent"] | None = Field(
+        default=None, validate_default=True
+    )
     name: Name
     # Hong Kong business registration number: 8 digits, optionally with a branch suffix.
     brn: Annotated[str, StringConstraints(pattern=r"^[0-9]{8}(-[0-9]{3})?$")]
     contact: Contact
 
-    @model_validator(mode="after")
-    def _trader_kind(self) -> RegistrationIn:
-        if self.kind == "trader" and self.trader_kind is None:
+    @field_validator("trader_kind", mode="after")
+    @classmethod
+    def _trader_kind(cls, v: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("kind")  # absent when `kind` itself was invalid
+        if kind == "trader" and v is None:
             raise ValueError("trader_kind is required for trader registrations")
-        if self.kind == "trucker" and self.trader_kind is not None:
+        if kind == "trucker" and v is not None:
             raise ValueError("trader_kind applies only to trader registrations")
-        return self
+        return v
 
 
 class DecisionIn(_Strict):

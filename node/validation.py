@@ -41,11 +41,20 @@ def invalid(
 
 async def read_body(request: web.Request, *, limit: int = MAX_BODY) -> bytes:
     if request.content_length is not None and request.content_length > limit:
-        raise Problem(413, "Content Too Large", f"the body is larger than {limit} bytes")
+        raise too_large(limit)
     body = await request.read()
     if len(body) > limit:
-        raise Problem(413, "Content Too Large", f"the body is larger than {limit} bytes")
+        raise too_large(limit)
     return body
+
+
+def too_large(limit: int) -> Problem:
+    return Problem(
+        413,
+        "Content Too Large",
+        f"the body is larger than {limit} bytes",
+        errors=[{"field": "body", "message": f"at most {limit} bytes"}],
+    )
 
 
 def parse_json(body: bytes) -> Any:
@@ -64,6 +73,13 @@ def parse_json(body: bytes) -> Any:
             "Bad Request",
             f"the body is not valid JSON: {exc}",
             errors=[{"field": "body", "message": "malformed JSON"}],
+        ) from exc
+    except RecursionError as exc:  # hostile nesting such as '[[[[...' exhausts the stack
+        raise Problem(
+            400,
+            "Bad Request",
+            "the body is nested too deeply",
+            errors=[{"field": "body", "message": "JSON nested too deeply"}],
         ) from exc
 
 

@@ -30,7 +30,7 @@ from node.auth import Account
 from node.problems import PROBLEM_JSON, Problem
 
 log = logging.getLogger("rocars.writes")
-RETRY_AFTER_S = "2"
+RETRY_AFTER_S = "1"
 MAX_KEY_LENGTH = 200
 Conn = psycopg.AsyncConnection[Any]
 WriteFn = Callable[[Conn], Awaitable[tuple[int, dict[str, Any]]]]

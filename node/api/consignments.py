@@ -22,7 +22,7 @@ from node.api import common
 from node.api.bundles import refresh_bundle_of
 from node.auth import require
 from node.domain.advance_window import check_advance_window
-from node.domain.ccrn import make_ccrn
+from node.domain.ccrn import make_ccrn, validate_ccrn
 from node.domain.lbcp import DEFAULT_LBCPS
 from node.problems import Problem
 from node.schemas import AMENDABLE, ConsignmentIn, ConsignmentPatch, iso
@@ -142,7 +142,9 @@ def _parse_csv(body: bytes) -> list[Any]:
             if v is None or v == "":
                 continue
             if k == "package_count":
-                item[k] = int(v) if v.strip().isdigit() else v
+                # isdigit() alone accepts "²", which int() refuses: ASCII digits only.
+                n = v.strip()
+                item[k] = int(n) if n.isascii() and n.isdigit() else v
             elif k.startswith("itfs."):
                 item.setdefault("itfs", {})[k.removeprefix("itfs.")] = v
             else:
@@ -227,7 +229,12 @@ def _cursor_encode(created_at: datetime, ccrn: str) -> str:
 def _cursor_decode(text: str) -> tuple[datetime, str]:
     try:
         at, ccrn = base64.urlsafe_b64decode(text.encode()).decode().split("|")
-        return datetime.fromisoformat(at), ccrn
+        created_at = datetime.fromisoformat(at)
+        # Only what _cursor_encode makes: a forged one must not reach the database (a NUL in
+        # it made the driver fail with a 500).
+        if created_at.tzinfo is None or validate_ccrn(ccrn) is not None:
+            raise ValueError("not a cursor")
+        return created_at, ccrn
     except (ValueError, UnicodeDecodeError) as exc:
         raise invalid([{"field": "cursor", "message": "not a cursor from this API"}]) from exc
 

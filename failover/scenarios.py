@@ -1,0 +1,233 @@
+"""Drill scenarios: what fault to inject on the active site, with what RTO budget.
+
+Budgets follow the targets of the failover issue: planned switchover 3 s, PostgreSQL killed 6 s,
+API node killed 5 s, and anything that needs the leader key to expire `ttl` + 6 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import psutil
+
+from deploy import launcher, processes, status
+from deploy.state import StateDir
+from deploy.topology import Topology
+from failover.drill import Drill, DrillResult, write_report
+from node import admin
+from replication.patroni_rest import PatroniRest
+
+
+@dataclass
+class Context:
+    topo: Topology
+    state: StateDir
+    site: str  # the active site the fault hits
+    other: str
+    frozen: list[int]
+
+
+Inject = Callable[[Drill, Context], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    inject: Inject
+    budget: Callable[[Topology], float]
+    description: str
+    allowed_failures: int = 0
+
+
+def _pid(ctx: Context, process: str) -> int | None:
+    spec = launcher.specs(ctx.topo, ctx.state)[process]
+    return processes.running_pid(ctx.state, spec)
+
+
+def _kill(pid: int | None, sig: signal.Signals = signal.SIGKILL) -> None:
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _postmaster(ctx: Context, site: str) -> int | None:
+    return processes.postmaster_pid(ctx.state.member_dir(site) / "data")
+
+
+async def checkpoint_leader(topo: Topology, state: StateDir) -> None:
+    """A CHECKPOINT just before a planned switchover leaves little for the shutdown checkpoint
+    of the demotion to write, so the old primary stops sooner."""
+    conn = await admin.connect_leader(topo, state, superuser=True)
+    async with conn:
+        await conn.execute("CHECKPOINT")
+
+
+async def switchover(drill: Drill, ctx: Context) -> None:
+    await checkpoint_leader(ctx.topo, ctx.state)
+    drill.event("CHECKPOINT on the leader")
+    async with aiohttp.ClientSession() as s:
+        code, text = await PatroniRest(s).switchover(
+            ctx.topo.patroni_url(ctx.site), leader=f"pg-{ctx.site}", candidate=f"pg-{ctx.other}"
+        )
+    drill.event(f"Patroni switchover answered {code}: {text[:120]}")
+
+
+async def kill_postgres(drill: Drill, ctx: Context) -> None:
+    pid = _postmaster(ctx, ctx.site)
+    _kill(pid)
+    drill.event(f"SIGKILL PostgreSQL postmaster of site {ctx.site} (pid {pid})")
+
+
+async def kill_patroni_and_postgres(drill: Drill, ctx: Context) -> None:
+    pids = [_pid(ctx, f"patroni-{ctx.site}"), _postmaster(ctx, ctx.site)]
+    for pid in pids:
+        _kill(pid)
+    drill.event(f"SIGKILL Patroni and PostgreSQL of site {ctx.site} (pids {pids})")
+
+
+async def freeze_patroni(drill: Drill, ctx: Context) -> None:
+    pid = _pid(ctx, f"patroni-{ctx.site}")
+    if pid is not None:
+        proc = psutil.Process(pid)
+        for p in (proc, *proc.children(recursive=True)):
+            with contextlib.suppress(psutil.Error):
+                p.suspend()
+                ctx.frozen.append(p.pid)
+    drill.event(f"SIGSTOP Patroni of site {ctx.site} (pid {pid}); PostgreSQL keeps running")
+
+
+async def kill_node(drill: Drill, ctx: Context) -> None:
+    sup = _pid(ctx, f"node-{ctx.site}")
+    children = psutil.Process(sup).children() if sup else []
+    for c in children:
+        _kill(c.pid)
+    drill.event(f"SIGKILL API node of site {ctx.site} (pids {[c.pid for c in children]})")
+
+
+async def kill_site(drill: Drill, ctx: Context) -> None:
+    # Everything of the site except HAProxy, which stands for the entry tier in front of both
+    # sites (in production one per site behind a VIP). Supervisors first, so nothing restarts.
+    names = [
+        f"node-{ctx.site}",
+        f"patroni-{ctx.site}",
+        f"etcd-{ctx.site}",
+        f"redis-{ctx.site}",
+        f"sentinel-{ctx.site}",
+    ]
+    pids = []
+    for name in names:
+        pid = _pid(ctx, name)
+        if pid is not None:
+            pids.append(pid)
+            with contextlib.suppress(psutil.Error):
+                pids += [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    pm = _postmaster(ctx, ctx.site)
+    if pm is not None:
+        pids.append(pm)
+    for pid in pids:
+        _kill(pid)
+    drill.event(f"SIGKILL every process of site {ctx.site} ({len(pids)} processes)")
+
+
+async def kill_redis_primary(drill: Drill, ctx: Context) -> None:
+    doc = await status._redis(ctx.topo)
+    primary = doc.get("primary")
+    for name, site in ctx.topo.sites.items():
+        if site.redis is not None and primary == f"{site.host}:{site.redis.port}":
+            _kill(_pid(ctx, f"redis-{name}"))
+            drill.event(f"SIGKILL Redis primary on site {name}")
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("switchover", switchover, lambda t: 3.0, "planned Patroni switchover"),
+        Scenario(
+            "kill-postgres",
+            kill_postgres,
+            lambda t: 6.0,
+            "SIGKILL the primary's PostgreSQL, Patroni alive",
+        ),
+        Scenario(
+            "kill-patroni-and-postgres",
+            kill_patroni_and_postgres,
+            lambda t: t.patroni.ttl + 6.0,
+            "SIGKILL the primary's Patroni and PostgreSQL",
+        ),
+        Scenario(
+            "freeze-patroni",
+            freeze_patroni,
+            lambda t: t.patroni.ttl + 6.0,
+            "SIGSTOP the primary's Patroni while PostgreSQL runs on",
+        ),
+        Scenario("kill-node", kill_node, lambda t: 5.0, "SIGKILL the active API node"),
+        Scenario(
+            "kill-site",
+            kill_site,
+            lambda t: t.patroni.ttl + 6.0,
+            "SIGKILL every process of the active site",
+        ),
+        Scenario(
+            "kill-redis-primary",
+            kill_redis_primary,
+            lambda t: 3.0,
+            "SIGKILL the Redis primary; Sentinel promotes the replica",
+        ),
+    )
+}
+
+
+async def wait_healthy(topo: Topology, timeout: float = 120.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    doc = await status.collect(topo)
+    while not doc["healthy"] and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+        doc = await status.collect(topo)
+    return doc
+
+
+async def restore(topo: Topology, state: StateDir, ctx: Context) -> None:
+    """Thaw what was frozen, restart what was killed, and wait until healthy again."""
+    for pid in ctx.frozen:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).resume()
+    await launcher.up(topo, state, lambda _m: None, timeout=120)
+    doc = await wait_healthy(topo)
+    if not doc["healthy"]:
+        raise RuntimeError(f"cluster did not recover after the drill: {doc['problems']}")
+
+
+async def run_scenario(
+    topo: Topology, state: StateDir, name: str, *, api_key: str, writers: int = 4
+) -> DrillResult:
+    scenario = SCENARIOS[name]
+    site = await admin.leader_site(topo)
+    other = next(s for s in topo.data_sites if s != site)
+    ctx = Context(topo, state, site, other, [])
+    drill = Drill(
+        topo,
+        state,
+        scenario=name,
+        direction=f"{site}->{other}",
+        budget_s=scenario.budget(topo),
+        writers=writers,
+        allowed_failures=scenario.allowed_failures,
+    )
+
+    async def inject(d: Drill) -> None:
+        await scenario.inject(d, ctx)
+
+    try:
+        result = await drill.run(inject, api_key)
+    finally:
+        await restore(topo, state, ctx)
+    write_report(result, state.reports)
+    return result
