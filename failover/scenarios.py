@@ -205,6 +205,25 @@ async def restore(topo: Topology, state: StateDir, ctx: Context) -> None:
         raise RuntimeError(f"cluster did not recover after the drill: {doc['problems']}")
 
 
+async def ensure_leader(topo: Topology, state: StateDir, site: str) -> None:
+    """Make `site` the leader by a planned switchover, if it is not already."""
+    current = await admin.leader_site(topo)
+    if current == site:
+        return
+    await checkpoint_leader(topo, state)
+    async with aiohttp.ClientSession() as s:
+        await PatroniRest(s).switchover(
+            topo.patroni_url(current), leader=f"pg-{current}", candidate=f"pg-{site}"
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        doc = await status.collect(topo)
+        if doc["healthy"] and doc["postgres"]["leader"] == f"pg-{site}":
+            return
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"could not move the leader to site {site} before the drill")
+
+
 async def run_scenario(
     topo: Topology, state: StateDir, name: str, *, api_key: str, writers: int = 4
 ) -> DrillResult:

@@ -226,6 +226,43 @@ def create_account_cmd(
     click.echo(json.dumps(out))
 
 
+@cli.group()
+def failover() -> None:
+    """Planned switchover and failback, and the failover picture."""
+
+
+@failover.command("status")
+@TOPOLOGY_OPTION
+@STATE_DIR_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def failover_status(topology: Path | None, state_dir: Path | None, as_json: bool) -> None:
+    """Leader, members with lag, node roles and each controller's latest decision."""
+    from deploy import launcher
+    from failover import switch
+
+    state = _state(state_dir)
+    topo = launcher.load_state_topology(state, topology)
+    doc = asyncio.run(switch.failover_status(topo))
+    click.echo(json.dumps(doc, indent=2) if as_json else switch.render(doc))
+
+
+@failover.command("switchover")
+@click.option("--to", "target", required=True, help="Site to make active (A or B).")
+@TOPOLOGY_OPTION
+@STATE_DIR_OPTION
+def failover_switchover(target: str, topology: Path | None, state_dir: Path | None) -> None:
+    """Move the active site: checks the candidate first (streaming, in sync, lag zero)."""
+    from deploy import launcher
+    from failover import switch
+
+    state = _state(state_dir)
+    topo = launcher.load_state_topology(state, topology)
+    if target not in topo.data_sites:
+        raise click.BadParameter(f"must be one of {', '.join(topo.data_sites)}", param_hint="--to")
+    took = asyncio.run(switch.switchover(topo, state, target, click.echo))
+    click.echo(f"site {target} is active ({took:.1f}s)")
+
+
 @cli.command()
 @click.argument(
     "scenario",
@@ -269,8 +306,13 @@ def drill(
             topo, state, kind="trader", name=f"drill {scenario}", trader_kind="shipper"
         )
         results: list[DrillResult] = []
+        sites = topo.data_sites
         for _ in range(runs):
-            for _direction in range(1 if one_way else 2):
+            for direction in range(1 if one_way else 2):
+                if not one_way:
+                    # Each round trip fails A->B, then B->A: move the leader first if the
+                    # previous fault did not (a restarted node keeps its site active).
+                    await scenarios.ensure_leader(topo, state, sites[direction])
                 r = await scenarios.run_scenario(
                     topo, state, scenario, api_key=account["api_key"], writers=writers
                 )

@@ -11,6 +11,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     ValidationInfo,
     field_validator,
@@ -124,7 +125,7 @@ class BundleIn(_Strict):
     ccrns: list[Annotated[str, StringConstraints(max_length=32)]] = Field(
         default_factory=list, max_length=200
     )
-    empty: bool = False
+    empty: StrictBool = False
 
     @field_validator("vrn")
     @classmethod
@@ -150,11 +151,11 @@ class RuleIn(_Strict):
     kind: Literal["keyword", "pattern", "consignor", "consignee", "vrn", "random"]
     value: Text200
     lbcp: Text8 | None = None
-    active: bool = True
+    active: StrictBool = True
 
 
 class RulePatch(_Strict):
-    active: bool
+    active: StrictBool
 
 
 class SelectionIn(_Strict):

@@ -1,0 +1,38 @@
+"""Fixtures for the fault drills: a cluster of their own (they break it on purpose)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from deploy.harness import LocalCluster
+from node import admin
+
+DRILL_PORT_OFFSET = int(os.environ.get("ROCARS_DRILL_PORT_OFFSET", "3000"))
+
+
+@pytest.fixture(scope="session")
+def drill_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    c = LocalCluster.create(tmp_path_factory.mktemp("drills"), port_offset=DRILL_PORT_OFFSET)
+    try:
+        c.up()
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture(scope="session")
+def drill_key(drill_cluster: LocalCluster) -> str:
+    account = asyncio.run(
+        admin.admin_create_account(
+            drill_cluster.topo,
+            drill_cluster.state,
+            kind="trader",
+            name="drills",
+            trader_kind="shipper",
+        )
+    )
+    return str(account["api_key"])
