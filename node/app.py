@@ -14,13 +14,26 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
+from contingency import state as cstate
+from contingency.journal import Journal
+from contingency.keycache import CachedAccount, KeyCache
+from contingency.runtime import ContingencyRuntime
 from failover.controller import FailoverController
 from failover.decision import ControllerConfig
 from failover.role import RoleDecision, RoleWatcher
 from monitoring import health
 from monitoring.metrics import NodeMetrics
 from node import keys, migrate
-from node.api import bundles, consignments, itfs, lbcp, openapi, registrations, risk_rules
+from node.api import (
+    bundles,
+    consignments,
+    contingency,
+    itfs,
+    lbcp,
+    openapi,
+    registrations,
+    risk_rules,
+)
 from node.api.common import utc_now
 from node.config import NodeConfig
 from node.problems import problem_middleware
@@ -86,6 +99,82 @@ async def _controller_ctx(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def _contingency_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[keys.CONFIG]
+    folder = cfg.state_dir / "contingency"
+    folder.mkdir(parents=True, exist_ok=True)
+    runtime = ContingencyRuntime(
+        etcd=app[keys.ETCD],
+        override_path=folder / f"override-{cfg.site}.json",
+        recommend_after_s=cfg.manual_recommend_after_s,
+        auto_activate=cfg.manual_auto_activate,
+    )
+
+    def changed(new: cstate.ContingencyState, old: cstate.ContingencyState) -> None:
+        log.warning("contingency mode %s -> %s (%s: %s)", old.mode, new.mode, new.actor, new.reason)
+
+    runtime.on_change = changed
+    app[keys.CONTINGENCY] = runtime
+    app[keys.JOURNAL] = Journal(folder / f"journal-{cfg.site}.sqlite")
+    app[keys.KEYCACHE] = KeyCache(folder / f"keycache-{cfg.site}.json")
+    with contextlib.suppress(Exception):
+        await runtime.refresh()
+    tasks = [
+        asyncio.create_task(runtime.run(), name="contingency"),
+        asyncio.create_task(_keycache_loop(app), name="keycache"),
+        asyncio.create_task(_write_probe_loop(app), name="write-probe"),
+    ]
+    yield
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    app[keys.JOURNAL].close()
+
+
+async def _keycache_loop(app: web.Application) -> None:
+    """Keep an on-disk copy of every account's key hash, so officers can still be verified
+    (and switch manual mode on) when both database members are down."""
+    while True:
+        try:
+            async with app[keys.POOL].connection(timeout=2) as conn:
+                cur = await conn.execute(
+                    "SELECT key_prefix, key_hash, kind, id, name, status FROM accounts"
+                )
+                rows = await cur.fetchall()
+            entries = [
+                CachedAccount(
+                    key_id=r[0],
+                    key_sha256=r[1],
+                    role=r[2],
+                    account_id=str(r[3]),
+                    name=r[4],
+                    status=r[5],
+                )
+                for r in rows
+            ]
+            await asyncio.to_thread(app[keys.KEYCACHE].refresh, entries)
+            await asyncio.sleep(app[keys.CONFIG].keycache_refresh_s)
+        except Exception as exc:  # database down or moving: keep the last good cache
+            log.debug("key cache refresh skipped: %s", exc)
+            await asyncio.sleep(2.0)
+
+
+async def _write_probe_loop(app: web.Application) -> None:
+    """On the active node, prove every 2 s that the database accepts writes; the heartbeat
+    in etcd is what "no node could write for 60 s" is judged by."""
+    while True:
+        await asyncio.sleep(2.0)
+        if app[keys.ROLE].role != "active":
+            continue
+        try:
+            async with app[keys.POOL].connection(timeout=2) as conn:
+                await conn.execute("SELECT txid_current()")
+                await conn.rollback()
+            await app[keys.CONTINGENCY].note_write_ok()
+        except Exception as exc:
+            log.debug("write probe failed: %s", exc)
+
+
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[keys.CONFIG]
     pool: AsyncConnectionPool = AsyncConnectionPool(
@@ -147,6 +236,9 @@ async def _stamp_node(request: web.Request, response: web.StreamResponse) -> Non
     cfg = request.app[keys.CONFIG]
     response.headers["X-Rocars-Node"] = cfg.site
     response.headers["X-Rocars-Role"] = request.app[keys.ROLE].role
+    if keys.CONTINGENCY in request.app:
+        manual = request.app[keys.CONTINGENCY].any_manual
+        response.headers["X-Rocars-Mode"] = "manual" if manual else "normal"
 
 
 def create_app(config: NodeConfig) -> web.Application:
@@ -162,9 +254,11 @@ def create_app(config: NodeConfig) -> web.Application:
     app.cleanup_ctx.append(_controller_ctx)
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_migrate_ctx)
+    app.cleanup_ctx.append(_contingency_ctx)
     app.on_response_prepare.append(_stamp_node)
     health.add_routes(app)
     app.router.add_get("/metrics", metrics_handler)
-    for module in (registrations, consignments, bundles, lbcp, risk_rules, itfs, openapi):
+    modules = (registrations, consignments, bundles, lbcp, risk_rules, itfs, openapi, contingency)
+    for module in modules:
         module.add_routes(app)
     return app

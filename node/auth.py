@@ -3,6 +3,7 @@ safe stored form (no slow KDF needed); the short prefix finds the row without sc
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -10,8 +11,10 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+import psycopg
 from aiohttp import web
 from psycopg.rows import dict_row
+from psycopg_pool import PoolTimeout
 
 from node import keys
 from node.problems import Problem
@@ -84,13 +87,35 @@ async def authenticate(request: web.Request) -> Account:
         prefix = _prefix_of(key)
         row = None
         if prefix is not None:
-            async with request.app[keys.POOL].connection() as conn:
-                cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(
-                    "SELECT id, kind, name, status, key_hash FROM accounts WHERE key_prefix = %s",
-                    (prefix,),
-                )
-                row = await cur.fetchone()
+            try:
+                async with request.app[keys.POOL].connection(timeout=2) as conn:
+                    cur = conn.cursor(row_factory=dict_row)
+                    await cur.execute(
+                        "SELECT id, kind, name, status, key_hash FROM accounts"
+                        " WHERE key_prefix = %s",
+                        (prefix,),
+                    )
+                    row = await cur.fetchone()
+            except (PoolTimeout, psycopg.OperationalError):
+                # Database down: fall back to the node's on-disk cache of key hashes. A key it
+                # cannot verify is refused, never waved through.
+                cached = await asyncio.to_thread(request.app[keys.KEYCACHE].verify, key)
+                if cached is None:
+                    raise Problem(
+                        401,
+                        "Unauthorized",
+                        "the database is unreachable and this key is not in the node's key"
+                        " cache, so it cannot be verified",
+                        errors=[{"field": "Authorization", "message": "cannot verify key"}],
+                        headers={"WWW-Authenticate": 'Bearer realm="rocars"'},
+                    ) from None
+                row = {
+                    "id": int(cached.account_id),
+                    "kind": cached.role,
+                    "name": cached.name,
+                    "status": cached.status,
+                    "key_hash": cached.key_sha256,
+                }
         if row is None or not hmac.compare_digest(row["key_hash"], digest):
             raise Problem(
                 401,

@@ -263,6 +263,129 @@ def failover_switchover(target: str, topology: Path | None, state_dir: Path | No
     click.echo(f"site {target} is active ({took:.1f}s)")
 
 
+@cli.group()
+def contingency() -> None:
+    """Manual clearance mode: activate, deactivate, status, reconcile."""
+
+
+LBCP_OPTION = click.option(
+    "--lbcp", "lbcps", multiple=True, help="Affected LBCP code (repeat); default: all LBCPs."
+)
+
+
+@contingency.command("activate")
+@click.option("--reason", required=True, help="Why manual clearance is needed (required).")
+@LBCP_OPTION
+@click.option("--message", default="Manual customs clearance is in force.", show_default=True)
+@click.option("--officer", default=None, help="Officer name for the audit (default: $USER).")
+@click.option(
+    "--local",
+    is_flag=True,
+    help="etcd unreachable: force manual mode on the nodes of this host only (override file).",
+)
+@click.option("--site", "sites", multiple=True, help="With --local: only these sites' nodes.")
+@TOPOLOGY_OPTION
+@STATE_DIR_OPTION
+def contingency_activate(
+    reason: str,
+    lbcps: tuple[str, ...],
+    message: str,
+    officer: str | None,
+    local: bool,
+    sites: tuple[str, ...],
+    topology: Path | None,
+    state_dir: Path | None,
+) -> None:
+    """Switch manual clearance mode on (cluster-wide through etcd, or --local)."""
+    from contingency import cli_ops
+    from deploy import launcher
+
+    if not reason.strip():
+        raise click.BadParameter("must not be blank", param_hint="--reason")
+    state = _state(state_dir)
+    topo = launcher.load_state_topology(state, topology)
+    scope = frozenset(lbcps) if lbcps else None
+    who = cli_ops.actor(officer)
+    if local:
+        paths = cli_ops.set_local(
+            state, list(sites) or topo.data_sites, who=who, reason=reason, lbcps=scope
+        )
+        click.echo(f"local override written: {', '.join(paths)}; those nodes are manual now")
+        return
+    doc = asyncio.run(
+        cli_ops.change(topo, on=True, who=who, reason=reason, lbcps=scope, message=message)
+    )
+    click.echo(cli_ops.dumps(doc))
+
+
+@contingency.command("deactivate")
+@click.option("--reason", required=True, help="Why normal operation resumes (required).")
+@LBCP_OPTION
+@click.option("--officer", default=None, help="Officer name for the audit (default: $USER).")
+@click.option("--local", is_flag=True, help="Remove this host's local override files.")
+@click.option("--site", "sites", multiple=True, help="With --local: only these sites' nodes.")
+@TOPOLOGY_OPTION
+@STATE_DIR_OPTION
+def contingency_deactivate(
+    reason: str,
+    lbcps: tuple[str, ...],
+    officer: str | None,
+    local: bool,
+    sites: tuple[str, ...],
+    topology: Path | None,
+    state_dir: Path | None,
+) -> None:
+    """Reconcile every journal first, then switch manual mode off."""
+    from contingency import cli_ops
+    from deploy import launcher
+
+    state = _state(state_dir)
+    topo = launcher.load_state_topology(state, topology)
+    if local:
+        removed = cli_ops.clear_local(state, list(sites) or topo.data_sites)
+        click.echo(f"removed: {', '.join(removed) or 'no override was set'}")
+        return
+    report = asyncio.run(cli_ops.run_reconcile(topo, state))
+    click.echo("reconciliation: " + cli_ops.dumps(report))
+    doc = asyncio.run(
+        cli_ops.change(
+            topo,
+            on=False,
+            who=cli_ops.actor(officer),
+            reason=reason,
+            lbcps=frozenset(lbcps) if lbcps else None,
+            message="",
+        )
+    )
+    click.echo(cli_ops.dumps(doc))
+
+
+@contingency.command("status")
+@TOPOLOGY_OPTION
+@STATE_DIR_OPTION
+def contingency_status(topology: Path | None, state_dir: Path | None) -> None:
+    """Mode, scope, who/why, local overrides and the recommendation, as JSON."""
+    from contingency import cli_ops
+    from deploy import launcher
+
+    state = _state(state_dir)
+    topo = launcher.load_state_topology(state, topology)
+    click.echo(cli_ops.dumps(asyncio.run(cli_ops.status(topo, state))))
+
+
+@contingency.command("reconcile")
+@TOPOLOGY_OPTION
+@STATE_DIR_OPTION
+def contingency_reconcile(topology: Path | None, state_dir: Path | None) -> None:
+    """Import every node's journal exactly once and link records to bundles (safe to rerun)."""
+    from contingency import cli_ops
+    from deploy import launcher
+
+    state = _state(state_dir)
+    topo = launcher.load_state_topology(state, topology)
+    click.echo(cli_ops.dumps(asyncio.run(cli_ops.run_reconcile(topo, state))))
+
+
 @cli.command()
 @click.argument(
     "scenario",
@@ -334,6 +457,9 @@ def main() -> None:
         cli(standalone_mode=True)
     except RocarsError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:  # includes psycopg's and aiohttp's connection failures
+        click.echo(f"error: {exc}; check 'rocars cluster status'", err=True)
         sys.exit(2)
 
 

@@ -59,6 +59,11 @@ class NodeConfig(BaseModel):
     # (longer than the supervisor needs to restart a crashed node), at most once per interval.
     failover_grace_s: float = Field(default=6.0, gt=0)
     failover_min_interval_s: float = Field(default=300.0, gt=0)
+    # Manual clearance: recommend it after this long without any successful write; switch it
+    # on automatically only when the policy is enabled (off by default).
+    manual_recommend_after_s: float = Field(default=60.0, gt=0)
+    manual_auto_activate: bool = False
+    keycache_refresh_s: float = Field(default=15.0, gt=0)
 
     @property
     def leader_key(self) -> str:

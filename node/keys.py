@@ -10,6 +10,9 @@ import aiohttp
 from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 
+from contingency.journal import Journal
+from contingency.keycache import KeyCache
+from contingency.runtime import ContingencyRuntime
 from failover.controller import FailoverController
 from failover.role import RoleWatcher
 from monitoring.metrics import NodeMetrics
@@ -26,6 +29,9 @@ ETCD = web.AppKey("etcd", EtcdGateway)
 PATRONI = web.AppKey("patroni", PatroniRest)
 ROLE = web.AppKey("role", RoleWatcher)
 CONTROLLER = web.AppKey("controller", FailoverController)
+CONTINGENCY = web.AppKey("contingency", ContingencyRuntime)
+JOURNAL = web.AppKey("journal", Journal)
+KEYCACHE = web.AppKey("keycache", KeyCache)
 METRICS = web.AppKey("metrics", NodeMetrics)
 POOL = web.AppKey("pool", AsyncConnectionPool)
 STARTED_AT = web.AppKey("started_at", float)

@@ -36,13 +36,26 @@ Conn = psycopg.AsyncConnection[Any]
 WriteFn = Callable[[Conn], Awaitable[tuple[int, dict[str, Any]]]]
 
 
-def not_writable(detail: str) -> Problem:
+def not_writable(detail: str, request: web.Request | None = None) -> Problem:
+    extra: dict[str, Any] = {}
+    if request is not None and keys.CONTINGENCY in request.app:
+        rt = request.app[keys.CONTINGENCY]
+        if rt.any_manual:
+            since = rt.since()
+            detail = (
+                f"{detail}. Manual customs clearance is in effect"
+                + (f" since {since.isoformat()}" if since else "")
+                + ": present your cargo documents to a customs officer at the boundary"
+                " control point; electronic submission resumes when the system is back."
+            )
+            extra = {"mode": "manual", "since": since.isoformat() if since else None}
     return Problem(
         503,
         "Service Unavailable",
         detail,
         type_="https://rocars.example/problems/not-writable",
         headers={"Retry-After": RETRY_AFTER_S},
+        extra=extra,
     )
 
 
@@ -51,7 +64,8 @@ def ensure_active(request: web.Request) -> None:
     if watcher.role != "active":
         raise not_writable(
             f"this node (site {request.app[keys.CONFIG].site}) is the standby and does not accept "
-            "writes; retry through the API entry point"
+            "writes; retry through the API entry point",
+            request,
         )
 
 
@@ -148,9 +162,13 @@ async def run_write(
         raise
     except pg_errors.ReadOnlySqlTransaction as exc:
         raise not_writable(
-            "the database member of this site is no longer the primary; retry shortly"
+            "the database member of this site is no longer the primary; retry shortly", request
         ) from exc
     except (PoolTimeout, psycopg.OperationalError) as exc:
         log.warning("write failed, database unavailable: %s", exc)
-        raise not_writable("the database is not reachable from this node; retry shortly") from exc
+        raise not_writable(
+            "the database is not reachable from this node; retry shortly", request
+        ) from exc
+    if keys.CONTINGENCY in request.app and request.app[keys.CONTINGENCY].any_manual:
+        stored = {**stored, "mode": "manual"}
     return _respond(stored_status, stored, replayed=replay)

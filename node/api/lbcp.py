@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 from psycopg.rows import dict_row
 
+from node import keys
 from node.api import common
 from node.api.bundles import bundle_json
 from node.auth import require
@@ -26,6 +27,21 @@ async def arrival(request: web.Request) -> web.Response:
     code = common.check_lbcp(request.match_info["code"], field="code")
     body, a = await read_model(request, ArrivalIn)
     at = common.now(request)
+    if request.app[keys.CONTINGENCY].mode_for(code) == "manual":
+        # Answered without the database: manual clearance works when PostgreSQL is down.
+        since = request.app[keys.CONTINGENCY].since()
+        return web.json_response(
+            {
+                "lbcp": code,
+                "vrn": a.vrn,
+                "decision": "manual",
+                "reason": "manual clearance mode is in force at this LBCP: the driver presents"
+                " the cargo documents to an officer",
+                "mode": "manual",
+                "since": iso(since),
+                "at": iso(at),
+            }
+        )
 
     async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
         dcur = conn.cursor(row_factory=dict_row)

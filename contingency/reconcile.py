@@ -1,0 +1,205 @@
+"""Reconciliation: import every node's journal into PostgreSQL exactly once, then link records
+to bundles and consignments.
+
+Serves the pure core `contingency.reconcile_match`. Exactly once: each record is inserted with
+`ON CONFLICT (uuid) DO NOTHING` in the same transaction as its effects, and only then marked
+imported in the journal; a crash between the two leaves a record that the next run finds
+already in PostgreSQL and merely marks. Running it again imports nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from contingency.journal import ClearanceRecord, Journal
+from contingency.reconcile_match import ManualRecord, OpenBundle, match_records
+
+log = logging.getLogger("rocars.reconcile")
+Conn = psycopg.AsyncConnection[Any]
+OUTCOME = {"release": ("released", "cleared"), "inspect": ("inspected", "cleared")}
+
+
+@dataclass
+class ReconcileReport:
+    journals: list[str] = field(default_factory=list)
+    imported: int = 0
+    already_imported: int = 0
+    matched: int = 0
+    unmatched: list[dict[str, Any]] = field(default_factory=list)
+    audit_imported: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "journals": self.journals,
+            "imported": self.imported,
+            "already_imported": self.already_imported,
+            "matched": self.matched,
+            "unmatched": self.unmatched,
+            "audit_imported": self.audit_imported,
+        }
+
+
+async def _open_bundle(conn: Conn, lbcp: str, vrn: str) -> OpenBundle | None:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "SELECT id, lbcp, vrn FROM bundles WHERE lbcp = %s AND vrn = %s"
+        " AND status IN ('open', 'inspecting') FOR UPDATE",
+        (lbcp, vrn),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    icur = await conn.execute(
+        "SELECT ccrn FROM bundle_items WHERE bundle_id = %s AND active", (row["id"],)
+    )
+    ccrns = frozenset(r[0] for r in await icur.fetchall())
+    if not ccrns:
+        return None
+    return OpenBundle(str(row["id"]), row["lbcp"], row["vrn"], ccrns)
+
+
+async def store_clearance(
+    conn: Conn, rec: ClearanceRecord, *, source: str
+) -> tuple[bool, dict[str, Any]]:
+    """Insert one clearance and apply it (inside the caller's transaction).
+
+    Returns (inserted, outcome); inserted is False when the UUID was imported before.
+    """
+    assert rec.uuid is not None
+    cur = await conn.execute(
+        "INSERT INTO manual_clearances (uuid, node, officer, lbcp, vrn, decision, documents,"
+        " ccrns, cleared_at, recorded_at, source) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,"
+        " %s, %s) ON CONFLICT (uuid) DO NOTHING RETURNING uuid",
+        (
+            rec.uuid,
+            rec.node,
+            rec.officer,
+            rec.lbcp,
+            rec.vrn,
+            rec.decision,
+            json.dumps(list(rec.documents)),
+            json.dumps(list(rec.ccrns)),
+            rec.cleared_at,
+            rec.recorded_at or datetime.now(UTC),
+            source,
+        ),
+    )
+    if await cur.fetchone() is None:
+        return False, {}
+    bundle = await _open_bundle(conn, rec.lbcp, rec.vrn)
+    ccrns = rec.ccrns or (tuple(sorted(bundle.ccrns)) if bundle else ())
+    outcome: dict[str, Any] = {"uuid": rec.uuid, "bundle_id": None, "matched": [], "unmatched": []}
+    if not ccrns:
+        outcome["unmatched"] = [{"ccrn": None, "reason": "no CCRN recorded and no open bundle"}]
+    else:
+        kcur = await conn.execute(
+            "SELECT ccrn FROM consignments WHERE ccrn = ANY(%s)", (list(ccrns),)
+        )
+        known = {r[0] for r in await kcur.fetchall()}
+        record = ManualRecord(rec.uuid, rec.lbcp, rec.vrn, ccrns, rec.decision, rec.cleared_at)
+        (m,) = match_records([record], [bundle] if bundle else [], known)
+        outcome.update(
+            bundle_id=m.bundle_id,
+            matched=list(m.matched),
+            unmatched=[{"ccrn": u.ccrn, "reason": u.reason} for u in m.unmatched],
+        )
+        if m.bundle_id is not None and rec.decision in OUTCOME:
+            lbcp_outcome, status = OUTCOME[rec.decision]
+            await conn.execute(
+                "UPDATE bundles SET status = 'closed', outcome = %s, closed_at = %s WHERE id = %s",
+                (lbcp_outcome, rec.cleared_at, int(m.bundle_id)),
+            )
+            await conn.execute(
+                "UPDATE bundle_items SET active = false WHERE bundle_id = %s", (int(m.bundle_id),)
+            )
+            await conn.execute(
+                "UPDATE consignments SET status = %s, lbcp_outcome = %s WHERE ccrn = ANY(%s)",
+                (status, lbcp_outcome, list(m.matched)),
+            )
+    await conn.execute(
+        "UPDATE manual_clearances SET bundle_id = %s, matched = %s, unmatched = %s WHERE uuid = %s",
+        (
+            int(outcome["bundle_id"]) if outcome["bundle_id"] else None,
+            json.dumps(outcome["matched"]),
+            json.dumps(outcome["unmatched"]),
+            rec.uuid,
+        ),
+    )
+    await conn.execute(
+        "INSERT INTO audit_log (uuid, at, actor, action, subject, after) VALUES"
+        " (%s, %s, %s, 'contingency.clearance', %s, %s) ON CONFLICT (uuid) DO NOTHING",
+        (
+            str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"clearance:{rec.uuid}")),
+            rec.cleared_at,
+            f"officer:{rec.officer}",
+            f"{rec.lbcp}:{rec.vrn}",
+            json.dumps({**outcome, "decision": rec.decision, "source": source}),
+        ),
+    )
+    return True, outcome
+
+
+async def reconcile(conn: Conn, journal_paths: list[Path]) -> ReconcileReport:
+    report = ReconcileReport()
+    for path in journal_paths:
+        if not path.exists():
+            continue
+        report.journals.append(str(path))
+        journal = Journal(path)
+        try:
+            for rec in journal.pending_clearances():
+                async with conn.transaction():
+                    inserted, outcome = await store_clearance(conn, rec, source="journal")
+                assert rec.uuid is not None
+                journal.mark_imported([rec.uuid], datetime.now(UTC))
+                if not inserted:
+                    report.already_imported += 1
+                    continue
+                report.imported += 1
+                if outcome.get("bundle_id"):
+                    report.matched += 1
+                if outcome.get("unmatched"):
+                    report.unmatched.append(outcome)
+            for ev in journal.pending_audit():
+                async with conn.transaction():
+                    cur = await conn.execute(
+                        "INSERT INTO audit_log (uuid, at, actor, action, subject, before, after)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (uuid) DO NOTHING"
+                        " RETURNING id",
+                        (
+                            ev.uuid,
+                            ev.at,
+                            ev.actor,
+                            ev.action,
+                            ev.subject,
+                            json.dumps(ev.before) if ev.before is not None else None,
+                            json.dumps(ev.after) if ev.after is not None else None,
+                        ),
+                    )
+                    if await cur.fetchone() is not None:
+                        report.audit_imported += 1
+                assert ev.uuid is not None
+                journal.mark_imported([ev.uuid], datetime.now(UTC))
+        finally:
+            journal.close()
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO audit_log (actor, action, subject, after) VALUES"
+            " ('system', 'contingency.reconcile', 'journals', %s)",
+            (json.dumps(report.as_dict()),),
+        )
+    log.info("reconciliation: %s", report.as_dict())
+    return report
+
+
+def journal_paths(state_root: Path) -> list[Path]:
+    return sorted((state_root / "contingency").glob("journal-*.sqlite"))

@@ -1,0 +1,262 @@
+"""Manual clearance mode over HTTP: switch it on and off, the public notice, and the officers'
+record of each truck cleared by hand (to PostgreSQL, or to the node's journal when the database
+is down). Works with both database members down: officers' keys are then checked against the
+node's on-disk key cache, and an unverifiable key is refused.
+
+Serves `contingency.runtime` (mode state in etcd), `contingency.journal`, `contingency.reconcile`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import psycopg
+from aiohttp import web
+from psycopg_pool import PoolTimeout
+from pydantic import AwareDatetime, Field, StringConstraints, field_validator
+
+from contingency import state as cstate
+from contingency.journal import AuditEvent, ClearanceRecord
+from contingency.reconcile import journal_paths, reconcile, store_clearance
+from contingency.runtime import ContingencyError
+from node import keys
+from node.api import common
+from node.auth import Account, require
+from node.domain.ccrn import validate_ccrn
+from node.domain.lbcp import DEFAULT_LBCPS
+from node.domain.vrn import normalise_vrn
+from node.problems import Problem
+from node.schemas import Text500, _Strict, iso
+from node.validation import invalid, read_model
+from node.writes import not_writable
+
+Lbcp = Annotated[str, StringConstraints(min_length=1, max_length=8)]
+
+
+class ActivateIn(_Strict):
+    reason: Text500
+    lbcps: list[Lbcp] | None = Field(default=None, max_length=20)
+    message: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)] = (
+        "Manual customs clearance is in force: present your cargo documents to an officer."
+    )
+
+
+class DeactivateIn(_Strict):
+    reason: Text500
+    lbcps: list[Lbcp] | None = Field(default=None, max_length=20)
+
+
+class ClearanceIn(_Strict):
+    lbcp: Lbcp
+    vrn: Annotated[str, StringConstraints(min_length=1, max_length=20)]
+    decision: Literal["release", "inspect", "refuse"]
+    documents: list[
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    ] = Field(min_length=1, max_length=50)
+    ccrns: list[Annotated[str, StringConstraints(max_length=32)]] = Field(
+        default_factory=list, max_length=200
+    )
+    cleared_at: AwareDatetime | None = None
+
+    @field_validator("vrn")
+    @classmethod
+    def _vrn(cls, v: str) -> str:
+        return normalise_vrn(v)
+
+
+def _lbcp_set(codes: list[str] | None, field: str = "lbcps") -> frozenset[str] | None:
+    if codes is None:
+        return None
+    bad = [c for c in codes if c not in DEFAULT_LBCPS]
+    if bad:
+        raise invalid([{"field": field, "message": f"unknown LBCP codes {bad}"}])
+    return frozenset(codes)
+
+
+def state_json(request: web.Request) -> dict[str, Any]:
+    rt = request.app[keys.CONTINGENCY]
+    s = rt.state
+    rec = rt.recommendation()
+    override = rt.override
+    scope = s.scope
+    return {
+        "mode": "manual" if rt.any_manual else "normal",
+        "since": iso(rt.since()),
+        "lbcps": (
+            sorted(DEFAULT_LBCPS)
+            if scope is None or (override and override.lbcps is None)
+            else sorted(
+                set(scope or ()) | set(override.lbcps if override and override.lbcps else ())
+            )
+        ),
+        "message": s.message or (override.reason if override else ""),
+        "switched_by": s.actor,
+        "reason": s.reason,
+        "local_override": (
+            {
+                "actor": override.actor,
+                "reason": override.reason,
+                "at": iso(override.at),
+                "lbcps": sorted(override.lbcps) if override.lbcps else None,
+            }
+            if override
+            else None
+        ),
+        "recent_changes": [
+            {
+                "action": c.action,
+                "actor": c.actor,
+                "reason": c.reason,
+                "at": iso(c.at),
+                "lbcps": sorted(c.lbcps) if c.lbcps else None,
+            }
+            for c in reversed(s.history[-10:])
+        ],
+        "recommendation": {"manual_recommended": rec.recommended, "reason": rec.reason},
+        "etcd_reachable": rt.etcd_ok,
+        "node": request.app[keys.CONFIG].site,
+    }
+
+
+async def public_status(request: web.Request) -> web.Response:
+    """The public notice; no auth, no database."""
+    return web.json_response(state_json(request))
+
+
+async def _journal_audit(request: web.Request, event: AuditEvent) -> None:
+    await asyncio.to_thread(request.app[keys.JOURNAL].append_audit, event)
+
+
+async def _audit_anywhere(
+    request: web.Request, *, actor: str, action: str, subject: str, after: dict[str, Any]
+) -> str:
+    """Audit to PostgreSQL when this node can write, else to the journal (reconciled later)."""
+    if request.app[keys.ROLE].role == "active":
+        try:
+            async with request.app[keys.POOL].connection(timeout=2) as conn, conn.transaction():
+                await common.audit(conn, actor=actor, action=action, subject=subject, after=after)
+            return "database"
+        except (PoolTimeout, psycopg.Error):
+            pass
+    await _journal_audit(
+        request,
+        AuditEvent(
+            at=datetime.now(UTC),
+            actor=actor,
+            action=action,
+            subject=subject,
+            after=json.loads(json.dumps(after, default=str)),
+        ),
+    )
+    return "journal"
+
+
+async def activate(request: web.Request) -> web.Response:
+    account = await require(request, "officer")
+    _, body = await read_model(request, ActivateIn)
+    lbcps = _lbcp_set(body.lbcps)
+    try:
+        new = await request.app[keys.CONTINGENCY].activate(
+            actor=account.actor, reason=body.reason, lbcps=lbcps, message=body.message
+        )
+    except ContingencyError as exc:
+        raise Problem(503, "Service Unavailable", str(exc), headers={"Retry-After": "1"}) from exc
+    where = await _audit_anywhere(
+        request,
+        actor=account.actor,
+        action="contingency.activate",
+        subject="contingency",
+        after=cstate.to_dict(new),
+    )
+    return web.json_response({**state_json(request), "audited_to": where})
+
+
+async def deactivate(request: web.Request) -> web.Response:
+    account = await require(request, "officer")
+    _, body = await read_model(request, DeactivateIn)
+    lbcps = _lbcp_set(body.lbcps)
+    if request.app[keys.ROLE].role != "active":
+        raise not_writable(
+            "deactivation needs a writable database (it reconciles the manual records first);"
+            " send it to the active node through the API entry point"
+        )
+    try:
+        async with request.app[keys.POOL].connection(timeout=5) as conn:
+            report = await reconcile(conn, journal_paths(request.app[keys.CONFIG].state_dir))
+            new = await request.app[keys.CONTINGENCY].deactivate(
+                actor=account.actor, reason=body.reason, lbcps=lbcps
+            )
+            async with conn.transaction():
+                await common.audit(
+                    conn,
+                    actor=account.actor,
+                    action="contingency.deactivate",
+                    subject="contingency",
+                    after=cstate.to_dict(new),
+                )
+    except ContingencyError as exc:
+        raise Problem(409, "Conflict", str(exc)) from exc
+    except (PoolTimeout, psycopg.OperationalError) as exc:
+        raise not_writable("the database is not writable; manual mode stays on") from exc
+    return web.json_response({**state_json(request), "reconciliation": report.as_dict()})
+
+
+async def record_clearance(request: web.Request) -> web.Response:
+    account: Account = await require(request, "officer")
+    _, c = await read_model(request, ClearanceIn)
+    common.check_lbcp(c.lbcp)
+    bad = [
+        {"field": f"ccrns[{i}]", "message": err}
+        for i, x in enumerate(c.ccrns)
+        if (err := validate_ccrn(x)) is not None
+    ]
+    if bad:
+        raise invalid(bad)
+    now = datetime.now(UTC)
+    if c.cleared_at is not None and c.cleared_at > now:
+        raise invalid([{"field": "cleared_at", "message": "must not be in the future"}])
+    rec = ClearanceRecord(
+        node=request.app[keys.CONFIG].site,
+        officer=str(account.id),
+        lbcp=c.lbcp,
+        vrn=c.vrn,
+        decision=c.decision,
+        documents=tuple(c.documents),
+        ccrns=tuple(c.ccrns),
+        cleared_at=c.cleared_at or now,
+        uuid=str(uuid.uuid4()),
+        recorded_at=now,
+    )
+    if request.app[keys.ROLE].role == "active":
+        try:
+            async with (
+                request.app[keys.POOL].connection(timeout=2) as conn,
+                conn.transaction(),
+            ):
+                _, outcome = await store_clearance(conn, rec, source="direct")
+            return web.json_response(
+                {"uuid": rec.uuid, "stored": "database", **outcome}, status=201
+            )
+        except (PoolTimeout, psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction):
+            pass  # fall through to the journal
+    uid = await asyncio.to_thread(request.app[keys.JOURNAL].append_clearance, rec)
+    return web.json_response(
+        {
+            "uuid": uid,
+            "stored": "journal",
+            "detail": "recorded on this node; it is imported into the database by reconciliation",
+        },
+        status=202,
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/status", public_status)
+    app.router.add_get("/v1/contingency", public_status)
+    app.router.add_post("/v1/contingency/activate", activate)
+    app.router.add_post("/v1/contingency/deactivate", deactivate)
+    app.router.add_post("/v1/contingency/clearances", record_clearance)
