@@ -200,6 +200,12 @@ def haproxy_config(topo: Topology) -> str:
         s = topo.sites[name]
         assert s.node is not None
         servers.append(f"    server node-{name} {s.host}:{s.node.port} check")
+    problem = (
+        '{\\"type\\":\\"https://rocars.example/problems/not-writable\\",'
+        '\\"title\\":\\"Service Unavailable\\",\\"status\\":503,'
+        '\\"detail\\":\\"no API node is active right now; retry shortly. If manual clearance'
+        ' is in force, GET /v1/status says since when and what to do.\\"}'
+    )
     return "\n".join(
         [
             "global",
@@ -221,8 +227,16 @@ def haproxy_config(topo: Topology) -> str:
             "    option http-buffer-request",
             "    retry-on conn-failure empty-response 503",
             "",
+            # With no node ready, answer like a node would: problem+json and Retry-After.
+            f'    http-error status 503 content-type "application/problem+json" '
+            f'hdr Retry-After 1 string "{problem}"',
+            "",
             "frontend api",
             f"    bind {entry_host}:{topo.entry.port}",
+            # The public notice and liveness must answer from any live node, also when no node
+            # is active (manual clearance with the database down).
+            "    acl public_read path /v1/status /health /health/live",
+            "    use_backend any_live_node if public_read METH_GET",
             "    default_backend nodes",
             "",
             "backend nodes",
@@ -232,6 +246,12 @@ def haproxy_config(topo: Topology) -> str:
             # to a node marked down are cut so clients reconnect to the new active node.
             "    default-server inter 250ms fastinter 250ms downinter 250ms rise 1 fall 1 "
             "on-marked-down shutdown-sessions",
+            *servers,
+            "",
+            "backend any_live_node",
+            "    option httpchk GET /health/live",
+            "    http-check expect status 200",
+            "    default-server inter 500ms rise 1 fall 1",
             *servers,
             "",
             "frontend stats",

@@ -22,6 +22,7 @@ import aiohttp
 import psycopg
 import yaml
 from psycopg import sql
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from deploy import configgen, processes
 from deploy.processes import ProcessSpec
@@ -281,7 +282,19 @@ async def _leader_member(
 
 
 def bootstrap_database(topo: Topology, state: StateDir, leader_site: str) -> None:
-    """Create the application role and database on the leader (idempotent)."""
+    """Create the application role and database on the leader (idempotent), retrying while
+    the freshly promoted or restarted leader starts accepting connections."""
+    for attempt in Retrying(
+        stop=stop_after_delay(60),
+        wait=wait_fixed(0.5),
+        retry=retry_if_exception_type(psycopg.OperationalError),
+        reraise=True,
+    ):
+        with attempt:
+            _bootstrap_database(topo, state, leader_site)
+
+
+def _bootstrap_database(topo: Topology, state: StateDir, leader_site: str) -> None:
     site = topo.sites[leader_site]
     assert site.postgres is not None
     pw = state.secrets()
@@ -435,12 +448,16 @@ async def up(topo: Topology, state: StateDir, progress: Progress, *, timeout: fl
 
 def down(topo: Topology, state: StateDir, progress: Progress) -> None:
     all_specs = specs(topo, state)
-    order = ["haproxy", *[f"node-{n}" for n in topo.data_sites]]
-    order += [n for n in all_specs if n.startswith(("sentinel-", "redis-"))]
-    order += [f"patroni-{n}" for n in reversed(topo.data_sites)]
-    order += [f"etcd-{n}" for n in topo.sites]
-    for name in order:
-        if processes.stop(state, all_specs[name]):
+    # Tier by tier (each tier at once): entry and API nodes, then Redis, then the database
+    # members, then etcd last so Patroni can release its leader key cleanly.
+    tiers = [
+        ["haproxy", *[f"node-{n}" for n in topo.data_sites]],
+        [n for n in all_specs if n.startswith(("sentinel-", "redis-"))],
+        [f"patroni-{n}" for n in topo.data_sites],
+        [f"etcd-{n}" for n in topo.sites],
+    ]
+    for tier in tiers:
+        for name in processes.stop_many(state, [all_specs[n] for n in tier]):
             progress(f"stopped {name}")
     # A PostgreSQL whose Patroni was killed keeps running on its own: stop it by its pid file.
     for name in topo.data_sites:

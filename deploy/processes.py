@@ -146,6 +146,15 @@ def stop(state: StateDir, spec: ProcessSpec, *, timeout: float = 15.0) -> bool:
     return pid is not None
 
 
+def stop_many(state: StateDir, specs: list[ProcessSpec], *, timeout: float = 15.0) -> list[str]:
+    """Stop several processes at once; returns the names of those that were running."""
+    running = {s.name: pid for s in specs if (pid := running_pid(state, s)) is not None}
+    stop_pids(running.values(), timeout=timeout)
+    for s in specs:
+        state.pidfile(s.name).unlink(missing_ok=True)
+    return list(running)
+
+
 def leftovers(markers: Iterable[str]) -> list[psutil.Process]:
     """Live processes whose command line mentions any marker (a state or runtime path)."""
     marks = [m for m in markers if m]

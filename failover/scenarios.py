@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -199,7 +200,22 @@ async def restore(topo: Topology, state: StateDir, ctx: Context) -> None:
     for pid in ctx.frozen:
         with contextlib.suppress(psutil.Error):
             psutil.Process(pid).resume()
-    await launcher.up(topo, state, lambda _m: None, timeout=120)
+    # Through the real CLI in a process of its own, so the restarted daemons are not children
+    # of the drill (or of pytest) and outlive it cleanly.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "node",
+        "cluster",
+        "up",
+        "--state-dir",
+        str(state.root),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"cluster up after the drill failed:\n{out.decode()[-2000:]}")
     doc = await wait_healthy(topo)
     if not doc["healthy"]:
         raise RuntimeError(f"cluster did not recover after the drill: {doc['problems']}")

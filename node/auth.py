@@ -9,7 +9,7 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import psycopg
 from aiohttp import web
@@ -75,6 +75,37 @@ def _prefix_of(key: str) -> str | None:
     return parts[1]
 
 
+def _database_presumed_down(request: web.Request) -> bool:
+    """The local Patroni says its PostgreSQL is not running (or Patroni is gone): do not make
+    every request wait for a pool timeout to find that out."""
+    facts = request.app[keys.ROLE].facts
+    if facts is None:
+        return False
+    return facts.local_role is None or facts.local_state not in ("running", "streaming")
+
+
+async def _from_key_cache(request: web.Request, key: str) -> dict[str, Any]:
+    # Database down: the node's on-disk cache of key hashes. A key it cannot verify is
+    # refused, never waved through.
+    cached = await asyncio.to_thread(request.app[keys.KEYCACHE].verify, key)
+    if cached is None:
+        raise Problem(
+            401,
+            "Unauthorized",
+            "the database is unreachable and this key is not in the node's key"
+            " cache, so it cannot be verified",
+            errors=[{"field": "Authorization", "message": "cannot verify key"}],
+            headers={"WWW-Authenticate": 'Bearer realm="rocars"'},
+        )
+    return {
+        "id": int(cached.account_id),
+        "kind": cached.role,
+        "name": cached.name,
+        "status": cached.status,
+        "key_hash": cached.key_sha256,
+    }
+
+
 async def authenticate(request: web.Request) -> Account:
     key = _parse_bearer(request.headers.get("Authorization"))
     digest = hash_key(key)
@@ -87,35 +118,20 @@ async def authenticate(request: web.Request) -> Account:
         prefix = _prefix_of(key)
         row = None
         if prefix is not None:
-            try:
-                async with request.app[keys.POOL].connection(timeout=2) as conn:
-                    cur = conn.cursor(row_factory=dict_row)
-                    await cur.execute(
-                        "SELECT id, kind, name, status, key_hash FROM accounts"
-                        " WHERE key_prefix = %s",
-                        (prefix,),
-                    )
-                    row = await cur.fetchone()
-            except (PoolTimeout, psycopg.OperationalError):
-                # Database down: fall back to the node's on-disk cache of key hashes. A key it
-                # cannot verify is refused, never waved through.
-                cached = await asyncio.to_thread(request.app[keys.KEYCACHE].verify, key)
-                if cached is None:
-                    raise Problem(
-                        401,
-                        "Unauthorized",
-                        "the database is unreachable and this key is not in the node's key"
-                        " cache, so it cannot be verified",
-                        errors=[{"field": "Authorization", "message": "cannot verify key"}],
-                        headers={"WWW-Authenticate": 'Bearer realm="rocars"'},
-                    ) from None
-                row = {
-                    "id": int(cached.account_id),
-                    "kind": cached.role,
-                    "name": cached.name,
-                    "status": cached.status,
-                    "key_hash": cached.key_sha256,
-                }
+            if _database_presumed_down(request):
+                row = await _from_key_cache(request, key)
+            else:
+                try:
+                    async with request.app[keys.POOL].connection(timeout=2) as conn:
+                        cur = conn.cursor(row_factory=dict_row)
+                        await cur.execute(
+                            "SELECT id, kind, name, status, key_hash FROM accounts"
+                            " WHERE key_prefix = %s",
+                            (prefix,),
+                        )
+                        row = await cur.fetchone()
+                except (PoolTimeout, psycopg.OperationalError):
+                    row = await _from_key_cache(request, key)
         if row is None or not hmac.compare_digest(row["key_hash"], digest):
             raise Problem(
                 401,

@@ -319,7 +319,9 @@ def contingency_activate(
 
 
 @contingency.command("deactivate")
-@click.option("--reason", required=True, help="Why normal operation resumes (required).")
+@click.option(
+    "--reason", default=None, help="Why normal operation resumes (required unless --local)."
+)
 @LBCP_OPTION
 @click.option("--officer", default=None, help="Officer name for the audit (default: $USER).")
 @click.option("--local", is_flag=True, help="Remove this host's local override files.")
@@ -345,6 +347,8 @@ def contingency_deactivate(
         removed = cli_ops.clear_local(state, list(sites) or topo.data_sites)
         click.echo(f"removed: {', '.join(removed) or 'no override was set'}")
         return
+    if reason is None or not reason.strip():
+        raise click.BadParameter("a reason is required", param_hint="--reason")
     report = asyncio.run(cli_ops.run_reconcile(topo, state))
     click.echo("reconciliation: " + cli_ops.dumps(report))
     doc = asyncio.run(

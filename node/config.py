@@ -63,7 +63,7 @@ class NodeConfig(BaseModel):
     # on automatically only when the policy is enabled (off by default).
     manual_recommend_after_s: float = Field(default=60.0, gt=0)
     manual_auto_activate: bool = False
-    keycache_refresh_s: float = Field(default=15.0, gt=0)
+    keycache_refresh_s: float = Field(default=5.0, gt=0)
 
     @property
     def leader_key(self) -> str:

@@ -110,6 +110,23 @@ class EtcdGateway:
         data = await self._post("/v3/kv/put", {"key": _b64(key), "value": _b64(value)})
         return int(data.get("header", {}).get("revision", 0))
 
+    async def put_if(self, key: str, value: bytes | str, *, mod_revision: int) -> bool:
+        """Compare-and-swap: write only if the key's mod_revision is still `mod_revision`
+        (0: only if the key does not exist). Returns whether the write happened."""
+        compare = (
+            {"key": _b64(key), "target": "CREATE", "create_revision": 0}
+            if mod_revision == 0
+            else {"key": _b64(key), "target": "MOD", "mod_revision": mod_revision}
+        )
+        data = await self._post(
+            "/v3/kv/txn",
+            {
+                "compare": [compare],
+                "success": [{"request_put": {"key": _b64(key), "value": _b64(value)}}],
+            },
+        )
+        return bool(data.get("succeeded", False))
+
     async def member_statuses(self) -> list[MemberStatus]:
         """Ask every member for its own status (each call goes to that member alone)."""
         out = []

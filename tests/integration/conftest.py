@@ -1,0 +1,89 @@
+"""Fixtures for the e-ACI API tests (issue 3): accounts of every kind, an HTTP client (apikit.Api,
+which refuses any 5xx), a direct PostgreSQL connection to the leader, and the standby's URL.
+
+Every test talks to the real service through HAProxy on the session cluster (`cluster` in
+tests/conftest.py); the database connection is only for what HTTP cannot show or do: reading
+the audit log and simulating the passage of time (the app's clock cannot be set over HTTP).
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import psycopg
+import pytest
+from apikit import Account, Accounts, Api
+
+from deploy.harness import LocalCluster
+from node.admin import leader_site
+from node.config import load_node_config
+
+
+def _create_account(cluster: LocalCluster, kind: str, name: str) -> Account:
+    out = cluster.rocars(
+        "admin",
+        "create-account",
+        "--kind",
+        kind,
+        "--name",
+        name,
+        "--state-dir",
+        str(cluster.state.root),
+    )
+    doc = jsonlib.loads(out.strip().splitlines()[-1])
+    return Account(int(doc["id"]), kind, name, doc["api_key"])
+
+
+@pytest.fixture(scope="session")
+def new_account(cluster: LocalCluster) -> Callable[[str], Account]:
+    """Factory: a fresh approved account of the given kind, made by `rocars admin`."""
+
+    def make(kind: str) -> Account:
+        return _create_account(cluster, kind, f"test {kind} {uuid.uuid4().hex[:8]}")
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def accounts(new_account: Callable[[str], Account]) -> Accounts:
+    """One officer, two traders and two truckers shared by the API tests."""
+    return Accounts(
+        officer=new_account("officer"),
+        trader=new_account("trader"),
+        trader2=new_account("trader"),
+        trucker=new_account("trucker"),
+        trucker2=new_account("trucker"),
+    )
+
+
+@pytest.fixture
+async def api(cluster: LocalCluster) -> AsyncIterator[Api]:
+    """An HTTP client on the HAProxy entry point (one aiohttp session per test)."""
+    timeout = aiohttp.ClientTimeout(total=60)
+    connector = aiohttp.TCPConnector(limit=50)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        yield Api(session, cluster.topo.entry_url().rstrip("/"))
+
+
+@pytest.fixture
+async def db(cluster: LocalCluster) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """An autocommit connection to the PostgreSQL leader, with the node's own credentials."""
+    site = await leader_site(cluster.topo)
+    cfg = load_node_config(cluster.state.node_config(site))
+    conn = await psycopg.AsyncConnection.connect(
+        cfg.database.conninfo(application_name="test"), autocommit=True
+    )
+    async with conn:
+        yield conn
+
+
+@pytest.fixture
+async def standby_url(cluster: LocalCluster) -> str:
+    """The URL of the API node on the site that does not hold the PostgreSQL leader."""
+    leader = await leader_site(cluster.topo)
+    other = next(s for s in cluster.topo.data_sites if s != leader)
+    return cluster.topo.node_url(other).rstrip("/")
