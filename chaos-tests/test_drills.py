@@ -48,7 +48,13 @@ def test_drill_in_ci(drill_cluster: LocalCluster, drill_key: str, scenario: str)
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "scenario",
-    ["kill-patroni-and-postgres", "freeze-patroni", "kill-node", "kill-redis-primary"],
+    [
+        "kill-patroni-and-postgres",
+        "freeze-patroni",
+        "kill-node",
+        "hang-node",
+        "kill-redis-primary",
+    ],
 )
 def test_drill_slow(drill_cluster: LocalCluster, drill_key: str, scenario: str) -> None:
     """The other faults, run by `make drills`: RPO 0, no duplicates, RTO in budget."""

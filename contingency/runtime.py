@@ -59,6 +59,7 @@ class ContingencyRuntime:
         self.last_write_ok_at: float = clock()
         self.on_change: Callable[[cstate.ContingencyState, cstate.ContingencyState], None] | None
         self.on_change = None
+        self._recommended = False
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -160,6 +161,10 @@ class ContingencyRuntime:
             try:
                 await self.refresh()
                 rec = self.recommendation()
+                if rec.recommended != self._recommended:
+                    self._recommended = rec.recommended
+                    # The alert, in the log as well as on /metrics and /v1/status.
+                    log.log(logging.ERROR if rec.recommended else logging.INFO, "%s", rec.reason)
                 if self.auto_activate and cstate.auto_activate_allowed(
                     True, rec.recommended, self.state
                 ):

@@ -22,8 +22,10 @@ import psutil
 from deploy import launcher, processes, status
 from deploy.state import StateDir
 from deploy.topology import Topology
+from failover.controller import LAST_SWITCHOVER_KEY
 from failover.drill import Drill, DrillResult, write_report
 from node import admin
+from replication.etcd_gateway import EtcdGateway
 from replication.patroni_rest import PatroniRest
 
 
@@ -113,6 +115,23 @@ async def kill_node(drill: Drill, ctx: Context) -> None:
     drill.event(f"SIGKILL API node of site {ctx.site} (pids {[c.pid for c in children]})")
 
 
+async def hang_node(drill: Drill, ctx: Context) -> None:
+    # Freeze the active node and its supervisor: nothing restarts it, the database is fine,
+    # so only the failover controller on the other site can move the active site.
+    async with aiohttp.ClientSession() as s:
+        # A drill is a deliberate test: forget earlier switchovers so the controller's minimum
+        # interval (a guard against flapping) does not block this one.
+        await EtcdGateway(s, ctx.topo.etcd_urls()).delete(LAST_SWITCHOVER_KEY)
+    sup = _pid(ctx, f"node-{ctx.site}")
+    if sup is not None:
+        proc = psutil.Process(sup)
+        for p in (proc, *proc.children(recursive=True)):
+            with contextlib.suppress(psutil.Error):
+                p.suspend()
+                ctx.frozen.append(p.pid)
+    drill.event(f"SIGSTOP the API node of site {ctx.site} and its supervisor")
+
+
 async def kill_site(drill: Drill, ctx: Context) -> None:
     # Everything of the site except HAProxy, which stands for the entry tier in front of both
     # sites (in production one per site behind a VIP). Supervisors first, so nothing restarts.
@@ -170,6 +189,12 @@ SCENARIOS: dict[str, Scenario] = {
             "SIGSTOP the primary's Patroni while PostgreSQL runs on",
         ),
         Scenario("kill-node", kill_node, lambda t: 5.0, "SIGKILL the active API node"),
+        Scenario(
+            "hang-node",
+            hang_node,
+            lambda t: 6.0 + 6.0,  # the controller grace period, then a switchover
+            "freeze the active API node (no restart): the failover controller switches over",
+        ),
         Scenario(
             "kill-site",
             kill_site,

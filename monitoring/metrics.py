@@ -46,6 +46,27 @@ class NodeMetrics:
             registry=r,
         )
 
+        self.manual_mode = Gauge(
+            "rocars_contingency_manual",
+            "1 while manual clearance mode is in force here",
+            registry=r,
+        )
+        self.manual_recommended = Gauge(
+            "rocars_contingency_manual_recommended",
+            "1 when no node could write for the configured time (manual mode recommended)",
+            registry=r,
+        )
+        self.since_last_write = Gauge(
+            "rocars_seconds_since_last_successful_write",
+            "Seconds since any node last proved the database writable",
+            registry=r,
+        )
+        self.journal_pending = Gauge(
+            "rocars_contingency_journal_pending",
+            "Manual clearance records in this node's journal not yet reconciled",
+            registry=r,
+        )
+
     def set_role(self, site: str, role: str) -> None:
         for r in ("active", "standby"):
             self.role.labels(site=site, role=r).set(1 if r == role else 0)

@@ -226,6 +226,12 @@ async def metrics_handler(request: web.Request) -> web.Response:
         m.role_cycle_age.set(time.monotonic() - watcher.last_cycle_at)
     facts = watcher.facts
     m.leader_known.set(1 if facts and facts.leader_known else 0)
+    rt = request.app[keys.CONTINGENCY]
+    m.manual_mode.set(1 if rt.any_manual else 0)
+    m.manual_recommended.set(1 if rt.recommendation().recommended else 0)
+    m.since_last_write.set(max(0.0, time.time() - rt.last_write_ok_at))
+    counts = await asyncio.to_thread(request.app[keys.JOURNAL].counts)
+    m.journal_pending.set(counts.clearances_pending)
     return web.Response(
         body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

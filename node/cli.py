@@ -400,6 +400,7 @@ def contingency_reconcile(topology: Path | None, state_dir: Path | None) -> None
             "kill-patroni-and-postgres",
             "freeze-patroni",
             "kill-node",
+            "hang-node",
             "kill-site",
             "kill-redis-primary",
         ]

@@ -100,29 +100,49 @@ def _respond(status: int, body: dict[str, Any], *, replayed: bool) -> web.Respon
     return web.Response(status=status, text=json.dumps(body), content_type=ctype, headers=headers)
 
 
+def _key_sql(account: Account | None) -> tuple[str, str, str, tuple[Any, ...]]:
+    """(lookup, touch, insert, key params): keys are per account, or global for the one
+    unauthenticated write (registration)."""
+    if account is None:
+        return (
+            "SELECT request_hash, status, response FROM public_idempotency_keys WHERE key = %s",
+            "SELECT 1",  # nothing to touch; see the replay comment below
+            "INSERT INTO public_idempotency_keys (key, request_hash, status, response)"
+            " VALUES (%s, %s, %s, %s)",
+            (),
+        )
+    return (
+        "SELECT request_hash, status, response FROM idempotency_keys"
+        " WHERE account_id = %s AND key = %s",
+        "UPDATE idempotency_keys SET replayed_at = now() WHERE account_id = %s AND key = %s",
+        "INSERT INTO idempotency_keys (account_id, key, request_hash, status, response)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (account.id,),
+    )
+
+
 async def run_write(
     request: web.Request,
-    account: Account,
+    account: Account | None,
     body: bytes,
     fn: WriteFn,
 ) -> web.Response:
-    """Run `fn(conn)` inside one transaction, under the request's idempotency key if any."""
+    """Run `fn(conn)` inside one transaction, under the request's idempotency key if any.
+
+    `account` None: an unauthenticated write, whose keys live in a table of their own."""
     ensure_active(request)
     key = idempotency_key(request)
     fingerprint = request_fingerprint(request, body)
     pool = request.app[keys.POOL]
     try:
+        lookup, touch, insert, who = _key_sql(account)
         async with pool.connection() as conn, conn.transaction():
             if key is not None:
                 await conn.execute(
                     "SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))",
-                    (key, account.id),
+                    (key, account.id if account else 0),
                 )
-                cur = await conn.execute(
-                    "SELECT request_hash, status, response FROM idempotency_keys"
-                    " WHERE account_id = %s AND key = %s",
-                    (account.id, key),
-                )
+                cur = await conn.execute(lookup, (*who, key))
                 row = await cur.fetchone()
                 if row is not None:
                     if row[0] != fingerprint:
@@ -137,12 +157,12 @@ async def run_write(
                                 }
                             ],
                         )
-                    # The touch makes this commit wait for the synchronous standby.
-                    await conn.execute(
-                        "UPDATE idempotency_keys SET replayed_at = now()"
-                        " WHERE account_id = %s AND key = %s",
-                        (account.id, key),
-                    )
+                    # The touch makes this commit a real one that waits for the synchronous
+                    # standby (for public keys, txid_current() assigns a transaction id).
+                    if account is None:
+                        await conn.execute("SELECT txid_current()")
+                    else:
+                        await conn.execute(touch, (*who, key))
                     stored_status, stored = int(row[1]), row[2]
                     replay = True
                 else:
@@ -150,12 +170,7 @@ async def run_write(
             if key is None or not replay:
                 status, result = await fn(conn)
                 if key is not None:
-                    await conn.execute(
-                        "INSERT INTO idempotency_keys"
-                        " (account_id, key, request_hash, status, response)"
-                        " VALUES (%s, %s, %s, %s, %s)",
-                        (account.id, key, fingerprint, status, json.dumps(result)),
-                    )
+                    await conn.execute(insert, (*who, key, fingerprint, status, json.dumps(result)))
                 stored_status, stored = status, result
                 replay = False
     except Problem:

@@ -110,6 +110,10 @@ class EtcdGateway:
         data = await self._post("/v3/kv/put", {"key": _b64(key), "value": _b64(value)})
         return int(data.get("header", {}).get("revision", 0))
 
+    async def delete(self, key: str) -> int:
+        data = await self._post("/v3/kv/deleterange", {"key": _b64(key)})
+        return int(data.get("deleted", 0))
+
     async def put_if(self, key: str, value: bytes | str, *, mod_revision: int) -> bool:
         """Compare-and-swap: write only if the key's mod_revision is still `mod_revision`
         (0: only if the key does not exist). Returns whether the write happened."""

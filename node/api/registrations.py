@@ -18,7 +18,7 @@ from node.api import common
 from node.auth import Account, new_api_key, require
 from node.schemas import DecisionIn, RegistrationIn, iso
 from node.validation import invalid, parse_json, parse_model, read_body, read_model
-from node.writes import Conn, ensure_active, run_write
+from node.writes import Conn, run_write
 
 
 def _reg_json(r: dict[str, Any]) -> dict[str, Any]:
@@ -37,10 +37,10 @@ def _reg_json(r: dict[str, Any]) -> dict[str, Any]:
 
 
 async def apply(request: web.Request) -> web.Response:
-    ensure_active(request)
-    _, r = await read_model(request, RegistrationIn)
-    rid = uuid.uuid4()
-    async with request.app[keys.POOL].connection() as conn, conn.transaction():
+    body, r = await read_model(request, RegistrationIn)
+
+    async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
+        rid = uuid.uuid4()
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(
             "INSERT INTO registrations (id, kind, trader_kind, name, brn, contact)"
@@ -57,7 +57,9 @@ async def apply(request: web.Request) -> web.Response:
             subject=f"registration:{rid}",
             after=out,
         )
-    return web.json_response(out, status=201)
+        return 201, out
+
+    return await run_write(request, None, body, write)
 
 
 async def list_pending(request: web.Request) -> web.Response:

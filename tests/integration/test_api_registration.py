@@ -156,11 +156,6 @@ async def test_unknown_or_malformed_registration_id(api: Api, accounts: Accounts
     assert_problem(r, 422, "id")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: POST /v1/registrations ignores Idempotency-Key (no account to key it on"
-    " in the idempotency_keys table), so a retried application creates a second registration",
-)
 async def test_registration_retry_with_idempotency_key_is_not_duplicated(api: Api) -> None:
     """A registration retried with the same Idempotency-Key answers the first registration."""
     body = application("trader")
