@@ -8,10 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from deploy.harness import LocalCluster
+from deploy.harness import TEST_PORT_OFFSETS, LocalCluster
 from node import admin
 
-DRILL_PORT_OFFSET = int(os.environ.get("ROCARS_DRILL_PORT_OFFSET", "3000"))
+DRILL_PORT_OFFSET = int(
+    os.environ.get("ROCARS_DRILL_PORT_OFFSET", str(TEST_PORT_OFFSETS["drills"]))
+)
 
 
 @pytest.fixture(scope="session")

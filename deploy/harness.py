@@ -21,6 +21,17 @@ from deploy import launcher, processes
 from deploy.state import DEFAULT_TOPOLOGY, StateDir
 from deploy.topology import Topology, load_topology
 
+# Port offsets of the clusters the test suites start, beside `make run`'s (offset 0). They must
+# not collide with each other (tests/unit/test_port_offsets.py checks), since CI may run a
+# session cluster while another test module starts its own.
+TEST_PORT_OFFSETS = {
+    "make-run": 0,
+    "session": 1000,
+    "lifecycle": 2000,
+    "drills": 3000,
+    "contingency": 500,
+}
+
 
 @dataclass
 class LocalCluster:

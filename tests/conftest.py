@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from deploy.harness import LocalCluster
+from deploy.harness import TEST_PORT_OFFSETS, LocalCluster
 
 # Ports of test clusters are shifted away from `make run`'s so both can run at once (and, with
 # ROCARS_TEST_PORT_OFFSET, two test runs on one machine).
-SESSION_PORT_OFFSET = int(os.environ.get("ROCARS_TEST_PORT_OFFSET", "1000"))
+SESSION_PORT_OFFSET = int(
+    os.environ.get("ROCARS_TEST_PORT_OFFSET", str(TEST_PORT_OFFSETS["session"]))
+)
 
 
 @pytest.fixture(scope="session")

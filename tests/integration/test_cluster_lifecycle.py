@@ -13,11 +13,11 @@ import pytest
 import redis
 
 from deploy import processes
-from deploy.harness import LocalCluster
+from deploy.harness import TEST_PORT_OFFSETS, LocalCluster
 
 pytestmark = pytest.mark.integration
 
-LIFECYCLE_PORT_OFFSET = 2000
+LIFECYCLE_PORT_OFFSET = TEST_PORT_OFFSETS["lifecycle"]
 
 
 @pytest.fixture(scope="module")
@@ -94,13 +94,18 @@ async def test_exactly_one_node_ready_and_haproxy_reaches_it(fresh: LocalCluster
                 assert r.status == 200
         assert ready == {"A": 200, "B": 503}
         for _ in range(5):
-            async with s.get(f"{fresh.topo.entry_url()}/health") as r:
+            # /health/ready (unlike the public /health and /v1/status) goes to the active node.
+            async with s.get(f"{fresh.topo.entry_url()}/health/ready") as r:
                 assert r.status == 200
                 assert r.headers["X-Rocars-Node"] == "A"
-                assert r.content_type == "application/health+json"
-                doc = await r.json(content_type=None)
-                assert doc["role"] == "active"
-                assert doc["leader"] == "pg-A"
+            async with s.get(f"{fresh.topo.entry_url()}/openapi.json") as r:
+                assert r.status == 200
+                assert r.headers["X-Rocars-Node"] == "A"
+        async with s.get(f"{fresh.topo.node_url('A')}/health") as r:
+            assert r.content_type == "application/health+json"
+            doc = await r.json(content_type=None)
+            assert doc["role"] == "active"
+            assert doc["leader"] == "pg-A"
         async with s.get(f"{fresh.topo.node_url('B')}/health") as r:
             doc = await r.json(content_type=None)
             assert doc["role"] == "standby"

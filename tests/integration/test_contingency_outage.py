@@ -25,13 +25,15 @@ import psycopg
 import pytest
 
 from deploy import processes
-from deploy.harness import LocalCluster
+from deploy.harness import TEST_PORT_OFFSETS, LocalCluster
 from node.admin import leader_site
 from node.config import load_node_config
 
 pytestmark = pytest.mark.integration
 
-PORT_OFFSET = int(os.environ.get("ROCARS_CONTINGENCY_PORT_OFFSET", "5000"))
+PORT_OFFSET = int(
+    os.environ.get("ROCARS_CONTINGENCY_PORT_OFFSET", str(TEST_PORT_OFFSETS["contingency"]))
+)
 
 
 @pytest.fixture(scope="module")
