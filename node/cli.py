@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from deploy.state import StateDir, default_state_dir
+from deploy.topology import Topology
 from node.errors import RocarsError
 
 STATE_DIR_OPTION = click.option(
@@ -30,6 +31,14 @@ TOPOLOGY_OPTION = click.option(
 
 def _state(state_dir: Path | None) -> StateDir:
     return StateDir((state_dir or default_state_dir()).resolve())
+
+
+def _system(state_dir: Path | None, topology: Path | None) -> tuple[StateDir, Topology]:
+    """The state folder and the topology it was generated from (or the one named)."""
+    from deploy import launcher
+
+    state = _state(state_dir)
+    return state, launcher.load_state_topology(state, topology)
 
 
 def _setup_logging(level: int = logging.INFO) -> None:
@@ -105,8 +114,7 @@ def up(topology: Path | None, state_dir: Path | None, timeout: float) -> None:
     """Start whatever is not running and wait until the system is ready."""
     from deploy import launcher, status
 
-    state = _state(state_dir)
-    topo = launcher.load_state_topology(state, topology)
+    state, topo = _system(state_dir, topology)
     t0 = time.monotonic()
     asyncio.run(launcher.up(topo, state, click.echo, timeout=timeout))
     elapsed = time.monotonic() - t0
@@ -140,8 +148,7 @@ def down(topology: Path | None, state_dir: Path | None, purge: bool) -> None:
     """Stop every process the local system started."""
     from deploy import launcher
 
-    state = _state(state_dir)
-    topo = launcher.load_state_topology(state, topology)
+    state, topo = _system(state_dir, topology)
     launcher.down(topo, state, click.echo)
     if purge:
         launcher.purge(state)
@@ -155,10 +162,9 @@ def down(topology: Path | None, state_dir: Path | None, purge: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status_cmd(topology: Path | None, state_dir: Path | None, as_json: bool) -> None:
     """Show nodes, PostgreSQL, etcd, Redis and contingency mode; exit 0 only when healthy."""
-    from deploy import launcher, status
+    from deploy import status
 
-    state = _state(state_dir)
-    topo = launcher.load_state_topology(state, topology)
+    _, topo = _system(state_dir, topology)
     doc = asyncio.run(status.collect(topo))
     click.echo(json.dumps(doc, indent=2) if as_json else status.render_table(doc))
     sys.exit(0 if doc["healthy"] else 1)
@@ -174,11 +180,9 @@ def db() -> None:
 @STATE_DIR_OPTION
 def db_migrate(topology: Path | None, state_dir: Path | None) -> None:
     """Apply pending schema migrations on the current leader."""
-    from deploy import launcher
     from node import admin
 
-    state = _state(state_dir)
-    topo = launcher.load_state_topology(state, topology)
+    state, topo = _system(state_dir, topology)
     applied = asyncio.run(admin.run_migrations(topo, state))
     click.echo("applied: " + ", ".join(applied) if applied else "schema is up to date")
 
@@ -207,7 +211,6 @@ def create_account_cmd(
     state_dir: Path | None,
 ) -> None:
     """Create an approved account directly and print JSON with its api_key (shown once)."""
-    from deploy import launcher
     from node import admin as admin_ops
 
     if not name.strip():
@@ -216,8 +219,7 @@ def create_account_cmd(
         trader_kind = "shipper"
     if kind != "trader" and trader_kind is not None:
         raise click.BadParameter("only for --kind trader", param_hint="--trader-kind")
-    state = _state(state_dir)
-    topo = launcher.load_state_topology(state, topology)
+    state, topo = _system(state_dir, topology)
     out = asyncio.run(
         admin_ops.admin_create_account(
             topo, state, kind=kind, name=name.strip(), trader_kind=trader_kind
@@ -237,11 +239,9 @@ def failover() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def failover_status(topology: Path | None, state_dir: Path | None, as_json: bool) -> None:
     """Leader, members with lag, node roles and each controller's latest decision."""
-    from deploy import launcher
     from failover import switch
 
-    state = _state(state_dir)
-    topo = launcher.load_state_topology(state, topology)
+    _, topo = _system(state_dir, topology)
     doc = asyncio.run(switch.failover_status(topo))
     click.echo(json.dumps(doc, indent=2) if as_json else switch.render(doc))
 
@@ -252,11 +252,9 @@ def failover_status(topology: Path | None, state_dir: Path | None, as_json: bool
 @STATE_DIR_OPTION
 def failover_switchover(target: str, topology: Path | None, state_dir: Path | None) -> None:
     """Move the active site: checks the candidate first (streaming, in sync, lag zero)."""
-    from deploy import launcher
     from failover import switch
 
-    state = _state(state_dir)
-    topo = launcher.load_state_topology(state, topology)
+    state, topo = _system(state_dir, topology)
     if target not in topo.data_sites:
         raise click.BadParameter(f"must be one of {', '.join(topo.data_sites)}", param_hint="--to")
     took = asyncio.run(switch.switchover(topo, state, target, click.echo))
@@ -298,12 +296,10 @@ def contingency_activate(
 ) -> None:
     """Switch manual clearance mode on (cluster-wide through etcd, or --local)."""
     from contingency import cli_ops
-    from deploy import launcher
 
     if not reason.strip():
         raise click.BadParameter("must not be blank", param_hint="--reason")
-    state = _state(state_dir)
-    topo = launcher.load_state_topology(state, topology)
+    state, topo = _system(state_dir, topology)
     scope = frozenset(lbcps) if lbcps else None
     who = cli_ops.actor(officer)
     if local:
@@ -339,10 +335,8 @@ def contingency_deactivate(
 ) -> None:
     """Reconcile every journal first, then switch manual mode off."""
     from contingency import cli_ops
-    from deploy import launcher
 
-    state = _state(state_dir)
-    topo = launcher.load_state_topology(state, topology)
+    state, topo = _system(state_dir, topology)
     if local:
         removed = cli_ops.clear_local(state, list(sites) or topo.data_sites)
         click.echo(f"removed: {', '.join(removed) or 'no override was set'}")
@@ -370,10 +364,8 @@ def contingency_deactivate(
 def contingency_status(topology: Path | None, state_dir: Path | None) -> None:
     """Mode, scope, who/why, local overrides and the recommendation, as JSON."""
     from contingency import cli_ops
-    from deploy import launcher
 
-    state = _state(state_dir)
-    topo = launcher.load_state_topology(state, topology)
+    state, topo = _system(state_dir, topology)
     click.echo(cli_ops.dumps(asyncio.run(cli_ops.status(topo, state))))
 
 
@@ -383,10 +375,8 @@ def contingency_status(topology: Path | None, state_dir: Path | None) -> None:
 def contingency_reconcile(topology: Path | None, state_dir: Path | None) -> None:
     """Import every node's journal exactly once and link records to bundles (safe to rerun)."""
     from contingency import cli_ops
-    from deploy import launcher
 
-    state = _state(state_dir)
-    topo = launcher.load_state_topology(state, topology)
+    state, topo = _system(state_dir, topology)
     click.echo(cli_ops.dumps(asyncio.run(cli_ops.run_reconcile(topo, state))))
 
 
@@ -420,14 +410,12 @@ def drill(
     state_dir: Path | None,
 ) -> None:
     """Run a failover drill under write load; exit 1 when RPO > 0 or RTO is over budget."""
-    from deploy import launcher
     from failover import scenarios
     from failover.drill import DrillResult
     from node import admin as admin_ops
 
     _setup_logging(logging.WARNING)
-    state = _state(state_dir)
-    topo = launcher.load_state_topology(state, topology)
+    state, topo = _system(state_dir, topology)
 
     async def go() -> list[DrillResult]:
         account = await admin_ops.admin_create_account(

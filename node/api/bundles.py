@@ -209,10 +209,7 @@ async def _load(conn: Conn, bundle_id: int, *, lock: bool = False) -> tuple[Any,
 
 
 def _bundle_id(request: web.Request) -> int:
-    raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise invalid([{"field": "id", "message": "a bundle id is a positive integer"}])
-    return int(raw)
+    return common.path_id(request, "bundle")
 
 
 async def get_one(request: web.Request) -> web.Response:

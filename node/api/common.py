@@ -69,6 +69,20 @@ def check_ccrn(text: str, field: str = "ccrn") -> str:
     return text
 
 
+def path_id(request: web.Request, what: str) -> int:
+    """A numeric id from the path; ASCII digits only (str.isdigit() also accepts "²")."""
+    raw = request.match_info["id"]
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise Problem(
+            422,
+            "Unprocessable Content",
+            f"{raw!r} is not a {what} id",
+            type_="https://rocars.example/problems/validation",
+            errors=[{"field": "id", "message": f"a {what} id is a positive integer"}],
+        )
+    return int(raw)
+
+
 def not_found(what: str) -> Problem:
     return Problem(404, "Not Found", f"{what} does not exist or is not yours")
 

@@ -18,7 +18,7 @@ from node.api.bundles import bundle_json
 from node.auth import require
 from node.domain.gate import gate_decision
 from node.schemas import ArrivalIn, InspectionIn, iso
-from node.validation import invalid, read_model
+from node.validation import read_model
 from node.writes import Conn, run_write
 
 
@@ -113,10 +113,7 @@ async def _close(
 
 async def inspection(request: web.Request) -> web.Response:
     account = await require(request, "officer")
-    raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise invalid([{"field": "id", "message": "a bundle id is a positive integer"}])
-    bid = int(raw)
+    bid = common.path_id(request, "bundle")
     body, i = await read_model(request, InspectionIn)
     at = common.now(request)
 

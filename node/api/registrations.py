@@ -163,9 +163,7 @@ async def reject(request: web.Request) -> web.Response:
 
 async def _set_status(request: web.Request, status: str) -> web.Response:
     officer: Account = await require(request, "officer")
-    raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise invalid([{"field": "id", "message": "an account id is a positive integer"}])
+    raw = str(common.path_id(request, "account"))
     body = await request.read()
 
     async def write(conn: Conn) -> tuple[int, dict[str, Any]]:

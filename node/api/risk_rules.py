@@ -74,9 +74,7 @@ async def create_rule(request: web.Request) -> web.Response:
 
 async def update_rule(request: web.Request) -> web.Response:
     account = await require(request, "officer")
-    raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise invalid([{"field": "id", "message": "a rule id is a positive integer"}])
+    raw = str(common.path_id(request, "rule"))
     body, p = await read_model(request, RulePatch)
 
     async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
