@@ -10,18 +10,19 @@ import base64
 import csv
 import io
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 from psycopg.rows import dict_row
 from pydantic import ValidationError
 
+from contingency.state import late_flags_suppressed
 from node import keys
 from node.api import common
 from node.api.bundles import refresh_bundle_of
 from node.auth import require
-from node.domain.advance_window import check_advance_window
+from node.domain.advance_window import MIN_LEAD, check_advance_window
 from node.domain.ccrn import make_ccrn, validate_ccrn
 from node.domain.lbcp import DEFAULT_LBCPS
 from node.problems import Problem
@@ -33,13 +34,27 @@ MAX_BATCH = 10_000
 MAX_BATCH_BODY = 32 * 1024 * 1024
 
 
-def _window_error(expected_at: datetime, now: datetime, field: str = "expected_at") -> None:
-    err = check_advance_window(expected_at, now)
+def min_lead(request: web.Request, now: datetime) -> timedelta:
+    """30 minutes, except during manual clearance mode and for 2 hours after it: trade users
+    could not submit while the system was down, so a late submission is then accepted and not
+    counted against them (no late flag), like the paper process's grace period."""
+    rt = request.app[keys.CONTINGENCY]
+    if rt.override is not None or late_flags_suppressed(now, rt.state.windows):
+        return timedelta(0)
+    return MIN_LEAD
+
+
+def _window_error(
+    expected_at: datetime, now: datetime, field: str = "expected_at", *, lead: timedelta = MIN_LEAD
+) -> None:
+    err = check_advance_window(expected_at, now, min_lead=lead)
     if err is not None:
         raise invalid([{"field": field, "message": err}], detail=err)
 
 
-def _item_errors(item: Any, now: datetime) -> tuple[ConsignmentIn | None, list[dict[str, str]]]:
+def _item_errors(
+    item: Any, now: datetime, lead: timedelta = MIN_LEAD
+) -> tuple[ConsignmentIn | None, list[dict[str, str]]]:
     if not isinstance(item, dict):
         return None, [{"field": "body", "message": "must be a JSON object"}]
     try:
@@ -49,7 +64,7 @@ def _item_errors(item: Any, now: datetime) -> tuple[ConsignmentIn | None, list[d
     errors = []
     if c.lbcp not in DEFAULT_LBCPS:
         errors.append({"field": "lbcp", "message": f"unknown LBCP {c.lbcp!r}"})
-    err = check_advance_window(c.expected_at, now)
+    err = check_advance_window(c.expected_at, now, min_lead=lead)
     if err is not None:
         errors.append({"field": "expected_at", "message": err})
     return (c if not errors else None), errors
@@ -101,7 +116,7 @@ async def submit(request: web.Request) -> web.Response:
     body, c = await read_model(request, ConsignmentIn)
     common.check_lbcp(c.lbcp)
     at = common.now(request)
-    _window_error(c.expected_at, at)
+    _window_error(c.expected_at, at, lead=min_lead(request, at))
 
     async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
         row = await _insert(conn, c, account.id, at, await common.load_rules(conn))
@@ -167,7 +182,8 @@ async def submit_batch(request: web.Request) -> web.Response:
     if len(items) > MAX_BATCH:
         raise invalid([{"field": "body", "message": f"at most {MAX_BATCH} consignments"}])
     at = common.now(request)
-    checked = [_item_errors(item, at) for item in items]
+    lead = min_lead(request, at)
+    checked = [_item_errors(item, at, lead) for item in items]
 
     async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
         rules = await common.load_rules(conn)
@@ -301,7 +317,7 @@ async def amend(request: web.Request) -> web.Response:
     patch = parse_model(ConsignmentPatch, parse_json(body))
     at = common.now(request)
     if patch.expected_at is not None:
-        _window_error(patch.expected_at, at)
+        _window_error(patch.expected_at, at, lead=min_lead(request, at))
 
     async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
         row = await common.fetch_consignment(conn, ccrn, lock=True)

@@ -282,6 +282,14 @@ def test_manual_clearance_through_a_full_outage(outage_cluster: LocalCluster) ->
                 )
                 assert await cur.fetchone() == ("closed",)
 
+            # Manual mode (and 2 h after it): a late submission (10 minutes ahead) is accepted
+            # without a late flag; in normal operation it is refused (tests/integration).
+            late = {**body, "expected_at": (datetime.now(UTC) + timedelta(minutes=10)).isoformat()}
+            code, doc = await _post(s, f"{c.topo.entry_url()}/v1/consignments", trader, late)
+            assert code == 201, doc
+            assert doc["mode"] == "manual"
+            assert doc["ccrn"]
+
             c.rocars("contingency", "deactivate", "--local", "--state-dir", str(c.state.root))
             out = c.rocars(
                 "contingency",
