@@ -18,12 +18,9 @@ DRILL_PORT_OFFSET = int(
 
 @pytest.fixture(scope="session")
 def drill_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster.create(tmp_path_factory.mktemp("drills"), port_offset=DRILL_PORT_OFFSET)
-    try:
-        c.up()
+    root = tmp_path_factory.mktemp("drills")
+    with LocalCluster.running(root, port_offset=DRILL_PORT_OFFSET) as c:
         yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture(scope="session")

@@ -50,7 +50,7 @@ async def change(
     topo: Topology, *, on: bool, who: str, reason: str, lbcps: frozenset[str] | None, message: str
 ) -> dict[str, Any]:
     async with aiohttp.ClientSession() as session:
-        rt = ContingencyRuntime(etcd=EtcdGateway(session, topo.etcd_urls()), override_path=_dummy())
+        rt = ContingencyRuntime(etcd=EtcdGateway(session, topo.etcd_urls()), override_path=None)
         if on:
             new = await rt.activate(actor=who, reason=reason, lbcps=lbcps, message=message)
         else:
@@ -58,15 +58,9 @@ async def change(
     return cstate.to_dict(new)
 
 
-def _dummy() -> Any:
-    from pathlib import Path
-
-    return Path("/nonexistent/rocars-override.json")
-
-
 async def status(topo: Topology, state: StateDir) -> dict[str, Any]:
     async with aiohttp.ClientSession() as session:
-        rt = ContingencyRuntime(etcd=EtcdGateway(session, topo.etcd_urls()), override_path=_dummy())
+        rt = ContingencyRuntime(etcd=EtcdGateway(session, topo.etcd_urls()), override_path=None)
         await rt.refresh()
         doc: dict[str, Any] = {
             "etcd_reachable": rt.etcd_ok,

@@ -37,7 +37,7 @@ class ContingencyRuntime:
         self,
         *,
         etcd: EtcdGateway,
-        override_path: Path,
+        override_path: Path | None,
         interval_s: float = 0.25,
         recommend_after_s: float = 60.0,
         auto_activate: bool = False,
@@ -82,7 +82,8 @@ class ContingencyRuntime:
         )
 
     async def refresh(self) -> None:
-        self.override = read_override(self.override_path)
+        if self.override_path is not None:
+            self.override = read_override(self.override_path)
         try:
             kv = await self._etcd.get(STATE_KEY)
             hb = await self._etcd.get(HEARTBEAT_KEY)

@@ -7,10 +7,12 @@ is safe to call after a failure part-way through `start()`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,18 @@ class LocalCluster:
         topo_file = root / "topology.yaml"
         topo_file.write_text(yaml.safe_dump(topo.model_dump(), sort_keys=False))
         return cls(topo, StateDir((root / "var").resolve()), topo_file)
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, root: Path, *, port_offset: int) -> Iterator[LocalCluster]:
+        """A started cluster that is stopped and deleted afterwards, also when start-up or
+        the block fails."""
+        c = cls.create(root, port_offset=port_offset)
+        try:
+            c.up()
+            yield c
+        finally:
+            c.close()
 
     def rocars(self, *args: str, timeout: float = 180, check: bool = True) -> str:
         """Run the real CLI as a separate process (so started daemons are not our children)."""

@@ -138,14 +138,6 @@ def stop_pids(pids: Iterable[int], *, timeout: float = 15.0) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
-def stop(state: StateDir, spec: ProcessSpec, *, timeout: float = 15.0) -> bool:
-    pid = running_pid(state, spec)
-    if pid is not None:
-        stop_pids([pid], timeout=timeout)
-    state.pidfile(spec.name).unlink(missing_ok=True)
-    return pid is not None
-
-
 def stop_many(state: StateDir, specs: list[ProcessSpec], *, timeout: float = 15.0) -> list[str]:
     """Stop several processes at once; returns the names of those that were running."""
     running = {s.name: pid for s in specs if (pid := running_pid(state, s)) is not None}

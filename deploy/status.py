@@ -118,7 +118,7 @@ async def _etcd(etcd: EtcdGateway) -> dict[str, Any]:
     }
 
 
-async def _redis(topo: Topology) -> dict[str, Any]:
+async def redis_status(topo: Topology) -> dict[str, Any]:
     primary: str | None = None
     replicas: list[str] = []
     for site in topo.sites.values():
@@ -207,7 +207,7 @@ async def collect(topo: Topology) -> dict[str, Any]:
             _nodes(session, topo),
             _postgres(session, topo, etcd),
             _etcd(etcd),
-            _redis(topo),
+            redis_status(topo),
             _contingency(etcd),
             _entry(session, topo),
         )

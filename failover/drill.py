@@ -68,6 +68,7 @@ class DrillResult:
     client_errors: int = 0
     failed_requests: int = 0
     budget_s: float = 0.0
+    allowed_failures: int = 0
     events: list[Event] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -81,8 +82,6 @@ class DrillResult:
             and self.rto_s <= self.budget_s
             and self.failed_requests <= self.allowed_failures
         )
-
-    allowed_failures: int = 0
 
     def verdict(self) -> str:
         if self.passed:

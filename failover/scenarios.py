@@ -96,14 +96,20 @@ async def kill_patroni_and_postgres(drill: Drill, ctx: Context) -> None:
     drill.event(f"SIGKILL Patroni and PostgreSQL of site {ctx.site} (pids {pids})")
 
 
+def _freeze_tree(ctx: Context, pid: int | None) -> None:
+    """SIGSTOP a process and its descendants; `restore` thaws them."""
+    if pid is None:
+        return
+    proc = psutil.Process(pid)
+    for p in (proc, *proc.children(recursive=True)):
+        with contextlib.suppress(psutil.Error):
+            p.suspend()
+            ctx.frozen.append(p.pid)
+
+
 async def freeze_patroni(drill: Drill, ctx: Context) -> None:
     pid = _pid(ctx, f"patroni-{ctx.site}")
-    if pid is not None:
-        proc = psutil.Process(pid)
-        for p in (proc, *proc.children(recursive=True)):
-            with contextlib.suppress(psutil.Error):
-                p.suspend()
-                ctx.frozen.append(p.pid)
+    _freeze_tree(ctx, pid)
     drill.event(f"SIGSTOP Patroni of site {ctx.site} (pid {pid}); PostgreSQL keeps running")
 
 
@@ -122,13 +128,7 @@ async def hang_node(drill: Drill, ctx: Context) -> None:
         # A drill is a deliberate test: forget earlier switchovers so the controller's minimum
         # interval (a guard against flapping) does not block this one.
         await EtcdGateway(s, ctx.topo.etcd_urls()).delete(LAST_SWITCHOVER_KEY)
-    sup = _pid(ctx, f"node-{ctx.site}")
-    if sup is not None:
-        proc = psutil.Process(sup)
-        for p in (proc, *proc.children(recursive=True)):
-            with contextlib.suppress(psutil.Error):
-                p.suspend()
-                ctx.frozen.append(p.pid)
+    _freeze_tree(ctx, _pid(ctx, f"node-{ctx.site}"))
     drill.event(f"SIGSTOP the API node of site {ctx.site} and its supervisor")
 
 
@@ -158,7 +158,7 @@ async def kill_site(drill: Drill, ctx: Context) -> None:
 
 
 async def kill_redis_primary(drill: Drill, ctx: Context) -> None:
-    doc = await status._redis(ctx.topo)
+    doc = await status.redis_status(ctx.topo)
     primary = doc.get("primary")
     for name, site in ctx.topo.sites.items():
         if site.redis is not None and primary == f"{site.host}:{site.redis.port}":

@@ -106,7 +106,7 @@ def _key_sql(account: Account | None) -> tuple[str, str, str, tuple[Any, ...]]:
     if account is None:
         return (
             "SELECT request_hash, status, response FROM public_idempotency_keys WHERE key = %s",
-            "SELECT 1",  # nothing to touch; see the replay comment below
+            "UPDATE public_idempotency_keys SET replayed_at = now() WHERE key = %s",
             "INSERT INTO public_idempotency_keys (key, request_hash, status, response)"
             " VALUES (%s, %s, %s, %s)",
             (),
@@ -158,11 +158,8 @@ async def run_write(
                             ],
                         )
                     # The touch makes this commit a real one that waits for the synchronous
-                    # standby (for public keys, txid_current() assigns a transaction id).
-                    if account is None:
-                        await conn.execute("SELECT txid_current()")
-                    else:
-                        await conn.execute(touch, (*who, key))
+                    # standby.
+                    await conn.execute(touch, (*who, key))
                     stored_status, stored = int(row[1]), row[2]
                     replay = True
                 else:

@@ -22,9 +22,5 @@ SESSION_PORT_OFFSET = int(
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """One running cluster shared by the integration tests that do not break it."""
     root: Path = tmp_path_factory.mktemp("session-cluster")
-    c = LocalCluster.create(root, port_offset=SESSION_PORT_OFFSET)
-    try:
-        c.up()
+    with LocalCluster.running(root, port_offset=SESSION_PORT_OFFSET) as c:
         yield c
-    finally:
-        c.close()

@@ -20,20 +20,6 @@ from node.schemas import iso
 
 Conn = psycopg.AsyncConnection[Any]
 
-CONSIGNMENT_FIELDS = (
-    "direction",
-    "lbcp",
-    "package_count",
-    "package_description",
-    "article_description",
-    "consignor_name",
-    "consignor_address",
-    "consignee_name",
-    "consignee_address",
-    "expected_at",
-    "itfs",
-)
-
 
 def now(request: web.Request) -> datetime:
     return request.app[keys.CLOCK]()

@@ -82,17 +82,10 @@ def state_json(request: web.Request) -> dict[str, Any]:
     s = rt.state
     rec = rt.recommendation()
     override = rt.override
-    scope = s.scope
     return {
         "mode": "manual" if rt.any_manual else "normal",
         "since": iso(rt.since()),
-        "lbcps": (
-            sorted(DEFAULT_LBCPS)
-            if scope is None or (override and override.lbcps is None)
-            else sorted(
-                set(scope or ()) | set(override.lbcps if override and override.lbcps else ())
-            )
-        ),
+        "lbcps": sorted(code for code in DEFAULT_LBCPS if rt.mode_for(code) == "manual"),
         "message": s.message or (override.reason if override else ""),
         "switched_by": s.actor,
         "reason": s.reason,

@@ -5,5 +5,6 @@ CREATE TABLE public_idempotency_keys (
     request_hash  text NOT NULL,
     status        integer NOT NULL,
     response      jsonb NOT NULL,
-    created_at    timestamptz NOT NULL DEFAULT now()
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    replayed_at   timestamptz
 );

@@ -38,12 +38,9 @@ PORT_OFFSET = int(
 
 @pytest.fixture(scope="module")
 def outage_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster.create(tmp_path_factory.mktemp("contingency"), port_offset=PORT_OFFSET)
-    try:
-        c.up()
+    root = tmp_path_factory.mktemp("contingency")
+    with LocalCluster.running(root, port_offset=PORT_OFFSET) as c:
         yield c
-    finally:
-        c.close()
 
 
 def _account(c: LocalCluster, kind: str) -> str:
