@@ -35,3 +35,12 @@ def drill_key(drill_cluster: LocalCluster) -> str:
         )
     )
     return str(account["api_key"])
+
+
+@pytest.fixture(scope="session")
+def netns_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A cluster with each site in a network namespace of its own, for partition drills.
+    Its addresses exist only inside its namespaces, so its ports cannot meet anyone's."""
+    root = tmp_path_factory.mktemp("netns-drills")
+    with LocalCluster.running(root, port_offset=0, namespace_prefix="rdrill") as c:
+        yield c

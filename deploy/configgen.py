@@ -67,6 +67,9 @@ def patroni_config(
     for host in data_hosts:
         hba.append(f"host replication replicator {host}/32 scram-sha-256")
         hba.append(f"host all all {host}/32 scram-sha-256")
+    if topo.namespaces is not None:
+        # Operator commands (migrations, drills' checks) run in the hub namespace.
+        hba.append(f"host all all {topo.namespaces.hub_host}/32 scram-sha-256")
     return {
         "scope": topo.name,
         "namespace": PATRONI_NAMESPACE,
@@ -194,7 +197,7 @@ def sentinel_config(topo: Topology, site: str, data_dir: Path) -> str:
 
 
 def haproxy_config(topo: Topology) -> str:
-    entry_host = topo.sites[topo.entry.site].host
+    entry_host = topo.entry_host()
     servers = []
     for name in topo.data_sites:
         s = topo.sites[name]

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from deploy import launcher, processes
-from deploy.state import DEFAULT_TOPOLOGY, StateDir
+from deploy.state import DEFAULT_TOPOLOGY, NETNS_TOPOLOGY, StateDir
 from deploy.topology import Topology, load_topology
 
 # Port offsets of the clusters the test suites start, beside `make run`'s (offset 0). They must
@@ -42,8 +42,17 @@ class LocalCluster:
     topology_file: Path
 
     @classmethod
-    def create(cls, root: Path, *, port_offset: int) -> LocalCluster:
-        topo = load_topology(DEFAULT_TOPOLOGY).with_port_offset(port_offset)
+    def create(
+        cls, root: Path, *, port_offset: int, namespace_prefix: str | None = None
+    ) -> LocalCluster:
+        """A cluster on loopback ports shifted by `port_offset`; with `namespace_prefix`, one
+        with each site in a network namespace of its own (deploy/topology.netns.yaml, its
+        namespaces renamed so they never meet those of another cluster)."""
+        if namespace_prefix is None:
+            topo = load_topology(DEFAULT_TOPOLOGY).with_port_offset(port_offset)
+        else:
+            topo = load_topology(NETNS_TOPOLOGY).with_namespace_prefix(namespace_prefix)
+            topo = topo.with_port_offset(port_offset)
         root.mkdir(parents=True, exist_ok=True)
         topo_file = root / "topology.yaml"
         topo_file.write_text(yaml.safe_dump(topo.model_dump(), sort_keys=False))
@@ -51,10 +60,12 @@ class LocalCluster:
 
     @classmethod
     @contextlib.contextmanager
-    def running(cls, root: Path, *, port_offset: int) -> Iterator[LocalCluster]:
-        """A started cluster that is stopped and deleted afterwards, also when start-up or
-        the block fails."""
-        c = cls.create(root, port_offset=port_offset)
+    def running(
+        cls, root: Path, *, port_offset: int, namespace_prefix: str | None = None
+    ) -> Iterator[LocalCluster]:
+        """A started cluster that is stopped and deleted afterwards (namespaces too), also
+        when start-up or the block fails."""
+        c = cls.create(root, port_offset=port_offset, namespace_prefix=namespace_prefix)
         try:
             c.up()
             yield c

@@ -24,11 +24,11 @@ import yaml
 from psycopg import sql
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from deploy import configgen, processes
+from deploy import configgen, netns, processes
 from deploy.processes import ProcessSpec
 from deploy.state import DbUser, StateDir
 from deploy.topology import Topology, load_topology
-from node.errors import LaunchError
+from node.errors import EtcdUnavailable, LaunchError
 from replication.etcd_gateway import EtcdGateway
 
 Progress = Callable[[str], None]
@@ -152,6 +152,7 @@ def specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
         out[f"etcd-{name}"] = ProcessSpec(
             name=f"etcd-{name}",
             site=name,
+            netns=topo.netns(name),
             argv=("etcd", "--config-file", cfg),
             marker=cfg,
             ports=(
@@ -167,6 +168,7 @@ def specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
         out[f"patroni-{name}"] = ProcessSpec(
             name=f"patroni-{name}",
             site=name,
+            netns=topo.netns(name),
             argv=(patroni_bin(), cfg),
             marker=cfg,
             ports=(
@@ -183,6 +185,7 @@ def specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
             out[f"redis-{name}"] = ProcessSpec(
                 name=f"redis-{name}",
                 site=name,
+                netns=topo.netns(name),
                 argv=("redis-server", cfg),
                 marker=f"{site.host}:{site.redis.port}",
                 ports=(("Redis", site.host, site.redis.port),),
@@ -192,6 +195,7 @@ def specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
         out[f"sentinel-{name}"] = ProcessSpec(
             name=f"sentinel-{name}",
             site=name,
+            netns=topo.netns(name),
             argv=("redis-server", cfg, "--sentinel"),
             marker=f"{site.host}:{site.sentinel.port}",
             ports=(("Sentinel", site.host, site.sentinel.port),),
@@ -202,6 +206,7 @@ def specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
         out[f"node-{name}"] = ProcessSpec(
             name=f"node-{name}",
             site=name,
+            netns=topo.netns(name),
             argv=(
                 sys.executable,
                 "-m",
@@ -218,10 +223,11 @@ def specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
             env={"PYTHONUNBUFFERED": "1"},
         )
     cfg = str(state.config / "haproxy.cfg")
-    entry_host = topo.sites[topo.entry.site].host
+    entry_host = topo.entry_host()
     out["haproxy"] = ProcessSpec(
         name="haproxy",
         site=topo.entry.site,
+        netns=topo.namespaces.hub() if topo.namespaces else None,
         argv=("haproxy", "-db", "-f", cfg),
         marker=cfg,
         ports=(
@@ -329,6 +335,11 @@ def _bootstrap_database(topo: Topology, state: StateDir, leader_site: str) -> No
 
 async def up(topo: Topology, state: StateDir, progress: Progress, *, timeout: float = 90) -> None:
     check_binaries()
+    if topo.namespaces is not None:
+        if netns.create(topo):
+            progress(f"created network namespaces {', '.join(netns.all_namespaces(topo))}")
+        # From here on this process talks to the sites from the hub, like HAProxy does.
+        netns.enter_hub(topo)
     write_configs(topo, state)
     all_specs = specs(topo, state)
     started: list[str] = []
@@ -442,8 +453,23 @@ async def up(topo: Topology, state: StateDir, progress: Progress, *, timeout: fl
             state=state,
             logs=[f"patroni-{n}" for n in topo.data_sites],
         )
+        await _etcd_leader_to_witness(session, topo, progress)
     if not started:
         progress("everything was already running")
+
+
+async def _etcd_leader_to_witness(
+    session: aiohttp.ClientSession, topo: Topology, progress: Progress
+) -> None:
+    """Keep etcd's raft leader on the witness site, so losing a data site never also loses
+    the etcd leader (whose loss renews Patroni's leader key: a slower failover)."""
+    witness = next(n for n, s in topo.sites.items() if s.role == "witness")
+    url = f"http://{topo.sites[witness].host}:{topo.sites[witness].etcd.client_port}"
+    try:
+        if await EtcdGateway(session, topo.etcd_urls()).move_leader(url):
+            progress(f"moved the etcd leadership to the witness site {witness}")
+    except EtcdUnavailable as exc:  # an optimisation, not a condition for being up
+        progress(f"etcd leadership stays where it is: {exc}")
 
 
 def down(topo: Topology, state: StateDir, progress: Progress) -> None:
@@ -469,6 +495,10 @@ def down(topo: Topology, state: StateDir, progress: Progress) -> None:
     if rest:
         processes.stop_pids([p.pid for p in rest], timeout=5)
         progress(f"stopped {len(rest)} leftover process(es)")
+    if topo.namespaces is not None:
+        removed = netns.destroy(topo)
+        if removed:
+            progress(f"deleted network namespaces {', '.join(removed)}")
 
 
 def purge(state: StateDir) -> None:
@@ -494,7 +524,7 @@ def summary(topo: Topology, state: StateDir) -> dict[str, object]:
         "nodes": {n: topo.node_url(n) for n in topo.data_sites},
         "patroni": {n: topo.patroni_url(n) for n in topo.data_sites},
         "metrics": {n: f"{topo.node_url(n)}/metrics" for n in topo.data_sites},
-        "haproxy_stats": f"http://{topo.sites[topo.entry.site].host}:{topo.entry.stats_port}/stats",
+        "haproxy_stats": f"http://{topo.entry_host()}:{topo.entry.stats_port}/stats",
         "logs": str(state.logs),
         "state_dir": str(state.root),
     }

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 
+from deploy import netns
 from deploy.state import DbUser, StateDir
 from node.errors import LaunchError
 
@@ -33,6 +34,7 @@ class ProcessSpec:
     user: DbUser | None = None  # run as this user instead of ourselves
     cwd: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    netns: str | None = None  # the site's network namespace, when sites run in their own
 
 
 def _alive(proc: psutil.Process) -> bool:
@@ -76,7 +78,9 @@ def who_listens(port: int) -> str:
 
 def check_ports_free(spec: ProcessSpec) -> None:
     for what, host, port in spec.ports:
-        if port_in_use(host, port):
+        with netns.inside(spec.netns):
+            busy = port_in_use(host, port)
+        if busy:
             raise LaunchError(
                 f"cannot start {spec.name}: port {host}:{port} ({what}) is already in use by "
                 f"{who_listens(port)}; stop it or change the port in the topology file"
@@ -92,18 +96,19 @@ def start(state: StateDir, spec: ProcessSpec) -> int:
         log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {spec.name}\n".encode())
         log.flush()
         try:
-            proc = subprocess.Popen(
-                spec.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=spec.cwd,
-                env=env,
-                start_new_session=True,
-                user=spec.user.uid if spec.user and spec.user.is_other else None,
-                group=spec.user.gid if spec.user and spec.user.is_other else None,
-                extra_groups=[] if spec.user and spec.user.is_other else None,
-            )
+            with netns.inside(spec.netns):  # the child is forked inside the namespace
+                proc = subprocess.Popen(
+                    spec.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=spec.cwd,
+                    env=env,
+                    start_new_session=True,
+                    user=spec.user.uid if spec.user and spec.user.is_other else None,
+                    group=spec.user.gid if spec.user and spec.user.is_other else None,
+                    extra_groups=[] if spec.user and spec.user.is_other else None,
+                )
         except FileNotFoundError as exc:
             raise LaunchError(
                 f"cannot start {spec.name}: {spec.argv[0]} not found; run 'make run' "

@@ -18,6 +18,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TOPOLOGY = REPO_ROOT / "deploy" / "topology.yaml"
+NETNS_TOPOLOGY = REPO_ROOT / "deploy" / "topology.netns.yaml"
 DEFAULT_STATE_DIR = REPO_ROOT / "var"
 RUNTIME_BASE = Path("/var/lib/rocars")
 SECRET_NAMES = ("superuser", "replication", "rewind", "app")

@@ -7,6 +7,7 @@ message naming the offending key before any process starts.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -93,11 +94,31 @@ class Entry(_Strict):
     stats_port: int = Field(ge=1, le=65535)
 
 
+class Namespaces(_Strict):
+    """Each site in a network namespace of its own, so a site can be cut off with nftables.
+
+    The sites' namespaces hang off one bridge in a hub namespace, which holds nothing but the
+    bridge, HAProxy (the entry tier, reachable from every site) and the operator's commands
+    (`rocars ...` enters it by itself). Nothing is added to the machine's own namespace.
+    """
+
+    prefix: str = Field(pattern=r"^[a-z][a-z0-9]{0,11}$")  # namespaces <prefix>-hub, <prefix>-a
+    hub_host: str  # the hub's address on the bridge: HAProxy and operator commands
+    prefix_len: int = Field(default=24, ge=8, le=30)
+
+    def hub(self) -> str:
+        return f"{self.prefix}-hub"
+
+    def of(self, site: str) -> str:
+        return f"{self.prefix}-{site.lower()}"
+
+
 class Topology(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")
     patroni: PatroniTiming = PatroniTiming()
     entry: Entry
     sites: dict[str, Site]
+    namespaces: Namespaces | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> Topology:
@@ -109,6 +130,8 @@ class Topology(_Strict):
             )
         if self.entry.site not in self.sites:
             raise ValueError(f"entry.site {self.entry.site!r} is not a site")
+        if self.namespaces is not None:
+            self._check_namespace_addresses(self.namespaces)
         seen: dict[tuple[str, int], str] = {}
         for where, host, port in self.endpoints():
             key = (host, port)
@@ -117,11 +140,47 @@ class Topology(_Strict):
             seen[key] = where
         return self
 
+    def _check_namespace_addresses(self, ns: Namespaces) -> None:
+        hosts = {"namespaces.hub_host": ns.hub_host}
+        hosts |= {f"sites.{n}.host": s.host for n, s in self.sites.items()}
+        try:
+            net = ipaddress.ip_interface(f"{ns.hub_host}/{ns.prefix_len}").network
+        except ValueError as exc:
+            raise ValueError(f"namespaces.hub_host: not an IPv4 address ({exc})") from exc
+        seen: dict[str, str] = {}
+        for where, host in hosts.items():
+            try:
+                addr = ipaddress.ip_address(host)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {host!r} is not an IP address") from exc
+            if (
+                addr.is_loopback
+                or addr not in net
+                or addr in (net.network_address, net.broadcast_address)
+            ):
+                raise ValueError(
+                    f"{where}: {host} must be a host address of {net} when sites run in "
+                    "network namespaces"
+                )
+            if host in seen:
+                raise ValueError(f"{where} and {seen[host]} both use {host}")
+            seen[host] = where
+
     # -- derived views -------------------------------------------------------------------------
+
+    def entry_host(self) -> str:
+        """Where HAProxy listens: the hub namespace, else the entry site's host."""
+        if self.namespaces is not None:
+            return self.namespaces.hub_host
+        return self.sites[self.entry.site].host
+
+    def netns(self, site: str) -> str | None:
+        """The network namespace a site's processes run in (None: the machine's own)."""
+        return self.namespaces.of(site) if self.namespaces is not None else None
 
     def endpoints(self) -> Iterator[tuple[str, str, int]]:
         """Every listening endpoint as (what, host, port), for clash checks and port probes."""
-        entry_host = self.sites[self.entry.site].host
+        entry_host = self.entry_host()
         yield "entry.port", entry_host, self.entry.port
         yield "entry.stats_port", entry_host, self.entry.stats_port
         for name, site in self.sites.items():
@@ -150,7 +209,7 @@ class Topology(_Strict):
         return [f"http://{s.host}:{s.etcd.client_port}" for s in self.sites.values()]
 
     def entry_url(self) -> str:
-        return f"http://{self.sites[self.entry.site].host}:{self.entry.port}"
+        return f"http://{self.entry_host()}:{self.entry.port}"
 
     def node_url(self, site: str) -> str:
         s = self.sites[site]
@@ -175,6 +234,14 @@ class Topology(_Strict):
             return obj
 
         return Topology.model_validate(shift(raw))
+
+    def with_namespace_prefix(self, prefix: str) -> Topology:
+        """This topology with its network namespaces renamed (another cluster's are left be)."""
+        if self.namespaces is None:
+            raise TopologyError(f"topology {self.name!r} has no namespaces section")
+        raw = self.model_dump()
+        raw["namespaces"]["prefix"] = prefix
+        return Topology.model_validate(raw)
 
 
 def parse_topology(data: Any, *, source: str = "<topology>") -> Topology:

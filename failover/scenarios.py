@@ -13,18 +13,19 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import psutil
 
-from deploy import launcher, processes, status
+from deploy import launcher, netns, processes, status
 from deploy.state import StateDir
 from deploy.topology import Topology
 from failover.controller import LAST_SWITCHOVER_KEY
 from failover.drill import Drill, DrillResult, write_report
 from node import admin
+from node.errors import LaunchError
 from replication.etcd_gateway import EtcdGateway
 from replication.patroni_rest import PatroniRest
 
@@ -36,6 +37,7 @@ class Context:
     site: str  # the active site the fault hits
     other: str
     frozen: list[int]
+    partitioned: list[str] = field(default_factory=list)
 
 
 Inject = Callable[[Drill, Context], Awaitable[None]]
@@ -48,6 +50,7 @@ class Scenario:
     budget: Callable[[Topology], float]
     description: str
     allowed_failures: int = 0
+    needs_namespaces: bool = False  # the sites must run in network namespaces
 
 
 def _pid(ctx: Context, process: str) -> int | None:
@@ -157,6 +160,18 @@ async def kill_site(drill: Drill, ctx: Context) -> None:
     drill.event(f"SIGKILL every process of site {ctx.site} ({len(pids)} processes)")
 
 
+async def isolate_site(drill: Drill, ctx: Context) -> None:
+    # The site keeps running and stays reachable from the entry tier (HAProxy in the hub), so
+    # clients keep arriving at a primary that can no longer reach its standby or etcd's
+    # majority: it must acknowledge nothing until it has demoted itself.
+    ctx.partitioned.append(ctx.site)
+    await asyncio.to_thread(netns.partition, ctx.topo, ctx.site)
+    others = ", ".join(n for n in ctx.topo.sites if n != ctx.site)
+    drill.event(
+        f"nftables in namespace {ctx.topo.netns(ctx.site)}: site {ctx.site} cut off from {others}"
+    )
+
+
 async def kill_redis_primary(drill: Drill, ctx: Context) -> None:
     doc = await status.redis_status(ctx.topo)
     primary = doc.get("primary")
@@ -202,6 +217,13 @@ SCENARIOS: dict[str, Scenario] = {
             "SIGKILL every process of the active site",
         ),
         Scenario(
+            "isolate-site",
+            isolate_site,
+            lambda t: t.patroni.ttl + 6.0,
+            "cut the active site off from the other two sites (nftables in its namespace)",
+            needs_namespaces=True,
+        ),
+        Scenario(
             "kill-redis-primary",
             kill_redis_primary,
             lambda t: 3.0,
@@ -221,7 +243,10 @@ async def wait_healthy(topo: Topology, timeout: float = 120.0) -> dict[str, Any]
 
 
 async def restore(topo: Topology, state: StateDir, ctx: Context) -> None:
-    """Thaw what was frozen, restart what was killed, and wait until healthy again."""
+    """Heal partitions, thaw what was frozen, restart what was killed, and wait until healthy
+    again (a deposed primary rejoins as a replica, rewound by pg_rewind if it must)."""
+    for site in ctx.partitioned:
+        await asyncio.to_thread(netns.heal, topo, site)
     for pid in ctx.frozen:
         with contextlib.suppress(psutil.Error):
             psutil.Process(pid).resume()
@@ -269,6 +294,13 @@ async def run_scenario(
     topo: Topology, state: StateDir, name: str, *, api_key: str, writers: int = 4
 ) -> DrillResult:
     scenario = SCENARIOS[name]
+    if scenario.needs_namespaces and topo.namespaces is None:
+        raise LaunchError(
+            f"the {name} drill needs each site in its own network namespace: run it on a "
+            "cluster started from deploy/topology.netns.yaml, e.g. 'rocars cluster up "
+            "--topology deploy/topology.netns.yaml --state-dir var-netns' then 'rocars drill "
+            f"{name} --state-dir var-netns'"
+        )
     site = await admin.leader_site(topo)
     other = next(s for s in topo.data_sites if s != site)
     ctx = Context(topo, state, site, other, [])

@@ -33,12 +33,20 @@ def _state(state_dir: Path | None) -> StateDir:
     return StateDir((state_dir or default_state_dir()).resolve())
 
 
-def _system(state_dir: Path | None, topology: Path | None) -> tuple[StateDir, Topology]:
-    """The state folder and the topology it was generated from (or the one named)."""
-    from deploy import launcher
+def _system(
+    state_dir: Path | None, topology: Path | None, *, enter: bool = True
+) -> tuple[StateDir, Topology]:
+    """The state folder and the topology it was generated from (or the one named).
+
+    When the sites run in network namespaces the command moves into the hub namespace first
+    (before any thread starts), from where it reaches every site like HAProxy does."""
+    from deploy import launcher, netns
 
     state = _state(state_dir)
-    return state, launcher.load_state_topology(state, topology)
+    topo = launcher.load_state_topology(state, topology)
+    if enter:
+        netns.enter_hub(topo)
+    return state, topo
 
 
 def _setup_logging(level: int = logging.INFO) -> None:
@@ -114,7 +122,7 @@ def up(topology: Path | None, state_dir: Path | None, timeout: float) -> None:
     """Start whatever is not running and wait until the system is ready."""
     from deploy import launcher, status
 
-    state, topo = _system(state_dir, topology)
+    state, topo = _system(state_dir, topology, enter=False)  # `up` creates the namespaces
     t0 = time.monotonic()
     asyncio.run(launcher.up(topo, state, click.echo, timeout=timeout))
     elapsed = time.monotonic() - t0
@@ -148,7 +156,7 @@ def down(topology: Path | None, state_dir: Path | None, purge: bool) -> None:
     """Stop every process the local system started."""
     from deploy import launcher
 
-    state, topo = _system(state_dir, topology)
+    state, topo = _system(state_dir, topology, enter=False)
     launcher.down(topo, state, click.echo)
     if purge:
         launcher.purge(state)
@@ -392,6 +400,7 @@ def contingency_reconcile(topology: Path | None, state_dir: Path | None) -> None
             "kill-node",
             "hang-node",
             "kill-site",
+            "isolate-site",
             "kill-redis-primary",
         ]
     ),
