@@ -205,7 +205,7 @@ def haproxy_config(topo: Topology) -> str:
         servers.append(f"    server node-{name} {s.host}:{s.node.port} check")
     problem = (
         '{\\"type\\":\\"https://rocars.example/problems/not-writable\\",'
-        '\\"title\\":\\"Service Unavailable\\",\\"status\\":503,'
+        '\\"title\\":\\"Service Unavailable\\",\\"status\\":503,\\"retry_after_ms\\":200,'
         '\\"detail\\":\\"no API node is active right now; retry shortly. If manual clearance'
         ' is in force, GET /v1/status says since when and what to do.\\"}'
     )

@@ -2,9 +2,10 @@
 
 Every write carries one `Idempotency-Key` for the whole logical call, reused on every retry, so a
 write retried across a failover is applied exactly once by the server (promise I2). Transient
-failures (connection errors, timeouts, 502/503/504) are retried with jittered exponential backoff
-until `deadline_s`; a 503's `Retry-After` is the minimum wait. Each call is logged in
-`RocarsClient.attempts` so drills can compute RTO and count the errors clients saw.
+failures (connection errors, timeouts, 502/503/504, and 429 from the per-account rate limit) are
+retried with jittered exponential backoff until `deadline_s`; a `Retry-After` is the minimum wait.
+Each call is logged in `RocarsClient.attempts` so drills can compute RTO and count the errors
+clients saw.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from tenacity.wait import wait_exponential
 from node.errors import RocarsError
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-RETRY_STATUSES = frozenset({502, 503, 504})
+# 429 too: the rate limit refuses before anything is written, and says when to come back.
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
 NODE_HEADER = "X-Rocars-Node"
 # ClientPayloadError covers a connection dropped mid-body; replaying is safe because writes
 # carry an idempotency key and reads have no effect.
@@ -55,6 +57,11 @@ class ApiError(ClientError):
 
     @property
     def retry_after(self) -> float | None:
+        """Seconds the server asks us to wait: the problem's `retry_after_ms` extension when
+        present (sub-second, sent during a failover), else the Retry-After header."""
+        ms = self.problem.get("retry_after_ms")
+        if isinstance(ms, int | float) and not isinstance(ms, bool) and 0 <= ms <= 3_600_000:
+            return ms / 1000
         raw = self.headers.get("Retry-After")
         try:
             value = float(raw) if raw is not None else None

@@ -31,13 +31,16 @@ from node.problems import PROBLEM_JSON, Problem
 
 log = logging.getLogger("rocars.writes")
 RETRY_AFTER_S = "1"
+# Retry-After only counts whole seconds, while a switchover is over in about two; clients that
+# read the problem document get the finer hint (an RFC 9457 extension member).
+RETRY_AFTER_MS = 200
 MAX_KEY_LENGTH = 200
 Conn = psycopg.AsyncConnection[Any]
 WriteFn = Callable[[Conn], Awaitable[tuple[int, dict[str, Any]]]]
 
 
 def not_writable(detail: str, request: web.Request | None = None) -> Problem:
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"retry_after_ms": RETRY_AFTER_MS}
     if request is not None and keys.CONTINGENCY in request.app:
         rt = request.app[keys.CONTINGENCY]
         if rt.any_manual:
@@ -48,6 +51,7 @@ def not_writable(detail: str, request: web.Request | None = None) -> Problem:
                 + ": present your cargo documents to a customs officer at the boundary"
                 " control point; electronic submission resumes when the system is back."
             )
+            # Manual mode lasts minutes to hours: no sub-second hint, Retry-After stands.
             extra = {"mode": "manual", "since": since.isoformat() if since else None}
     return Problem(
         503,

@@ -159,6 +159,32 @@ async def test_retry_after_is_the_minimum_wait(
     assert fake.waits == [2.0, 3.0]
 
 
+async def test_problem_retry_after_ms_is_a_finer_minimum_than_the_header(
+    make_client: MakeClient, script: Script, fake: FakeTime
+) -> None:
+    """During a failover the server's problem says `retry_after_ms` (the header can only say
+    whole seconds): that is the minimum wait, so the client comes back within ~0.2 s."""
+    problem = {"type": "x", "title": "Service Unavailable", "status": 503, "retry_after_ms": 200}
+    hint = Reply(503, problem, {"Retry-After": "1"}, "application/problem+json")
+    script.actions = [hint, hint, Reply(201, {"ccrn": "C1"})]
+    await make_client(backoff_max_s=0.1).submit_consignment({})
+    assert fake.waits == [0.2, 0.2]
+
+
+@pytest.mark.parametrize("bad", [-1, "200", True, None, 10**9])
+async def test_unusable_retry_after_ms_falls_back_to_the_header(
+    make_client: MakeClient, script: Script, fake: FakeTime, bad: object
+) -> None:
+    """A negative, textual, boolean or absurd `retry_after_ms` is ignored for the header."""
+    problem = {"title": "Service Unavailable", "status": 503, "retry_after_ms": bad}
+    script.actions = [
+        Reply(503, problem, {"Retry-After": "2"}, "application/problem+json"),
+        Reply(201, {"ccrn": "C1"}),
+    ]
+    await make_client().submit_consignment({})
+    assert fake.waits == [2.0]
+
+
 async def test_caller_key_is_sent_and_fresh_keys_differ(
     make_client: MakeClient, script: Script
 ) -> None:
@@ -216,6 +242,21 @@ async def test_gateway_statuses_are_retried(
     script.actions = [Reply(status, {"title": "x"}), Reply(201, {"ccrn": "C1"})]
     assert await make_client().arrival("LMC", "AB123") == {"ccrn": "C1"}
     assert len(script.seen) == 2
+
+
+async def test_rate_limited_429_is_retried_after_retry_after(
+    make_client: MakeClient, script: Script, fake: FakeTime
+) -> None:
+    """A 429 from the per-account rate limit is retried (same Idempotency-Key) no sooner than
+    its Retry-After."""
+    problem = {"type": "https://rocars.example/problems/rate-limited", "status": 429}
+    script.actions = [
+        Reply(429, problem, {"Retry-After": "2"}, "application/problem+json"),
+        Reply(201, {"ccrn": "C1"}),
+    ]
+    assert await make_client().submit_consignment({}) == {"ccrn": "C1"}
+    assert fake.waits == [2.0]
+    assert len({s.headers["Idempotency-Key"] for s in script.seen}) == 1
 
 
 async def test_422_raises_problem_without_retry(
