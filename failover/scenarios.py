@@ -290,9 +290,8 @@ async def ensure_leader(topo: Topology, state: StateDir, site: str) -> None:
     raise RuntimeError(f"could not move the leader to site {site} before the drill")
 
 
-async def run_scenario(
-    topo: Topology, state: StateDir, name: str, *, api_key: str, writers: int = 4
-) -> DrillResult:
+def check_runnable(topo: Topology, name: str) -> Scenario:
+    """The scenario, if this cluster can run it; else a LaunchError saying what to start."""
     scenario = SCENARIOS[name]
     if scenario.needs_namespaces and topo.namespaces is None:
         raise LaunchError(
@@ -301,6 +300,13 @@ async def run_scenario(
             "--topology deploy/topology.netns.yaml --state-dir var-netns' then 'rocars drill "
             f"{name} --state-dir var-netns'"
         )
+    return scenario
+
+
+async def run_scenario(
+    topo: Topology, state: StateDir, name: str, *, api_key: str, writers: int = 4
+) -> DrillResult:
+    scenario = check_runnable(topo, name)
     site = await admin.leader_site(topo)
     other = next(s for s in topo.data_sites if s != site)
     ctx = Context(topo, state, site, other, [])

@@ -425,6 +425,7 @@ def drill(
 
     _setup_logging(logging.WARNING)
     state, topo = _system(state_dir, topology)
+    scenarios.check_runnable(topo, scenario)
 
     async def go() -> list[DrillResult]:
         account = await admin_ops.admin_create_account(

@@ -74,3 +74,32 @@ def test_create_account_rejects_a_blank_name(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "--name" in proc.stderr
+
+
+def test_partition_drill_on_a_loopback_cluster_says_which_topology(tmp_path: Path) -> None:
+    """`rocars drill isolate-site` on a cluster without network namespaces stops before it
+    touches anything and names the topology file and commands to use instead."""
+    topo = tmp_path / "t.yaml"
+    topo.write_text(
+        yaml.safe_dump(load_topology(DEFAULT_TOPOLOGY).with_port_offset(7000).model_dump())
+    )
+    proc = _rocars(
+        "drill", "isolate-site", "--topology", str(topo), "--state-dir", str(tmp_path / "v")
+    )
+    assert proc.returncode == 2
+    assert "deploy/topology.netns.yaml" in proc.stderr
+    assert "rocars cluster up --topology" in proc.stderr
+
+
+def test_commands_on_a_namespaced_cluster_that_is_down_say_to_start_it(tmp_path: Path) -> None:
+    """A namespaced cluster's commands enter its hub namespace; when it does not exist they
+    say the cluster is not up and how to start it, instead of failing to connect."""
+    from deploy.state import NETNS_TOPOLOGY
+
+    topo = tmp_path / "t.yaml"
+    renamed = load_topology(NETNS_TOPOLOGY).with_namespace_prefix("rnotup")
+    topo.write_text(yaml.safe_dump(renamed.model_dump()))
+    proc = _rocars("cluster", "status", "--topology", str(topo), "--state-dir", str(tmp_path / "v"))
+    assert proc.returncode == 2
+    assert "network namespace rnotup-hub does not exist" in proc.stderr
+    assert "rocars cluster up" in proc.stderr
