@@ -14,6 +14,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.slow]
 SOAK_S = float(os.environ.get("ROCARS_SOAK_S", "600"))
 
 
+@pytest.mark.timeout(SOAK_S + 300)  # the run itself, plus the cluster's start and checks
 def test_quiet_cluster_never_fails_over(drill_cluster: LocalCluster, drill_key: str) -> None:
     """A 10-minute run with normal load and no fault: no leader or role change, no error."""
 
