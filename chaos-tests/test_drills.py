@@ -30,6 +30,7 @@ def _drill(c: LocalCluster, key: str, name: str) -> None:
                 f"duplicates {r.duplicates} acked {r.acked} failed {r.failed_requests}"
             )
             assert r.rpo == 0, r.missing[:10]
+            assert r.checks_failed == []
             assert r.duplicates == 0
             assert r.acked > 0
             assert r.failed_requests == 0
@@ -77,6 +78,7 @@ def test_isolate_site_in_ci(netns_cluster: LocalCluster) -> None:
     for r in results:
         print(f"\n[measure] drill isolate-site {r['direction']}: RTO {r['rto_s']}s RPO {r['rpo']}")
         assert r["rpo"] == 0, r["missing"][:10]
+        assert r["checks_failed"] == []
         assert r["duplicates"] == 0
         assert r["acked"] > 0
         assert r["failed_requests"] == 0

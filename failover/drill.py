@@ -72,11 +72,13 @@ class DrillResult:
     events: list[Event] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    checks_failed: list[str] = field(default_factory=list)  # scenario-specific checks
 
     @property
     def passed(self) -> bool:
         return (
-            self.rpo == 0
+            not self.checks_failed
+            and self.rpo == 0
             and self.duplicates == 0
             and self.rto_s is not None
             and self.rto_s <= self.budget_s
@@ -97,6 +99,7 @@ class DrillResult:
             why.append(f"RTO {self.rto_s:.2f}s over budget {self.budget_s:.0f}s")
         if self.failed_requests > self.allowed_failures:
             why.append(f"{self.failed_requests} client requests failed")
+        why += self.checks_failed
         return "FAIL: " + "; ".join(why)
 
 

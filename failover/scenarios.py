@@ -24,8 +24,8 @@ from deploy.state import StateDir
 from deploy.topology import Topology
 from failover.controller import LAST_SWITCHOVER_KEY
 from failover.drill import Drill, DrillResult, write_report
-from node import admin
-from node.errors import LaunchError
+from node import admin, redis_bus
+from node.errors import LaunchError, RocarsError
 from replication.etcd_gateway import EtcdGateway
 from replication.patroni_rest import PatroniRest
 
@@ -172,13 +172,41 @@ async def isolate_site(drill: Drill, ctx: Context) -> None:
     )
 
 
+def _node_workers(ctx: Context) -> dict[str, list[int]]:
+    """The API node processes under each site's supervisor (a restart changes them)."""
+    out = {}
+    for site in ctx.topo.data_sites:
+        sup = _pid(ctx, f"node-{site}")
+        with contextlib.suppress(psutil.Error):
+            out[site] = sorted(c.pid for c in psutil.Process(sup).children()) if sup else []
+    return out
+
+
 async def kill_redis_primary(drill: Drill, ctx: Context) -> None:
     doc = await status.redis_status(ctx.topo)
     primary = doc.get("primary")
+    if primary is None:
+        drill.result.checks_failed.append("no Redis primary before the fault")
+        return
+    workers = _node_workers(ctx)
     for name, site in ctx.topo.sites.items():
         if site.redis is not None and primary == f"{site.host}:{site.redis.port}":
             _kill(_pid(ctx, f"redis-{name}"))
-            drill.event(f"SIGKILL Redis primary on site {name}")
+            drill.event(f"SIGKILL Redis primary on site {name} ({primary})")
+    # The writers go on meanwhile (Redis only holds rate-limit counters): what this drill
+    # checks besides RPO/RTO is that both nodes move to Sentinel's new primary by themselves.
+    t0 = time.monotonic()
+    try:
+        new = await redis_bus.wait_nodes_follow_redis(ctx.topo, away_from=primary, timeout_s=30)
+    except RocarsError as exc:
+        drill.result.checks_failed.append(str(exc))
+        return
+    drill.event(
+        f"both API nodes use the new Redis primary {new} "
+        f"({time.monotonic() - t0:.2f}s after the kill)"
+    )
+    if _node_workers(ctx) != workers:
+        drill.result.checks_failed.append("an API node was restarted to follow Redis")
 
 
 SCENARIOS: dict[str, Scenario] = {

@@ -3,7 +3,10 @@
 - `GET /health/live`: 200 while the role loop keeps completing (a wedged event loop or a loop
   stuck on a hung call fails it), whatever the role.
 - `GET /health/ready`: 200 only on the active node, the one HAProxy should send traffic to.
-- `GET /health`: everything that matters, as application/health+json.
+- `GET /health`: everything that matters, as application/health+json. Redis is reported in its
+  own `redis` section (the primary this node uses, whether its last operation worked); a Redis
+  failure turns the status to "warn", never "fail", and never touches readiness: Redis is a
+  cache, so it degrades the node, never blocks it.
 """
 
 from __future__ import annotations
@@ -55,6 +58,39 @@ async def ready(request: web.Request) -> web.Response:
     )
 
 
+def redis_section(app: web.Application) -> dict[str, Any]:
+    view = app[keys.REDIS].view()
+    return {
+        "master_name": view.master_name,
+        "primary": view.primary,
+        "status": "pass" if view.ok else ("warn" if view.ok is False else "unknown"),
+        "ok": view.ok,
+        "errors_total": view.errors_total,
+        "last_error": view.last_error,
+        "last_error_age_s": view.last_error_age_s,
+        "last_ok_age_s": view.last_ok_age_s,
+    }
+
+
+def contingency_section(app: web.Application) -> dict[str, Any]:
+    """Manual clearance as this node applies it: etcd's state, or a local override."""
+    if keys.CONTINGENCY not in app:
+        return {"mode": "unknown"}
+    rt = app[keys.CONTINGENCY]
+    since = rt.since()
+    scope = rt.state.scope
+    rec = rt.recommendation()
+    return {
+        "mode": "manual" if rt.any_manual else "normal",
+        "scope": "all" if scope is None else sorted(scope),
+        "since": since.isoformat() if since else None,
+        "local_override": rt.override is not None,
+        "state_readable": rt.etcd_ok,
+        "manual_recommended": rec.recommended,
+        "recommendation": rec.reason,
+    }
+
+
 def health_document(app: web.Application) -> dict[str, Any]:
     cfg = app[keys.CONFIG]
     watcher = app[keys.ROLE]
@@ -62,8 +98,11 @@ def health_document(app: web.Application) -> dict[str, Any]:
     live_ok = _live(app)
     is_ready = watcher.role == "active" and live_ok
     now_iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    redis = redis_section(app)
     status = "pass" if live_ok else "fail"
     if live_ok and facts is not None and (not facts.leader_known or facts.local_role is None):
+        status = "warn"
+    if live_ok and redis["ok"] is False:
         status = "warn"
     return {
         "status": status,
@@ -76,7 +115,8 @@ def health_document(app: web.Application) -> dict[str, Any]:
         "reason": watcher.decision.reason,
         "leader": facts.leader_key if facts else None,
         "paused": facts.paused if facts else False,
-        "contingency": {"mode": "normal"},
+        "contingency": contingency_section(app),
+        "redis": redis,
         "failover_controller": {
             "action": app[keys.CONTROLLER].decision.action,
             "reason": app[keys.CONTROLLER].decision.reason,
@@ -106,6 +146,16 @@ def health_document(app: web.Application) -> dict[str, Any]:
                     "observedValue": facts.leader_key if facts else None,
                     "status": "pass" if facts and facts.leader_known else "warn",
                     "time": now_iso,
+                }
+            ],
+            "redis:primary": [
+                {
+                    "componentId": redis["master_name"],
+                    "componentType": "datastore",
+                    "observedValue": redis["primary"],
+                    "status": "pass" if redis["ok"] else "warn",
+                    "time": now_iso,
+                    **({"output": redis["last_error"]} if redis["ok"] is False else {}),
                 }
             ],
         },

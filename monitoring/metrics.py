@@ -67,6 +67,35 @@ class NodeMetrics:
             registry=r,
         )
 
+        self.redis_up = Gauge(
+            "rocars_redis_up",
+            "1 when this node's last Redis operation (probe or request) succeeded",
+            registry=r,
+        )
+        self.redis_primary = Gauge(
+            "rocars_redis_primary",
+            "1 for the Redis primary (host:port) this node's client uses",
+            ["address"],
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "rocars_redis_errors", "Redis operations of this node that failed", registry=r
+        )
+        self.rate_limited = Counter(
+            "rocars_rate_limited", "Requests refused with 429 by the per-account limit", registry=r
+        )
+        self.rate_limit_fail_open = Counter(
+            "rocars_rate_limit_fail_open",
+            "Requests let through unchecked because Redis could not count them",
+            registry=r,
+        )
+
+    def set_redis(self, *, up: bool, primary: str | None) -> None:
+        self.redis_up.set(1 if up else 0)
+        self.redis_primary.clear()
+        if primary is not None:
+            self.redis_primary.labels(address=primary).set(1)
+
     def set_role(self, site: str, role: str) -> None:
         for r in ("active", "standby"):
             self.role.labels(site=site, role=r).set(1 if r == role else 0)

@@ -36,7 +36,9 @@ from node.api import (
 )
 from node.api.common import utc_now
 from node.config import NodeConfig
+from node.errors import RedisUnavailable
 from node.problems import problem_middleware
+from node.redis_bus import RedisBus
 from replication.etcd_gateway import EtcdGateway
 from replication.patroni_rest import PatroniRest
 
@@ -49,6 +51,32 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.ETCD] = EtcdGateway(session, app[keys.CONFIG].etcd_urls)
         app[keys.PATRONI] = PatroniRest(session)
         yield
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The Redis client (through Sentinel) and its probe. Nothing waits for Redis here: a node
+    starts and serves without it (rate limits then fail open)."""
+    cfg = app[keys.CONFIG]
+    metrics = app[keys.METRICS]
+    bus = RedisBus(
+        cfg.redis_sentinels,
+        cfg.redis_master_name,
+        name=f"node-{cfg.site}",
+        timeout_s=cfg.redis_timeout_s,
+        on_error=lambda _exc: metrics.redis_errors.inc(),
+    )
+    app[keys.REDIS] = bus
+    task = asyncio.create_task(bus.run(cfg.redis_probe_interval_s), name="redis-probe")
+    yield
+    bus.stop()
+    task.cancel()
+    # Bounded: the probe ends within one probe deadline even if the cancel were lost.
+    await asyncio.wait({task}, timeout=cfg.redis_probe_interval_s + bus.probe_deadline_s + 1)
+    try:
+        async with asyncio.timeout(2.0):
+            await bus.aclose()
+    except (TimeoutError, RedisUnavailable) as exc:
+        log.warning("closing the Redis client: %r", exc)
 
 
 async def _role_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -230,6 +258,8 @@ async def metrics_handler(request: web.Request) -> web.Response:
     m.manual_mode.set(1 if rt.any_manual else 0)
     m.manual_recommended.set(1 if rt.recommendation().recommended else 0)
     m.since_last_write.set(max(0.0, time.time() - rt.last_write_ok_at))
+    bus = request.app[keys.REDIS]
+    m.set_redis(up=bool(bus.ok), primary=bus.primary)
     counts = await asyncio.to_thread(request.app[keys.JOURNAL].counts)
     m.journal_pending.set(counts.clearances_pending)
     return web.Response(
@@ -256,6 +286,7 @@ def create_app(config: NodeConfig) -> web.Application:
     app[keys.METRICS] = NodeMetrics()
     app[keys.STARTED_AT] = time.monotonic()
     app.cleanup_ctx.append(_http_ctx)
+    app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_role_ctx)
     app.cleanup_ctx.append(_controller_ctx)
     app.cleanup_ctx.append(_pool_ctx)

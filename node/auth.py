@@ -1,5 +1,11 @@
 """API keys and roles. Keys are random and high-entropy, so a plain SHA-256 of the whole key is a
-safe stored form (no slow KDF needed); the short prefix finds the row without scanning."""
+safe stored form (no slow KDF needed); the short prefix finds the row without scanning.
+
+Every authenticated request is also counted against its account's rate limit (`node.ratelimit`,
+counters in Redis). Over the limit: 429 with `Retry-After`. Redis unreachable: the request goes
+through unchecked and `rocars_rate_limit_fail_open_total` counts it (Redis degrades speed and
+protection, never correctness or availability).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import PoolTimeout
 
 from node import keys
+from node.errors import RedisUnavailable
 from node.problems import Problem
 
 Kind = Literal["trader", "trucker", "officer", "sre"]
@@ -144,7 +151,36 @@ async def authenticate(request: web.Request) -> Account:
         cache[digest] = (now, account)
     if account.status != "active":
         raise Problem(403, "Forbidden", "this account is suspended")
+    await enforce_rate_limit(request, account)
     return account
+
+
+async def enforce_rate_limit(request: web.Request, account: Account) -> None:
+    limit = request.app[keys.CONFIG].rate_limit_per_s
+    if limit <= 0:
+        return
+    metrics = request.app[keys.METRICS]
+    try:
+        decision = await request.app[keys.REDIS].count_request(account.id, limit=limit)
+    except RedisUnavailable:
+        metrics.rate_limit_fail_open.inc()
+        return
+    if not decision.allowed:
+        metrics.rate_limited.inc()
+        raise Problem(
+            429,
+            "Too Many Requests",
+            f"this account is limited to {limit} requests per second; retry after"
+            f" {decision.retry_after_s} s",
+            type_="https://rocars.example/problems/rate-limited",
+            headers={"Retry-After": str(decision.retry_after_s)},
+            # retry_after_ms: the exact wait, which node/client.py prefers to the header.
+            extra={
+                "limit_per_s": limit,
+                "retry_after_s": decision.retry_after_s,
+                "retry_after_ms": decision.retry_after_ms,
+            },
+        )
 
 
 async def require(request: web.Request, *kinds: str) -> Account:

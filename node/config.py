@@ -50,6 +50,15 @@ class NodeConfig(BaseModel):
     etcd_urls: list[str]
     redis_sentinels: list[tuple[str, int]]
     redis_master_name: str = "rocars"
+    # Redis socket connect/read timeout. A dead or frozen primary costs a request at most about
+    # twice this; then the node skips Redis (fails open) until its probe reaches a primary.
+    redis_timeout_s: float = Field(default=0.25, gt=0, le=5.0)
+    # How often the node asks Sentinel for the primary and writes its heartbeat: a failover is
+    # followed within this after Sentinel has promoted the replica.
+    redis_probe_interval_s: float = Field(default=0.5, gt=0, le=10.0)
+    # Requests per second per account (sliding window, counted in Redis); 0 switches it off.
+    # Generous on purpose: it stops a runaway client, never normal traffic or the drills.
+    rate_limit_per_s: int = Field(default=1000, ge=0)
     peers: dict[str, str] = {}
     # How often the role watcher looks at Patroni and etcd; a role change is seen within this.
     role_interval_s: float = Field(default=0.25, gt=0, le=1.0)

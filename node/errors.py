@@ -27,5 +27,10 @@ class PatroniUnavailable(ComponentUnavailable):
     """The Patroni REST API did not answer."""
 
 
+class RedisUnavailable(ComponentUnavailable):
+    """Redis (or every Sentinel) did not answer in time, or the node skips it for a moment
+    after a failure. Redis is optional: callers degrade (fail open), never fail the request."""
+
+
 class LaunchError(RocarsError):
     """The local system could not be started; the message names the component and the cause."""

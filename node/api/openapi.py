@@ -179,6 +179,10 @@ def build() -> dict[str, Any]:
                 )
         if roles != "public":
             op["security"] = [{"apiKey": []}]
+            op["responses"]["429"] = {
+                "description": "over the account's rate limit; retry after Retry-After seconds",
+                "content": {"application/problem+json": {"schema": PROBLEM}},
+            }
         if model is not None:
             schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             for k, v in schema.pop("$defs", {}).items():

@@ -194,6 +194,13 @@ def test_manual_clearance_through_a_full_outage(outage_cluster: LocalCluster) ->
                 f"\n[measure] activation to every node answering manual: "
                 f"{time.monotonic() - t0:.3f}s (poll after answer {took:.3f}s)"
             )
+            # Every node's /health shows the mode it applies (I6), with the scope and start.
+            for site in c.topo.data_sites:
+                async with s.get(f"{c.topo.node_url(site)}/health") as r:
+                    health = (await r.json(content_type=None))["contingency"]
+                assert health["mode"] == "manual", (site, health)
+                assert health["scope"] == ["LMC"]
+                assert health["since"] is not None
 
             # A wrong key is refused even though the database cannot be asked.
             code, doc = await _post(

@@ -1,0 +1,280 @@
+"""The node's Redis adapter: one client for the Sentinel-managed primary, used as a cache and a
+signal bus, never as the source of truth (DESIGN.md section 2).
+
+Serves the pure core `node.ratelimit` (per-account sliding-window counters). Rules of the road:
+
+- The primary is found through Sentinel (redis-py's `master_for`): every new connection asks a
+  Sentinel where the primary is, so after a failover the node follows the new primary without a
+  restart. A background probe asks Sentinel every `probe_interval_s` and writes a heartbeat key,
+  so the node also follows when it has no traffic (the standby) and also when the old primary
+  was demoted rather than killed (idle connections to it are dropped once Sentinel names
+  another primary; a write on one still open gets READONLY and reconnects).
+- Short socket timeouts and no backoff: a dead or frozen primary costs a request at most about
+  `2 * timeout_s`, and after a failure requests skip Redis for `backoff_s` (or until the probe
+  succeeds again), so an outage costs one slow request per node, not one per request.
+- Every redis-py error is translated here into `RedisUnavailable` (`raise ... from`); callers
+  decide what "unavailable" means for them (the rate limit fails open).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import aiohttp
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from node import ratelimit
+from node.errors import RedisUnavailable, RocarsError
+
+if TYPE_CHECKING:
+    from deploy.topology import Topology
+
+log = logging.getLogger("rocars.redis")
+T = TypeVar("T")
+HEARTBEAT_TTL_MS = 10_000
+
+
+@dataclass(frozen=True)
+class RedisView:
+    """What the node currently believes about Redis, for /health and /metrics."""
+
+    master_name: str
+    primary: str | None  # host:port of the primary the client uses (as Sentinel last said)
+    ok: bool | None  # did the last operation succeed (None: nothing tried yet)
+    errors_total: int
+    last_error: str | None
+    last_error_age_s: float | None
+    last_ok_age_s: float | None
+
+
+class RedisBus:
+    def __init__(
+        self,
+        sentinels: Sequence[tuple[str, int]],
+        master_name: str,
+        *,
+        name: str,
+        timeout_s: float = 0.25,
+        backoff_s: float = 1.0,
+        on_error: Callable[[RedisUnavailable], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.master_name = master_name
+        self.name = name
+        self.timeout_s = timeout_s
+        self.backoff_s = backoff_s
+        self._on_error = on_error
+        self._clock = clock
+        self._wall = wall_clock
+        socket_opts: dict[str, Any] = {
+            "socket_timeout": timeout_s,
+            "socket_connect_timeout": timeout_s,
+        }
+        # redis-py's default Retry (10 attempts, exponential backoff) would turn a dead Sentinel
+        # or primary into seconds of waiting. A Sentinel that does not answer is skipped at once;
+        # a command on a broken connection is retried once on a fresh one, which asks Sentinel
+        # for the primary again (that is how a failover is followed).
+        self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            [(h, int(p)) for h, p in sentinels],
+            sentinel_kwargs={**socket_opts, "retry": Retry(NoBackoff(), 0)},
+            **socket_opts,
+            retry=Retry(NoBackoff(), 1),
+        )
+        self._client: Redis = self._sentinel.master_for(master_name)
+        self.errors_total = 0
+        self.ok: bool | None = None
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.last_ok_at: float | None = None
+        self._skip_until = 0.0
+        self._last_primary: str | None = None
+        self._stopping = False
+
+    @property
+    def probe_deadline_s(self) -> float:
+        """Longest a probe may take: up to three Sentinels and a reconnect, each `timeout_s`."""
+        return max(1.0, 6 * self.timeout_s)
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def _pool(self) -> SentinelConnectionPool:
+        pool = self._client.connection_pool
+        assert isinstance(pool, SentinelConnectionPool)
+        return pool
+
+    @property
+    def primary(self) -> str | None:
+        """host:port of the primary this node's client believes in (None before discovery)."""
+        addr = self._pool.master_address
+        if not addr:
+            return None
+        host, port = addr
+        return f"{host}:{port}"
+
+    def view(self) -> RedisView:
+        now = self._clock()
+        return RedisView(
+            master_name=self.master_name,
+            primary=self.primary,
+            ok=self.ok,
+            errors_total=self.errors_total,
+            last_error=self.last_error,
+            last_error_age_s=None if self.last_error_at is None else now - self.last_error_at,
+            last_ok_age_s=None if self.last_ok_at is None else now - self.last_ok_at,
+        )
+
+    def _succeeded(self) -> None:
+        if self.ok is not True:
+            log.warning("Redis reachable: primary %s (%s)", self.primary, self.master_name)
+        primary = self.primary
+        if self._last_primary is not None and primary != self._last_primary:
+            log.warning("Redis primary is now %s (was %s)", primary, self._last_primary)
+        self._last_primary = primary
+        self.ok = True
+        self.last_ok_at = self._clock()
+        self._skip_until = 0.0
+
+    def _failed(self, what: str, exc: BaseException) -> RedisUnavailable:
+        now = self._clock()
+        if self.ok is not False:
+            log.warning("Redis %s failed (primary %s): %r", what, self.primary, exc)
+        self.ok = False
+        self.errors_total += 1
+        self.last_error = f"{what}: {type(exc).__name__}: {exc}"
+        self.last_error_at = now
+        self._skip_until = now + self.backoff_s
+        err = RedisUnavailable(f"Redis {what} failed: {exc}")
+        if self._on_error is not None:
+            self._on_error(err)
+        return err
+
+    async def _guarded(
+        self, what: str, op: Callable[[], Awaitable[T]], *, deadline_s: float, skip: bool
+    ) -> T:
+        if skip and self._clock() < self._skip_until:
+            raise RedisUnavailable(f"Redis skipped for a moment after: {self.last_error}")
+        try:
+            async with asyncio.timeout(deadline_s):
+                result = await op()
+        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
+            raise self._failed(what, exc) from exc
+        self._succeeded()
+        return result
+
+    # -- operations ----------------------------------------------------------------------
+
+    async def count_request(self, account_id: int, *, limit: int) -> ratelimit.RateDecision:
+        """Count one request of `account_id` and decide it against `limit` per window.
+        Raises RedisUnavailable (quickly) when Redis cannot answer."""
+        now = self._wall()
+        w = ratelimit.window_at(now)
+        current_key = ratelimit.counter_key(account_id, w.index)
+        previous_key = ratelimit.counter_key(account_id, w.index - 1)
+        ttl_ms = ratelimit.counter_ttl_ms()
+
+        async def op() -> tuple[int, int]:
+            # One round trip, atomic: MULTI INCR PEXPIRE GET EXEC.
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.incr(current_key)
+                pipe.pexpire(current_key, ttl_ms)
+                pipe.get(previous_key)
+                current, _, previous = await pipe.execute()
+            return int(current), int(previous or 0)
+
+        current, previous = await self._guarded(
+            "rate-limit count", op, deadline_s=2 * self.timeout_s, skip=True
+        )
+        return ratelimit.decide(
+            limit=limit, current=current, previous=previous, fraction=w.fraction
+        )
+
+    async def probe(self) -> None:
+        """Ask Sentinel for the primary (dropping idle connections to an old one), then prove it
+        takes writes with a heartbeat key. Never skipped: this is what clears a failure."""
+
+        async def op() -> None:
+            try:
+                await self._pool.get_master_address()  # type: ignore[no-untyped-call]
+            except RedisError as exc:
+                # No Sentinel answered: keep using the primary we know, if it still works.
+                log.debug("Sentinel discovery failed: %r", exc)
+            await self._client.set(
+                f"rocars:heartbeat:{self.name}", repr(self._wall()), px=HEARTBEAT_TTL_MS
+            )
+
+        await self._guarded("probe", op, deadline_s=self.probe_deadline_s, skip=False)
+
+    async def run(self, interval_s: float) -> None:
+        """Probe until `stop()` (a background task of the node). The flag, not only the task's
+        cancellation, ends the loop: a cancel that lands inside the client's own timeout
+        handling must not leave the node unable to shut down."""
+        while not self._stopping:
+            with contextlib.suppress(RedisUnavailable):
+                await self.probe()
+            await asyncio.sleep(interval_s)
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    async def aclose(self) -> None:
+        self.stop()
+        try:
+            try:
+                await self._client.aclose()
+            finally:
+                await self._sentinel.aclose()
+        except (RedisError, OSError) as exc:
+            raise RedisUnavailable(f"closing the Redis client: {exc}") from exc
+
+
+# -- the cluster's view, for drills and tests ---------------------------------------------------
+
+
+async def nodes_redis_primaries(topo: Topology, *, timeout_s: float = 1.5) -> dict[str, str | None]:
+    """Each API node's Redis primary (host:port) from its /health, by site: None when the node
+    does not answer or its last Redis operation failed."""
+    out: dict[str, str | None] = {}
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for site in topo.data_sites:
+            try:
+                async with session.get(f"{topo.node_url(site).rstrip('/')}/health") as r:
+                    doc = await r.json(content_type=None)
+                redis = doc.get("redis") or {}
+                out[site] = redis.get("primary") if redis.get("ok") else None
+            except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
+                out[site] = None
+    return out
+
+
+async def wait_nodes_follow_redis(
+    topo: Topology, *, away_from: str, timeout_s: float = 30.0, interval_s: float = 0.1
+) -> str:
+    """Wait until every API node works with one and the same Redis primary other than
+    `away_from` (the one just killed or demoted); return it. Raises RocarsError on timeout."""
+    deadline = time.monotonic() + timeout_s
+    views: dict[str, str | None] = {}
+    while time.monotonic() < deadline:
+        views = await nodes_redis_primaries(topo)
+        seen = set(views.values())
+        if len(seen) == 1 and None not in seen and away_from not in seen:
+            primary = seen.pop()
+            assert primary is not None
+            return primary
+        await asyncio.sleep(interval_s)
+    raise RocarsError(
+        f"API nodes did not follow the Redis failover away from {away_from} within"
+        f" {timeout_s:.0f}s; their views: {views}"
+    )
