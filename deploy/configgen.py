@@ -291,6 +291,7 @@ def node_config(
         "patroni_member": member_name(site),
         "patroni_namespace": PATRONI_NAMESPACE,
         "etcd_urls": topo.etcd_urls(),
+        "etcd_witness_url": topo.etcd_url(topo.witness_site),
         "redis_sentinels": [[x.host, x.sentinel.port] for x in topo.sites.values()],
         "redis_master_name": REDIS_MASTER_NAME,
         "peers": {n: topo.node_url(n) for n in topo.data_sites},

@@ -461,12 +461,12 @@ async def up(topo: Topology, state: StateDir, progress: Progress, *, timeout: fl
 async def _etcd_leader_to_witness(
     session: aiohttp.ClientSession, topo: Topology, progress: Progress
 ) -> None:
-    """Keep etcd's raft leader on the witness site, so losing a data site never also loses
-    the etcd leader (whose loss renews Patroni's leader key: a slower failover)."""
-    witness = next(n for n, s in topo.sites.items() if s.role == "witness")
-    url = f"http://{topo.sites[witness].host}:{topo.sites[witness].etcd.client_port}"
+    """Start with etcd's raft leader on the witness site, so losing a data site never also
+    loses the etcd leader (whose loss renews Patroni's leader key: a slower failover); the
+    active node keeps it there afterwards (failover/etcd_placement.py)."""
+    witness = topo.witness_site
     try:
-        if await EtcdGateway(session, topo.etcd_urls()).move_leader(url):
+        if await EtcdGateway(session, topo.etcd_urls()).move_leader(topo.etcd_url(witness)):
             progress(f"moved the etcd leadership to the witness site {witness}")
     except EtcdUnavailable as exc:  # an optimisation, not a condition for being up
         progress(f"etcd leadership stays where it is: {exc}")

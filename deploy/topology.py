@@ -205,8 +205,16 @@ class Topology(_Strict):
     def primary_site(self) -> str:
         return next(n for n, s in self.sites.items() if s.role == "primary")
 
+    @property
+    def witness_site(self) -> str:
+        return next(n for n, s in self.sites.items() if s.role == "witness")
+
+    def etcd_url(self, site: str) -> str:
+        s = self.sites[site]
+        return f"http://{s.host}:{s.etcd.client_port}"
+
     def etcd_urls(self) -> list[str]:
-        return [f"http://{s.host}:{s.etcd.client_port}" for s in self.sites.values()]
+        return [self.etcd_url(n) for n in self.sites]
 
     def entry_url(self) -> str:
         return f"http://{self.entry_host()}:{self.entry.port}"

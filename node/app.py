@@ -20,6 +20,7 @@ from contingency.keycache import CachedAccount, KeyCache
 from contingency.runtime import ContingencyRuntime
 from failover.controller import FailoverController
 from failover.decision import ControllerConfig
+from failover.etcd_placement import EtcdPlacement
 from failover.role import RoleDecision, RoleWatcher
 from monitoring import health
 from monitoring.metrics import NodeMetrics
@@ -120,11 +121,16 @@ async def _controller_ctx(app: web.Application) -> AsyncIterator[None]:
         ),
     )
     app[keys.CONTROLLER] = controller
-    task = asyncio.create_task(controller.run(), name="failover-controller")
+    tasks = [asyncio.create_task(controller.run(), name="failover-controller")]
+    if cfg.etcd_witness_url is not None:
+        placement = EtcdPlacement(
+            etcd=app[keys.ETCD], role=app[keys.ROLE], witness_url=cfg.etcd_witness_url
+        )
+        tasks.append(asyncio.create_task(placement.run(), name="etcd-placement"))
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _contingency_ctx(app: web.Application) -> AsyncIterator[None]:

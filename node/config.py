@@ -48,6 +48,9 @@ class NodeConfig(BaseModel):
     patroni_member: str
     patroni_namespace: str = "/service/"
     etcd_urls: list[str]
+    # The witness site's etcd member: the active node keeps etcd's raft leader there
+    # (failover/etcd_placement.py). None: leave etcd's leader wherever it is.
+    etcd_witness_url: str | None = None
     redis_sentinels: list[tuple[str, int]]
     redis_master_name: str = "rocars"
     # Redis socket connect/read timeout. A dead or frozen primary costs a request at most about

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -14,6 +15,7 @@ import redis
 
 from deploy import processes
 from deploy.harness import TEST_PORT_OFFSETS, LocalCluster
+from replication.etcd_gateway import EtcdGateway
 
 pytestmark = pytest.mark.integration
 
@@ -82,6 +84,27 @@ def test_status_shows_three_healthy_etcd_members_and_redis_replication(
     while rb.get("rocars:test:replication") != b"x" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert rb.get("rocars:test:replication") == b"x"
+
+
+async def test_active_node_hands_etcd_leadership_back_to_the_witness(
+    fresh: LocalCluster,
+) -> None:
+    """After etcd's leadership lands on a data site (here moved there on purpose), the active
+    node hands it back to the witness within a few seconds."""
+    async with aiohttp.ClientSession() as s:
+        gw = EtcdGateway(s, fresh.topo.etcd_urls())
+        assert await gw.move_leader(fresh.topo.etcd_url("A"))
+        t0 = time.monotonic()
+        leader = None
+        while time.monotonic() - t0 < 30:
+            statuses = await gw.member_statuses()
+            names = await gw.member_names()
+            leader = names.get(str(statuses[0].leader_id))
+            if leader == "etcd-C":
+                break
+            await asyncio.sleep(0.5)
+        print(f"\n[measure] etcd leadership back on the witness after {time.monotonic() - t0:.1f}s")
+        assert leader == "etcd-C"
 
 
 async def test_exactly_one_node_ready_and_haproxy_reaches_it(fresh: LocalCluster) -> None:
