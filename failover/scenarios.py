@@ -23,7 +23,7 @@ from deploy import launcher, netns, processes, status
 from deploy.state import StateDir
 from deploy.topology import Topology
 from failover.controller import LAST_SWITCHOVER_KEY
-from failover.drill import Drill, DrillResult, write_report
+from failover.drill import Drill, DrillResult, Event, write_report
 from node import admin, redis_bus
 from node.errors import LaunchError, RocarsError
 from replication.etcd_gateway import EtcdGateway
@@ -270,9 +270,11 @@ async def wait_healthy(topo: Topology, timeout: float = 120.0) -> dict[str, Any]
     return doc
 
 
-async def restore(topo: Topology, state: StateDir, ctx: Context) -> None:
+async def restore(topo: Topology, state: StateDir, ctx: Context) -> str:
     """Heal partitions, thaw what was frozen, restart what was killed, and wait until healthy
-    again (a deposed primary rejoins as a replica, rewound by pg_rewind if it must)."""
+    again (a deposed primary rejoins as a replica, rewound by pg_rewind if it must); returns a
+    sentence saying how the fault site's member came back."""
+    t0 = time.monotonic()
     for site in ctx.partitioned:
         await asyncio.to_thread(netns.heal, topo, site)
     for pid in ctx.frozen:
@@ -297,6 +299,12 @@ async def restore(topo: Topology, state: StateDir, ctx: Context) -> None:
     doc = await wait_healthy(topo)
     if not doc["healthy"]:
         raise RuntimeError(f"cluster did not recover after the drill: {doc['problems']}")
+    member = next(m for m in doc["postgres"]["members"] if m["site"] == ctx.site)
+    return (
+        f"restored: member {member['name']} is {member['role']}/{member['state']} on timeline "
+        f"{member['timeline']}, leader {doc['postgres']['leader']}, "
+        f"{time.monotonic() - t0:.1f}s after the drill's end"
+    )
 
 
 async def ensure_leader(topo: Topology, state: StateDir, site: str) -> None:
@@ -354,6 +362,8 @@ async def run_scenario(
     try:
         result = await drill.run(inject, api_key)
     finally:
-        await restore(topo, state, ctx)
+        restored = await restore(topo, state, ctx)
+    # After the timeline's end, not part of the RTO: how the fault site came back.
+    result.events.append(Event(round(drill.now(), 3), restored))
     write_report(result, state.reports)
     return result
