@@ -139,51 +139,20 @@ def destroy(topo: Topology) -> list[str]:
     return removed
 
 
+def _nft_argv(topo: Topology, site: str, *args: str) -> list[str]:
+    return ["ip", "netns", "exec", _ns(topo).of(site), "nft", *args]
+
+
 def partition(topo: Topology, site: str) -> None:
     """Cut `site` off from the other sites (nftables inside the site's own namespace)."""
     heal(topo, site)
-    _run(
-        ["ip", "netns", "exec", _ns(topo).of(site), "nft", "-f", "-"],
-        stdin=partition_ruleset(topo, site),
-    )
+    _run(_nft_argv(topo, site, "-f", "-"), stdin=partition_ruleset(topo, site))
 
 
 def heal(topo: Topology, site: str) -> None:
     """Remove the partition rules of `site` (nothing happens if there are none)."""
-    subprocess.run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            _ns(topo).of(site),
-            "nft",
-            "delete",
-            "table",
-            "inet",
-            PARTITION_TABLE,
-        ],
-        capture_output=True,
-        check=False,
-    )
-
-
-def partitioned(topo: Topology, site: str) -> bool:
-    proc = subprocess.run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            _ns(topo).of(site),
-            "nft",
-            "list",
-            "table",
-            "inet",
-            PARTITION_TABLE,
-        ],
-        capture_output=True,
-        check=False,
-    )
-    return proc.returncode == 0
+    argv = _nft_argv(topo, site, "delete", "table", "inet", PARTITION_TABLE)
+    subprocess.run(argv, capture_output=True, check=False)
 
 
 # -- entering a namespace (this thread only) --------------------------------------------------

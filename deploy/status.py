@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from typing import Any
 
 import aiohttp
@@ -17,7 +18,7 @@ from redis.exceptions import RedisError
 
 from deploy.configgen import PATRONI_NAMESPACE, REDIS_MASTER_NAME, member_name
 from deploy.topology import Topology
-from node.errors import ComponentUnavailable
+from node.errors import ComponentUnavailable, RocarsError
 from replication.etcd_gateway import EtcdGateway
 from replication.patroni_rest import PatroniRest
 
@@ -30,19 +31,64 @@ async def _json(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
         return r.status, await r.json(content_type=None)
 
 
+async def node_health(
+    session: aiohttp.ClientSession, topo: Topology
+) -> dict[str, dict[str, Any] | Exception]:
+    """Each API node's /health document by site, or the error that kept us from it."""
+    out: dict[str, dict[str, Any] | Exception] = {}
+    for name in topo.data_sites:
+        try:
+            _, doc = await _json(session, f"{topo.node_url(name)}/health")
+            out[name] = doc if isinstance(doc, dict) else ValueError(f"not a document: {doc!r}")
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            out[name] = exc
+    return out
+
+
 async def _nodes(session: aiohttp.ClientSession, topo: Topology) -> list[dict[str, Any]]:
     out = []
-    for name in topo.data_sites:
-        url = topo.node_url(name)
-        item: dict[str, Any] = {"name": f"node-{name}", "site": name, "url": url}
-        try:
-            _, doc = await _json(session, f"{url}/health")
+    for name, doc in (await node_health(session, topo)).items():
+        item: dict[str, Any] = {"name": f"node-{name}", "site": name, "url": topo.node_url(name)}
+        if isinstance(doc, Exception):
+            item.update(role=None, ready=False, up=False, error=repr(doc))
+        else:
             item.update(role=doc.get("role"), ready=bool(doc.get("ready")), up=True)
             item["reason"] = doc.get("reason")
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            item.update(role=None, ready=False, up=False, error=repr(exc))
         out.append(item)
     return out
+
+
+async def nodes_redis_primaries(topo: Topology) -> dict[str, str | None]:
+    """Each API node's Redis primary (host:port) from its /health, by site: None when the node
+    does not answer or its last Redis operation failed."""
+    async with aiohttp.ClientSession() as session:
+        docs = await node_health(session, topo)
+    out: dict[str, str | None] = {}
+    for site, doc in docs.items():
+        redis_view = {} if isinstance(doc, Exception) else doc.get("redis") or {}
+        out[site] = redis_view.get("primary") if redis_view.get("ok") else None
+    return out
+
+
+async def wait_nodes_follow_redis(
+    topo: Topology, *, away_from: str, timeout_s: float = 30.0, interval_s: float = 0.1
+) -> str:
+    """Wait until every API node works with one and the same Redis primary other than
+    `away_from` (the one just killed or demoted); return it. Raises RocarsError on timeout."""
+    deadline = time.monotonic() + timeout_s
+    views: dict[str, str | None] = {}
+    while time.monotonic() < deadline:
+        views = await nodes_redis_primaries(topo)
+        seen = set(views.values())
+        if len(seen) == 1 and None not in seen and away_from not in seen:
+            primary = seen.pop()
+            assert primary is not None
+            return primary
+        await asyncio.sleep(interval_s)
+    raise RocarsError(
+        f"API nodes did not follow the Redis failover away from {away_from} within"
+        f" {timeout_s:.0f}s; their views: {views}"
+    )
 
 
 async def _postgres(

@@ -95,7 +95,7 @@ class EtcdPlacement:
         if placement.move:
             self.last_move_at = self._clock()
             try:
-                await self._etcd.move_leader(self.witness_url)
+                await self._etcd.move_leader(self.witness_url, members)
                 log.warning("moved etcd's leadership to the witness %s", self.witness_url)
             except ComponentUnavailable as exc:
                 log.warning("could not move etcd's leadership: %s", exc)

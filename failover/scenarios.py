@@ -24,7 +24,7 @@ from deploy.state import StateDir
 from deploy.topology import Topology
 from failover.controller import LAST_SWITCHOVER_KEY
 from failover.drill import Drill, DrillResult, Event, write_report
-from node import admin, redis_bus
+from node import admin
 from node.errors import LaunchError, RocarsError
 from replication.etcd_gateway import EtcdGateway
 from replication.patroni_rest import PatroniRest
@@ -116,12 +116,19 @@ async def freeze_patroni(drill: Drill, ctx: Context) -> None:
     drill.event(f"SIGSTOP Patroni of site {ctx.site} (pid {pid}); PostgreSQL keeps running")
 
 
+def _node_workers(ctx: Context, site: str) -> list[int]:
+    """The API node processes under a site's supervisor (a restart changes them)."""
+    sup = _pid(ctx, f"node-{site}")
+    with contextlib.suppress(psutil.Error):
+        return sorted(c.pid for c in psutil.Process(sup).children()) if sup else []
+    return []
+
+
 async def kill_node(drill: Drill, ctx: Context) -> None:
-    sup = _pid(ctx, f"node-{ctx.site}")
-    children = psutil.Process(sup).children() if sup else []
-    for c in children:
-        _kill(c.pid)
-    drill.event(f"SIGKILL API node of site {ctx.site} (pids {[c.pid for c in children]})")
+    workers = _node_workers(ctx, ctx.site)
+    for pid in workers:
+        _kill(pid)
+    drill.event(f"SIGKILL API node of site {ctx.site} (pids {workers})")
 
 
 async def hang_node(drill: Drill, ctx: Context) -> None:
@@ -172,23 +179,17 @@ async def isolate_site(drill: Drill, ctx: Context) -> None:
     )
 
 
-def _node_workers(ctx: Context) -> dict[str, list[int]]:
-    """The API node processes under each site's supervisor (a restart changes them)."""
-    out = {}
-    for site in ctx.topo.data_sites:
-        sup = _pid(ctx, f"node-{site}")
-        with contextlib.suppress(psutil.Error):
-            out[site] = sorted(c.pid for c in psutil.Process(sup).children()) if sup else []
-    return out
-
-
 async def kill_redis_primary(drill: Drill, ctx: Context) -> None:
     doc = await status.redis_status(ctx.topo)
     primary = doc.get("primary")
     if primary is None:
         drill.result.checks_failed.append("no Redis primary before the fault")
         return
-    workers = _node_workers(ctx)
+
+    def workers() -> dict[str, list[int]]:
+        return {site: _node_workers(ctx, site) for site in ctx.topo.data_sites}
+
+    before = workers()
     for name, site in ctx.topo.sites.items():
         if site.redis is not None and primary == f"{site.host}:{site.redis.port}":
             _kill(_pid(ctx, f"redis-{name}"))
@@ -197,7 +198,7 @@ async def kill_redis_primary(drill: Drill, ctx: Context) -> None:
     # checks besides RPO/RTO is that both nodes move to Sentinel's new primary by themselves.
     t0 = time.monotonic()
     try:
-        new = await redis_bus.wait_nodes_follow_redis(ctx.topo, away_from=primary, timeout_s=30)
+        new = await status.wait_nodes_follow_redis(ctx.topo, away_from=primary, timeout_s=30)
     except RocarsError as exc:
         drill.result.checks_failed.append(str(exc))
         return
@@ -205,7 +206,7 @@ async def kill_redis_primary(drill: Drill, ctx: Context) -> None:
         f"both API nodes use the new Redis primary {new} "
         f"({time.monotonic() - t0:.2f}s after the kill)"
     )
-    if _node_workers(ctx) != workers:
+    if workers() != before:
         drill.result.checks_failed.append("an API node was restarted to follow Redis")
 
 

@@ -27,16 +27,12 @@ class SwitchoverRefused(RocarsError):
 
 async def failover_status(topo: Topology) -> dict[str, Any]:
     doc = await status.collect(topo)
-    controllers = {}
     async with aiohttp.ClientSession() as s:
-        for site in topo.data_sites:
-            try:
-                async with s.get(
-                    f"{topo.node_url(site)}/health", timeout=aiohttp.ClientTimeout(total=1)
-                ) as r:
-                    controllers[site] = (await r.json(content_type=None)).get("failover_controller")
-            except (aiohttp.ClientError, TimeoutError, ValueError):
-                controllers[site] = None
+        health = await status.node_health(s, topo)
+    controllers = {
+        site: None if isinstance(h, Exception) else h.get("failover_controller")
+        for site, h in health.items()
+    }
     return {
         "leader": doc["postgres"]["leader"],
         "paused": doc["postgres"]["paused"],

@@ -24,9 +24,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-import aiohttp
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -34,10 +33,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from node import ratelimit
-from node.errors import RedisUnavailable, RocarsError
-
-if TYPE_CHECKING:
-    from deploy.topology import Topology
+from node.errors import RedisUnavailable
 
 log = logging.getLogger("rocars.redis")
 T = TypeVar("T")
@@ -237,44 +233,3 @@ class RedisBus:
                 await self._sentinel.aclose()
         except (RedisError, OSError) as exc:
             raise RedisUnavailable(f"closing the Redis client: {exc}") from exc
-
-
-# -- the cluster's view, for drills and tests ---------------------------------------------------
-
-
-async def nodes_redis_primaries(topo: Topology, *, timeout_s: float = 1.5) -> dict[str, str | None]:
-    """Each API node's Redis primary (host:port) from its /health, by site: None when the node
-    does not answer or its last Redis operation failed."""
-    out: dict[str, str | None] = {}
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        for site in topo.data_sites:
-            try:
-                async with session.get(f"{topo.node_url(site).rstrip('/')}/health") as r:
-                    doc = await r.json(content_type=None)
-                redis = doc.get("redis") or {}
-                out[site] = redis.get("primary") if redis.get("ok") else None
-            except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
-                out[site] = None
-    return out
-
-
-async def wait_nodes_follow_redis(
-    topo: Topology, *, away_from: str, timeout_s: float = 30.0, interval_s: float = 0.1
-) -> str:
-    """Wait until every API node works with one and the same Redis primary other than
-    `away_from` (the one just killed or demoted); return it. Raises RocarsError on timeout."""
-    deadline = time.monotonic() + timeout_s
-    views: dict[str, str | None] = {}
-    while time.monotonic() < deadline:
-        views = await nodes_redis_primaries(topo)
-        seen = set(views.values())
-        if len(seen) == 1 and None not in seen and away_from not in seen:
-            primary = seen.pop()
-            assert primary is not None
-            return primary
-        await asyncio.sleep(interval_s)
-    raise RocarsError(
-        f"API nodes did not follow the Redis failover away from {away_from} within"
-        f" {timeout_s:.0f}s; their views: {views}"
-    )

@@ -39,11 +39,12 @@ from redis.exceptions import RedisError, ResponseError
 from deploy import status
 from deploy.configgen import REDIS_MASTER_NAME
 from deploy.harness import LocalCluster
+from deploy.status import nodes_redis_primaries, wait_nodes_follow_redis
 from node import keys, ratelimit
 from node.admin import leader_site
 from node.app import create_app
 from node.config import load_node_config
-from node.redis_bus import RedisBus, nodes_redis_primaries, wait_nodes_follow_redis
+from node.redis_bus import RedisBus
 
 pytestmark = pytest.mark.integration
 
