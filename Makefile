@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-ROCARS := $(PY) -m node
+ROCARS := $(PY) -m deploy
 PYTEST := $(VENV)/bin/pytest
 
 .PHONY: install run stop status test unit integration lint typecheck drills bench lock clean
@@ -33,6 +33,7 @@ integration: install
 lint: install
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/lint-imports --no-cache
 
 typecheck: install
 	@$(VENV)/bin/mypy

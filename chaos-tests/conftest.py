@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from deploy import admin
 from deploy.harness import TEST_PORT_OFFSETS, LocalCluster
-from node import admin
 
 DRILL_PORT_OFFSET = int(
     os.environ.get("ROCARS_DRILL_PORT_OFFSET", str(TEST_PORT_OFFSETS["drills"]))

@@ -14,8 +14,8 @@ import subprocess
 
 import pytest
 
+from deploy.drills import scenarios
 from deploy.harness import LocalCluster
-from failover import scenarios
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
+from deploy.drills.drill import Drill
 from deploy.harness import LocalCluster
-from failover.drill import Drill
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.slow]
 SOAK_S = float(os.environ.get("ROCARS_SOAK_S", "600"))

@@ -9,7 +9,7 @@ to the bundles truckers made before arriving, and writes the result to PostgreSQ
 Matching rules (cautious: a wrong link would clear cargo that nobody looked at):
 
 * A record can only match an open bundle at the same LBCP with the same VRN (both in the
-  canonical form of :func:`node.domain.vrn.normalise_vrn`), sharing at least one CCRN with
+  canonical form of :func:`kernel.domain.vrn.normalise_vrn`), sharing at least one CCRN with
   the record. A VRN typo is not guessed around; the CCRNs say that they sit in another
   bundle, for an officer to resolve.
 * Among such bundles the one sharing the most CCRNs wins; a tie is ambiguous and matches
@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal
 
-from node.domain.ccrn import is_valid_ccrn
-from node.domain.vrn import normalise_vrn
+from kernel.domain.ccrn import is_valid_ccrn
+from kernel.domain.vrn import normalise_vrn
 
 ClearanceDecision = Literal["release", "inspect", "refuse"]
 UnmatchedReason = Literal[

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from contingency import state as cstate
 from contingency.override import Override, read_override
-from node.errors import ComponentUnavailable, EtcdUnavailable, RocarsError
+from kernel.errors import ComponentUnavailable, EtcdUnavailable, RocarsError
 from replication.etcd_gateway import EtcdGateway
 
 log = logging.getLogger("rocars.contingency")

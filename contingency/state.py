@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal, TypeAlias, TypeVar
 
-from node.domain.lbcp import DEFAULT_LBCPS
+from kernel.domain.lbcp import DEFAULT_LBCPS
 
 Mode = Literal["normal", "manual"]
 Action = Literal["activate", "deactivate"]

@@ -75,7 +75,7 @@ class LocalCluster:
     def rocars(self, *args: str, timeout: float = 180, check: bool = True) -> str:
         """Run the real CLI as a separate process (so started daemons are not our children)."""
         proc = subprocess.run(
-            [sys.executable, "-m", "node", *args],
+            [sys.executable, "-m", "deploy", *args],
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -28,7 +28,7 @@ from deploy import configgen, netns, processes
 from deploy.processes import ProcessSpec
 from deploy.state import DbUser, StateDir
 from deploy.topology import Topology, load_topology
-from node.errors import EtcdUnavailable, LaunchError
+from kernel.errors import EtcdUnavailable, LaunchError
 from replication.etcd_gateway import EtcdGateway
 
 Progress = Callable[[str], None]
@@ -404,7 +404,7 @@ async def up(topo: Topology, state: StateDir, progress: Progress, *, timeout: fl
             logs=[f"patroni-{n}" for n in topo.data_sites],
         )
         await asyncio.to_thread(bootstrap_database, topo, state, leader_name[0])
-        from node import admin
+        from deploy import admin
 
         applied = await admin.run_migrations(topo, state)
         if applied:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from deploy.topology import Namespaces, Topology
-from node.errors import LaunchError
+from kernel.errors import LaunchError
 
 NETNS_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000

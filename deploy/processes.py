@@ -21,7 +21,7 @@ import psutil
 
 from deploy import netns
 from deploy.state import DbUser, StateDir
-from node.errors import LaunchError
+from kernel.errors import LaunchError
 
 
 @dataclass(frozen=True)

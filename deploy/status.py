@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from deploy.configgen import PATRONI_NAMESPACE, REDIS_MASTER_NAME, member_name
 from deploy.topology import Topology
-from node.errors import ComponentUnavailable, RocarsError
+from kernel.errors import ComponentUnavailable, RocarsError
 from replication.etcd_gateway import EtcdGateway
 from replication.patroni_rest import PatroniRest
 

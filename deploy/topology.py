@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from node.errors import ConfigError
+from kernel.errors import ConfigError
 
 SiteRole = Literal["primary", "dr", "witness"]
 

@@ -24,7 +24,7 @@ from failover.decision import (
     decide,
 )
 from failover.role import RoleWatcher
-from node.errors import ComponentUnavailable
+from kernel.errors import ComponentUnavailable
 from replication.etcd_gateway import EtcdGateway
 from replication.patroni_rest import ClusterView, PatroniRest
 

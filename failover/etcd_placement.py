@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from failover.role import RoleWatcher
-from node.errors import ComponentUnavailable
+from kernel.errors import ComponentUnavailable
 from replication.etcd_gateway import EtcdGateway, MemberStatus
 
 log = logging.getLogger("rocars.etcd_placement")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from node.errors import ComponentUnavailable
+from kernel.errors import ComponentUnavailable
 from replication.etcd_gateway import EtcdGateway
 from replication.patroni_rest import PatroniRest
 

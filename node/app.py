@@ -22,13 +22,14 @@ from failover.controller import FailoverController
 from failover.decision import ControllerConfig
 from failover.etcd_placement import EtcdPlacement
 from failover.role import RoleDecision, RoleWatcher
-from monitoring import health
+from kernel.errors import RedisUnavailable
 from monitoring.metrics import NodeMetrics
-from node import keys, migrate
+from node import appkeys, migrate
 from node.api import (
     bundles,
     consignments,
     contingency,
+    health,
     itfs,
     lbcp,
     openapi,
@@ -37,9 +38,8 @@ from node.api import (
 )
 from node.api.common import utc_now
 from node.config import NodeConfig
-from node.errors import RedisUnavailable
 from node.problems import problem_middleware
-from node.redis_bus import RedisBus
+from node.redis_client import RedisClient
 from replication.etcd_gateway import EtcdGateway
 from replication.patroni_rest import PatroniRest
 
@@ -48,25 +48,25 @@ log = logging.getLogger("rocars.node")
 
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession() as session:
-        app[keys.HTTP] = session
-        app[keys.ETCD] = EtcdGateway(session, app[keys.CONFIG].etcd_urls)
-        app[keys.PATRONI] = PatroniRest(session)
+        app[appkeys.HTTP] = session
+        app[appkeys.ETCD] = EtcdGateway(session, app[appkeys.CONFIG].etcd_urls)
+        app[appkeys.PATRONI] = PatroniRest(session)
         yield
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     """The Redis client (through Sentinel) and its probe. Nothing waits for Redis here: a node
     starts and serves without it (rate limits then fail open)."""
-    cfg = app[keys.CONFIG]
-    metrics = app[keys.METRICS]
-    bus = RedisBus(
+    cfg = app[appkeys.CONFIG]
+    metrics = app[appkeys.METRICS]
+    bus = RedisClient(
         cfg.redis_sentinels,
         cfg.redis_master_name,
         name=f"node-{cfg.site}",
         timeout_s=cfg.redis_timeout_s,
         on_error=lambda _exc: metrics.redis_errors.inc(),
     )
-    app[keys.REDIS] = bus
+    app[appkeys.REDIS] = bus
     task = asyncio.create_task(bus.run(cfg.redis_probe_interval_s), name="redis-probe")
     yield
     bus.stop()
@@ -81,23 +81,23 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _role_ctx(app: web.Application) -> AsyncIterator[None]:
-    cfg = app[keys.CONFIG]
-    metrics = app[keys.METRICS]
+    cfg = app[appkeys.CONFIG]
+    metrics = app[appkeys.METRICS]
 
     def changed(new: RoleDecision, old: RoleDecision | None) -> None:
         metrics.set_role(cfg.site, new.role)
         metrics.role_changes.inc()
 
     watcher = RoleWatcher(
-        patroni=app[keys.PATRONI],
+        patroni=app[appkeys.PATRONI],
         patroni_url=cfg.patroni_url,
-        etcd=app[keys.ETCD],
+        etcd=app[appkeys.ETCD],
         leader_key=cfg.leader_key,
         my_member=cfg.patroni_member,
         interval_s=cfg.role_interval_s,
         on_change=changed,
     )
-    app[keys.ROLE] = watcher
+    app[appkeys.ROLE] = watcher
     metrics.set_role(cfg.site, watcher.role)
     task = asyncio.create_task(watcher.run(), name="role-watcher")
     yield
@@ -107,24 +107,24 @@ async def _role_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _controller_ctx(app: web.Application) -> AsyncIterator[None]:
-    cfg = app[keys.CONFIG]
+    cfg = app[appkeys.CONFIG]
     controller = FailoverController(
         site=cfg.site,
         sites=cfg.peers,
-        session=app[keys.HTTP],
-        patroni=app[keys.PATRONI],
+        session=app[appkeys.HTTP],
+        patroni=app[appkeys.PATRONI],
         patroni_url=cfg.patroni_url,
-        etcd=app[keys.ETCD],
-        role=app[keys.ROLE],
+        etcd=app[appkeys.ETCD],
+        role=app[appkeys.ROLE],
         config=ControllerConfig(
             grace_period_s=cfg.failover_grace_s, min_interval_s=cfg.failover_min_interval_s
         ),
     )
-    app[keys.CONTROLLER] = controller
+    app[appkeys.CONTROLLER] = controller
     tasks = [asyncio.create_task(controller.run(), name="failover-controller")]
     if cfg.etcd_witness_url is not None:
         placement = EtcdPlacement(
-            etcd=app[keys.ETCD], role=app[keys.ROLE], witness_url=cfg.etcd_witness_url
+            etcd=app[appkeys.ETCD], role=app[appkeys.ROLE], witness_url=cfg.etcd_witness_url
         )
         tasks.append(asyncio.create_task(placement.run(), name="etcd-placement"))
     yield
@@ -134,11 +134,11 @@ async def _controller_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _contingency_ctx(app: web.Application) -> AsyncIterator[None]:
-    cfg = app[keys.CONFIG]
+    cfg = app[appkeys.CONFIG]
     folder = cfg.state_dir / "contingency"
     folder.mkdir(parents=True, exist_ok=True)
     runtime = ContingencyRuntime(
-        etcd=app[keys.ETCD],
+        etcd=app[appkeys.ETCD],
         override_path=folder / f"override-{cfg.site}.json",
         recommend_after_s=cfg.manual_recommend_after_s,
         auto_activate=cfg.manual_auto_activate,
@@ -148,9 +148,9 @@ async def _contingency_ctx(app: web.Application) -> AsyncIterator[None]:
         log.warning("contingency mode %s -> %s (%s: %s)", old.mode, new.mode, new.actor, new.reason)
 
     runtime.on_change = changed
-    app[keys.CONTINGENCY] = runtime
-    app[keys.JOURNAL] = Journal(folder / f"journal-{cfg.site}.sqlite")
-    app[keys.KEYCACHE] = KeyCache(folder / f"keycache-{cfg.site}.json")
+    app[appkeys.CONTINGENCY] = runtime
+    app[appkeys.JOURNAL] = Journal(folder / f"journal-{cfg.site}.sqlite")
+    app[appkeys.KEYCACHE] = KeyCache(folder / f"keycache-{cfg.site}.json")
     with contextlib.suppress(Exception):
         await runtime.refresh()
     tasks = [
@@ -162,7 +162,7 @@ async def _contingency_ctx(app: web.Application) -> AsyncIterator[None]:
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    app[keys.JOURNAL].close()
+    app[appkeys.JOURNAL].close()
 
 
 async def _keycache_loop(app: web.Application) -> None:
@@ -170,7 +170,7 @@ async def _keycache_loop(app: web.Application) -> None:
     (and switch manual mode on) when both database members are down."""
     while True:
         try:
-            async with app[keys.POOL].connection(timeout=2) as conn:
+            async with app[appkeys.POOL].connection(timeout=2) as conn:
                 cur = await conn.execute(
                     "SELECT key_prefix, key_hash, kind, id, name, status FROM accounts"
                 )
@@ -186,8 +186,8 @@ async def _keycache_loop(app: web.Application) -> None:
                 )
                 for r in rows
             ]
-            await asyncio.to_thread(app[keys.KEYCACHE].refresh, entries)
-            await asyncio.sleep(app[keys.CONFIG].keycache_refresh_s)
+            await asyncio.to_thread(app[appkeys.KEYCACHE].refresh, entries)
+            await asyncio.sleep(app[appkeys.CONFIG].keycache_refresh_s)
         except Exception as exc:  # database down or moving: keep the last good cache
             log.debug("key cache refresh skipped: %s", exc)
             await asyncio.sleep(2.0)
@@ -198,19 +198,19 @@ async def _write_probe_loop(app: web.Application) -> None:
     in etcd is what "no node could write for 60 s" is judged by."""
     while True:
         await asyncio.sleep(2.0)
-        if app[keys.ROLE].role != "active":
+        if app[appkeys.ROLE].role != "active":
             continue
         try:
-            async with app[keys.POOL].connection(timeout=2) as conn:
+            async with app[appkeys.POOL].connection(timeout=2) as conn:
                 await conn.execute("SELECT txid_current()")
                 await conn.rollback()
-            await app[keys.CONTINGENCY].note_write_ok()
+            await app[appkeys.CONTINGENCY].note_write_ok()
         except Exception as exc:
             log.debug("write probe failed: %s", exc)
 
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
-    cfg = app[keys.CONFIG]
+    cfg = app[appkeys.CONFIG]
     pool: AsyncConnectionPool = AsyncConnectionPool(
         cfg.database.conninfo(application_name=f"rocars-node-{cfg.site}"),
         min_size=1,
@@ -223,7 +223,7 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     # Do not wait for the database here: a node must start (and answer /health/live and the
     # contingency endpoints) while PostgreSQL is down.
     await pool.open(wait=False)
-    app[keys.POOL] = pool
+    app[appkeys.POOL] = pool
     yield
     await pool.close(timeout=2.0)
 
@@ -232,10 +232,10 @@ async def _migrate_loop(app: web.Application) -> None:
     """Apply pending migrations whenever this node is active (idempotent, advisory-locked)."""
     done_on: str | None = None
     while True:
-        watcher = app[keys.ROLE]
+        watcher = app[appkeys.ROLE]
         if watcher.role == "active" and done_on != watcher.facts_leader:
             try:
-                async with app[keys.POOL].connection() as conn:
+                async with app[appkeys.POOL].connection() as conn:
                     applied = await migrate.migrate(conn)
                 if applied:
                     log.info("applied migrations: %s", ", ".join(applied))
@@ -254,19 +254,19 @@ async def _migrate_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    m = request.app[keys.METRICS]
-    watcher = request.app[keys.ROLE]
+    m = request.app[appkeys.METRICS]
+    watcher = request.app[appkeys.ROLE]
     if watcher.last_cycle_at is not None:
         m.role_cycle_age.set(time.monotonic() - watcher.last_cycle_at)
     facts = watcher.facts
     m.leader_known.set(1 if facts and facts.leader_known else 0)
-    rt = request.app[keys.CONTINGENCY]
+    rt = request.app[appkeys.CONTINGENCY]
     m.manual_mode.set(1 if rt.any_manual else 0)
     m.manual_recommended.set(1 if rt.recommendation().recommended else 0)
     m.since_last_write.set(max(0.0, time.time() - rt.last_write_ok_at))
-    bus = request.app[keys.REDIS]
+    bus = request.app[appkeys.REDIS]
     m.set_redis(up=bool(bus.ok), primary=bus.primary)
-    counts = await asyncio.to_thread(request.app[keys.JOURNAL].counts)
+    counts = await asyncio.to_thread(request.app[appkeys.JOURNAL].counts)
     m.journal_pending.set(counts.clearances_pending)
     return web.Response(
         body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
@@ -275,22 +275,22 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 async def _stamp_node(request: web.Request, response: web.StreamResponse) -> None:
     # Lets clients, drills and tests see which node answered through HAProxy.
-    cfg = request.app[keys.CONFIG]
+    cfg = request.app[appkeys.CONFIG]
     response.headers["X-Rocars-Node"] = cfg.site
-    response.headers["X-Rocars-Role"] = request.app[keys.ROLE].role
-    if keys.CONTINGENCY in request.app:
-        manual = request.app[keys.CONTINGENCY].any_manual
+    response.headers["X-Rocars-Role"] = request.app[appkeys.ROLE].role
+    if appkeys.CONTINGENCY in request.app:
+        manual = request.app[appkeys.CONTINGENCY].any_manual
         response.headers["X-Rocars-Mode"] = "manual" if manual else "normal"
 
 
 def create_app(config: NodeConfig) -> web.Application:
     # Batch submission takes up to 32 MiB; every other route enforces 1 MiB itself.
     app = web.Application(middlewares=[problem_middleware], client_max_size=32 * 1024**2)
-    app[keys.CONFIG] = config
-    app[keys.CLOCK] = utc_now
-    app[keys.ACCOUNT_CACHE] = {}
-    app[keys.METRICS] = NodeMetrics()
-    app[keys.STARTED_AT] = time.monotonic()
+    app[appkeys.CONFIG] = config
+    app[appkeys.CLOCK] = utc_now
+    app[appkeys.ACCOUNT_CACHE] = {}
+    app[appkeys.METRICS] = NodeMetrics()
+    app[appkeys.STARTED_AT] = time.monotonic()
     app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_role_ctx)

@@ -14,33 +14,19 @@ import hashlib
 import hmac
 import secrets
 import time
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import psycopg
 from aiohttp import web
 from psycopg.rows import dict_row
 from psycopg_pool import PoolTimeout
 
-from node import keys
-from node.errors import RedisUnavailable
+from kernel.errors import RedisUnavailable
+from node import appkeys
+from node.account import Account
 from node.problems import Problem
 
-Kind = Literal["trader", "trucker", "officer", "sre"]
-KINDS: tuple[Kind, ...] = ("trader", "trucker", "officer", "sre")
 _CACHE_TTL_S = 5.0
-
-
-@dataclass(frozen=True)
-class Account:
-    id: int
-    kind: str
-    name: str
-    status: str
-
-    @property
-    def actor(self) -> str:
-        return f"{self.kind}:{self.id}"
 
 
 def new_api_key() -> tuple[str, str, str]:
@@ -85,7 +71,7 @@ def _prefix_of(key: str) -> str | None:
 def _database_presumed_down(request: web.Request) -> bool:
     """The local Patroni says its PostgreSQL is not running (or Patroni is gone): do not make
     every request wait for a pool timeout to find that out."""
-    facts = request.app[keys.ROLE].facts
+    facts = request.app[appkeys.ROLE].facts
     if facts is None:
         return False
     return facts.local_role is None or facts.local_state not in ("running", "streaming")
@@ -94,7 +80,7 @@ def _database_presumed_down(request: web.Request) -> bool:
 async def _from_key_cache(request: web.Request, key: str) -> dict[str, Any]:
     # Database down: the node's on-disk cache of key hashes. A key it cannot verify is
     # refused, never waved through.
-    cached = await asyncio.to_thread(request.app[keys.KEYCACHE].verify, key)
+    cached = await asyncio.to_thread(request.app[appkeys.KEYCACHE].verify, key)
     if cached is None:
         raise Problem(
             401,
@@ -116,7 +102,7 @@ async def _from_key_cache(request: web.Request, key: str) -> dict[str, Any]:
 async def authenticate(request: web.Request) -> Account:
     key = _parse_bearer(request.headers.get("Authorization"))
     digest = hash_key(key)
-    cache = request.app[keys.ACCOUNT_CACHE]
+    cache = request.app[appkeys.ACCOUNT_CACHE]
     hit = cache.get(digest)
     now = time.monotonic()
     if hit is not None and now - hit[0] < _CACHE_TTL_S:
@@ -129,7 +115,7 @@ async def authenticate(request: web.Request) -> Account:
                 row = await _from_key_cache(request, key)
             else:
                 try:
-                    async with request.app[keys.POOL].connection(timeout=2) as conn:
+                    async with request.app[appkeys.POOL].connection(timeout=2) as conn:
                         cur = conn.cursor(row_factory=dict_row)
                         await cur.execute(
                             "SELECT id, kind, name, status, key_hash FROM accounts"
@@ -156,12 +142,12 @@ async def authenticate(request: web.Request) -> Account:
 
 
 async def enforce_rate_limit(request: web.Request, account: Account) -> None:
-    limit = request.app[keys.CONFIG].rate_limit_per_s
+    limit = request.app[appkeys.CONFIG].rate_limit_per_s
     if limit <= 0:
         return
-    metrics = request.app[keys.METRICS]
+    metrics = request.app[appkeys.METRICS]
     try:
-        decision = await request.app[keys.REDIS].count_request(account.id, limit=limit)
+        decision = await request.app[appkeys.REDIS].count_request(account.id, limit=limit)
     except RedisUnavailable:
         metrics.rate_limit_fail_open.inc()
         return

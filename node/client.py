@@ -27,7 +27,7 @@ import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential
 
-from node.errors import RocarsError
+from kernel.errors import RocarsError
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # 429 too: the rate limit refuses before anything is written, and says when to come back.

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from node.errors import ConfigError
+from kernel.errors import ConfigError
 
 
 class DatabaseSettings(BaseModel):

@@ -1,9 +1,9 @@
 """Per-account rate limit: the sliding-window counter rule (pure: numbers in, a decision out).
 
-Counters live in Redis (the adapter is `node.redis_bus.RedisBus.count_request`): one counter per
-account and fixed window of `window_s` seconds, numbered `floor(now / window_s)`. The number of
-requests "in the last window" is estimated from the current and the previous window's counts,
-weighting the previous one by how much of it still lies inside the sliding window:
+Counters live in Redis (the adapter is `node.redis_client.RedisClient.count_request`): one
+counter per account and fixed window of `window_s` seconds, numbered `floor(now / window_s)`.
+The number of requests "in the last window" is estimated from the current and the previous
+window's counts, weighting the previous one by how much of it still lies inside the sliding window:
 
     estimate = previous * (1 - fraction) + current
 

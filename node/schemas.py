@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from node.domain.vrn import normalise_vrn
+from kernel.domain.vrn import normalise_vrn
 
 # Trimmed, non-blank text of bounded length.
 Text8 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=8)]

@@ -25,8 +25,8 @@ from aiohttp import web
 from psycopg import errors as pg_errors
 from psycopg_pool import PoolTimeout
 
-from node import keys
-from node.auth import Account
+from node import appkeys
+from node.account import Account
 from node.problems import PROBLEM_JSON, Problem
 
 log = logging.getLogger("rocars.writes")
@@ -41,8 +41,8 @@ WriteFn = Callable[[Conn], Awaitable[tuple[int, dict[str, Any]]]]
 
 def not_writable(detail: str, request: web.Request | None = None) -> Problem:
     extra: dict[str, Any] = {"retry_after_ms": RETRY_AFTER_MS}
-    if request is not None and keys.CONTINGENCY in request.app:
-        rt = request.app[keys.CONTINGENCY]
+    if request is not None and appkeys.CONTINGENCY in request.app:
+        rt = request.app[appkeys.CONTINGENCY]
         if rt.any_manual:
             since = rt.since()
             detail = (
@@ -64,11 +64,11 @@ def not_writable(detail: str, request: web.Request | None = None) -> Problem:
 
 
 def ensure_active(request: web.Request) -> None:
-    watcher = request.app[keys.ROLE]
+    watcher = request.app[appkeys.ROLE]
     if watcher.role != "active":
         raise not_writable(
-            f"this node (site {request.app[keys.CONFIG].site}) is the standby and does not accept "
-            "writes; retry through the API entry point",
+            f"this node (site {request.app[appkeys.CONFIG].site}) is the standby and does not"
+            " accept writes; retry through the API entry point",
             request,
         )
 
@@ -137,7 +137,7 @@ async def run_write(
     ensure_active(request)
     key = idempotency_key(request)
     fingerprint = request_fingerprint(request, body)
-    pool = request.app[keys.POOL]
+    pool = request.app[appkeys.POOL]
     try:
         lookup, touch, insert, who = _key_sql(account)
         async with pool.connection() as conn, conn.transaction():
@@ -185,6 +185,6 @@ async def run_write(
         raise not_writable(
             "the database is not reachable from this node; retry shortly", request
         ) from exc
-    if keys.CONTINGENCY in request.app and request.app[keys.CONTINGENCY].any_manual:
+    if appkeys.CONTINGENCY in request.app and request.app[appkeys.CONTINGENCY].any_manual:
         stored = {**stored, "mode": "manual"}
     return _respond(stored_status, stored, replayed=replay)

@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from node.errors import EtcdUnavailable
+from kernel.errors import EtcdUnavailable
 
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=1.0, connect=0.5)
 

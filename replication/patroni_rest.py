@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from node.errors import PatroniUnavailable
+from kernel.errors import PatroniUnavailable
 
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=0.8, connect=0.4)
 

@@ -1,6 +1,6 @@
 """Bundling CCRNs with a vehicle, and the gate facts it precomputes.
 
-Pure rules used: `node.domain.bundling` (conflicts, cross_now/cross_after), `node.domain.risk`.
+Pure rules used: `kernel.domain.bundling` (conflicts, cross_now/cross_after), `kernel.domain.risk`.
 The bundle row carries the gate's precomputed answer (not_before, selected, reasons), so the
 arrival decision is one indexed lookup; database constraints keep a CCRN in one active bundle.
 """
@@ -14,12 +14,12 @@ from aiohttp import web
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 
-from node import keys
+from kernel.domain import risk
+from kernel.domain.bundling import ConsignmentFacts, bundle_conflicts, bundling_instruction
+from kernel.domain.ccrn import validate_ccrn
+from node import appkeys
 from node.api import common
 from node.auth import require
-from node.domain import risk
-from node.domain.bundling import ConsignmentFacts, bundle_conflicts, bundling_instruction
-from node.domain.ccrn import validate_ccrn
 from node.schemas import BundleIn, iso
 from node.validation import invalid, read_model
 from node.writes import Conn, run_write
@@ -215,7 +215,7 @@ def _bundle_id(request: web.Request) -> int:
 async def get_one(request: web.Request) -> web.Response:
     account = await require(request, "trucker", "officer")
     bid = _bundle_id(request)
-    async with request.app[keys.POOL].connection() as conn:
+    async with request.app[appkeys.POOL].connection() as conn:
         b, ccrns = await _load(conn, bid)
     if b is None or (account.kind == "trucker" and b["trucker_id"] != account.id):
         raise common.not_found(f"bundle {bid}")

@@ -11,10 +11,10 @@ import psycopg
 from aiohttp import web
 from psycopg.rows import dict_row
 
-from node import keys
-from node.domain import risk
-from node.domain.ccrn import validate_ccrn
-from node.domain.lbcp import DEFAULT_LBCPS
+from kernel.domain import risk
+from kernel.domain.ccrn import validate_ccrn
+from kernel.domain.lbcp import DEFAULT_LBCPS
+from node import appkeys
 from node.problems import Problem
 from node.schemas import iso
 
@@ -22,7 +22,7 @@ Conn = psycopg.AsyncConnection[Any]
 
 
 def now(request: web.Request) -> datetime:
-    return request.app[keys.CLOCK]()
+    return request.app[appkeys.CLOCK]()
 
 
 def utc_now() -> datetime:

@@ -1,7 +1,7 @@
 """Cargo information: submit (one or a batch), read, list, amend with history, cancel.
 
-Pure rules used: `node.domain.advance_window` (30 min .. 14 days ahead), `node.domain.ccrn`
-(numbering and check digit), `node.domain.risk` (assessment on every change).
+Pure rules used: `kernel.domain.advance_window` (30 min .. 14 days ahead), `kernel.domain.ccrn`
+(numbering and check digit), `kernel.domain.risk` (assessment on every change).
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from psycopg.rows import dict_row
 from pydantic import ValidationError
 
 from contingency.state import late_flags_suppressed
-from node import keys
+from kernel.domain.advance_window import MIN_LEAD, check_advance_window
+from kernel.domain.ccrn import make_ccrn, validate_ccrn
+from kernel.domain.lbcp import DEFAULT_LBCPS
+from node import appkeys
 from node.api import common
 from node.api.bundles import refresh_bundle_of
 from node.auth import require
-from node.domain.advance_window import MIN_LEAD, check_advance_window
-from node.domain.ccrn import make_ccrn, validate_ccrn
-from node.domain.lbcp import DEFAULT_LBCPS
 from node.problems import Problem
 from node.schemas import AMENDABLE, ConsignmentIn, ConsignmentPatch, iso
 from node.validation import field_errors, invalid, parse_json, parse_model, read_body, read_model
@@ -38,7 +38,7 @@ def min_lead(request: web.Request, now: datetime) -> timedelta:
     """30 minutes, except during manual clearance mode and for 2 hours after it: trade users
     could not submit while the system was down, so a late submission is then accepted and not
     counted against them (no late flag), like the paper process's grace period."""
-    rt = request.app[keys.CONTINGENCY]
+    rt = request.app[appkeys.CONTINGENCY]
     if rt.override is not None or late_flags_suppressed(now, rt.state.windows):
         return timedelta(0)
     return MIN_LEAD
@@ -211,7 +211,7 @@ async def submit_batch(request: web.Request) -> web.Response:
 async def _visible(request: web.Request, ccrn: str) -> tuple[Any, dict[str, Any]]:
     account = await require(request, "trader", "officer")
     common.check_ccrn(ccrn)
-    async with request.app[keys.POOL].connection() as conn:
+    async with request.app[appkeys.POOL].connection() as conn:
         row = await common.fetch_consignment(conn, ccrn)
     if row is None or (account.kind == "trader" and row["owner_id"] != account.id):
         raise common.not_found(f"consignment {ccrn}")
@@ -225,7 +225,7 @@ async def get_one(request: web.Request) -> web.Response:
 
 async def history(request: web.Request) -> web.Response:
     _, row = await _visible(request, request.match_info["ccrn"])
-    async with request.app[keys.POOL].connection() as conn:
+    async with request.app[appkeys.POOL].connection() as conn:
         cur = await conn.execute(
             "SELECT version, data, changed_at, changed_by FROM consignment_versions"
             " WHERE ccrn = %s ORDER BY version",
@@ -298,7 +298,7 @@ async def list_own(request: web.Request) -> web.Response:
         sql += " AND (created_at, ccrn) > (%(c_at)s, %(c_ccrn)s)"
         params["c_at"], params["c_ccrn"] = cursor
     sql += " ORDER BY created_at, ccrn LIMIT %(limit)s"
-    async with request.app[keys.POOL].connection() as conn:
+    async with request.app[appkeys.POOL].connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(sql, params)
         rows = await cur.fetchall()

@@ -23,12 +23,13 @@ from contingency import state as cstate
 from contingency.journal import AuditEvent, ClearanceRecord
 from contingency.reconcile import journal_paths, reconcile, store_clearance
 from contingency.runtime import ContingencyError
-from node import keys
+from kernel.domain.ccrn import validate_ccrn
+from kernel.domain.lbcp import DEFAULT_LBCPS
+from kernel.domain.vrn import normalise_vrn
+from node import appkeys
+from node.account import Account
 from node.api import common
-from node.auth import Account, require
-from node.domain.ccrn import validate_ccrn
-from node.domain.lbcp import DEFAULT_LBCPS
-from node.domain.vrn import normalise_vrn
+from node.auth import require
 from node.problems import Problem
 from node.schemas import Text500, _Strict, iso
 from node.validation import invalid, read_model
@@ -78,7 +79,7 @@ def _lbcp_set(codes: list[str] | None, field: str = "lbcps") -> frozenset[str] |
 
 
 def state_json(request: web.Request) -> dict[str, Any]:
-    rt = request.app[keys.CONTINGENCY]
+    rt = request.app[appkeys.CONTINGENCY]
     s = rt.state
     rec = rt.recommendation()
     override = rt.override
@@ -111,7 +112,7 @@ def state_json(request: web.Request) -> dict[str, Any]:
         ],
         "recommendation": {"manual_recommended": rec.recommended, "reason": rec.reason},
         "etcd_reachable": rt.etcd_ok,
-        "node": request.app[keys.CONFIG].site,
+        "node": request.app[appkeys.CONFIG].site,
     }
 
 
@@ -121,16 +122,16 @@ async def public_status(request: web.Request) -> web.Response:
 
 
 async def _journal_audit(request: web.Request, event: AuditEvent) -> None:
-    await asyncio.to_thread(request.app[keys.JOURNAL].append_audit, event)
+    await asyncio.to_thread(request.app[appkeys.JOURNAL].append_audit, event)
 
 
 async def _audit_anywhere(
     request: web.Request, *, actor: str, action: str, subject: str, after: dict[str, Any]
 ) -> str:
     """Audit to PostgreSQL when this node can write, else to the journal (reconciled later)."""
-    if request.app[keys.ROLE].role == "active":
+    if request.app[appkeys.ROLE].role == "active":
         try:
-            async with request.app[keys.POOL].connection(timeout=2) as conn, conn.transaction():
+            async with request.app[appkeys.POOL].connection(timeout=2) as conn, conn.transaction():
                 await common.audit(conn, actor=actor, action=action, subject=subject, after=after)
             return "database"
         except (PoolTimeout, psycopg.Error):
@@ -153,7 +154,7 @@ async def activate(request: web.Request) -> web.Response:
     _, body = await read_model(request, ActivateIn)
     lbcps = _lbcp_set(body.lbcps)
     try:
-        new = await request.app[keys.CONTINGENCY].activate(
+        new = await request.app[appkeys.CONTINGENCY].activate(
             actor=account.actor, reason=body.reason, lbcps=lbcps, message=body.message
         )
     except ContingencyError as exc:
@@ -172,15 +173,15 @@ async def deactivate(request: web.Request) -> web.Response:
     account = await require(request, "officer")
     _, body = await read_model(request, DeactivateIn)
     lbcps = _lbcp_set(body.lbcps)
-    if request.app[keys.ROLE].role != "active":
+    if request.app[appkeys.ROLE].role != "active":
         raise not_writable(
             "deactivation needs a writable database (it reconciles the manual records first);"
             " send it to the active node through the API entry point"
         )
     try:
-        async with request.app[keys.POOL].connection(timeout=5) as conn:
-            report = await reconcile(conn, journal_paths(request.app[keys.CONFIG].state_dir))
-            new = await request.app[keys.CONTINGENCY].deactivate(
+        async with request.app[appkeys.POOL].connection(timeout=5) as conn:
+            report = await reconcile(conn, journal_paths(request.app[appkeys.CONFIG].state_dir))
+            new = await request.app[appkeys.CONTINGENCY].deactivate(
                 actor=account.actor, reason=body.reason, lbcps=lbcps
             )
             async with conn.transaction():
@@ -213,7 +214,7 @@ async def record_clearance(request: web.Request) -> web.Response:
     if c.cleared_at is not None and c.cleared_at > now:
         raise invalid([{"field": "cleared_at", "message": "must not be in the future"}])
     rec = ClearanceRecord(
-        node=request.app[keys.CONFIG].site,
+        node=request.app[appkeys.CONFIG].site,
         officer=str(account.id),
         lbcp=c.lbcp,
         vrn=c.vrn,
@@ -224,10 +225,10 @@ async def record_clearance(request: web.Request) -> web.Response:
         uuid=str(uuid.uuid4()),
         recorded_at=now,
     )
-    if request.app[keys.ROLE].role == "active":
+    if request.app[appkeys.ROLE].role == "active":
         try:
             async with (
-                request.app[keys.POOL].connection(timeout=2) as conn,
+                request.app[appkeys.POOL].connection(timeout=2) as conn,
                 conn.transaction(),
             ):
                 _, outcome = await store_clearance(conn, rec, source="direct")
@@ -236,7 +237,7 @@ async def record_clearance(request: web.Request) -> web.Response:
             )
         except (PoolTimeout, psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction):
             pass  # fall through to the journal
-    uid = await asyncio.to_thread(request.app[keys.JOURNAL].append_clearance, rec)
+    uid = await asyncio.to_thread(request.app[appkeys.JOURNAL].append_clearance, rec)
     return web.json_response(
         {
             "uuid": uid,

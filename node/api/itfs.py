@@ -1,6 +1,6 @@
 """Land-to-air transshipment (ITFS): cargo is inspected at most once, at the LBCP or the airport.
 
-Pure rule used: `node.domain.itfs.airport_inspection_decision`.
+Pure rule used: `kernel.domain.itfs.airport_inspection_decision`.
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from typing import Any
 
 from aiohttp import web
 
-from node import keys
+from kernel.domain.itfs import airport_inspection_decision
+from node import appkeys
 from node.api import common
 from node.auth import require
-from node.domain.itfs import airport_inspection_decision
 from node.writes import Conn, run_write
 
 
@@ -40,7 +40,7 @@ async def _itfs_row(conn: Conn, ccrn: str, *, lock: bool = False) -> dict[str, A
 async def query(request: web.Request) -> web.Response:
     await require(request, "officer")
     ccrn = common.check_ccrn(request.match_info["ccrn"])
-    async with request.app[keys.POOL].connection() as conn:
+    async with request.app[appkeys.POOL].connection() as conn:
         row = await _itfs_row(conn, ccrn)
     return web.json_response(_view(row))
 

@@ -1,6 +1,6 @@
 """The LBCP gate: a truck arrives, the gate answers release / inspect / hold at once.
 
-Pure rule used: `node.domain.gate`. Everything the decision needs was precomputed on the bundle
+Pure rule used: `kernel.domain.gate`. Everything the decision needs was precomputed on the bundle
 row at bundling/profiling time, so the path is one indexed lookup plus the arrival record.
 """
 
@@ -12,11 +12,11 @@ from typing import Any
 from aiohttp import web
 from psycopg.rows import dict_row
 
-from node import keys
+from kernel.domain.gate import gate_decision
+from node import appkeys
 from node.api import common
 from node.api.bundles import bundle_json
 from node.auth import require
-from node.domain.gate import gate_decision
 from node.schemas import ArrivalIn, InspectionIn, iso
 from node.validation import read_model
 from node.writes import Conn, run_write
@@ -27,9 +27,9 @@ async def arrival(request: web.Request) -> web.Response:
     code = common.check_lbcp(request.match_info["code"], field="code")
     body, a = await read_model(request, ArrivalIn)
     at = common.now(request)
-    if request.app[keys.CONTINGENCY].mode_for(code) == "manual":
+    if request.app[appkeys.CONTINGENCY].mode_for(code) == "manual":
         # Answered without the database: manual clearance works when PostgreSQL is down.
-        since = request.app[keys.CONTINGENCY].since()
+        since = request.app[appkeys.CONTINGENCY].since()
         return web.json_response(
             {
                 "lbcp": code,

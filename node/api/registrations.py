@@ -13,9 +13,10 @@ from typing import Any
 from aiohttp import web
 from psycopg.rows import dict_row
 
-from node import keys
+from node import appkeys
+from node.account import Account
 from node.api import common
-from node.auth import Account, new_api_key, require
+from node.auth import new_api_key, require
 from node.schemas import DecisionIn, RegistrationIn, iso
 from node.validation import invalid, parse_json, parse_model, read_body, read_model
 from node.writes import Conn, run_write
@@ -67,7 +68,7 @@ async def list_pending(request: web.Request) -> web.Response:
     status = request.query.get("status", "pending")
     if status not in ("pending", "approved", "rejected"):
         raise invalid([{"field": "status", "message": "pending, approved or rejected"}])
-    async with request.app[keys.POOL].connection() as conn:
+    async with request.app[appkeys.POOL].connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(
             "SELECT * FROM registrations WHERE status = %s ORDER BY created_at LIMIT 1000",
@@ -185,7 +186,7 @@ async def _set_status(request: web.Request, status: str) -> web.Response:
         return 200, out
 
     resp = await run_write(request, officer, body, write)
-    request.app[keys.ACCOUNT_CACHE].clear()
+    request.app[appkeys.ACCOUNT_CACHE].clear()
     return resp
 
 

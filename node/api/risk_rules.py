@@ -1,6 +1,6 @@
 """Risk profiling: officers' rules, the selections they produce, and manual select/release.
 
-Pure rules used: `node.domain.risk` (rule validation, assessment, officer override).
+Pure rules used: `kernel.domain.risk` (rule validation, assessment, officer override).
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from typing import Any
 from aiohttp import web
 from psycopg.rows import dict_row
 
-from node import keys
+from kernel.domain.risk import rule_error
+from node import appkeys
 from node.api import common
 from node.api.bundles import refresh_bundle_of
 from node.auth import require
-from node.domain.risk import rule_error
 from node.schemas import RuleIn, RulePatch, SelectionIn, iso
 from node.validation import invalid, read_model
 from node.writes import Conn, run_write
@@ -34,7 +34,7 @@ def _rule_json(r: dict[str, Any]) -> dict[str, Any]:
 
 async def list_rules(request: web.Request) -> web.Response:
     await require(request, "officer")
-    async with request.app[keys.POOL].connection() as conn:
+    async with request.app[appkeys.POOL].connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute("SELECT * FROM risk_rules ORDER BY id")
         rows = await cur.fetchall()
@@ -107,7 +107,7 @@ async def selections(request: web.Request) -> web.Response:
     lbcp = request.query.get("lbcp")
     if lbcp is not None:
         common.check_lbcp(lbcp)
-    async with request.app[keys.POOL].connection() as conn:
+    async with request.app[appkeys.POOL].connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(
             "SELECT c.*, (SELECT b.vrn FROM bundle_items i JOIN bundles b ON b.id = i.bundle_id"

@@ -20,7 +20,7 @@ import aiohttp
 import psycopg
 from multidict import CIMultiDictProxy
 
-from node.domain.lbcp import HK_TZ
+from kernel.domain.lbcp import HK_TZ
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_KEYS = ("type", "title", "status", "detail")

@@ -18,8 +18,8 @@ import psycopg
 import pytest
 from apikit import Account, Accounts, Api
 
+from deploy.admin import leader_site
 from deploy.harness import LocalCluster
-from node.admin import leader_site
 from node.config import load_node_config
 
 

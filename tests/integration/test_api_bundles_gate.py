@@ -27,7 +27,7 @@ from apikit import (
     submit,
 )
 
-from node.domain.ccrn import make_ccrn
+from kernel.domain.ccrn import make_ccrn
 
 pytestmark = pytest.mark.integration
 

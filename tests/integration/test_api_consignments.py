@@ -27,7 +27,7 @@ from apikit import (
     submit,
 )
 
-from node.domain.ccrn import is_valid_ccrn
+from kernel.domain.ccrn import is_valid_ccrn
 
 pytestmark = pytest.mark.integration
 
@@ -301,7 +301,7 @@ async def test_malformed_ccrn_is_422_on_every_route(api: Api, accounts: Accounts
 
 async def test_well_formed_unknown_ccrn_is_404(api: Api, accounts: Accounts) -> None:
     """A well-formed CCRN that was never issued is looked up and answers 404."""
-    from node.domain.ccrn import make_ccrn
+    from kernel.domain.ccrn import make_ccrn
 
     assert_problem(
         await api.get(f"/v1/consignments/{make_ccrn(9_999_999_999)}", accounts.officer.key), 404

@@ -25,7 +25,7 @@ from apikit import (
     token,
 )
 
-from node.domain.ccrn import make_ccrn
+from kernel.domain.ccrn import make_ccrn
 
 pytestmark = pytest.mark.integration
 

@@ -25,8 +25,8 @@ import psycopg
 import pytest
 
 from deploy import processes
+from deploy.admin import leader_site
 from deploy.harness import TEST_PORT_OFFSETS, LocalCluster
-from node.admin import leader_site
 from node.config import load_node_config
 
 pytestmark = pytest.mark.integration

@@ -37,14 +37,14 @@ from pytest_aiohttp import AiohttpServer
 from redis.exceptions import RedisError, ResponseError
 
 from deploy import status
+from deploy.admin import leader_site
 from deploy.configgen import REDIS_MASTER_NAME
 from deploy.harness import LocalCluster
 from deploy.status import nodes_redis_primaries, wait_nodes_follow_redis
-from node import keys, ratelimit
-from node.admin import leader_site
+from node import appkeys, ratelimit
 from node.app import create_app
 from node.config import load_node_config
-from node.redis_bus import RedisBus
+from node.redis_client import RedisClient
 
 pytestmark = pytest.mark.integration
 
@@ -164,7 +164,7 @@ async def test_rate_limit_counters_in_the_real_redis(cluster: LocalCluster) -> N
     in a window, the next is refused with a Retry-After, another account is not affected, and
     the counters expire on their own."""
     cfg = load_node_config(cluster.state.node_config("A"))
-    bus = RedisBus(cfg.redis_sentinels, cfg.redis_master_name, name="test-limiter")
+    bus = RedisClient(cfg.redis_sentinels, cfg.redis_master_name, name="test-limiter")
     # Start right after a window boundary so the burst stays in one window.
     await asyncio.sleep(1.02 - (time.time() % 1.0))
     me, other = -uuid.uuid4().int % 10**9, -uuid.uuid4().int % 10**9 - 10**9
@@ -215,7 +215,7 @@ async def test_node_answers_429_problem_json_over_a_low_limit(
     trader, trader2 = new_account("trader"), new_account("trader")
 
     async def redis_ok() -> bool:
-        return app[keys.REDIS].ok is True
+        return app[appkeys.REDIS].ok is True
 
     await wait_for("the extra node reaching Redis", redis_ok, 10)
 

@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.domain.advance_window import (
+from kernel.domain.advance_window import (
     MAX_LEAD,
     MIN_LEAD,
     check_advance_window,
     describe_duration,
 )
-from node.domain.lbcp import HK_TZ
+from kernel.domain.lbcp import HK_TZ
 
 NOW = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 

@@ -8,14 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.domain.bundling import (
+from kernel.domain.bundling import (
     RISK_PROFILING_WINDOW,
     ConsignmentFacts,
     Instruction,
     bundle_conflicts,
     bundling_instruction,
 )
-from node.domain.ccrn import make_ccrn
+from kernel.domain.ccrn import make_ccrn
 
 NOW = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 A, B, C = make_ccrn(1), make_ccrn(2), make_ccrn(3)

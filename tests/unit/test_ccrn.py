@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.domain.ccrn import (
+from kernel.domain.ccrn import (
     CCRN_LENGTH,
     CCRN_PREFIX,
     MAX_SEQUENCE,

@@ -15,7 +15,7 @@ from deploy.topology import load_topology
 
 def _rocars(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "node", *args],
+        [sys.executable, "-m", "deploy", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from node.domain.gate import GateDecision, gate_decision
+from kernel.domain.gate import GateDecision, gate_decision
 
 NOW = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 PAST = NOW - timedelta(minutes=1)

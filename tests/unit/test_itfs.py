@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from node.domain.itfs import ItfsDecision, airport_inspection_decision
+from kernel.domain.itfs import ItfsDecision, airport_inspection_decision
 
 
 def test_released_at_lbcp_may_be_inspected_at_airport() -> None:

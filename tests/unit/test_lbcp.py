@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.domain.lbcp import DEFAULT_LBCPS, HK_TZ, lbcp_name, to_hk
+from kernel.domain.lbcp import DEFAULT_LBCPS, HK_TZ, lbcp_name, to_hk
 
 
 def test_default_lbcps_are_the_six_control_points() -> None:

@@ -12,7 +12,7 @@ import yaml
 from deploy import netns
 from deploy.state import NETNS_TOPOLOGY
 from deploy.topology import TopologyError, load_topology, parse_topology
-from node.errors import LaunchError
+from kernel.errors import LaunchError
 
 
 def _raw() -> dict[str, Any]:
@@ -108,8 +108,8 @@ def test_namespace_prefix_can_be_renamed_for_a_second_cluster() -> None:
 
 def test_drill_command_offers_every_scenario() -> None:
     """`rocars drill` accepts exactly the scenarios the drill module defines."""
-    from failover.scenarios import SCENARIOS
-    from node.cli import drill
+    from deploy.cli import drill
+    from deploy.drills.scenarios import SCENARIOS
 
     choices = next(p for p in drill.params if p.name == "scenario").type.choices  # type: ignore[attr-defined]
     assert sorted(choices) == sorted(SCENARIOS)

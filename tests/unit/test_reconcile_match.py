@@ -21,7 +21,7 @@ from contingency.reconcile_match import (
     match_records,
     plan_import,
 )
-from node.domain.ccrn import make_ccrn
+from kernel.domain.ccrn import make_ccrn
 
 T0 = datetime(2025, 3, 1, 2, 0, tzinfo=UTC)
 C = [make_ccrn(i) for i in range(1, 21)]  # valid CCRNs C[0]..C[19]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.domain.risk import (
+from kernel.domain.risk import (
     MAX_RULE_VALUE_LENGTH,
     Assessment,
     Consignment,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from failover.switch import precheck
+from deploy.failover_ops import precheck
 
 HEALTHY: dict[str, Any] = {
     "postgres": {

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.domain.vrn import MAX_VRN_LENGTH, normalise_vrn
+from kernel.domain.vrn import MAX_VRN_LENGTH, normalise_vrn
 
 CANONICAL = re.compile(r"[A-Z0-9]{1,8}")
 ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"

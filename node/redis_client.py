@@ -32,8 +32,8 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from kernel.errors import RedisUnavailable
 from node import ratelimit
-from node.errors import RedisUnavailable
 
 log = logging.getLogger("rocars.redis")
 T = TypeVar("T")
@@ -53,7 +53,7 @@ class RedisView:
     last_ok_age_s: float | None
 
 
-class RedisBus:
+class RedisClient:
     def __init__(
         self,
         sentinels: Sequence[tuple[str, int]],

@@ -13,7 +13,7 @@ import click
 
 from deploy.state import StateDir, default_state_dir
 from deploy.topology import Topology
-from node.errors import RocarsError
+from kernel.errors import RocarsError
 
 STATE_DIR_OPTION = click.option(
     "--state-dir",
@@ -82,7 +82,7 @@ def serve(site: str, state_dir: Path | None, config_path: Path | None, supervise
     if supervise:
         from node import supervise as sup
 
-        child = [sys.executable, "-m", "node", "serve", "--site", site]
+        child = [sys.executable, "-m", "deploy", "serve", "--site", site]
         if state_dir is not None:
             child += ["--state-dir", str(state_dir)]
         if config_path is not None:
@@ -188,7 +188,7 @@ def db() -> None:
 @STATE_DIR_OPTION
 def db_migrate(topology: Path | None, state_dir: Path | None) -> None:
     """Apply pending schema migrations on the current leader."""
-    from node import admin
+    from deploy import admin
 
     state, topo = _system(state_dir, topology)
     applied = asyncio.run(admin.run_migrations(topo, state))
@@ -219,7 +219,7 @@ def create_account_cmd(
     state_dir: Path | None,
 ) -> None:
     """Create an approved account directly and print JSON with its api_key (shown once)."""
-    from node import admin as admin_ops
+    from deploy import admin as admin_ops
 
     if not name.strip():
         raise click.BadParameter("must not be blank", param_hint="--name")
@@ -247,7 +247,7 @@ def failover() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def failover_status(topology: Path | None, state_dir: Path | None, as_json: bool) -> None:
     """Leader, members with lag, node roles and each controller's latest decision."""
-    from failover import switch
+    from deploy import failover_ops as switch
 
     _, topo = _system(state_dir, topology)
     doc = asyncio.run(switch.failover_status(topo))
@@ -260,7 +260,7 @@ def failover_status(topology: Path | None, state_dir: Path | None, as_json: bool
 @STATE_DIR_OPTION
 def failover_switchover(target: str, topology: Path | None, state_dir: Path | None) -> None:
     """Move the active site: checks the candidate first (streaming, in sync, lag zero)."""
-    from failover import switch
+    from deploy import failover_ops as switch
 
     state, topo = _system(state_dir, topology)
     if target not in topo.data_sites:
@@ -303,7 +303,7 @@ def contingency_activate(
     state_dir: Path | None,
 ) -> None:
     """Switch manual clearance mode on (cluster-wide through etcd, or --local)."""
-    from contingency import cli_ops
+    from deploy import contingency_ops as cli_ops
 
     if not reason.strip():
         raise click.BadParameter("must not be blank", param_hint="--reason")
@@ -342,7 +342,7 @@ def contingency_deactivate(
     state_dir: Path | None,
 ) -> None:
     """Reconcile every journal first, then switch manual mode off."""
-    from contingency import cli_ops
+    from deploy import contingency_ops as cli_ops
 
     state, topo = _system(state_dir, topology)
     if local:
@@ -371,7 +371,7 @@ def contingency_deactivate(
 @STATE_DIR_OPTION
 def contingency_status(topology: Path | None, state_dir: Path | None) -> None:
     """Mode, scope, who/why, local overrides and the recommendation, as JSON."""
-    from contingency import cli_ops
+    from deploy import contingency_ops as cli_ops
 
     state, topo = _system(state_dir, topology)
     click.echo(cli_ops.dumps(asyncio.run(cli_ops.status(topo, state))))
@@ -382,7 +382,7 @@ def contingency_status(topology: Path | None, state_dir: Path | None) -> None:
 @STATE_DIR_OPTION
 def contingency_reconcile(topology: Path | None, state_dir: Path | None) -> None:
     """Import every node's journal exactly once and link records to bundles (safe to rerun)."""
-    from contingency import cli_ops
+    from deploy import contingency_ops as cli_ops
 
     state, topo = _system(state_dir, topology)
     click.echo(cli_ops.dumps(asyncio.run(cli_ops.run_reconcile(topo, state))))
@@ -419,9 +419,9 @@ def drill(
     state_dir: Path | None,
 ) -> None:
     """Run a failover drill under write load; exit 1 when RPO > 0 or RTO is over budget."""
-    from failover import scenarios
-    from failover.drill import DrillResult
-    from node import admin as admin_ops
+    from deploy import admin as admin_ops
+    from deploy.drills import scenarios
+    from deploy.drills.drill import DrillResult
 
     _setup_logging(logging.WARNING)
     state, topo = _system(state_dir, topology)

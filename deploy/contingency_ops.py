@@ -14,9 +14,9 @@ from contingency import state as cstate
 from contingency.override import clear_override, read_override, write_override
 from contingency.reconcile import journal_paths, reconcile
 from contingency.runtime import ContingencyRuntime
+from deploy import admin
 from deploy.state import StateDir
 from deploy.topology import Topology
-from node import admin
 from replication.etcd_gateway import EtcdGateway
 
 

@@ -14,10 +14,10 @@ from typing import Any
 import aiohttp
 
 from deploy import status
+from deploy.drills.scenarios import checkpoint_leader, wait_healthy
 from deploy.state import StateDir
 from deploy.topology import Topology
-from failover.scenarios import checkpoint_leader, wait_healthy
-from node.errors import RocarsError
+from kernel.errors import RocarsError
 from replication.patroni_rest import PatroniRest
 
 

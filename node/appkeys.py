@@ -17,12 +17,12 @@ from failover.controller import FailoverController
 from failover.role import RoleWatcher
 from monitoring.metrics import NodeMetrics
 from node.config import NodeConfig
-from node.redis_bus import RedisBus
+from node.redis_client import RedisClient
 from replication.etcd_gateway import EtcdGateway
 from replication.patroni_rest import PatroniRest
 
 if TYPE_CHECKING:
-    from node.auth import Account
+    from node.account import Account
 
 CONFIG = web.AppKey("config", NodeConfig)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
@@ -35,7 +35,7 @@ JOURNAL = web.AppKey("journal", Journal)
 KEYCACHE = web.AppKey("keycache", KeyCache)
 METRICS = web.AppKey("metrics", NodeMetrics)
 POOL = web.AppKey("pool", AsyncConnectionPool)
-REDIS = web.AppKey("redis", RedisBus)
+REDIS = web.AppKey("redis", RedisClient)
 STARTED_AT = web.AppKey("started_at", float)
 # sha256(api key) -> (monotonic time cached, Account); short-lived, to keep hot paths off the DB.
 ACCOUNT_CACHE: web.AppKey[dict[str, tuple[float, Account]]] = web.AppKey("account_cache")

@@ -1,4 +1,4 @@
-"""The Redis adapter's failure handling (node.redis_bus) and the rate-limit glue in node.auth.
+"""The Redis adapter's failure handling (node.redis_client) and the rate-limit glue in node.auth.
 
 No Redis runs here: "unreachable" is a closed loopback port, and the glue is driven with a bus
 whose answers are scripted. The adapter against real Redis and Sentinel, failover included, is
@@ -16,14 +16,15 @@ import pytest
 from aiohttp.test_utils import make_mocked_request, unused_port
 from aiohttp.web import Application
 
+from kernel.errors import ComponentUnavailable, RedisUnavailable
 from monitoring.metrics import NodeMetrics
-from node import keys
-from node.auth import Account, enforce_rate_limit
+from node import appkeys
+from node.account import Account
+from node.auth import enforce_rate_limit
 from node.config import DatabaseSettings, NodeConfig
-from node.errors import ComponentUnavailable, RedisUnavailable
 from node.problems import Problem
 from node.ratelimit import RateDecision
-from node.redis_bus import RedisBus
+from node.redis_client import RedisClient
 
 
 class FakeClock:
@@ -43,7 +44,7 @@ def clock() -> FakeClock:
 async def dead_bus(clock: FakeClock) -> Any:
     """A bus whose only Sentinel is a closed port (connection refused at once)."""
     errors: list[RedisUnavailable] = []
-    bus = RedisBus(
+    bus = RedisClient(
         [("127.0.0.1", unused_port())],
         "rocars",
         name="test",
@@ -57,7 +58,7 @@ async def dead_bus(clock: FakeClock) -> Any:
     await bus.aclose()
 
 
-async def test_unreachable_redis_fails_fast_with_our_own_error(dead_bus: RedisBus) -> None:
+async def test_unreachable_redis_fails_fast_with_our_own_error(dead_bus: RedisClient) -> None:
     """With no Sentinel answering, counting raises RedisUnavailable (a ComponentUnavailable,
     chained from redis-py's error) in well under a second, and the failure is recorded."""
     started = time.monotonic()
@@ -77,7 +78,7 @@ async def test_unreachable_redis_fails_fast_with_our_own_error(dead_bus: RedisBu
 
 
 async def test_after_a_failure_requests_skip_redis_until_the_backoff_ends(
-    dead_bus: RedisBus, clock: FakeClock
+    dead_bus: RedisClient, clock: FakeClock
 ) -> None:
     """Once Redis failed, requests fail open at once for backoff_s (no I/O, no new error
     counted); after it, they try Redis again."""
@@ -93,7 +94,7 @@ async def test_after_a_failure_requests_skip_redis_until_the_backoff_ends(
     assert dead_bus.errors_total == 2
 
 
-async def test_the_probe_is_never_skipped(dead_bus: RedisBus) -> None:
+async def test_the_probe_is_never_skipped(dead_bus: RedisClient) -> None:
     """The background probe always tries (it is what notices Redis is back), and its own
     failures are counted like any other."""
     with pytest.raises(RedisUnavailable):
@@ -105,7 +106,7 @@ async def test_the_probe_is_never_skipped(dead_bus: RedisBus) -> None:
     assert dead_bus.last_error.startswith("probe:")
 
 
-async def test_the_probe_loop_ends_on_stop_even_without_a_cancel(dead_bus: RedisBus) -> None:
+async def test_the_probe_loop_ends_on_stop_even_without_a_cancel(dead_bus: RedisClient) -> None:
     """stop() alone ends the probe loop within one round, so the node's shutdown can never
     hang on a cancellation that got lost inside the Redis client."""
     task = asyncio.create_task(dead_bus.run(0.01))
@@ -115,7 +116,7 @@ async def test_the_probe_loop_ends_on_stop_even_without_a_cancel(dead_bus: Redis
     assert dead_bus.errors_total >= 1
 
 
-async def test_aclose_is_idempotent_and_stops_the_probe(dead_bus: RedisBus) -> None:
+async def test_aclose_is_idempotent_and_stops_the_probe(dead_bus: RedisClient) -> None:
     """Closing twice is harmless (the fixture closes again), and a closed bus's loop ends."""
     await dead_bus.aclose()
     await asyncio.wait_for(dead_bus.run(0.01), 2.0)
@@ -124,8 +125,8 @@ async def test_aclose_is_idempotent_and_stops_the_probe(dead_bus: RedisBus) -> N
 # -- the glue in node.auth ----------------------------------------------------------------
 
 
-class ScriptedBus(RedisBus):
-    """A RedisBus whose count_request answers from a script instead of Redis."""
+class ScriptedBus(RedisClient):
+    """A RedisClient whose count_request answers from a script instead of Redis."""
 
     def __init__(self, answer: RateDecision | RedisUnavailable) -> None:
         super().__init__([("127.0.0.1", 1)], "rocars", name="scripted")
@@ -139,9 +140,9 @@ class ScriptedBus(RedisBus):
         return self.answer
 
 
-def _app(tmp_path: Path, bus: RedisBus, *, limit: int) -> Application:
+def _app(tmp_path: Path, bus: RedisClient, *, limit: int) -> Application:
     app = Application()
-    app[keys.CONFIG] = NodeConfig(
+    app[appkeys.CONFIG] = NodeConfig(
         site="A",
         cluster="rocars",
         listen_port=0,
@@ -153,8 +154,8 @@ def _app(tmp_path: Path, bus: RedisBus, *, limit: int) -> Application:
         redis_sentinels=[("127.0.0.1", 1)],
         rate_limit_per_s=limit,
     )
-    app[keys.METRICS] = NodeMetrics()
-    app[keys.REDIS] = bus
+    app[appkeys.METRICS] = NodeMetrics()
+    app[appkeys.REDIS] = bus
     return app
 
 
@@ -162,7 +163,7 @@ ACCOUNT = Account(id=42, kind="trader", name="t", status="active")
 
 
 def _sample(app: Application, name: str) -> float | None:
-    return app[keys.METRICS].registry.get_sample_value(name)
+    return app[appkeys.METRICS].registry.get_sample_value(name)
 
 
 async def test_over_the_limit_is_a_429_problem_with_retry_after(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal, get_args
 
-from node.domain.vrn import normalise_vrn
+from kernel.domain.vrn import normalise_vrn
 
 RuleKind = Literal["keyword", "pattern", "consignor", "consignee", "vrn", "random"]
 RULE_KINDS: tuple[str, ...] = get_args(RuleKind)

@@ -9,7 +9,7 @@ acknowledged write against the new leader:
 - RPO: acknowledged writes missing or changed afterwards (must be 0);
 - duplicates: consignments the drill account owns that no idempotency key answers for.
 
-Scenarios live in `failover.scenarios`; reports are written as JSON and Markdown.
+Scenarios live in `deploy.drills.scenarios`; reports are written as JSON and Markdown.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from typing import Any
 import aiohttp
 from psycopg.rows import dict_row
 
+from deploy import admin
 from deploy.configgen import PATRONI_NAMESPACE
 from deploy.state import StateDir
 from deploy.topology import Topology
-from node import admin
+from kernel.errors import ComponentUnavailable
 from node.client import ApiError, ClientError, RocarsClient
-from node.errors import ComponentUnavailable
 from replication.etcd_gateway import EtcdGateway
 
 log = logging.getLogger("rocars.drill")

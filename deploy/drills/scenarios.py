@@ -19,13 +19,12 @@ from typing import Any
 import aiohttp
 import psutil
 
-from deploy import launcher, netns, processes, status
+from deploy import admin, launcher, netns, processes, status
+from deploy.drills.drill import Drill, DrillResult, Event, write_report
 from deploy.state import StateDir
 from deploy.topology import Topology
 from failover.controller import LAST_SWITCHOVER_KEY
-from failover.drill import Drill, DrillResult, Event, write_report
-from node import admin
-from node.errors import LaunchError, RocarsError
+from kernel.errors import LaunchError, RocarsError
 from replication.etcd_gateway import EtcdGateway
 from replication.patroni_rest import PatroniRest
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from node.domain.ccrn import validate_ccrn
+from kernel.domain.ccrn import validate_ccrn
 
 RISK_PROFILING_WINDOW = timedelta(minutes=30)
 

@@ -15,10 +15,10 @@ from psycopg.types.json import Jsonb
 from deploy.configgen import PATRONI_NAMESPACE
 from deploy.state import StateDir
 from deploy.topology import Topology
+from kernel.errors import ComponentUnavailable, RocarsError
 from node import migrate
 from node.api.registrations import create_account
 from node.config import load_node_config
-from node.errors import ComponentUnavailable, RocarsError
 from replication.etcd_gateway import EtcdGateway
 
 

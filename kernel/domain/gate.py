@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from node.domain.lbcp import to_hk
+from kernel.domain.lbcp import to_hk
 
 
 @dataclass(frozen=True)

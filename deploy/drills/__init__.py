@@ -1,0 +1,1 @@
+"""Failover and DR drills: the fault catalogue, the write load and the reports."""

@@ -1,0 +1,1 @@
+"""Shared kernel: the project's errors, pure domain rules and plain values (no I/O)."""
