@@ -39,6 +39,7 @@ from typing import Final, TypeVar, cast, get_args
 
 from contingency.keycache import fsync_directory
 from contingency.reconcile_match import ClearanceDecision, canonical_uuid
+from kernel.errors import JournalError
 
 SCHEMA_VERSION: Final = 1
 # Long enough to ride out another connection's commit (an fsync), short enough to answer.
@@ -79,10 +80,6 @@ _SCHEMA: Final = (
 # (recorded_at and imported_at are not content: a retry may come later.)
 _CLEARANCE_COLS: Final = "node, officer, lbcp, vrn, decision, documents, ccrns, cleared_at"
 _AUDIT_COLS: Final = 'at, actor, action, subject, "before", "after"'
-
-
-class JournalError(Exception):
-    """The journal cannot be used (not a journal, read-only, closed, unreadable row)."""
 
 
 class JournalConflict(JournalError):

@@ -1,0 +1,27 @@
+"""Names shared by every layer: Patroni member names and the etcd keys the project reads and
+writes. One place, so that a site code, a member name and a key path cannot drift apart."""
+
+from __future__ import annotations
+
+PATRONI_NAMESPACE = "/service/"
+MEMBER_PREFIX = "pg-"
+# Manual clearance mode (contingency.state documents it) and the active node's write heartbeat.
+CONTINGENCY_STATE_KEY = "/rocars/contingency/state"
+WRITE_HEARTBEAT_KEY = "/rocars/heartbeat/write"
+
+
+def member_name(site: str) -> str:
+    """The Patroni member of a site: `A` -> `pg-A`."""
+    return f"{MEMBER_PREFIX}{site}"
+
+
+def member_site(member: str | None) -> str | None:
+    """The site of a Patroni member name (`pg-A` -> `A`); None for None or a foreign name."""
+    if member is None or not member.startswith(MEMBER_PREFIX):
+        return None
+    return member[len(MEMBER_PREFIX) :] or None
+
+
+def leader_key(cluster: str, namespace: str = PATRONI_NAMESPACE) -> str:
+    """Patroni's leader key in etcd for a cluster scope."""
+    return f"{namespace}{cluster}/leader"
