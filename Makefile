@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ROCARS := $(PY) -m deploy
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: install run stop status test unit integration lint typecheck drills bench lock clean
+.PHONY: install run stop status test unit coverage integration lint typecheck drills bench lock clean
 
 install:
 	@bash deploy/install.sh
@@ -26,6 +26,10 @@ test: install lint typecheck
 
 unit: install
 	@$(PYTEST) tests/unit -p no:cacheprovider
+
+## Unit tests with branch coverage of every package ([tool.coverage] in pyproject.toml).
+coverage: install
+	@$(PYTEST) tests/unit -p no:cacheprovider --cov --cov-report=term
 
 integration: install
 	@$(PYTEST) -m "integration and not slow" -p no:cacheprovider

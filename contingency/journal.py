@@ -37,9 +37,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, TypeVar, cast, get_args
 
-from contingency.keycache import fsync_directory
 from contingency.reconcile_match import ClearanceDecision, canonical_uuid
 from kernel.errors import JournalError
+from kernel.files import fsync_directory
 
 SCHEMA_VERSION: Final = 1
 # Long enough to ride out another connection's commit (an fsync), short enough to answer.
@@ -337,7 +337,10 @@ class Journal:
         with self._lock:
             if self._conn is None:
                 raise JournalError(f"{self._path}: journal is closed")
-            yield self._conn
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:  # disk full, I/O error, locked too long: callers see ours
+                raise JournalError(f"{self._path}: {exc}") from exc
 
     @contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:

@@ -11,9 +11,6 @@ Fail closed, always: a missing, unreadable, corrupt or foreign-writable file ver
 
 Blocking: every method does file I/O (a ``stat`` per verify, an fsync per refresh). Async
 callers wrap each call in ``asyncio.to_thread``, as with :mod:`contingency.journal`.
-
-:func:`write_atomically` and :func:`fsync_directory` are shared with the other contingency
-adapters (override file, journal); they live here only until they may get a module of their own.
 """
 
 from __future__ import annotations
@@ -23,56 +20,20 @@ import hmac
 import json
 import os
 import stat
-import tempfile
 import threading
 from collections.abc import Iterable
-from contextlib import suppress
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
+
+from kernel.files import write_atomically
 
 CACHE_VERSION: Final = 1
 ACTIVE: Final = "active"
 CACHE_MODE: Final = 0o600
 
 _HEX = frozenset("0123456789abcdef")
-
-
-# --- shared file helpers ---------------------------------------------------------------------
-
-
-def fsync_directory(directory: Path) -> None:
-    """Flush a directory's entries, so a file created or renamed in it survives a power cut."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes, *, mode: int = CACHE_MODE) -> None:
-    """Replace ``path`` by ``data``: readers see the old file or the new one, never a mix.
-
-    The temporary file sits in the same directory because ``os.replace`` is atomic only within
-    one filesystem; it is fsynced before the rename so the new name can never point at blocks
-    that were not written yet, and the directory is fsynced after so the rename itself lasts.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            # fchmod, not the umask: the mode must not depend on who started the process.
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_directory(path.parent)
 
 
 # --- values ----------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from contingency.keycache import fsync_directory, write_atomically
 from contingency.state import ACTOR_MAX, LBCP_CODES, REASON_MAX
+from kernel.files import fsync_directory, write_atomically
 
 OVERRIDE_VERSION: Final = 1
 # World-readable: the node may run as another user than the officer's shell, and nothing in

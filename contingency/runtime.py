@@ -5,6 +5,10 @@ Serves the pure cores `contingency.state` (transitions, effective mode, recommen
 adapters `contingency.keycache`, `contingency.override`. The state is re-read from etcd (a
 quorum read) every `interval_s`, so every node sees a change well within a second; when etcd is
 unreachable the node keeps the last state it read and honours the local override file.
+
+A mode change fails with a kernel error: `EtcdUnavailable` (503), `InvalidInput` naming the
+field (422) or `InvalidTransition` (409). Whoever changes the mode then waits, with
+:func:`await_nodes`, until every node applies it, so "switched" means switched everywhere.
 """
 
 from __future__ import annotations
@@ -14,22 +18,33 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from contingency import state as cstate
 from contingency.override import Override, read_override
-from kernel.errors import ComponentUnavailable, EtcdUnavailable, RocarsError
+from kernel.errors import ComponentUnavailable, EtcdUnavailable, InvalidInput, InvalidTransition
+from kernel.names import CONTINGENCY_STATE_KEY, WRITE_HEARTBEAT_KEY
 from replication.etcd_gateway import EtcdGateway
 
 log = logging.getLogger("rocars.contingency")
-STATE_KEY = "/rocars/contingency/state"
-HEARTBEAT_KEY = "/rocars/heartbeat/write"
 
 
-class ContingencyError(RocarsError):
-    """A mode change could not be made; the message says why and what to do."""
+def _stored_state(raw: bytes) -> cstate.ContingencyState:
+    """The state etcd holds. A document nobody can read is the store's fault, not the caller's:
+    answered as unavailable (503), never as the caller's bad input; the local override still
+    switches manual mode on a node meanwhile."""
+    try:
+        return cstate.from_dict(json.loads(raw))
+    except (ValueError, InvalidInput) as exc:
+        raise ComponentUnavailable(
+            f"the contingency state stored in etcd ({CONTINGENCY_STATE_KEY}) is unreadable"
+            f" ({exc}); on a node's host run 'rocars contingency activate --local --reason ...'"
+            " to force manual mode on that node, and repair the key"
+        ) from exc
 
 
 class ContingencyRuntime:
@@ -85,8 +100,8 @@ class ContingencyRuntime:
         if self.override_path is not None:
             self.override = read_override(self.override_path)
         try:
-            kv = await self._etcd.get(STATE_KEY)
-            hb = await self._etcd.get(HEARTBEAT_KEY)
+            kv = await self._etcd.get(CONTINGENCY_STATE_KEY)
+            hb = await self._etcd.get(WRITE_HEARTBEAT_KEY)
         except EtcdUnavailable:
             self.etcd_ok = False
             return
@@ -98,7 +113,7 @@ class ContingencyRuntime:
         if kv is not None:
             try:
                 new = cstate.from_dict(json.loads(kv.value))
-            except ValueError as exc:
+            except (ValueError, InvalidInput) as exc:
                 log.error("contingency state in etcd is unreadable, keeping the last one: %s", exc)
                 return
         self.revision = kv.mod_revision if kv else 0
@@ -112,7 +127,7 @@ class ContingencyRuntime:
         now = self._clock()
         self.last_write_ok_at = now
         with contextlib.suppress(EtcdUnavailable):
-            await self._etcd.put(HEARTBEAT_KEY, str(now))
+            await self._etcd.put(WRITE_HEARTBEAT_KEY, str(now))
 
     # -- changing ------------------------------------------------------------------------------
 
@@ -121,23 +136,22 @@ class ContingencyRuntime:
     ) -> cstate.ContingencyState:
         for _ in range(10):
             try:
-                kv = await self._etcd.get(STATE_KEY)
-            except EtcdUnavailable as exc:
-                raise ContingencyError(
-                    "etcd is unreachable, so the mode cannot be changed cluster-wide; on a node's"
-                    " host run 'rocars contingency activate --local --reason ...' to force manual"
-                    " mode on that node"
-                ) from exc
-            current = cstate.from_dict(json.loads(kv.value)) if kv else cstate.NORMAL
-            try:
+                kv = await self._etcd.get(CONTINGENCY_STATE_KEY)
+                current = _stored_state(kv.value) if kv else cstate.NORMAL
                 new = change(current)
-            except ValueError as exc:
-                raise ContingencyError(str(exc)) from exc
-            doc = json.dumps(cstate.to_dict(new))
-            if await self._etcd.put_if(STATE_KEY, doc, mod_revision=kv.mod_revision if kv else 0):
+                doc = json.dumps(cstate.to_dict(new))
+                revision = kv.mod_revision if kv else 0
+                written = await self._etcd.put_if(CONTINGENCY_STATE_KEY, doc, mod_revision=revision)
+            except EtcdUnavailable as exc:
+                raise EtcdUnavailable(
+                    f"etcd is unreachable, so the mode cannot be changed cluster-wide ({exc}); on"
+                    " a node's host run 'rocars contingency activate --local --reason ...' to"
+                    " force manual mode on that node"
+                ) from exc
+            if written:
                 self.state = new
                 return new
-        raise ContingencyError("the mode changed concurrently ten times in a row; try again")
+        raise InvalidTransition("the mode changed concurrently ten times in a row; try again")
 
     async def activate(
         self, *, actor: str, reason: str, lbcps: frozenset[str] | None, message: str
@@ -176,8 +190,65 @@ class ContingencyRuntime:
                         lbcps=None,
                         message="Manual clearance: the system cannot record clearances.",
                     )
-            except (ComponentUnavailable, ContingencyError) as exc:
+            except (ComponentUnavailable, InvalidTransition) as exc:
                 log.warning("contingency refresh: %s", exc)
             except Exception:
                 log.exception("contingency loop failed")
             await asyncio.sleep(self._interval)
+
+
+# -- waiting until every node applies a change -----------------------------------------------
+
+# A node's own account of the mode it applies: the `contingency` section of its /health
+# document (node/api/health.py), or None when the node did not answer.
+NodeSections = Callable[[], Awaitable[Mapping[str, Mapping[str, Any] | None]]]
+UNREACHABLE = "unreachable"
+
+
+def applies(section: Mapping[str, Any], state: cstate.ContingencyState) -> bool:
+    """Whether a node whose /health says `section` applies `state`: the same scope read from
+    etcd, and the same mode (a node forced manual by a local override does not apply normal)."""
+    scope = "all" if state.scope is None else sorted(state.scope)
+    return section.get("scope") == scope and section.get("mode") == state.mode
+
+
+@dataclass(frozen=True)
+class Propagation:
+    """Which mode each node applies once a change was made, and which nodes did not follow."""
+
+    nodes: dict[str, str]  # site -> "manual" | "normal" | "unreachable"
+    not_applied: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"nodes": self.nodes, "not_applied": list(self.not_applied)}
+
+
+async def await_nodes(
+    read: NodeSections,
+    wanted: Callable[[Mapping[str, Any]], bool],
+    *,
+    deadline_s: float = 3.0,
+    interval_s: float = 0.1,
+) -> Propagation:
+    """Ask the nodes (through `read`) until every node that answers shows what is `wanted`
+    (usually `applies(section, new_state)`), or until `deadline_s` has passed. Nodes re-read
+    the state every 0.25 s, so this normally takes one or two rounds. A node that does not
+    answer is not waited for: it reads the state when it starts again; it is named in the
+    result."""
+    give_up = time.monotonic() + deadline_s
+    while True:
+        sections = await read()
+        nodes: dict[str, str] = {}
+        behind: list[str] = []
+        for site, section in sorted(sections.items()):
+            if section is None:
+                nodes[site] = UNREACHABLE
+                behind.append(site)
+                continue
+            nodes[site] = str(section.get("mode"))
+            if not wanted(section):
+                behind.append(site)
+        waiting = [site for site in behind if nodes[site] != UNREACHABLE]
+        if not waiting or time.monotonic() >= give_up:
+            return Propagation(nodes, tuple(behind))
+        await asyncio.sleep(interval_s)

@@ -2,7 +2,14 @@
 
 Plain values in, plain values out; no I/O and no clock (every time is passed in). The etcd
 adapter reads the document with :func:`from_dict`, applies :func:`activate` or
-:func:`deactivate`, and writes :func:`to_dict` back with a compare-and-swap.
+:func:`deactivate`, and writes :func:`to_dict` back with a compare-and-swap. The document's form
+(fields, types, ISO 8601 times) is declared once as pydantic models; the frozen values below
+check its content, so a value built in code and one read from etcd obey the same rules.
+
+Errors: bad input or a damaged document raises :class:`~kernel.errors.InvalidInput` whose
+``field`` names the culprit (``history[2].at``) and whose message starts with it; a change the
+current state does not allow (releasing what is not manual) raises
+:class:`~kernel.errors.InvalidTransition`.
 
 Choices this module makes, each on the safe side of I4 ("contingency is always reachable"):
 
@@ -27,14 +34,31 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import Final, Literal, TypeAlias, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeAlias, TypeVar
 
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    ValidationError,
+)
+from pydantic_core import ErrorDetails
+
+# The mode is what the gate rule takes; re-exported for the adapters that read it here.
+from kernel.domain.gate import Mode as Mode
 from kernel.domain.lbcp import DEFAULT_LBCPS
+from kernel.errors import InvalidInput, InvalidTransition
 
-Mode = Literal["normal", "manual"]
 Action = Literal["activate", "deactivate"]
 # None: every LBCP; frozenset(): none (normal mode); otherwise exactly these codes.
 Scope: TypeAlias = frozenset[str] | None
@@ -56,35 +80,39 @@ _ACTIONS: frozenset[str] = frozenset({"activate", "deactivate"})
 # --- field checks (each error names its field, so a 4xx can point at it: I5) ----------------
 
 
+def _invalid(field: str, detail: str) -> InvalidInput:
+    return InvalidInput(f"{field}: {detail}", field=field)
+
+
 def _text(field: str, value: object, limit: int) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"{field}: must be a string, got {type(value).__name__}")
+        raise _invalid(field, f"must be a string, got {type(value).__name__}")
     text = value.strip()
     if not text:
-        raise ValueError(f"{field}: must not be blank")
+        raise _invalid(field, "must not be blank")
     if len(text) > limit:
-        raise ValueError(f"{field}: longer than {limit} characters")
+        raise _invalid(field, f"longer than {limit} characters")
     return text
 
 
 def _aware(field: str, value: object) -> datetime:
     if not isinstance(value, datetime):
-        raise ValueError(f"{field}: must be a datetime, got {type(value).__name__}")
+        raise _invalid(field, f"must be a datetime, got {type(value).__name__}")
     if value.utcoffset() is None:
-        raise ValueError(f"{field}: must be timezone-aware")
+        raise _invalid(field, "must be timezone-aware")
     return value.astimezone(UTC)
 
 
 def _codes(field: str, value: object, known: frozenset[str] | None) -> frozenset[str]:
     # A bare string is iterable too; "LMC" would silently become {"L", "M", "C"}.
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise ValueError(f"{field}: must be a set of LBCP codes, got {type(value).__name__}")
+        raise _invalid(field, f"must be a set of LBCP codes, got {type(value).__name__}")
     codes = frozenset(value)
     for code in sorted(codes, key=repr):
         if not isinstance(code, str) or not _CODE.fullmatch(code):
-            raise ValueError(f"{field}: {code!r} is not an LBCP code")
+            raise _invalid(field, f"{code!r} is not an LBCP code")
         if known is not None and code not in known:
-            raise ValueError(f"{field}: unknown LBCP {code!r}, known: {sorted(known)}")
+            raise _invalid(field, f"unknown LBCP {code!r}, known: {sorted(known)}")
     return codes
 
 
@@ -93,7 +121,7 @@ def _requested(field: str, value: object, known: frozenset[str]) -> Scope:
         return None
     codes = _codes(field, value, known)
     if not codes:
-        raise ValueError(f"{field}: must name at least one LBCP, or be None for all")
+        raise _invalid(field, "must name at least one LBCP, or be None for all")
     return codes
 
 
@@ -131,23 +159,23 @@ class Change:
 
     def __post_init__(self) -> None:
         if self.action not in _ACTIONS:
-            raise ValueError(f"action: must be one of {sorted(_ACTIONS)}, got {self.action!r}")
+            raise _invalid("action", f"must be one of {sorted(_ACTIONS)}, got {self.action!r}")
         object.__setattr__(self, "actor", _text("actor", self.actor, ACTOR_MAX))
         object.__setattr__(self, "reason", _text("reason", self.reason, REASON_MAX))
         object.__setattr__(self, "at", _aware("at", self.at))
         object.__setattr__(self, "lbcps", _scope("lbcps", self.lbcps))
         object.__setattr__(self, "scope", _scope("scope", self.scope))
         if self.lbcps is not None and not self.lbcps:
-            raise ValueError("lbcps: must name at least one LBCP, or be None for all")
+            raise _invalid("lbcps", "must name at least one LBCP, or be None for all")
         _check_message(self.scope, self.message)
 
 
 def _check_message(scope: Scope, message: object) -> None:
     if not isinstance(message, str):
-        raise ValueError(f"message: must be a string, got {type(message).__name__}")
+        raise _invalid("message", f"must be a string, got {type(message).__name__}")
     if scope == frozenset():
         if message:
-            raise ValueError("message: must be empty in normal mode")
+            raise _invalid("message", "must be empty in normal mode")
     else:
         _text("message", message, MESSAGE_MAX)
 
@@ -175,24 +203,24 @@ class ContingencyState:
         object.__setattr__(self, "scope", _scope("scope", self.scope))
         changed = (self.actor, self.reason, self.at)
         if any(v is None for v in changed) and any(v is not None for v in changed):
-            raise ValueError("actor: actor, reason and at are set together or not at all")
+            raise _invalid("actor", "actor, reason and at are set together or not at all")
         if self.actor is not None:
             object.__setattr__(self, "actor", _text("actor", self.actor, ACTOR_MAX))
             object.__setattr__(self, "reason", _text("reason", self.reason, REASON_MAX))
             object.__setattr__(self, "at", _aware("at", self.at))
         _check_message(self.scope, self.message)
         if (self.since is None) != (self.mode == "normal"):
-            raise ValueError("since: must be set exactly while in manual mode")
+            raise _invalid("since", "must be set exactly while in manual mode")
         if self.since is not None:
             object.__setattr__(self, "since", _aware("since", self.since))
             if self.actor is None:
-                raise ValueError("actor: manual mode needs who switched it on, and why")
+                raise _invalid("actor", "manual mode needs who switched it on, and why")
         window = self.last_window
         if window is not None and (not isinstance(window, ManualWindow) or window.end is None):
-            raise ValueError("last_window: must be an ended ManualWindow")
+            raise _invalid("last_window", "must be an ended ManualWindow")
         history = tuple(self.history)
         if len(history) > HISTORY_LIMIT or not all(isinstance(c, Change) for c in history):
-            raise ValueError(f"history: at most {HISTORY_LIMIT} Change entries")
+            raise _invalid("history", f"at most {HISTORY_LIMIT} Change entries")
         object.__setattr__(self, "history", history)
 
     @property
@@ -275,13 +303,13 @@ def deactivate(
     requested = _requested("lbcps", lbcps, known)
     start = state.since  # set exactly while in manual mode
     if start is None:
-        raise ValueError("mode: already normal, nothing to deactivate")
+        raise InvalidTransition("mode: already normal, nothing to deactivate")
     if requested is None:
         scope: frozenset[str] = frozenset()
     else:
         current = known if state.scope is None else state.scope
         if not_manual := requested - current:
-            raise ValueError(f"lbcps: {sorted(not_manual)} not in manual mode")
+            raise InvalidTransition(f"lbcps: {sorted(not_manual)} not in manual mode")
         scope = current - requested
     if scope:
         message, since, last_window = state.message, state.since, state.last_window
@@ -340,11 +368,11 @@ def recommendation(
             or not isinstance(value, int | float)
             or not math.isfinite(value)
         ):
-            raise ValueError(f"{name}: must be a finite number of seconds, got {value!r}")
+            raise _invalid(name, f"must be a finite number of seconds, got {value!r}")
     if isinstance(threshold_s, bool) or not isinstance(threshold_s, int | float):
-        raise ValueError(f"threshold_s: must be a number, got {threshold_s!r}")
+        raise _invalid("threshold_s", f"must be a number, got {threshold_s!r}")
     if not (math.isfinite(threshold_s) and threshold_s > 0):
-        raise ValueError(f"threshold_s: must be a finite number > 0, got {threshold_s!r}")
+        raise _invalid("threshold_s", f"must be a finite number > 0, got {threshold_s!r}")
     quiet = now - last_write_ok_at
     if quiet >= threshold_s:
         return Recommendation(
@@ -385,165 +413,136 @@ def late_flags_suppressed(
     return False
 
 
-# --- serialisation ---------------------------------------------------------------------------
+# --- the etcd document -----------------------------------------------------------------------
+# Old documents must keep loading: a running cluster holds one at CONTINGENCY_STATE_KEY.
 
 
 def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat()
 
 
-def _codes_doc(scope: Scope) -> list[str] | None:
-    return None if scope is None else sorted(scope)
+def _from_iso(value: object) -> object:
+    # pydantic's own parser also reads Unix times ("1740794400"); the document holds ISO 8601.
+    if not isinstance(value, str):
+        raise ValueError(f"must be an ISO 8601 string, got {type(value).__name__}")
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 timestamp: {value[:40]!r}") from None
 
 
-def _change_doc(change: Change) -> dict[str, object]:
-    return {
-        "action": change.action,
-        "actor": change.actor,
-        "reason": change.reason,
-        "at": _iso(change.at),
-        "lbcps": _codes_doc(change.lbcps),
-        "scope": _codes_doc(change.scope),
-        "message": change.message,
-    }
+def _no_repeats(codes: list[str]) -> list[str]:
+    if len(set(codes)) != len(codes):
+        raise ValueError("lists an LBCP twice")
+    return codes
+
+
+def _supported(version: int) -> int:
+    if version != DOC_VERSION:
+        raise ValueError(f"unsupported {version!r}, expected {DOC_VERSION}")
+    return version
+
+
+_Time = Annotated[AwareDatetime, BeforeValidator(_from_iso), PlainSerializer(_iso)]
+_Code = Annotated[StrictStr, StringConstraints(pattern=f"^{_CODE.pattern}$")]
+_Codes = Annotated[list[_Code], AfterValidator(_no_repeats), PlainSerializer(sorted)]
+
+
+class _Document(BaseModel):
+    # Exactly what to_dict writes: every field present, nothing unknown, nothing coerced.
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class _WindowDoc(_Document):
+    start: _Time
+    end: _Time
+
+
+class _ChangeDoc(_Document):
+    action: Action
+    actor: StrictStr
+    reason: StrictStr
+    at: _Time
+    lbcps: _Codes | None
+    scope: _Codes | None
+    message: StrictStr
+
+
+class _StateDoc(_Document):
+    version: Annotated[StrictInt, AfterValidator(_supported)]
+    mode: Mode
+    scope: _Codes | None
+    actor: StrictStr | None
+    reason: StrictStr | None
+    at: _Time | None
+    message: StrictStr
+    since: _Time | None
+    last_window: _WindowDoc | None
+    history: list[_ChangeDoc] = Field(max_length=HISTORY_LIMIT)
+
+
+def _values(value: ManualWindow | Change | ContingencyState) -> dict[str, Any]:
+    return {f.name: getattr(value, f.name) for f in fields(value)}
 
 
 def to_dict(state: ContingencyState) -> dict[str, object]:
     """The state as a JSON-able dict (the etcd document); read back with :func:`from_dict`."""
     window = state.last_window
-    return {
+    doc = {
+        **_values(state),
         "version": DOC_VERSION,
         "mode": state.mode,
-        "scope": _codes_doc(state.scope),
-        "actor": state.actor,
-        "reason": state.reason,
-        "at": None if state.at is None else _iso(state.at),
-        "message": state.message,
-        "since": None if state.since is None else _iso(state.since),
-        "last_window": None
-        if window is None or window.end is None
-        else {"start": _iso(window.start), "end": _iso(window.end)},
-        "history": [_change_doc(c) for c in state.history],
+        "last_window": None if window is None else _WindowDoc.model_construct(**_values(window)),
+        "history": [_ChangeDoc.model_construct(**_values(c)) for c in state.history],
     }
+    # Built from values that checked themselves already; the serialisers above format them.
+    return _StateDoc.model_construct(**doc).model_dump(mode="json")
 
 
-_STATE_FIELDS = frozenset(
-    ("version", "mode", "scope", "actor", "reason", "at", "message", "since", "last_window")
-) | {"history"}
-_CHANGE_FIELDS = frozenset({"action", "actor", "reason", "at", "lbcps", "scope", "message"})
-_WINDOW_FIELDS = frozenset({"start", "end"})
+_WORDS: Final = {"missing": "missing", "extra_forbidden": "unknown field"}
 
 
-def _object(path: str, value: object, fields: frozenset[str]) -> Mapping[str, object]:
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{path or 'document'}: must be an object, got {type(value).__name__}")
-    prefix = f"{path}." if path else ""
-    for key in value:
-        if key not in fields:
-            raise ValueError(f"{prefix}{key}: unknown field")
-    for key in sorted(fields):
-        if key not in value:
-            raise ValueError(f"{prefix}{key}: missing")
-    return value
+def _document_error(error: ErrorDetails) -> InvalidInput:
+    # Worded as the values word theirs: the path first (history[2].at: ...), then what is wrong.
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
+    if error["type"] == "model_type":
+        detail = f"must be an object, got {type(error['input']).__name__}"
+    else:
+        detail = _WORDS.get(error["type"]) or str(error.get("ctx", {}).get("error", error["msg"]))
+    return _invalid(path or "document", detail)
 
 
-def _read_time(path: str, value: object) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError(f"{path}: must be an ISO 8601 string, got {type(value).__name__}")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{path}: not an ISO 8601 timestamp: {value[:40]!r}") from None
-    return _aware(path, parsed)
-
-
-def _read_opt_time(path: str, value: object) -> datetime | None:
-    return None if value is None else _read_time(path, value)
-
-
-def _read_scope(path: str, value: object, known: frozenset[str] | None) -> Scope:
-    if value is None:
-        return None
-    if not isinstance(value, list):
-        raise ValueError(f"{path}: must be a list of LBCP codes or null")
-    codes = _codes(path, value, known)
-    if len(codes) != len(value):
-        raise ValueError(f"{path}: lists an LBCP twice")
-    return codes
-
-
-def _read_str(path: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{path}: must be a string, got {type(value).__name__}")
-    return value
-
-
-def _read_opt_str(path: str, value: object) -> str | None:
-    return None if value is None else _read_str(path, value)
-
-
-def _build(path: str, build: Callable[..., _T], **kwargs: object) -> _T:
-    # Constructor checks run on values already type-checked above; prefix their field name
-    # with the path so nested errors still say where they are (history[3].message: ...).
+def _build(path: str, build: Callable[..., _T], **kwargs: Any) -> _T:
+    # The values check their own content; prefix the field they name with where they sit.
     try:
         return build(**kwargs)
-    except ValueError as exc:
-        raise ValueError(f"{path}.{exc}" if path else str(exc)) from None
-
-
-def _read_change(path: str, doc: object) -> Change:
-    # History records past facts: an LBCP since removed from the configuration must not make
-    # the whole document unreadable (and contingency unreachable), so only its form is checked.
-    d = _object(path, doc, _CHANGE_FIELDS)
-    return _build(
-        path,
-        Change,
-        action=_read_str(f"{path}.action", d["action"]),
-        actor=_read_str(f"{path}.actor", d["actor"]),
-        reason=_read_str(f"{path}.reason", d["reason"]),
-        at=_read_time(f"{path}.at", d["at"]),
-        lbcps=_read_scope(f"{path}.lbcps", d["lbcps"], None),
-        scope=_read_scope(f"{path}.scope", d["scope"], None),
-        message=_read_str(f"{path}.message", d["message"]),
-    )
+    except InvalidInput as exc:
+        raise InvalidInput(f"{path}.{exc}", field=f"{path}.{exc.field}") from None
 
 
 def from_dict(doc: object, *, known: frozenset[str] = LBCP_CODES) -> ContingencyState:
     """Read a document written by :func:`to_dict`, refusing anything it would not write.
 
-    Raises ValueError whose message starts with the offending field (``history[2].at: ...``).
-    The live ``scope`` must use LBCPs in ``known``; history entries only need well-formed codes.
+    Raises InvalidInput naming the offending field (``history[2].at``), the first one found.
+    The live ``scope`` must use LBCPs in ``known``; history entries only need well-formed codes:
+    an LBCP since removed from the configuration must not make the whole document unreadable
+    (and contingency unreachable).
     """
-    d = _object("", doc, _STATE_FIELDS)
-    version = d["version"]
-    if isinstance(version, bool) or not isinstance(version, int) or version != DOC_VERSION:
-        raise ValueError(f"version: unsupported {version!r}, expected {DOC_VERSION}")
-    scope = _read_scope("scope", d["scope"], known)
-    mode = d["mode"]
-    if mode not in ("normal", "manual"):
-        raise ValueError(f"mode: must be 'normal' or 'manual', got {mode!r}")
-    if (mode == "normal") != (scope == frozenset()):
-        raise ValueError(f"mode: {mode!r} does not match scope {d['scope']!r}")
-    window: ManualWindow | None = None
-    if d["last_window"] is not None:
-        w = _object("last_window", d["last_window"], _WINDOW_FIELDS)
-        window = ManualWindow(
-            _read_time("last_window.start", w["start"]), _read_time("last_window.end", w["end"])
-        )
-    history = d["history"]
-    if not isinstance(history, list):
-        raise ValueError("history: must be a list")
-    if len(history) > HISTORY_LIMIT:
-        raise ValueError(f"history: more than {HISTORY_LIMIT} entries")
-    return _build(
-        "",
-        ContingencyState,
+    try:
+        d = _StateDoc.model_validate(doc)
+    except ValidationError as exc:
+        raise _document_error(exc.errors(include_url=False)[0]) from None
+    scope = None if d.scope is None else _codes("scope", d.scope, known)
+    if (d.mode == "normal") != (scope == frozenset()):
+        raise _invalid("mode", f"{d.mode!r} does not match scope {d.scope!r}")
+    w = d.last_window
+    return ContingencyState(
         scope=scope,
-        actor=_read_opt_str("actor", d["actor"]),
-        reason=_read_opt_str("reason", d["reason"]),
-        at=_read_opt_time("at", d["at"]),
-        message=_read_str("message", d["message"]),
-        since=_read_opt_time("since", d["since"]),
-        last_window=window,
-        history=tuple(_read_change(f"history[{i}]", c) for i, c in enumerate(history)),
+        actor=d.actor,
+        reason=d.reason,
+        at=d.at,
+        message=d.message,
+        since=d.since,
+        last_window=None if w is None else _build("last_window", ManualWindow, **dict(w)),
+        history=tuple(_build(f"history[{i}]", Change, **dict(c)) for i, c in enumerate(d.history)),
     )

@@ -1,4 +1,5 @@
-"""Operator commands that talk to the database directly: migrations and bootstrap accounts.
+"""Operator commands that talk to the database directly: migrations, bootstrap accounts and the
+checkpoint before a planned switchover.
 
 They find the writable member through a quorum read of Patroni's leader key in etcd, then use
 that site's node configuration, so they work from any host that has the state folder.
@@ -12,10 +13,10 @@ import aiohttp
 import psycopg
 from psycopg.types.json import Jsonb
 
-from deploy.configgen import PATRONI_NAMESPACE
 from deploy.state import StateDir
 from deploy.topology import Topology
 from kernel.errors import ComponentUnavailable, RocarsError
+from kernel.names import leader_key, member_site
 from node import migrate
 from node.api.registrations import create_account
 from node.config import load_node_config
@@ -25,13 +26,13 @@ from replication.etcd_gateway import EtcdGateway
 async def leader_site(topo: Topology) -> str:
     async with aiohttp.ClientSession() as session:
         gw = EtcdGateway(session, topo.etcd_urls())
-        kv = await gw.get(f"{PATRONI_NAMESPACE}{topo.name}/leader")
+        kv = await gw.get(leader_key(topo.name))
     if kv is None:
         raise ComponentUnavailable(
             "no PostgreSQL leader right now (no leader key in etcd); check 'rocars cluster status'"
         )
-    site = kv.value.decode().removeprefix("pg-")
-    if site not in topo.data_sites:
+    site = member_site(kv.value.decode())
+    if site is None or site not in topo.data_sites:
         raise RocarsError(f"the leader key names {kv.value.decode()!r}, which is not a site member")
     return site
 
@@ -50,6 +51,13 @@ async def connect_leader(
         )
     except psycopg.OperationalError as exc:
         raise ComponentUnavailable(f"cannot connect to the leader on site {site}: {exc}") from exc
+
+
+async def checkpoint_leader(topo: Topology, state: StateDir) -> None:
+    """CHECKPOINT on the leader, just before a planned switchover."""
+    conn = await connect_leader(topo, state, superuser=True)
+    async with conn:
+        await conn.execute("CHECKPOINT")
 
 
 async def run_migrations(topo: Topology, state: StateDir) -> list[str]:

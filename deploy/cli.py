@@ -40,10 +40,11 @@ def _system(
 
     When the sites run in network namespaces the command moves into the hub namespace first
     (before any thread starts), from where it reaches every site like HAProxy does."""
-    from deploy import launcher, netns
+    from deploy import netns
+    from deploy.config_files import load_state_topology
 
     state = _state(state_dir)
-    topo = launcher.load_state_topology(state, topology)
+    topo = load_state_topology(state, topology)
     if enter:
         netns.enter_hub(topo)
     return state, topo
@@ -120,16 +121,16 @@ def cluster() -> None:
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait per step.")
 def up(topology: Path | None, state_dir: Path | None, timeout: float) -> None:
     """Start whatever is not running and wait until the system is ready."""
-    from deploy import launcher, status
+    from deploy import endpoints, launcher, status
 
     state, topo = _system(state_dir, topology, enter=False)  # `up` creates the namespaces
     t0 = time.monotonic()
     asyncio.run(launcher.up(topo, state, click.echo, timeout=timeout))
     elapsed = time.monotonic() - t0
-    doc = asyncio.run(status.collect(topo))
+    view = asyncio.run(status.collect(topo))
     click.echo(f"ready in {elapsed:.1f}s\n")
-    click.echo(status.render_table(doc))
-    s = launcher.summary(topo, state)
+    click.echo(status.render_table(view))
+    s = endpoints.summary(topo, state)
     click.echo("")
     click.echo(f"API (HAProxy):   {s['api']}")
     for site, url in topo_nodes(s):
@@ -154,12 +155,12 @@ def topo_nodes(summary: dict[str, object]) -> list[tuple[str, str]]:
 @click.option("--purge", is_flag=True, help="Also delete all data, logs and configuration.")
 def down(topology: Path | None, state_dir: Path | None, purge: bool) -> None:
     """Stop every process the local system started."""
-    from deploy import launcher
+    from deploy import teardown
 
     state, topo = _system(state_dir, topology, enter=False)
-    launcher.down(topo, state, click.echo)
+    teardown.down(topo, state, click.echo)
     if purge:
-        launcher.purge(state)
+        teardown.purge(state)
         click.echo(f"deleted {state.root} and {state.runtime}")
     click.echo("stopped")
 
@@ -173,9 +174,9 @@ def status_cmd(topology: Path | None, state_dir: Path | None, as_json: bool) -> 
     from deploy import status
 
     _, topo = _system(state_dir, topology)
-    doc = asyncio.run(status.collect(topo))
-    click.echo(json.dumps(doc, indent=2) if as_json else status.render_table(doc))
-    sys.exit(0 if doc["healthy"] else 1)
+    view = asyncio.run(status.collect(topo))
+    click.echo(json.dumps(view.to_dict(), indent=2) if as_json else status.render_table(view))
+    sys.exit(0 if view.is_healthy else 1)
 
 
 @cli.group()
@@ -248,10 +249,13 @@ def failover() -> None:
 def failover_status(topology: Path | None, state_dir: Path | None, as_json: bool) -> None:
     """Leader, members with lag, node roles and each controller's latest decision."""
     from deploy import failover_ops as switch
+    from deploy import status
 
     _, topo = _system(state_dir, topology)
-    doc = asyncio.run(switch.failover_status(topo))
-    click.echo(json.dumps(doc, indent=2) if as_json else switch.render(doc))
+    view = asyncio.run(status.collect(topo))
+    click.echo(
+        json.dumps(switch.failover_document(view), indent=2) if as_json else switch.render(view)
+    )
 
 
 @failover.command("switchover")
@@ -265,7 +269,7 @@ def failover_switchover(target: str, topology: Path | None, state_dir: Path | No
     state, topo = _system(state_dir, topology)
     if target not in topo.data_sites:
         raise click.BadParameter(f"must be one of {', '.join(topo.data_sites)}", param_hint="--to")
-    took = asyncio.run(switch.switchover(topo, state, target, click.echo))
+    took = asyncio.run(switch.run_switchover(topo, state, target, click.echo))
     click.echo(f"site {target} is active ({took:.1f}s)")
 
 
@@ -311,15 +315,20 @@ def contingency_activate(
     scope = frozenset(lbcps) if lbcps else None
     who = cli_ops.actor(officer)
     if local:
-        paths = cli_ops.set_local(
-            state, list(sites) or topo.data_sites, who=who, reason=reason, lbcps=scope
-        )
-        click.echo(f"local override written: {', '.join(paths)}; those nodes are manual now")
+        chosen = list(sites) or topo.data_sites
+        paths = cli_ops.set_local(state, chosen, who=who, reason=reason, lbcps=scope)
+        click.echo(f"local override written: {', '.join(paths)}")
+        doc = asyncio.run(cli_ops.await_local(topo, chosen, on=True))
+        click.echo(cli_ops.dumps(doc))
+        if warning := cli_ops.not_applied_warning(doc):
+            click.echo(warning, err=True)
         return
     doc = asyncio.run(
         cli_ops.change(topo, on=True, who=who, reason=reason, lbcps=scope, message=message)
     )
     click.echo(cli_ops.dumps(doc))
+    if warning := cli_ops.not_applied_warning(doc):
+        click.echo(warning, err=True)
 
 
 @contingency.command("deactivate")
@@ -346,8 +355,13 @@ def contingency_deactivate(
 
     state, topo = _system(state_dir, topology)
     if local:
-        removed = cli_ops.clear_local(state, list(sites) or topo.data_sites)
+        chosen = list(sites) or topo.data_sites
+        removed = cli_ops.clear_local(state, chosen)
         click.echo(f"removed: {', '.join(removed) or 'no override was set'}")
+        doc = asyncio.run(cli_ops.await_local(topo, chosen, on=False))
+        click.echo(cli_ops.dumps(doc))
+        if warning := cli_ops.not_applied_warning(doc):
+            click.echo(warning, err=True)
         return
     if reason is None or not reason.strip():
         raise click.BadParameter("a reason is required", param_hint="--reason")
@@ -364,6 +378,8 @@ def contingency_deactivate(
         )
     )
     click.echo(cli_ops.dumps(doc))
+    if warning := cli_ops.not_applied_warning(doc):
+        click.echo(warning, err=True)
 
 
 @contingency.command("status")
@@ -420,7 +436,7 @@ def drill(
 ) -> None:
     """Run a failover drill under write load; exit 1 when RPO > 0 or RTO is over budget."""
     from deploy import admin as admin_ops
-    from deploy.drills import scenarios
+    from deploy.drills import runner, scenarios
     from deploy.drills.drill import DrillResult
 
     _setup_logging(logging.WARNING)
@@ -431,24 +447,16 @@ def drill(
         account = await admin_ops.admin_create_account(
             topo, state, kind="trader", name=f"drill {scenario}", trader_kind="shipper"
         )
-        results: list[DrillResult] = []
-        sites = topo.data_sites
-        for _ in range(runs):
-            for direction in range(1 if one_way else 2):
-                if not one_way:
-                    # Each round trip fails A->B, then B->A: move the leader first if the
-                    # previous fault did not (a restarted node keeps its site active).
-                    await scenarios.ensure_leader(topo, state, sites[direction])
-                r = await scenarios.run_scenario(
-                    topo, state, scenario, api_key=account["api_key"], writers=writers
-                )
-                click.echo(
-                    f"{r.scenario} {r.direction}: RTO {r.rto_s}s, RPO {r.rpo}, "
-                    f"duplicates {r.duplicates}, acked {r.acked}, failed requests "
-                    f"{r.failed_requests} -> {r.verdict()}"
-                )
-                results.append(r)
-        return results
+        return await runner.run_round_trips(
+            topo,
+            state,
+            scenario,
+            api_key=account["api_key"],
+            runs=runs,
+            one_way=one_way,
+            writers=writers,
+            on_result=lambda r: click.echo(runner.describe(r)),
+        )
 
     results = asyncio.run(go())
     click.echo(f"reports in {state.reports}")

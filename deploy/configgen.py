@@ -13,16 +13,12 @@ from typing import Any
 import yaml
 
 from deploy.topology import Topology
+from kernel.names import PATRONI_NAMESPACE, member_name
 
-PATRONI_NAMESPACE = "/service/"
 REDIS_MASTER_NAME = "rocars"
 PG_BIN_DIR = "/usr/lib/postgresql/15/bin"
 APP_DATABASE = "rocars"
 APP_USER = "rocars"
-
-
-def member_name(site: str) -> str:
-    return f"pg-{site}"
 
 
 def etcd_config(topo: Topology, site: str, data_dir: Path) -> str:
@@ -49,7 +45,7 @@ def etcd_config(topo: Topology, site: str, data_dir: Path) -> str:
         "log-level": "warn",
         "enable-v2": False,
         # With --config-file, etcd 3.4 leaves the JSON gateway off unless asked; the nodes
-        # and the contingency watch use it (/v3/kv, /v3/watch).
+        # and the operator commands use it (/v3/kv, /v3/maintenance).
         "enable-grpc-gateway": True,
         "quota-backend-bytes": 256 * 1024 * 1024,
     }

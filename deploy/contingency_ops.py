@@ -1,10 +1,14 @@
 """What `rocars contingency ...` does: mode changes through etcd, the local override on a
-node's host when etcd is unreachable, status, and reconciliation of every node's journal."""
+node's host when etcd is unreachable, status, and reconciliation of every node's journal.
+
+A mode change returns once every node applies it (asked through their /health documents), and
+names any node that did not, so what an operator reads next is already true everywhere."""
 
 from __future__ import annotations
 
 import getpass
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,9 +17,10 @@ import aiohttp
 from contingency import state as cstate
 from contingency.override import clear_override, read_override, write_override
 from contingency.reconcile import journal_paths, reconcile
-from contingency.runtime import ContingencyRuntime
+from contingency.runtime import ContingencyRuntime, applies, await_nodes
 from deploy import admin
 from deploy.state import StateDir
+from deploy.status import node_health
 from deploy.topology import Topology
 from replication.etcd_gateway import EtcdGateway
 
@@ -46,16 +51,49 @@ def clear_local(state: StateDir, sites: list[str]) -> list[str]:
     ]
 
 
+async def node_sections(
+    session: aiohttp.ClientSession, topo: Topology
+) -> dict[str, Mapping[str, Any] | None]:
+    """Each node's `contingency` section of its /health (the mode it applies), None when the
+    node does not answer."""
+    out: dict[str, Mapping[str, Any] | None] = {}
+    for site, doc in (await node_health(session, topo)).items():
+        section = None if isinstance(doc, Exception) else doc.get("contingency")
+        out[site] = section if isinstance(section, dict) else None
+    return out
+
+
 async def change(
     topo: Topology, *, on: bool, who: str, reason: str, lbcps: frozenset[str] | None, message: str
 ) -> dict[str, Any]:
+    """Change the mode in etcd, then wait until the nodes apply it; the new state with `nodes`
+    (the mode each applies, or "unreachable") and `not_applied` (who did not follow)."""
     async with aiohttp.ClientSession() as session:
         rt = ContingencyRuntime(etcd=EtcdGateway(session, topo.etcd_urls()), override_path=None)
         if on:
             new = await rt.activate(actor=who, reason=reason, lbcps=lbcps, message=message)
         else:
             new = await rt.deactivate(actor=who, reason=reason, lbcps=lbcps)
-    return cstate.to_dict(new)
+        spread = await await_nodes(
+            lambda: node_sections(session, topo), lambda section: applies(section, new)
+        )
+    return {**cstate.to_dict(new), **spread.as_dict()}
+
+
+async def await_local(topo: Topology, sites: list[str], *, on: bool) -> dict[str, Any]:
+    """After writing (on) or removing (off) the override files of `sites`: wait until those
+    nodes' /health show it (they read the file every 0.25 s, with or without etcd)."""
+
+    def wanted(section: Mapping[str, Any]) -> bool:
+        return section.get("local_override") is on and (section.get("mode") == "manual" or not on)
+
+    async with aiohttp.ClientSession() as session:
+
+        async def read() -> dict[str, Mapping[str, Any] | None]:
+            sections = await node_sections(session, topo)
+            return {site: v for site, v in sections.items() if site in sites}
+
+        return (await await_nodes(read, wanted)).as_dict()
 
 
 async def status(topo: Topology, state: StateDir) -> dict[str, Any]:
@@ -67,6 +105,10 @@ async def status(topo: Topology, state: StateDir) -> dict[str, Any]:
             "state": cstate.to_dict(rt.state) if rt.etcd_ok else None,
             "mode": rt.state.mode if rt.etcd_ok else "unknown",
             "recommendation": rt.recommendation().reason,
+            "nodes": {
+                site: "unreachable" if section is None else section.get("mode")
+                for site, section in (await node_sections(session, topo)).items()
+            },
             "local_overrides": {},
         }
     for site in topo.data_sites:
@@ -86,3 +128,16 @@ async def run_reconcile(topo: Topology, state: StateDir) -> dict[str, Any]:
 
 def dumps(doc: dict[str, Any]) -> str:
     return json.dumps(doc, indent=2, default=str)
+
+
+def not_applied_warning(doc: dict[str, Any]) -> str | None:
+    """A line for stderr naming the nodes that did not apply a change, None when all did."""
+    late = doc.get("not_applied") or []
+    if not late:
+        return None
+    nodes = doc.get("nodes", {})
+    named = ", ".join(f"{site} ({nodes.get(site, 'unknown')})" for site in late)
+    return (
+        f"warning: node(s) {named} did not apply the change yet; a node that is down applies it"
+        " when it starts; check 'rocars contingency status'"
+    )

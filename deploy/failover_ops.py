@@ -1,101 +1,101 @@
-"""Planned switchover and failback (`rocars failover switchover --to B`), with pre-checks.
+"""Planned switchover and failback (`rocars failover switchover --to B`), and the failover picture
+(`rocars failover status`).
 
-The candidate must be the streaming synchronous standby with zero lag, the cluster must not be
-paused, and the target node must be live; a checkpoint on the leader first keeps the demotion
-short.
+The request must pass `failover.precheck` (the candidate is the streaming synchronous standby
+with zero lag, the cluster is not paused, the target node is live); `planned_switchover` wires the
+topology to the one `failover.switchover`, which the drills use too.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import aiohttp
 
-from deploy import status
-from deploy.drills.scenarios import checkpoint_leader, wait_healthy
+from deploy import admin, status
 from deploy.state import StateDir
 from deploy.topology import Topology
+from failover.precheck import precheck
+from failover.switchover import LeaderWait, SwitchoverRefused, switchover
+from kernel.cluster import ClusterStatus
 from kernel.errors import RocarsError
+from kernel.names import leader_key
+from replication.etcd_gateway import EtcdGateway
 from replication.patroni_rest import PatroniRest
 
-
-class SwitchoverRefused(RocarsError):
-    """A pre-check failed; the message says which and what to do."""
+log = logging.getLogger("rocars.failover")
 
 
-async def failover_status(topo: Topology) -> dict[str, Any]:
-    doc = await status.collect(topo)
-    async with aiohttp.ClientSession() as s:
-        health = await status.node_health(s, topo)
-    controllers = {
-        site: None if isinstance(h, Exception) else h.get("failover_controller")
-        for site, h in health.items()
-    }
+def failover_document(view: ClusterStatus) -> dict[str, Any]:
+    """The JSON document of `rocars failover status --json`."""
+    doc = view.to_dict()
     return {
-        "leader": doc["postgres"]["leader"],
-        "paused": doc["postgres"]["paused"],
+        "leader": view.postgres.leader,
+        "paused": view.postgres.paused,
         "members": doc["postgres"]["members"],
         "nodes": doc["nodes"],
-        "controllers": controllers,
+        "controllers": {
+            n.site: None if n.controller is None else asdict(n.controller) for n in view.nodes
+        },
         "healthy": doc["healthy"],
     }
 
 
-def render(doc: dict[str, Any]) -> str:
-    lines = [f"leader: {doc['leader']}" + ("  (PAUSED)" if doc["paused"] else "")]
-    for m in doc["members"]:
-        lines.append(
-            f"  {m['name']}: {m['role']} {m['state']} lag={m['lag_bytes']} tl={m['timeline']}"
-        )
-    for n in doc["nodes"]:
-        c = doc["controllers"].get(n["site"]) or {}
-        lines.append(f"  node-{n['site']}: {n['role']} ready={n['ready']}")
-        lines.append(f"    controller: {c.get('reason', 'unknown')}")
+def render(view: ClusterStatus) -> str:
+    pg = view.postgres
+    lines = [f"leader: {pg.leader}" + ("  (PAUSED)" if pg.paused else "")]
+    for m in pg.members:
+        lines.append(f"  {m.name}: {m.role} {m.state} lag={m.lag_bytes} tl={m.timeline}")
+    for n in view.nodes:
+        lines.append(f"  {n.name}: {n.role} ready={n.ready}")
+        lines.append(f"    controller: {n.controller.reason if n.controller else 'unknown'}")
     return "\n".join(lines)
 
 
-def precheck(doc: dict[str, Any], target: str) -> str | None:
-    """Why a switchover to `target` must not happen now, or None."""
-    pg = doc["postgres"]
-    if pg["paused"]:
-        return "the cluster is paused (Patroni maintenance mode); resume it first"
-    if pg["leader"] is None:
-        return "there is no leader to switch over from"
-    member = next((m for m in pg["members"] if m["name"] == f"pg-{target}"), None)
-    if member is None or member["role"] != "sync_standby" or member["state"] != "streaming":
-        got = f"{member['role']}/{member['state']}" if member else "absent"
-        return f"pg-{target} is not a streaming synchronous standby ({got})"
-    if member["lag_bytes"] != 0:
-        return f"pg-{target} lags by {member['lag_bytes']} bytes; wait until it is zero"
-    node = next((n for n in doc["nodes"] if n["site"] == target), None)
-    if node is None or not node.get("up"):
-        return f"the API node of site {target} is not running"
-    return None
+async def planned_switchover(
+    topo: Topology,
+    state: StateDir,
+    target: str,
+    *,
+    leader: str,
+    wait: bool,
+    progress: Callable[[str], None] = log.info,
+) -> str:
+    """Checkpoint the leader on site `leader`, ask its Patroni to switch over to `target`, and
+    with `wait`, wait until `target` holds the leader key; returns Patroni's answer."""
+    async with aiohttp.ClientSession() as s:
+        return await switchover(
+            target,
+            leader=leader,
+            patroni=PatroniRest(s),
+            patroni_url=topo.patroni_url(leader),
+            checkpoint=lambda: admin.checkpoint_leader(topo, state),
+            wait=LeaderWait(EtcdGateway(s, topo.etcd_urls()), leader_key(topo.name))
+            if wait
+            else None,
+            progress=progress,
+        )
 
 
-async def switchover(
+async def run_switchover(
     topo: Topology, state: StateDir, target: str, progress: Callable[[str], None]
 ) -> float:
-    doc = await status.collect(topo)
-    if doc["postgres"]["leader"] == f"pg-{target}":
-        raise SwitchoverRefused(f"site {target} is already active; nothing to do")
-    why = precheck(doc, target)
-    if why:
+    """`rocars failover switchover --to target`: pre-checks, the switchover, then wait until the
+    whole system is healthy with `target` active; returns the seconds it took."""
+    view = await status.collect(topo)
+    why = precheck(view, target)
+    if why is not None:
         raise SwitchoverRefused(f"switchover to {target} refused: {why}")
-    leader = doc["postgres"]["leader"]
+    assert view.leader_site is not None  # precheck refuses a cluster without a leader
     t0 = time.monotonic()
-    await checkpoint_leader(topo, state)
-    progress(f"checkpoint done on {leader}; asking Patroni to switch over to pg-{target}")
-    async with aiohttp.ClientSession() as s:
-        code, text = await PatroniRest(s).switchover(
-            topo.patroni_url(leader.removeprefix("pg-")), leader=leader, candidate=f"pg-{target}"
-        )
-    progress(f"Patroni answered {code}: {text}")
-    if code != 200:
-        raise SwitchoverRefused(f"Patroni refused the switchover ({code}): {text}")
-    doc = await wait_healthy(topo, timeout=60)
-    if doc["postgres"]["leader"] != f"pg-{target}" or not doc["healthy"]:
-        raise RocarsError(f"switchover did not settle: {doc['problems']}")
+    await planned_switchover(
+        topo, state, target, leader=view.leader_site, wait=True, progress=progress
+    )
+    view = await status.wait_healthy(topo, timeout=60)
+    if view.leader_site != target or not view.is_healthy:
+        raise RocarsError(f"switchover did not settle: {view.problems()}")
     return time.monotonic() - t0

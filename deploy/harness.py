@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from deploy import launcher, processes
+from deploy import processes, teardown
+from deploy.process_specs import specs
 from deploy.state import DEFAULT_TOPOLOGY, NETNS_TOPOLOGY, StateDir
 from deploy.topology import Topology, load_topology
 
@@ -107,7 +108,7 @@ class LocalCluster:
             [
                 sys.executable,
                 "-m",
-                "node",
+                "deploy",
                 "cluster",
                 "status",
                 "--json",
@@ -126,12 +127,12 @@ class LocalCluster:
 
     def close(self) -> None:
         try:
-            launcher.down(self.topo, self.state, lambda _msg: None)
+            teardown.down(self.topo, self.state, lambda _msg: None)
         finally:
-            launcher.purge(self.state)
+            teardown.purge(self.state)
 
     def pid(self, process: str) -> int | None:
-        spec = launcher.specs(self.topo, self.state)[process]
+        spec = specs(self.topo, self.state)[process]
         return processes.running_pid(self.state, spec)
 
     def leftovers(self) -> list[str]:
@@ -141,7 +142,7 @@ class LocalCluster:
     def memory_bytes(self) -> dict[str, int]:
         """Memory (PSS) per process of the system (with children), for the memory target."""
         out = {}
-        for name, spec in launcher.specs(self.topo, self.state).items():
+        for name, spec in specs(self.topo, self.state).items():
             pid = processes.running_pid(self.state, spec)
             if pid is not None:
                 out[name] = processes.tree_memory(pid)

@@ -118,6 +118,14 @@ def start(state: StateDir, spec: ProcessSpec) -> int:
     return proc.pid
 
 
+def ensure_running(state: StateDir, spec: ProcessSpec) -> int | None:
+    """Start `spec` unless it runs already; the new pid, or None when nothing was started."""
+    if running_pid(state, spec) is not None:
+        return None
+    check_ports_free(spec)
+    return start(state, spec)
+
+
 def log_tail(state: StateDir, name: str, lines: int = 15) -> str:
     try:
         text = state.logfile(name).read_text(errors="replace").splitlines()

@@ -16,6 +16,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from kernel.names import member_name
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TOPOLOGY = REPO_ROOT / "deploy" / "topology.yaml"
 NETNS_TOPOLOGY = REPO_ROOT / "deploy" / "topology.netns.yaml"
@@ -91,7 +93,7 @@ class StateDir:
         return RUNTIME_BASE / f"{self.root.name}-{digest}"
 
     def member_dir(self, site: str) -> Path:
-        return self.runtime / f"pg-{site}"
+        return self.runtime / member_name(site)
 
     def pidfile(self, process: str) -> Path:
         return self.run / f"{process}.pid"

@@ -1,4 +1,5 @@
-"""`rocars cluster status`: one picture of the running system, as JSON and as a table.
+"""`rocars cluster status`: one typed picture of the running system (`kernel.cluster`), as JSON
+and as a table.
 
 Who leads is decided from a majority view: the leader key read with quorum from etcd, then that
 member's own `/cluster` answer (an isolated member's `/cluster` can be stale, DESIGN.md section 6).
@@ -16,14 +17,26 @@ import aiohttp
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from deploy.configgen import PATRONI_NAMESPACE, REDIS_MASTER_NAME, member_name
+from deploy.configgen import REDIS_MASTER_NAME
 from deploy.topology import Topology
+from kernel.cluster import (
+    ClusterStatus,
+    Contingency,
+    ControllerDecision,
+    Entry,
+    Etcd,
+    EtcdMember,
+    Member,
+    Node,
+    Postgres,
+    Redis,
+)
 from kernel.errors import ComponentUnavailable, RocarsError
+from kernel.names import CONTINGENCY_STATE_KEY, leader_key, member_name
 from replication.etcd_gateway import EtcdGateway
 from replication.patroni_rest import PatroniRest
 
 TIMEOUT = aiohttp.ClientTimeout(total=1.5)
-CONTINGENCY_KEY = "/rocars/contingency/state"
 
 
 async def _json(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
@@ -45,29 +58,40 @@ async def node_health(
     return out
 
 
-async def _nodes(session: aiohttp.ClientSession, topo: Topology) -> list[dict[str, Any]]:
-    out = []
-    for name, doc in (await node_health(session, topo)).items():
-        item: dict[str, Any] = {"name": f"node-{name}", "site": name, "url": topo.node_url(name)}
-        if isinstance(doc, Exception):
-            item.update(role=None, ready=False, up=False, error=repr(doc))
-        else:
-            item.update(role=doc.get("role"), ready=bool(doc.get("ready")), up=True)
-            item["reason"] = doc.get("reason")
-        out.append(item)
-    return out
+def node_from_health(site: str, url: str, doc: dict[str, Any] | Exception) -> Node:
+    """A node as its /health document (or the error reading it) describes it."""
+    if isinstance(doc, Exception):
+        return Node(site=site, url=url, role=None, ready=False, error=repr(doc))
+    redis_view = doc.get("redis") or {}
+    contingency = doc.get("contingency") or {}
+    controller = doc.get("failover_controller") or {}
+    return Node(
+        site=site,
+        url=url,
+        role=doc.get("role"),
+        ready=bool(doc.get("ready")),
+        reason=doc.get("reason"),
+        contingency_mode=contingency.get("mode"),
+        redis_primary=redis_view.get("primary") if redis_view.get("ok") else None,
+        controller=(
+            ControllerDecision(str(controller.get("action")), str(controller.get("reason")))
+            if controller
+            else None
+        ),
+    )
+
+
+async def nodes(session: aiohttp.ClientSession, topo: Topology) -> tuple[Node, ...]:
+    """Each API node as its own /health document describes it."""
+    docs = await node_health(session, topo)
+    return tuple(node_from_health(site, topo.node_url(site), doc) for site, doc in docs.items())
 
 
 async def nodes_redis_primaries(topo: Topology) -> dict[str, str | None]:
     """Each API node's Redis primary (host:port) from its /health, by site: None when the node
     does not answer or its last Redis operation failed."""
     async with aiohttp.ClientSession() as session:
-        docs = await node_health(session, topo)
-    out: dict[str, str | None] = {}
-    for site, doc in docs.items():
-        redis_view = {} if isinstance(doc, Exception) else doc.get("redis") or {}
-        out[site] = redis_view.get("primary") if redis_view.get("ok") else None
-    return out
+        return {n.site: n.redis_primary for n in await nodes(session, topo)}
 
 
 async def wait_nodes_follow_redis(
@@ -91,80 +115,45 @@ async def wait_nodes_follow_redis(
     )
 
 
-async def _postgres(
-    session: aiohttp.ClientSession, topo: Topology, etcd: EtcdGateway
-) -> dict[str, Any]:
+async def _postgres(session: aiohttp.ClientSession, topo: Topology, etcd: EtcdGateway) -> Postgres:
     rest = PatroniRest(session)
     leader: str | None = None
-    try:
-        kv = await etcd.get(f"{PATRONI_NAMESPACE}{topo.name}/leader")
+    with contextlib.suppress(ComponentUnavailable):
+        kv = await etcd.get(leader_key(topo.name))
         leader = kv.value.decode() if kv else None
-    except ComponentUnavailable:
-        pass
-    sources = [s for s in topo.data_sites if member_name(s) == leader] + [
-        s for s in topo.data_sites if member_name(s) != leader
-    ]
-    members: list[dict[str, Any]] = []
+    # Ask the leader's Patroni first: its view is the freshest.
+    sources = sorted(topo.data_sites, key=lambda s: member_name(s) != leader)
+    members: tuple[Member, ...] = ()
     paused = False
     for site in sources:
         try:
             view = await rest.cluster(topo.patroni_url(site))
         except ComponentUnavailable:
             continue
-        paused = view.paused
-        members = [
-            {
-                "name": m.name,
-                "site": m.name.removeprefix("pg-"),
-                "role": m.role,
-                "state": m.state,
-                "lag_bytes": m.lag,
-                "timeline": m.timeline,
-            }
-            for m in view.members
-        ]
+        members, paused = view.members, view.paused
         break
-    known = {m["name"] for m in members}
-    for site in topo.data_sites:
-        if member_name(site) not in known:
-            members.append(
-                {
-                    "name": member_name(site),
-                    "site": site,
-                    "role": None,
-                    "state": "unreachable",
-                    "lag_bytes": None,
-                    "timeline": None,
-                }
-            )
-    return {"leader": leader, "paused": paused, "members": members}
+    known = {m.name for m in members}
+    missing = tuple(Member.unreachable(s) for s in topo.data_sites if member_name(s) not in known)
+    return Postgres(leader=leader, paused=paused, members=members + missing)
 
 
-async def _etcd(etcd: EtcdGateway) -> dict[str, Any]:
+async def _etcd(etcd: EtcdGateway) -> Etcd:
     statuses = await etcd.member_statuses()
     names: dict[str, str] = {}
     with contextlib.suppress(ComponentUnavailable):
         names = await etcd.member_names()
     leader_ids = {s.leader_id for s in statuses if s.healthy}
     leader_id = next(iter(leader_ids)) if len(leader_ids) == 1 else None
-    leader = names.get(leader_id) if leader_id else None
-    members = [
-        {
-            "name": names.get(s.member_id or "", None),
-            "url": s.url,
-            "healthy": s.healthy,
-            **({"error": s.error} if s.error else {}),
-        }
-        for s in statuses
-    ]
-    return {
-        "members": members,
-        "healthy": all(s.healthy for s in statuses),
-        "leader": leader,
-    }
+    return Etcd(
+        members=tuple(
+            EtcdMember(names.get(s.member_id or ""), s.url, s.healthy, s.error) for s in statuses
+        ),
+        leader=names.get(leader_id) if leader_id else None,
+    )
 
 
-async def redis_status(topo: Topology) -> dict[str, Any]:
+async def redis_status(topo: Topology) -> Redis:
+    """The primary the Sentinels name (confirmed by asking it) and its online replicas."""
     primary: str | None = None
     replicas: list[str] = []
     for site in topo.sites.values():
@@ -197,104 +186,92 @@ async def redis_status(topo: Topology) -> dict[str, Any]:
             primary = None
         finally:
             await r.aclose()
-    return {"primary": primary, "replicas": replicas}
+    return Redis(primary=primary, replicas=tuple(replicas))
 
 
-async def _contingency(etcd: EtcdGateway) -> dict[str, Any]:
+async def _contingency(etcd: EtcdGateway) -> Contingency:
     try:
-        kv = await etcd.get(CONTINGENCY_KEY)
+        kv = await etcd.get(CONTINGENCY_STATE_KEY)
     except ComponentUnavailable:
-        return {"mode": "unknown"}
+        return Contingency("unknown")
     if kv is None:
-        return {"mode": "normal"}
+        return Contingency("normal")
     try:
         doc = json.loads(kv.value)
-        return {"mode": str(doc.get("mode", "normal")), **doc}
     except ValueError:
-        return {"mode": "unknown"}
+        return Contingency("unknown")
+    if not isinstance(doc, dict):
+        return Contingency("unknown")
+    return Contingency(str(doc.get("mode", "normal")), doc)
 
 
-async def _entry(session: aiohttp.ClientSession, topo: Topology) -> dict[str, Any]:
+async def _entry(session: aiohttp.ClientSession, topo: Topology) -> Entry:
+    url = topo.entry_url()
     try:
-        status, doc = await _json(session, f"{topo.entry_url()}/health/ready")
-        return {"url": topo.entry_url(), "routes": status == 200, "role": doc.get("role")}
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        return {"url": topo.entry_url(), "routes": False, "error": repr(exc)}
+        code, doc = await _json(session, f"{url}/health/ready")
+        return Entry(url, routes=code == 200, role=doc.get("role"))
+    except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError) as exc:
+        return Entry(url, routes=False, error=repr(exc))
 
 
-def problems(doc: dict[str, Any]) -> list[str]:
-    """Why the system is not healthy; empty when it is."""
-    out = []
-    if not doc["etcd"]["healthy"]:
-        bad = [m["url"] for m in doc["etcd"]["members"] if not m["healthy"]]
-        out.append(f"etcd members down: {', '.join(bad)}")
-    pg = doc["postgres"]
-    if not pg["leader"]:
-        out.append("no PostgreSQL leader")
-    if not any(m["role"] == "sync_standby" and m["state"] == "streaming" for m in pg["members"]):
-        out.append("no streaming synchronous standby")
-    ready = [n for n in doc["nodes"] if n["ready"]]
-    if len(ready) != 1:
-        out.append(f"{len(ready)} API nodes ready (want exactly 1)")
-    out.extend(f"{n['name']} is down" for n in doc["nodes"] if not n.get("up"))
-    if not doc["entry"]["routes"]:
-        out.append("HAProxy does not route to an active node")
-    if not doc["redis"]["primary"]:
-        out.append("no Redis primary")
-    elif not doc["redis"]["replicas"]:
-        out.append("Redis primary has no online replica")
-    return out
-
-
-async def collect(topo: Topology) -> dict[str, Any]:
+async def collect(topo: Topology) -> ClusterStatus:
+    """The whole system as it is now; unreachable parts are described, never raised."""
     async with aiohttp.ClientSession() as session:
         etcd = EtcdGateway(session, topo.etcd_urls())
-        nodes, pg, etcd_doc, redis_doc, cont, entry = await asyncio.gather(
-            _nodes(session, topo),
+        node_list, pg, etcd_view, redis_view, contingency, entry = await asyncio.gather(
+            nodes(session, topo),
             _postgres(session, topo, etcd),
             _etcd(etcd),
             redis_status(topo),
             _contingency(etcd),
             _entry(session, topo),
         )
-    doc: dict[str, Any] = {
-        "api": topo.entry_url(),
-        "entry": entry,
-        "nodes": nodes,
-        "postgres": pg,
-        "etcd": etcd_doc,
-        "redis": redis_doc,
-        "contingency": cont,
-    }
-    doc["problems"] = problems(doc)
-    doc["healthy"] = not doc["problems"]
-    return doc
+    return ClusterStatus(
+        api=topo.entry_url(),
+        entry=entry,
+        nodes=node_list,
+        postgres=pg,
+        etcd=etcd_view,
+        redis=redis_view,
+        contingency=contingency,
+    )
 
 
-def render_table(doc: dict[str, Any]) -> str:
-    lines = [f"API entry: {doc['api']}  (routes to active node: {doc['entry']['routes']})", ""]
+async def wait_healthy(
+    topo: Topology, timeout: float = 120.0, *, interval_s: float = 1.0
+) -> ClusterStatus:
+    """The status once healthy, or the last one seen when `timeout` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    view = await collect(topo)
+    while not view.is_healthy and time.monotonic() < deadline:
+        await asyncio.sleep(interval_s)
+        view = await collect(topo)
+    return view
+
+
+def render_table(view: ClusterStatus) -> str:
+    lines = [f"API entry: {view.api}  (routes to active node: {view.entry.routes})", ""]
     lines.append(f"{'NODE':<8} {'SITE':<5} {'ROLE':<8} {'READY':<6} URL")
-    for n in doc["nodes"]:
-        role = n["role"] or "down"
-        lines.append(f"{n['name']:<8} {n['site']:<5} {role:<8} {n['ready']!s:<6} {n['url']}")
-    pg = doc["postgres"]
-    lines += ["", f"PostgreSQL leader: {pg['leader']}" + ("  (PAUSED)" if pg["paused"] else "")]
+    for n in view.nodes:
+        role = n.role or "down"
+        lines.append(f"{n.name:<8} {n.site:<5} {role:<8} {n.ready!s:<6} {n.url}")
+    pg = view.postgres
+    lines += ["", f"PostgreSQL leader: {pg.leader}" + ("  (PAUSED)" if pg.paused else "")]
     lines.append(f"{'MEMBER':<8} {'ROLE':<13} {'STATE':<12} {'LAG(B)':<8} TL")
-    for m in pg["members"]:
-        lines.append(
-            f"{m['name']:<8} {m['role'] or '-':<13} {m['state']:<12} "
-            f"{m['lag_bytes'] if m['lag_bytes'] is not None else '-'!s:<8} {m['timeline'] or '-'}"
-        )
-    e = doc["etcd"]
-    healthy = sum(1 for m in e["members"] if m["healthy"])
-    lines += ["", f"etcd: {healthy}/{len(e['members'])} healthy, leader {e['leader']}"]
-    r = doc["redis"]
-    lines.append(f"Redis: primary {r['primary']}, replicas {', '.join(r['replicas']) or 'none'}")
-    lines.append(f"Contingency mode: {doc['contingency']['mode']}")
+    for m in pg.members:
+        lag = "-" if m.lag_bytes is None else str(m.lag_bytes)
+        lines.append(f"{m.name:<8} {m.role or '-':<13} {m.state:<12} {lag:<8} {m.timeline or '-'}")
+    e = view.etcd
+    healthy = sum(1 for m in e.members if m.healthy)
+    lines += ["", f"etcd: {healthy}/{len(e.members)} healthy, leader {e.leader}"]
+    r = view.redis
+    lines.append(f"Redis: primary {r.primary}, replicas {', '.join(r.replicas) or 'none'}")
+    lines.append(f"Contingency mode: {view.contingency.mode}")
     lines.append("")
-    if doc["healthy"]:
+    problems = view.problems()
+    if not problems:
         lines.append("HEALTHY")
     else:
         lines.append("NOT HEALTHY:")
-        lines += [f"  - {p}" for p in doc["problems"]]
+        lines += [f"  - {p}" for p in problems]
     return "\n".join(lines)

@@ -24,15 +24,16 @@ from failover.decision import (
     decide,
 )
 from failover.role import RoleWatcher
+from failover.switchover import SwitchoverRefused, switchover
 from kernel.errors import ComponentUnavailable
+from kernel.names import LAST_SWITCHOVER_KEY, member_name, member_site
 from replication.etcd_gateway import EtcdGateway
-from replication.patroni_rest import ClusterView, PatroniRest
+from replication.patroni_rest import PatroniCluster, PatroniRest
 
 log = logging.getLogger("rocars.failover")
-LAST_SWITCHOVER_KEY = "/rocars/failover/last_switchover"
 
 
-def member_facts(view: ClusterView, member: str) -> MemberFacts | None:
+def member_facts(view: PatroniCluster, member: str) -> MemberFacts | None:
     m = next((x for x in view.members if x.name == member), None)
     if m is None:
         return None
@@ -42,7 +43,7 @@ def member_facts(view: ClusterView, member: str) -> MemberFacts | None:
         role=role,  # type: ignore[arg-type]
         state=state,  # type: ignore[arg-type]
         is_sync_standby=m.role == "sync_standby",
-        lag_bytes=m.lag,
+        lag_bytes=m.lag_bytes,
         timeline=m.timeline,
     )
 
@@ -91,8 +92,7 @@ class FailoverController:
         facts = self._role.facts
         if facts is None or not facts.leader_known:
             return None
-        leader = facts.leader_key
-        leader_site = leader.removeprefix("pg-") if leader else None
+        leader_site = member_site(facts.leader_key)
         if leader_site not in self.sites:
             leader_site = None
         try:
@@ -116,7 +116,7 @@ class FailoverController:
                 SiteView(
                     name=site,
                     node=NodeHealth(healthy, self._unhealthy_since.get(site)),
-                    member=member_facts(view, f"pg-{site}"),
+                    member=member_facts(view, member_name(site)),
                 )
             )
         return Observation(
@@ -145,14 +145,17 @@ class FailoverController:
         # Record first: if two cycles race, the second one sees the interval not yet passed.
         await self._etcd.put(LAST_SWITCHOVER_KEY, str(self._clock()))
         log.warning("failover controller asks Patroni to switch over: %s", decision.reason)
+        # No checkpoint: this node reaches only its own member, the standby. Any Patroni
+        # member accepts the request, so ask the local one (the leader's site may be sick).
         try:
-            status, text = await self._patroni.switchover(
-                self._patroni_url,
-                leader=f"pg-{obs.leader_site}",
-                candidate=f"pg-{decision.target_site}",
+            await switchover(
+                decision.target_site,
+                leader=obs.leader_site,
+                patroni=self._patroni,
+                patroni_url=self._patroni_url,
+                progress=lambda line: log.warning("failover controller: %s", line),
             )
-            log.warning("Patroni answered %s: %s", status, text)
-        except ComponentUnavailable as exc:
+        except (ComponentUnavailable, SwitchoverRefused) as exc:
             log.error("switchover request failed: %s", exc)
 
     async def run(self) -> None:

@@ -1,6 +1,6 @@
 """The node's role: `active` on the site that holds the Patroni leader, else `standby`.
 
-`decide_role` is the pure rule; `RoleWatcher` is the adapter that feeds it every
+`failover.role_rule.decide_role` is the pure rule; `RoleWatcher` is the adapter that feeds it every
 `role_interval_s` from the local Patroni member (short timeout, so a frozen Patroni reads as
 "unknown", never as a hang) and a linearizable read of the leader key in etcd (so a minority
 etcd member cannot name a stale leader). Both must agree before a node calls itself active.
@@ -12,51 +12,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
+from failover.role_rule import Role, RoleDecision, RoleFacts, decide_role
 from kernel.errors import ComponentUnavailable
 from replication.etcd_gateway import EtcdGateway
 from replication.patroni_rest import PatroniRest
 
-Role = Literal["active", "standby"]
 log = logging.getLogger("rocars.role")
-
-
-@dataclass(frozen=True)
-class RoleFacts:
-    """What one cycle saw; None means "could not find out"."""
-
-    my_member: str
-    local_role: str | None  # Patroni's role for the local member, e.g. "primary", "replica"
-    local_state: str | None  # e.g. "running", "streaming", "stopped"
-    leader_key: str | None  # member named by the leader key, read with quorum
-    leader_known: bool  # False when etcd gave no quorum answer
-    paused: bool = False
-
-
-@dataclass(frozen=True)
-class RoleDecision:
-    role: Role
-    reason: str
-
-
-def decide_role(f: RoleFacts) -> RoleDecision:
-    """One sentence per cycle, like Patroni's HA loop."""
-    if f.local_role is None:
-        return RoleDecision("standby", f"local Patroni member {f.my_member} did not answer")
-    if not f.leader_known:
-        return RoleDecision("standby", "etcd gave no quorum answer for the leader key")
-    if f.leader_key != f.my_member:
-        holder = f.leader_key or "nobody"
-        return RoleDecision("standby", f"the leader key is held by {holder}, not {f.my_member}")
-    if f.local_role not in ("primary", "master") or f.local_state != "running":
-        return RoleDecision(
-            "standby",
-            f"{f.my_member} holds the leader key but is {f.local_role}/{f.local_state}, "
-            "not a running primary",
-        )
-    return RoleDecision("active", f"{f.my_member} is the running primary and holds the leader key")
 
 
 class RoleWatcher:
@@ -83,8 +45,6 @@ class RoleWatcher:
         self.decision = RoleDecision("standby", "starting: role not yet observed")
         self.facts: RoleFacts | None = None
         self.last_cycle_at: float | None = None
-        self.changed_at: float = clock()
-        self.changes = 0
 
     @property
     def role(self) -> Role:
@@ -117,16 +77,11 @@ class RoleWatcher:
         decision = decide_role(facts)
         self.facts = facts
         self.last_cycle_at = self._clock()
-        if decision.role != self.decision.role:
-            previous = self.decision
-            self.decision = decision
-            self.changed_at = self._clock()
-            self.changes += 1
+        previous, self.decision = self.decision, decision
+        if decision.role != previous.role:
             log.warning("role changed %s -> %s: %s", previous.role, decision.role, decision.reason)
             if self._on_change is not None:
                 self._on_change(decision, previous)
-        else:
-            self.decision = decision
         return decision
 
     async def run(self) -> None:

@@ -8,6 +8,10 @@ MEMBER_PREFIX = "pg-"
 # Manual clearance mode (contingency.state documents it) and the active node's write heartbeat.
 CONTINGENCY_STATE_KEY = "/rocars/contingency/state"
 WRITE_HEARTBEAT_KEY = "/rocars/heartbeat/write"
+# When the failover controller last asked for a switchover (it waits a while between two).
+LAST_SWITCHOVER_KEY = "/rocars/failover/last_switchover"
+# A key nobody writes: reading it with quorum tells that etcd has a working majority.
+QUORUM_PROBE_KEY = "/rocars/ping"
 
 
 def member_name(site: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from failover.role import RoleDecision, RoleFacts
+from failover.role_rule import RoleDecision, RoleFacts
 
 HEALTH_JSON = "application/health+json"
 

@@ -32,16 +32,18 @@ class NodeMetrics:
             "1 when etcd gave a quorum answer for the leader",
             registry=r,
         )
+        # Recorded by the node's request middleware (node/app.py). `route` is the route
+        # template, never the raw path, so the number of series stays bounded.
         self.requests = Counter(
             "rocars_http_requests",
-            "HTTP requests by route and status class",
+            "HTTP requests answered, by method, route template and status code",
             ["method", "route", "status"],
             registry=r,
         )
         self.latency = Histogram(
             "rocars_http_request_duration_seconds",
-            "HTTP request latency",
-            ["route"],
+            "Time from receiving a request to its answer, by method and route template",
+            ["method", "route"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )

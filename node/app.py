@@ -1,5 +1,7 @@
-"""The app factory: `create_app(config)` builds the node; every resource and background loop is
-opened and closed in `cleanup_ctx`, in dependency order."""
+"""The app factory: `create_app(config, deps)` builds the node. Every resource is opened and
+closed in `cleanup_ctx`, in dependency order, unless `deps` (node.deps) hands one in; the
+background loops (node.background, failover, contingency) start there too.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +9,23 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from psycopg_pool import AsyncConnectionPool
 
 from contingency import state as cstate
 from contingency.journal import Journal
-from contingency.keycache import CachedAccount, KeyCache
+from contingency.keycache import KeyCache
 from contingency.runtime import ContingencyRuntime
 from failover.controller import FailoverController
 from failover.decision import ControllerConfig
 from failover.etcd_placement import EtcdPlacement
-from failover.role import RoleDecision, RoleWatcher
+from failover.role import RoleWatcher
+from failover.role_rule import RoleDecision
 from kernel.errors import RedisUnavailable
 from monitoring.metrics import NodeMetrics
-from node import appkeys, migrate
+from node import appkeys, background
 from node.api import (
     bundles,
     consignments,
@@ -32,61 +33,90 @@ from node.api import (
     health,
     itfs,
     lbcp,
+    metrics,
     openapi,
     registrations,
     risk_rules,
 )
-from node.api.common import utc_now
 from node.config import NodeConfig
+from node.deps import NodeDeps
 from node.problems import problem_middleware
 from node.redis_client import RedisClient
+from node.stores import PgAccountStore, open_pool
 from replication.etcd_gateway import EtcdGateway
 from replication.patroni_rest import PatroniRest
 
 log = logging.getLogger("rocars.node")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# The route label of requests that matched no route (404, 405): one series, not one per path.
+UNMATCHED_ROUTE = "unmatched"
+
+
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with aiohttp.ClientSession() as session:
+    deps, cfg = app[appkeys.DEPS], app[appkeys.CONFIG]
+    async with contextlib.AsyncExitStack() as stack:
+        session = deps.http
+        if session is None:
+            session = await stack.enter_async_context(aiohttp.ClientSession())
         app[appkeys.HTTP] = session
-        app[appkeys.ETCD] = EtcdGateway(session, app[appkeys.CONFIG].etcd_urls)
-        app[appkeys.PATRONI] = PatroniRest(session)
+        etcd, patroni = deps.etcd, deps.patroni
+        app[appkeys.ETCD] = EtcdGateway(session, cfg.etcd_urls) if etcd is None else etcd
+        app[appkeys.PATRONI] = PatroniRest(session) if patroni is None else patroni
         yield
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     """The Redis client (through Sentinel) and its probe. Nothing waits for Redis here: a node
     starts and serves without it (rate limits then fail open)."""
-    cfg = app[appkeys.CONFIG]
-    metrics = app[appkeys.METRICS]
-    bus = RedisClient(
+    deps, cfg = app[appkeys.DEPS], app[appkeys.CONFIG]
+    if deps.redis is not None:
+        app[appkeys.REDIS] = deps.redis
+        yield
+        return
+    metrics_ = app[appkeys.METRICS]
+    client = RedisClient(
         cfg.redis_sentinels,
         cfg.redis_master_name,
         name=f"node-{cfg.site}",
         timeout_s=cfg.redis_timeout_s,
-        on_error=lambda _exc: metrics.redis_errors.inc(),
+        on_error=lambda _exc: metrics_.redis_errors.inc(),
     )
-    app[appkeys.REDIS] = bus
-    task = asyncio.create_task(bus.run(cfg.redis_probe_interval_s), name="redis-probe")
+    app[appkeys.REDIS] = client
+    tasks = []
+    if deps.background:
+        tasks.append(asyncio.create_task(client.run(cfg.redis_probe_interval_s), name="redis"))
     yield
-    bus.stop()
-    task.cancel()
-    # Bounded: the probe ends within one probe deadline even if the cancel were lost.
-    await asyncio.wait({task}, timeout=cfg.redis_probe_interval_s + bus.probe_deadline_s + 1)
+    client.stop()
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        # Bounded: the probe ends within one probe deadline even if the cancel were lost.
+        await asyncio.wait(tasks, timeout=cfg.redis_probe_interval_s + client.probe_deadline_s + 1)
     try:
         async with asyncio.timeout(2.0):
-            await bus.aclose()
+            await client.aclose()
     except (TimeoutError, RedisUnavailable) as exc:
         log.warning("closing the Redis client: %r", exc)
 
 
 async def _role_ctx(app: web.Application) -> AsyncIterator[None]:
-    cfg = app[appkeys.CONFIG]
-    metrics = app[appkeys.METRICS]
+    deps, cfg = app[appkeys.DEPS], app[appkeys.CONFIG]
+    metrics_ = app[appkeys.METRICS]
+    if deps.role is not None:
+        app[appkeys.ROLE] = deps.role
+        metrics_.set_role(cfg.site, deps.role.role)
+        yield
+        return
 
     def changed(new: RoleDecision, old: RoleDecision | None) -> None:
-        metrics.set_role(cfg.site, new.role)
-        metrics.role_changes.inc()
+        metrics_.set_role(cfg.site, new.role)
+        metrics_.role_changes.inc()
 
     watcher = RoleWatcher(
         patroni=app[appkeys.PATRONI],
@@ -98,15 +128,18 @@ async def _role_ctx(app: web.Application) -> AsyncIterator[None]:
         on_change=changed,
     )
     app[appkeys.ROLE] = watcher
-    metrics.set_role(cfg.site, watcher.role)
-    task = asyncio.create_task(watcher.run(), name="role-watcher")
+    metrics_.set_role(cfg.site, watcher.role)
+    tasks = []
+    if deps.background:
+        tasks.append(asyncio.create_task(watcher.run(), name="role-watcher"))
+        tasks.extend(_failover_tasks(app, watcher))
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await _stop(tasks)
 
 
-async def _controller_ctx(app: web.Application) -> AsyncIterator[None]:
+def _failover_tasks(app: web.Application, watcher: RoleWatcher) -> list[asyncio.Task[None]]:
+    """The failover controller and, with a witness, etcd's leader placement: both follow the
+    real role watcher."""
     cfg = app[appkeys.CONFIG]
     controller = FailoverController(
         site=cfg.site,
@@ -115,7 +148,7 @@ async def _controller_ctx(app: web.Application) -> AsyncIterator[None]:
         patroni=app[appkeys.PATRONI],
         patroni_url=cfg.patroni_url,
         etcd=app[appkeys.ETCD],
-        role=app[appkeys.ROLE],
+        role=watcher,
         config=ControllerConfig(
             grace_period_s=cfg.failover_grace_s, min_interval_s=cfg.failover_min_interval_s
         ),
@@ -124,153 +157,106 @@ async def _controller_ctx(app: web.Application) -> AsyncIterator[None]:
     tasks = [asyncio.create_task(controller.run(), name="failover-controller")]
     if cfg.etcd_witness_url is not None:
         placement = EtcdPlacement(
-            etcd=app[appkeys.ETCD], role=app[appkeys.ROLE], witness_url=cfg.etcd_witness_url
+            etcd=app[appkeys.ETCD], role=watcher, witness_url=cfg.etcd_witness_url
         )
         tasks.append(asyncio.create_task(placement.run(), name="etcd-placement"))
-    yield
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _contingency_ctx(app: web.Application) -> AsyncIterator[None]:
-    cfg = app[appkeys.CONFIG]
-    folder = cfg.state_dir / "contingency"
-    folder.mkdir(parents=True, exist_ok=True)
-    runtime = ContingencyRuntime(
-        etcd=app[appkeys.ETCD],
-        override_path=folder / f"override-{cfg.site}.json",
-        recommend_after_s=cfg.manual_recommend_after_s,
-        auto_activate=cfg.manual_auto_activate,
-    )
-
-    def changed(new: cstate.ContingencyState, old: cstate.ContingencyState) -> None:
-        log.warning("contingency mode %s -> %s (%s: %s)", old.mode, new.mode, new.actor, new.reason)
-
-    runtime.on_change = changed
-    app[appkeys.CONTINGENCY] = runtime
-    app[appkeys.JOURNAL] = Journal(folder / f"journal-{cfg.site}.sqlite")
-    app[appkeys.KEYCACHE] = KeyCache(folder / f"keycache-{cfg.site}.json")
-    with contextlib.suppress(Exception):
-        await runtime.refresh()
-    tasks = [
-        asyncio.create_task(runtime.run(), name="contingency"),
-        asyncio.create_task(_keycache_loop(app), name="keycache"),
-        asyncio.create_task(_write_probe_loop(app), name="write-probe"),
-    ]
-    yield
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    app[appkeys.JOURNAL].close()
-
-
-async def _keycache_loop(app: web.Application) -> None:
-    """Keep an on-disk copy of every account's key hash, so officers can still be verified
-    (and switch manual mode on) when both database members are down."""
-    while True:
-        try:
-            async with app[appkeys.POOL].connection(timeout=2) as conn:
-                cur = await conn.execute(
-                    "SELECT key_prefix, key_hash, kind, id, name, status FROM accounts"
-                )
-                rows = await cur.fetchall()
-            entries = [
-                CachedAccount(
-                    key_id=r[0],
-                    key_sha256=r[1],
-                    role=r[2],
-                    account_id=str(r[3]),
-                    name=r[4],
-                    status=r[5],
-                )
-                for r in rows
-            ]
-            await asyncio.to_thread(app[appkeys.KEYCACHE].refresh, entries)
-            await asyncio.sleep(app[appkeys.CONFIG].keycache_refresh_s)
-        except Exception as exc:  # database down or moving: keep the last good cache
-            log.debug("key cache refresh skipped: %s", exc)
-            await asyncio.sleep(2.0)
-
-
-async def _write_probe_loop(app: web.Application) -> None:
-    """On the active node, prove every 2 s that the database accepts writes; the heartbeat
-    in etcd is what "no node could write for 60 s" is judged by."""
-    while True:
-        await asyncio.sleep(2.0)
-        if app[appkeys.ROLE].role != "active":
-            continue
-        try:
-            async with app[appkeys.POOL].connection(timeout=2) as conn:
-                await conn.execute("SELECT txid_current()")
-                await conn.rollback()
-            await app[appkeys.CONTINGENCY].note_write_ok()
-        except Exception as exc:
-            log.debug("write probe failed: %s", exc)
+    return tasks
 
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
-    cfg = app[appkeys.CONFIG]
-    pool: AsyncConnectionPool = AsyncConnectionPool(
-        cfg.database.conninfo(application_name=f"rocars-node-{cfg.site}"),
-        min_size=1,
-        max_size=10,
-        open=False,
-        timeout=5.0,
-        check=AsyncConnectionPool.check_connection,
-        name=f"node-{cfg.site}",
-    )
-    # Do not wait for the database here: a node must start (and answer /health/live and the
-    # contingency endpoints) while PostgreSQL is down.
-    await pool.open(wait=False)
+    """The database pool and the account store over it, and the migrations the active node
+    applies. A given pool is not opened or closed here."""
+    deps, cfg = app[appkeys.DEPS], app[appkeys.CONFIG]
+    own, pool = None, deps.pool
+    if pool is None:
+        pool = own = open_pool(cfg)
+        # Do not wait for the database here: a node must start (and answer /health/live and
+        # the contingency endpoints) while PostgreSQL is down.
+        await own.open(wait=False)
     app[appkeys.POOL] = pool
+    app[appkeys.ACCOUNTS] = PgAccountStore(pool) if deps.accounts is None else deps.accounts
+    tasks = []
+    if deps.background:
+        role = app[appkeys.ROLE]
+        tasks.append(asyncio.create_task(background.migrate_loop(pool, role), name="migrator"))
     yield
-    await pool.close(timeout=2.0)
+    await _stop(tasks)
+    if own is not None:
+        await own.close(timeout=2.0)
 
 
-async def _migrate_loop(app: web.Application) -> None:
-    """Apply pending migrations whenever this node is active (idempotent, advisory-locked)."""
-    done_on: str | None = None
-    while True:
-        watcher = app[appkeys.ROLE]
-        if watcher.role == "active" and done_on != watcher.facts_leader:
-            try:
-                async with app[appkeys.POOL].connection() as conn:
-                    applied = await migrate.migrate(conn)
-                if applied:
-                    log.info("applied migrations: %s", ", ".join(applied))
-                done_on = watcher.facts_leader
-            except Exception as exc:  # retried on the next tick; the database may be moving
-                log.warning("migration attempt failed: %s", exc)
-        await asyncio.sleep(1.0)
+async def _contingency_ctx(app: web.Application) -> AsyncIterator[None]:
+    deps, cfg = app[appkeys.DEPS], app[appkeys.CONFIG]
+    folder = cfg.state_dir / "contingency"
+    folder.mkdir(parents=True, exist_ok=True)
+    runtime = deps.contingency
+    tasks = []
+    if runtime is None:
+        runtime = ContingencyRuntime(
+            etcd=app[appkeys.ETCD],
+            override_path=folder / f"override-{cfg.site}.json",
+            recommend_after_s=cfg.manual_recommend_after_s,
+            auto_activate=cfg.manual_auto_activate,
+        )
 
+        def changed(new: cstate.ContingencyState, old: cstate.ContingencyState) -> None:
+            log.warning(
+                "contingency mode %s -> %s (%s: %s)", old.mode, new.mode, new.actor, new.reason
+            )
 
-async def _migrate_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(_migrate_loop(app), name="migrator")
+        runtime.on_change = changed
+        if deps.background:
+            with contextlib.suppress(Exception):
+                await runtime.refresh()
+            tasks.append(asyncio.create_task(runtime.run(), name="contingency"))
+    journal, keycache = deps.journal, deps.keycache
+    if journal is None:
+        journal = Journal(folder / f"journal-{cfg.site}.sqlite")
+    if keycache is None:
+        keycache = KeyCache(folder / f"keycache-{cfg.site}.json")
+    app[appkeys.CONTINGENCY] = runtime
+    app[appkeys.JOURNAL] = journal
+    app[appkeys.KEYCACHE] = keycache
+    if deps.background:
+        pool, role = app[appkeys.POOL], app[appkeys.ROLE]
+        every_s = cfg.keycache_refresh_s
+        tasks += [
+            asyncio.create_task(
+                background.keycache_loop(app[appkeys.ACCOUNTS], keycache, every_s=every_s),
+                name="keycache",
+            ),
+            asyncio.create_task(
+                background.write_probe_loop(pool, role, runtime), name="write-probe"
+            ),
+        ]
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await _stop(tasks)
+    if deps.journal is None:
+        journal.close()
 
 
-async def metrics_handler(request: web.Request) -> web.Response:
-    m = request.app[appkeys.METRICS]
-    watcher = request.app[appkeys.ROLE]
-    if watcher.last_cycle_at is not None:
-        m.role_cycle_age.set(time.monotonic() - watcher.last_cycle_at)
-    facts = watcher.facts
-    m.leader_known.set(1 if facts and facts.leader_known else 0)
-    rt = request.app[appkeys.CONTINGENCY]
-    m.manual_mode.set(1 if rt.any_manual else 0)
-    m.manual_recommended.set(1 if rt.recommendation().recommended else 0)
-    m.since_last_write.set(max(0.0, time.time() - rt.last_write_ok_at))
-    bus = request.app[appkeys.REDIS]
-    m.set_redis(up=bool(bus.ok), primary=bus.primary)
-    counts = await asyncio.to_thread(request.app[appkeys.JOURNAL].counts)
-    m.journal_pending.set(counts.clearances_pending)
-    return web.Response(
-        body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
+@web.middleware
+async def request_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every request by method, route template and status, and time it by route. The
+    template (`/v1/consignments/{ccrn}`), never the path, keeps the series few."""
+    started = time.perf_counter()
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else UNMATCHED_ROUTE
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away (nginx's convention); nothing was answered
+        raise
+    finally:
+        m = request.app[appkeys.METRICS]
+        m.requests.labels(method=request.method, route=route, status=str(status)).inc()
+        m.latency.labels(method=request.method, route=route).observe(time.perf_counter() - started)
 
 
 async def _stamp_node(request: web.Request, response: web.StreamResponse) -> None:
@@ -283,25 +269,39 @@ async def _stamp_node(request: web.Request, response: web.StreamResponse) -> Non
         response.headers["X-Rocars-Mode"] = "manual" if manual else "normal"
 
 
-def create_app(config: NodeConfig) -> web.Application:
+def create_app(config: NodeConfig, deps: NodeDeps | None = None) -> web.Application:
+    """The node. `deps` None: every resource real, every loop running (production)."""
+    # Metrics outermost, so they see the status the problem middleware answered.
     # Batch submission takes up to 32 MiB; every other route enforces 1 MiB itself.
-    app = web.Application(middlewares=[problem_middleware], client_max_size=32 * 1024**2)
+    app = web.Application(
+        middlewares=[request_metrics, problem_middleware], client_max_size=32 * 1024**2
+    )
+    if deps is None:
+        deps = NodeDeps()
     app[appkeys.CONFIG] = config
-    app[appkeys.CLOCK] = utc_now
+    app[appkeys.DEPS] = deps
+    app[appkeys.CLOCK] = deps.clock
     app[appkeys.ACCOUNT_CACHE] = {}
     app[appkeys.METRICS] = NodeMetrics()
     app[appkeys.STARTED_AT] = time.monotonic()
     app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_role_ctx)
-    app.cleanup_ctx.append(_controller_ctx)
     app.cleanup_ctx.append(_pool_ctx)
-    app.cleanup_ctx.append(_migrate_ctx)
     app.cleanup_ctx.append(_contingency_ctx)
     app.on_response_prepare.append(_stamp_node)
-    health.add_routes(app)
-    app.router.add_get("/metrics", metrics_handler)
-    modules = (registrations, consignments, bundles, lbcp, risk_rules, itfs, openapi, contingency)
+    modules = (
+        health,
+        metrics,
+        registrations,
+        consignments,
+        bundles,
+        lbcp,
+        risk_rules,
+        itfs,
+        openapi,
+        contingency,
+    )
     for module in modules:
         module.add_routes(app)
     return app

@@ -8,16 +8,15 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
-from psycopg_pool import AsyncConnectionPool
 
 from contingency.journal import Journal
 from contingency.keycache import KeyCache
 from contingency.runtime import ContingencyRuntime
 from failover.controller import FailoverController
-from failover.role import RoleWatcher
 from monitoring.metrics import NodeMetrics
 from node.config import NodeConfig
-from node.redis_client import RedisClient
+from node.deps import NodeDeps, RedisPort, RoleView
+from node.stores import AccountStore, ConnectionPool
 from replication.etcd_gateway import EtcdGateway
 from replication.patroni_rest import PatroniRest
 
@@ -25,17 +24,21 @@ if TYPE_CHECKING:
     from node.account import Account
 
 CONFIG = web.AppKey("config", NodeConfig)
+# What create_app was given instead of opening its own (node.deps).
+DEPS = web.AppKey("deps", NodeDeps)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 ETCD = web.AppKey("etcd", EtcdGateway)
 PATRONI = web.AppKey("patroni", PatroniRest)
-ROLE = web.AppKey("role", RoleWatcher)
+ROLE: web.AppKey[RoleView] = web.AppKey("role")
+# Present only while the node's background loops run (not in in-process tests).
 CONTROLLER = web.AppKey("controller", FailoverController)
 CONTINGENCY = web.AppKey("contingency", ContingencyRuntime)
 JOURNAL = web.AppKey("journal", Journal)
 KEYCACHE = web.AppKey("keycache", KeyCache)
 METRICS = web.AppKey("metrics", NodeMetrics)
-POOL = web.AppKey("pool", AsyncConnectionPool)
-REDIS = web.AppKey("redis", RedisClient)
+POOL: web.AppKey[ConnectionPool] = web.AppKey("pool")
+ACCOUNTS: web.AppKey[AccountStore] = web.AppKey("accounts")
+REDIS: web.AppKey[RedisPort] = web.AppKey("redis")
 STARTED_AT = web.AppKey("started_at", float)
 # sha256(api key) -> (monotonic time cached, Account); short-lived, to keep hot paths off the DB.
 ACCOUNT_CACHE: web.AppKey[dict[str, tuple[float, Account]]] = web.AppKey("account_cache")

@@ -1,5 +1,7 @@
 """API keys and roles. Keys are random and high-entropy, so a plain SHA-256 of the whole key is a
 safe stored form (no slow KDF needed); the short prefix finds the row without scanning.
+Accounts come from the app's `AccountStore` (node.stores: PostgreSQL in production); when the
+database is down, or the local Patroni says it is, from the node's key cache on disk instead.
 
 Every authenticated request is also counted against its account's rate limit (`node.ratelimit`,
 counters in Redis). Over the limit: 429 with `Retry-After`. Redis unreachable: the request goes
@@ -14,17 +16,14 @@ import hashlib
 import hmac
 import secrets
 import time
-from typing import Any
 
-import psycopg
 from aiohttp import web
-from psycopg.rows import dict_row
-from psycopg_pool import PoolTimeout
 
-from kernel.errors import RedisUnavailable
+from kernel.errors import DatabaseUnavailable, RedisUnavailable
 from node import appkeys
 from node.account import Account
 from node.problems import Problem
+from node.stores import StoredAccount
 
 _CACHE_TTL_S = 5.0
 
@@ -77,7 +76,7 @@ def _database_presumed_down(request: web.Request) -> bool:
     return facts.local_role is None or facts.local_state not in ("running", "streaming")
 
 
-async def _from_key_cache(request: web.Request, key: str) -> dict[str, Any]:
+async def _from_key_cache(request: web.Request, key: str) -> StoredAccount:
     # Database down: the node's on-disk cache of key hashes. A key it cannot verify is
     # refused, never waved through.
     cached = await asyncio.to_thread(request.app[appkeys.KEYCACHE].verify, key)
@@ -90,13 +89,20 @@ async def _from_key_cache(request: web.Request, key: str) -> dict[str, Any]:
             errors=[{"field": "Authorization", "message": "cannot verify key"}],
             headers={"WWW-Authenticate": 'Bearer realm="rocars"'},
         )
-    return {
-        "id": int(cached.account_id),
-        "kind": cached.role,
-        "name": cached.name,
-        "status": cached.status,
-        "key_hash": cached.key_sha256,
-    }
+    account = Account(int(cached.account_id), cached.role, cached.name, cached.status)
+    return StoredAccount(account, cached.key_sha256)
+
+
+async def _lookup(request: web.Request, key: str) -> StoredAccount | None:
+    prefix = _prefix_of(key)
+    if prefix is None:
+        return None
+    if _database_presumed_down(request):
+        return await _from_key_cache(request, key)
+    try:
+        return await request.app[appkeys.ACCOUNTS].find(prefix)
+    except DatabaseUnavailable:
+        return await _from_key_cache(request, key)
 
 
 async def authenticate(request: web.Request) -> Account:
@@ -108,24 +114,8 @@ async def authenticate(request: web.Request) -> Account:
     if hit is not None and now - hit[0] < _CACHE_TTL_S:
         account = hit[1]
     else:
-        prefix = _prefix_of(key)
-        row = None
-        if prefix is not None:
-            if _database_presumed_down(request):
-                row = await _from_key_cache(request, key)
-            else:
-                try:
-                    async with request.app[appkeys.POOL].connection(timeout=2) as conn:
-                        cur = conn.cursor(row_factory=dict_row)
-                        await cur.execute(
-                            "SELECT id, kind, name, status, key_hash FROM accounts"
-                            " WHERE key_prefix = %s",
-                            (prefix,),
-                        )
-                        row = await cur.fetchone()
-                except (PoolTimeout, psycopg.OperationalError):
-                    row = await _from_key_cache(request, key)
-        if row is None or not hmac.compare_digest(row["key_hash"], digest):
+        found = await _lookup(request, key)
+        if found is None or not hmac.compare_digest(found.key_sha256, digest):
             raise Problem(
                 401,
                 "Unauthorized",
@@ -133,7 +123,7 @@ async def authenticate(request: web.Request) -> Account:
                 errors=[{"field": "Authorization", "message": "unknown API key"}],
                 headers={"WWW-Authenticate": 'Bearer realm="rocars", error="invalid_token"'},
             )
-        account = Account(row["id"], row["kind"], row["name"], row["status"])
+        account = found.account
         cache[digest] = (now, account)
     if account.status != "active":
         raise Problem(403, "Forbidden", "this account is suspended")

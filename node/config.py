@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from kernel import names
 from kernel.errors import ConfigError
 
 
@@ -79,7 +80,7 @@ class NodeConfig(BaseModel):
 
     @property
     def leader_key(self) -> str:
-        return f"{self.patroni_namespace}{self.cluster}/leader"
+        return names.leader_key(self.cluster, self.patroni_namespace)
 
 
 def load_node_config(path: Path) -> NodeConfig:

@@ -1,7 +1,10 @@
-"""The one path every write takes: role check, idempotency, one transaction, error mapping.
+"""The one path every write takes: role check, idempotency, one transaction.
 
 - A standby node refuses writes with 503 and `Retry-After` (promise I3); so does a node whose
   database turns out read-only or unreachable mid-request (the database fences the API tier).
+  Both are kernel errors (`DatabaseReadOnly`, `DatabaseUnavailable`) answered by the error
+  boundary in `node.problems`, which also translates the driver's errors: nothing here catches
+  them.
 - `Idempotency-Key`: the key and the record are written in the same transaction. A repeat with
   the same key and body returns the first answer; a different body is 422. Concurrent repeats
   are serialised by a transaction-scoped advisory lock on (account, key).
@@ -16,60 +19,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
 from aiohttp import web
-from psycopg import errors as pg_errors
-from psycopg_pool import PoolTimeout
 
+from kernel.errors import DatabaseReadOnly
 from node import appkeys
 from node.account import Account
 from node.problems import PROBLEM_JSON, Problem
 
-log = logging.getLogger("rocars.writes")
-RETRY_AFTER_S = "1"
-# Retry-After only counts whole seconds, while a switchover is over in about two; clients that
-# read the problem document get the finer hint (an RFC 9457 extension member).
-RETRY_AFTER_MS = 200
 MAX_KEY_LENGTH = 200
 Conn = psycopg.AsyncConnection[Any]
 WriteFn = Callable[[Conn], Awaitable[tuple[int, dict[str, Any]]]]
 
 
-def not_writable(detail: str, request: web.Request | None = None) -> Problem:
-    extra: dict[str, Any] = {"retry_after_ms": RETRY_AFTER_MS}
-    if request is not None and appkeys.CONTINGENCY in request.app:
-        rt = request.app[appkeys.CONTINGENCY]
-        if rt.any_manual:
-            since = rt.since()
-            detail = (
-                f"{detail}. Manual customs clearance is in effect"
-                + (f" since {since.isoformat()}" if since else "")
-                + ": present your cargo documents to a customs officer at the boundary"
-                " control point; electronic submission resumes when the system is back."
-            )
-            # Manual mode lasts minutes to hours: no sub-second hint, Retry-After stands.
-            extra = {"mode": "manual", "since": since.isoformat() if since else None}
-    return Problem(
-        503,
-        "Service Unavailable",
-        detail,
-        type_="https://rocars.example/problems/not-writable",
-        headers={"Retry-After": RETRY_AFTER_S},
-        extra=extra,
-    )
-
-
 def ensure_active(request: web.Request) -> None:
     watcher = request.app[appkeys.ROLE]
     if watcher.role != "active":
-        raise not_writable(
+        raise DatabaseReadOnly(
             f"this node (site {request.app[appkeys.CONFIG].site}) is the standby and does not"
-            " accept writes; retry through the API entry point",
-            request,
+            " accept writes; retry through the API entry point"
         )
 
 
@@ -138,53 +109,41 @@ async def run_write(
     key = idempotency_key(request)
     fingerprint = request_fingerprint(request, body)
     pool = request.app[appkeys.POOL]
-    try:
-        lookup, touch, insert, who = _key_sql(account)
-        async with pool.connection() as conn, conn.transaction():
-            if key is not None:
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))",
-                    (key, account.id if account else 0),
-                )
-                cur = await conn.execute(lookup, (*who, key))
-                row = await cur.fetchone()
-                if row is not None:
-                    if row[0] != fingerprint:
-                        raise Problem(
-                            422,
-                            "Unprocessable Content",
-                            "this Idempotency-Key was already used with a different request",
-                            errors=[
-                                {
-                                    "field": "Idempotency-Key",
-                                    "message": "reused with a different body",
-                                }
-                            ],
-                        )
-                    # The touch makes this commit a real one that waits for the synchronous
-                    # standby.
-                    await conn.execute(touch, (*who, key))
-                    stored_status, stored = int(row[1]), row[2]
-                    replay = True
-                else:
-                    replay = False
-            if key is None or not replay:
-                status, result = await fn(conn)
-                if key is not None:
-                    await conn.execute(insert, (*who, key, fingerprint, status, json.dumps(result)))
-                stored_status, stored = status, result
+    lookup, touch, insert, who = _key_sql(account)
+    async with pool.connection() as conn, conn.transaction():
+        if key is not None:
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))",
+                (key, account.id if account else 0),
+            )
+            cur = await conn.execute(lookup, (*who, key))
+            row = await cur.fetchone()
+            if row is not None:
+                if row[0] != fingerprint:
+                    raise Problem(
+                        422,
+                        "Unprocessable Content",
+                        "this Idempotency-Key was already used with a different request",
+                        errors=[
+                            {
+                                "field": "Idempotency-Key",
+                                "message": "reused with a different body",
+                            }
+                        ],
+                    )
+                # The touch makes this commit a real one that waits for the synchronous
+                # standby.
+                await conn.execute(touch, (*who, key))
+                stored_status, stored = int(row[1]), row[2]
+                replay = True
+            else:
                 replay = False
-    except Problem:
-        raise
-    except pg_errors.ReadOnlySqlTransaction as exc:
-        raise not_writable(
-            "the database member of this site is no longer the primary; retry shortly", request
-        ) from exc
-    except (PoolTimeout, psycopg.OperationalError) as exc:
-        log.warning("write failed, database unavailable: %s", exc)
-        raise not_writable(
-            "the database is not reachable from this node; retry shortly", request
-        ) from exc
+        if key is None or not replay:
+            status, result = await fn(conn)
+            if key is not None:
+                await conn.execute(insert, (*who, key, fingerprint, status, json.dumps(result)))
+            stored_status, stored = status, result
+            replay = False
     if appkeys.CONTINGENCY in request.app and request.app[appkeys.CONTINGENCY].any_manual:
         stored = {**stored, "mode": "manual"}
     return _respond(stored_status, stored, replayed=replay)

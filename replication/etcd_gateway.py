@@ -1,4 +1,5 @@
-"""etcd through its v3 JSON gateway (`/v3/kv/...`, `/v3/watch`), with aiohttp: no gRPC stack.
+"""etcd through its v3 JSON gateway (`/v3/kv/...`, `/v3/maintenance/...`), with aiohttp: no gRPC
+stack.
 
 Serves: the node's role watcher (leader key), cluster status, and contingency mode storage.
 Reads are linearizable (etcd's default) so an isolated member cannot hand us a stale leader:
@@ -8,8 +9,7 @@ its minority view fails instead (DESIGN.md section 6).
 from __future__ import annotations
 
 import base64
-import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,13 +29,6 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text)
 
 
-def prefix_end(prefix: str) -> str:
-    """The range_end that selects every key starting with `prefix` (etcd's convention)."""
-    raw = bytearray(prefix.encode())
-    raw[-1] += 1
-    return raw.decode()
-
-
 @dataclass(frozen=True)
 class KeyValue:
     key: str
@@ -49,7 +42,6 @@ class MemberStatus:
     healthy: bool
     member_id: str | None = None
     leader_id: str | None = None
-    name: str | None = None
     error: str | None = None
 
 
@@ -92,19 +84,6 @@ class EtcdGateway:
             return None
         kv = kvs[0]
         return KeyValue(key, _unb64(kv.get("value", "")), int(kv.get("mod_revision", 0)))
-
-    async def get_prefix(self, prefix: str) -> list[KeyValue]:
-        data = await self._post(
-            "/v3/kv/range", {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
-        )
-        return [
-            KeyValue(
-                _unb64(kv["key"]).decode(),
-                _unb64(kv.get("value", "")),
-                int(kv.get("mod_revision", 0)),
-            )
-            for kv in data.get("kvs") or []
-        ]
 
     async def put(self, key: str, value: bytes | str) -> int:
         data = await self._post("/v3/kv/put", {"key": _b64(key), "value": _b64(value)})
@@ -178,37 +157,3 @@ class EtcdGateway:
     async def member_names(self) -> dict[str, str]:
         data = await self._post("/v3/cluster/member/list", {})
         return {str(m.get("ID")): str(m.get("name")) for m in data.get("members", [])}
-
-    async def watch_prefix(
-        self, prefix: str, *, start_revision: int | None = None
-    ) -> AsyncIterator[list[KeyValue]]:
-        """Stream batches of changed keys under `prefix` until the connection drops."""
-        req: dict[str, Any] = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
-        if start_revision is not None:
-            req["start_revision"] = start_revision
-        last: Exception | None = None
-        for url in self._urls:
-            try:
-                async with self._session.post(
-                    f"{url}/v3/watch",
-                    json={"create_request": req},
-                    timeout=aiohttp.ClientTimeout(total=None, connect=0.5, sock_read=None),
-                ) as resp:
-                    async for line in resp.content:
-                        if not line.strip():
-                            continue
-                        result = json.loads(line).get("result", {})
-                        events = result.get("events") or []
-                        if events:
-                            yield [
-                                KeyValue(
-                                    _unb64(e["kv"]["key"]).decode(),
-                                    _unb64(e["kv"].get("value", "")),
-                                    int(e["kv"].get("mod_revision", 0)),
-                                )
-                                for e in events
-                            ]
-                    return
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                last = exc
-        raise EtcdUnavailable(f"no etcd member accepted the watch: {last!r}")

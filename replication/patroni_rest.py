@@ -7,11 +7,12 @@ never as a hang (DESIGN.md section 6, the zombie primary).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from kernel.cluster import Member
 from kernel.errors import PatroniUnavailable
 
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=0.8, connect=0.4)
@@ -19,40 +20,22 @@ DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=0.8, connect=0.4)
 
 @dataclass(frozen=True)
 class MemberView:
-    """One member's answer from `GET /patroni`."""
+    """One member's answer from `GET /patroni`: what the role watcher needs of it."""
 
-    name: str
     role: str  # "primary" | "replica" | "standby_leader" | "uninitialized" | ...
     state: str  # "running" | "streaming" | "stopped" | "starting" | ...
-    timeline: int | None
     paused: bool
-    raw: dict[str, Any] = field(repr=False, default_factory=dict)
-
-    @property
-    def is_running_primary(self) -> bool:
-        return self.role in ("primary", "master") and self.state == "running"
 
 
 @dataclass(frozen=True)
-class ClusterMember:
-    name: str
-    role: str  # "leader" | "sync_standby" | "replica" | ...
-    state: str
-    host: str | None
-    port: int | None
-    lag: int | None
-    timeline: int | None
-    api_url: str | None
+class PatroniCluster:
+    """One member's answer from `GET /cluster`: the members it knows and the pause flag.
 
+    It names no leader on purpose: an isolated member's view can be stale (DESIGN.md section
+    6), so who leads comes from a quorum read of the leader key instead."""
 
-@dataclass(frozen=True)
-class ClusterView:
-    members: tuple[ClusterMember, ...]
+    members: tuple[Member, ...]
     paused: bool
-
-    @property
-    def leader(self) -> str | None:
-        return next((m.name for m in self.members if m.role == "leader"), None)
 
 
 def _lag(value: Any) -> int | None:
@@ -81,30 +64,24 @@ class PatroniRest:
     async def member(self, base_url: str) -> MemberView:
         _, d = await self._get(f"{base_url}/patroni")
         return MemberView(
-            name=str(d.get("patroni", {}).get("name", "")),
             role=str(d.get("role", "unknown")),
             state=str(d.get("state", "unknown")),
-            timeline=d.get("timeline"),
             paused=bool(d.get("pause", False)),
-            raw=d,
         )
 
-    async def cluster(self, base_url: str) -> ClusterView:
+    async def cluster(self, base_url: str) -> PatroniCluster:
         _, d = await self._get(f"{base_url}/cluster")
         members = tuple(
-            ClusterMember(
+            Member(
                 name=str(m.get("name")),
                 role=str(m.get("role")),
                 state=str(m.get("state")),
-                host=m.get("host"),
-                port=m.get("port"),
-                lag=_lag(m.get("lag", 0 if m.get("role") == "leader" else None)),
+                lag_bytes=_lag(m.get("lag", 0 if m.get("role") == "leader" else None)),
                 timeline=m.get("timeline"),
-                api_url=m.get("api_url"),
             )
             for m in d.get("members", [])
         )
-        return ClusterView(members=members, paused=bool(d.get("pause", False)))
+        return PatroniCluster(members=members, paused=bool(d.get("pause", False)))
 
     async def switchover(
         self, base_url: str, *, leader: str, candidate: str, timeout_s: float = 30.0

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,10 +27,10 @@ import aiohttp
 from psycopg.rows import dict_row
 
 from deploy import admin
-from deploy.configgen import PATRONI_NAMESPACE
 from deploy.state import StateDir
 from deploy.topology import Topology
 from kernel.errors import ComponentUnavailable
+from kernel.names import leader_key
 from node.client import ApiError, ClientError, RocarsClient
 from replication.etcd_gateway import EtcdGateway
 
@@ -189,7 +188,7 @@ class Drill:
         roles: dict[str, str | None] = {}
         while not self._stop.is_set():
             try:
-                kv = await gw.get(f"{PATRONI_NAMESPACE}{self.topo.name}/leader")
+                kv = await gw.get(leader_key(self.topo.name))
                 now_leader = kv.value.decode() if kv else None
             except ComponentUnavailable:
                 now_leader = "unknown"
@@ -334,7 +333,3 @@ def write_report(result: DrillResult, reports_dir: Path) -> tuple[Path, Path]:
         lines += ["", "## Notes", "", *[f"- {n}" for n in result.notes]]
     base.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return base.with_suffix(".json"), base.with_suffix(".md")
-
-
-def summarise(rtos: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(rtos), "worst": max(rtos)} if rtos else {}

@@ -10,34 +10,23 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import aiohttp
 import psutil
 
-from deploy import admin, launcher, netns, processes, status
-from deploy.drills.drill import Drill, DrillResult, Event, write_report
-from deploy.state import StateDir
+from deploy import netns, processes, status
+from deploy.drills.drill import Drill
+from deploy.drills.fault_context import Context
+from deploy.failover_ops import planned_switchover
+from deploy.process_specs import specs
 from deploy.topology import Topology
-from failover.controller import LAST_SWITCHOVER_KEY
+from failover.switchover import SwitchoverRefused
 from kernel.errors import LaunchError, RocarsError
+from kernel.names import LAST_SWITCHOVER_KEY
 from replication.etcd_gateway import EtcdGateway
-from replication.patroni_rest import PatroniRest
-
-
-@dataclass
-class Context:
-    topo: Topology
-    state: StateDir
-    site: str  # the active site the fault hits
-    other: str
-    frozen: list[int]
-    partitioned: list[str] = field(default_factory=list)
-
 
 Inject = Callable[[Drill, Context], Awaitable[None]]
 
@@ -53,7 +42,7 @@ class Scenario:
 
 
 def _pid(ctx: Context, process: str) -> int | None:
-    spec = launcher.specs(ctx.topo, ctx.state)[process]
+    spec = specs(ctx.topo, ctx.state)[process]
     return processes.running_pid(ctx.state, spec)
 
 
@@ -67,22 +56,13 @@ def _postmaster(ctx: Context, site: str) -> int | None:
     return processes.postmaster_pid(ctx.state.member_dir(site) / "data")
 
 
-async def checkpoint_leader(topo: Topology, state: StateDir) -> None:
-    """A CHECKPOINT just before a planned switchover leaves little for the shutdown checkpoint
-    of the demotion to write, so the old primary stops sooner."""
-    conn = await admin.connect_leader(topo, state, superuser=True)
-    async with conn:
-        await conn.execute("CHECKPOINT")
-
-
 async def switchover(drill: Drill, ctx: Context) -> None:
-    await checkpoint_leader(ctx.topo, ctx.state)
-    drill.event("CHECKPOINT on the leader")
-    async with aiohttp.ClientSession() as s:
-        code, text = await PatroniRest(s).switchover(
-            ctx.topo.patroni_url(ctx.site), leader=f"pg-{ctx.site}", candidate=f"pg-{ctx.other}"
+    try:
+        await planned_switchover(
+            ctx.topo, ctx.state, ctx.other, leader=ctx.site, wait=False, progress=drill.event
         )
-    drill.event(f"Patroni switchover answered {code}: {text[:120]}")
+    except SwitchoverRefused as exc:  # nothing moved: the drill must not pass for it
+        drill.result.checks_failed.append(str(exc))
 
 
 async def kill_postgres(drill: Drill, ctx: Context) -> None:
@@ -179,8 +159,7 @@ async def isolate_site(drill: Drill, ctx: Context) -> None:
 
 
 async def kill_redis_primary(drill: Drill, ctx: Context) -> None:
-    doc = await status.redis_status(ctx.topo)
-    primary = doc.get("primary")
+    primary = (await status.redis_status(ctx.topo)).primary
     if primary is None:
         drill.result.checks_failed.append("no Redis primary before the fault")
         return
@@ -261,71 +240,6 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
-async def wait_healthy(topo: Topology, timeout: float = 120.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    doc = await status.collect(topo)
-    while not doc["healthy"] and time.monotonic() < deadline:
-        await asyncio.sleep(1)
-        doc = await status.collect(topo)
-    return doc
-
-
-async def restore(topo: Topology, state: StateDir, ctx: Context) -> str:
-    """Heal partitions, thaw what was frozen, restart what was killed, and wait until healthy
-    again (a deposed primary rejoins as a replica, rewound by pg_rewind if it must); returns a
-    sentence saying how the fault site's member came back."""
-    t0 = time.monotonic()
-    for site in ctx.partitioned:
-        await asyncio.to_thread(netns.heal, topo, site)
-    for pid in ctx.frozen:
-        with contextlib.suppress(psutil.Error):
-            psutil.Process(pid).resume()
-    # Through the real CLI in a process of its own, so the restarted daemons are not children
-    # of the drill (or of pytest) and outlive it cleanly.
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "node",
-        "cluster",
-        "up",
-        "--state-dir",
-        str(state.root),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"cluster up after the drill failed:\n{out.decode()[-2000:]}")
-    doc = await wait_healthy(topo)
-    if not doc["healthy"]:
-        raise RuntimeError(f"cluster did not recover after the drill: {doc['problems']}")
-    member = next(m for m in doc["postgres"]["members"] if m["site"] == ctx.site)
-    return (
-        f"restored: member {member['name']} is {member['role']}/{member['state']} on timeline "
-        f"{member['timeline']}, leader {doc['postgres']['leader']}, "
-        f"{time.monotonic() - t0:.1f}s after the drill's end"
-    )
-
-
-async def ensure_leader(topo: Topology, state: StateDir, site: str) -> None:
-    """Make `site` the leader by a planned switchover, if it is not already."""
-    current = await admin.leader_site(topo)
-    if current == site:
-        return
-    await checkpoint_leader(topo, state)
-    async with aiohttp.ClientSession() as s:
-        await PatroniRest(s).switchover(
-            topo.patroni_url(current), leader=f"pg-{current}", candidate=f"pg-{site}"
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        doc = await status.collect(topo)
-        if doc["healthy"] and doc["postgres"]["leader"] == f"pg-{site}":
-            return
-        await asyncio.sleep(0.5)
-    raise RuntimeError(f"could not move the leader to site {site} before the drill")
-
-
 def check_runnable(topo: Topology, name: str) -> Scenario:
     """The scenario, if this cluster can run it; else a LaunchError saying what to start."""
     scenario = SCENARIOS[name]
@@ -337,33 +251,3 @@ def check_runnable(topo: Topology, name: str) -> Scenario:
             f"{name} --state-dir var-netns'"
         )
     return scenario
-
-
-async def run_scenario(
-    topo: Topology, state: StateDir, name: str, *, api_key: str, writers: int = 4
-) -> DrillResult:
-    scenario = check_runnable(topo, name)
-    site = await admin.leader_site(topo)
-    other = next(s for s in topo.data_sites if s != site)
-    ctx = Context(topo, state, site, other, [])
-    drill = Drill(
-        topo,
-        state,
-        scenario=name,
-        direction=f"{site}->{other}",
-        budget_s=scenario.budget(topo),
-        writers=writers,
-        allowed_failures=scenario.allowed_failures,
-    )
-
-    async def inject(d: Drill) -> None:
-        await scenario.inject(d, ctx)
-
-    try:
-        result = await drill.run(inject, api_key)
-    finally:
-        restored = await restore(topo, state, ctx)
-    # After the timeline's end, not part of the RTO: how the fault site came back.
-    result.events.append(Event(round(drill.now(), 3), restored))
-    write_report(result, state.reports)
-    return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -23,10 +23,6 @@ Conn = psycopg.AsyncConnection[Any]
 
 def now(request: web.Request) -> datetime:
     return request.app[appkeys.CLOCK]()
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def check_lbcp(code: str, field: str = "lbcp") -> str:

@@ -3,6 +3,11 @@ record of each truck cleared by hand (to PostgreSQL, or to the node's journal wh
 is down). Works with both database members down: officers' keys are then checked against the
 node's on-disk key cache, and an unverifiable key is refused.
 
+Switching answers once every node applies the new mode (`contingency.runtime.await_nodes`: this
+node re-reads etcd at once, the peers are asked for their /health), naming any node that did
+not. Outages answer through the table in `node.problems`; the fallbacks here (journal instead of
+PostgreSQL) catch the kernel errors that `translated()` raises, never a driver's own.
+
 Serves `contingency.runtime` (mode state in etcd), `contingency.journal`, `contingency.reconcile`.
 """
 
@@ -11,29 +16,35 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-import psycopg
+import aiohttp
 from aiohttp import web
-from psycopg_pool import PoolTimeout
 from pydantic import AwareDatetime, Field, StringConstraints, field_validator
 
 from contingency import state as cstate
 from contingency.journal import AuditEvent, ClearanceRecord
 from contingency.reconcile import journal_paths, reconcile, store_clearance
-from contingency.runtime import ContingencyError
+from contingency.runtime import Propagation, applies, await_nodes
 from kernel.domain.ccrn import validate_ccrn
 from kernel.domain.lbcp import DEFAULT_LBCPS
 from kernel.domain.vrn import normalise_vrn
+from kernel.errors import DatabaseUnavailable
 from node import appkeys
 from node.account import Account
 from node.api import common
+from node.api.health import contingency_section
 from node.auth import require
-from node.problems import Problem
+from node.problems import not_writable, translated
 from node.schemas import Text500, _Strict, iso
 from node.validation import invalid, read_model
-from node.writes import not_writable
+
+# One peer's /health must answer within this; a mode change waits at most NODES_DEADLINE_S for
+# the nodes to apply it (they re-read it every 0.25 s, so this is ample).
+PEER_TIMEOUT = aiohttp.ClientTimeout(total=1.0)
+NODES_DEADLINE_S = 3.0
 
 Lbcp = Annotated[str, StringConstraints(min_length=1, max_length=8)]
 
@@ -41,9 +52,9 @@ Lbcp = Annotated[str, StringConstraints(min_length=1, max_length=8)]
 class ActivateIn(_Strict):
     reason: Text500
     lbcps: list[Lbcp] | None = Field(default=None, max_length=20)
-    message: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)] = (
-        "Manual customs clearance is in force: present your cargo documents to an officer."
-    )
+    message: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)
+    ] = "Manual customs clearance is in force: present your cargo documents to an officer."
 
 
 class DeactivateIn(_Strict):
@@ -131,10 +142,16 @@ async def _audit_anywhere(
     """Audit to PostgreSQL when this node can write, else to the journal (reconciled later)."""
     if request.app[appkeys.ROLE].role == "active":
         try:
-            async with request.app[appkeys.POOL].connection(timeout=2) as conn, conn.transaction():
-                await common.audit(conn, actor=actor, action=action, subject=subject, after=after)
+            with translated():
+                async with (
+                    request.app[appkeys.POOL].connection(timeout=2) as conn,
+                    conn.transaction(),
+                ):
+                    await common.audit(
+                        conn, actor=actor, action=action, subject=subject, after=after
+                    )
             return "database"
-        except (PoolTimeout, psycopg.Error):
+        except DatabaseUnavailable:
             pass
     await _journal_audit(
         request,
@@ -149,16 +166,45 @@ async def _audit_anywhere(
     return "journal"
 
 
+async def _node_sections(request: web.Request) -> dict[str, Mapping[str, Any] | None]:
+    """Every node's account of the mode it applies: this node's own, the peers' /health."""
+    app = request.app
+    cfg = app[appkeys.CONFIG]
+    session = app[appkeys.HTTP]
+
+    async def ask(url: str) -> Mapping[str, Any] | None:
+        try:
+            async with session.get(f"{url.rstrip('/')}/health", timeout=PEER_TIMEOUT) as r:
+                doc = await r.json(content_type=None)  # 503 ("fail") still carries the section
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        section = doc.get("contingency") if isinstance(doc, dict) else None
+        return section if isinstance(section, dict) else None
+
+    peers = {site: url for site, url in cfg.peers.items() if site != cfg.site}
+    answers = await asyncio.gather(*(ask(url) for url in peers.values()))
+    out: dict[str, Mapping[str, Any] | None] = dict(zip(peers, answers, strict=True))
+    out[cfg.site] = contingency_section(app)
+    return out
+
+
+async def _propagate(request: web.Request, new: cstate.ContingencyState) -> Propagation:
+    """Apply `new` on this node now, then wait until the peers apply it too."""
+    await request.app[appkeys.CONTINGENCY].refresh()
+    return await await_nodes(
+        lambda: _node_sections(request),
+        lambda section: applies(section, new),
+        deadline_s=NODES_DEADLINE_S,
+    )
+
+
 async def activate(request: web.Request) -> web.Response:
     account = await require(request, "officer")
     _, body = await read_model(request, ActivateIn)
     lbcps = _lbcp_set(body.lbcps)
-    try:
-        new = await request.app[appkeys.CONTINGENCY].activate(
-            actor=account.actor, reason=body.reason, lbcps=lbcps, message=body.message
-        )
-    except ContingencyError as exc:
-        raise Problem(503, "Service Unavailable", str(exc), headers={"Retry-After": "1"}) from exc
+    new = await request.app[appkeys.CONTINGENCY].activate(
+        actor=account.actor, reason=body.reason, lbcps=lbcps, message=body.message
+    )
     where = await _audit_anywhere(
         request,
         actor=account.actor,
@@ -166,7 +212,8 @@ async def activate(request: web.Request) -> web.Response:
         subject="contingency",
         after=cstate.to_dict(new),
     )
-    return web.json_response({**state_json(request), "audited_to": where})
+    spread = await _propagate(request, new)
+    return web.json_response({**state_json(request), "audited_to": where, **spread.as_dict()})
 
 
 async def deactivate(request: web.Request) -> web.Response:
@@ -179,24 +226,33 @@ async def deactivate(request: web.Request) -> web.Response:
             " send it to the active node through the API entry point"
         )
     try:
-        async with request.app[appkeys.POOL].connection(timeout=5) as conn:
-            report = await reconcile(conn, journal_paths(request.app[appkeys.CONFIG].state_dir))
-            new = await request.app[appkeys.CONTINGENCY].deactivate(
-                actor=account.actor, reason=body.reason, lbcps=lbcps
-            )
-            async with conn.transaction():
-                await common.audit(
-                    conn,
-                    actor=account.actor,
-                    action="contingency.deactivate",
-                    subject="contingency",
-                    after=cstate.to_dict(new),
-                )
-    except ContingencyError as exc:
-        raise Problem(409, "Conflict", str(exc)) from exc
-    except (PoolTimeout, psycopg.OperationalError) as exc:
-        raise not_writable("the database is not writable; manual mode stays on") from exc
-    return web.json_response({**state_json(request), "reconciliation": report.as_dict()})
+        with translated():
+            async with request.app[appkeys.POOL].connection(timeout=5) as conn:
+                report = await reconcile(conn, journal_paths(request.app[appkeys.CONFIG].state_dir))
+    except DatabaseUnavailable as exc:
+        raise not_writable(
+            "the database is not writable, so the manual records cannot be reconciled;"
+            " manual mode stays on"
+        ) from exc
+    new = await request.app[appkeys.CONTINGENCY].deactivate(
+        actor=account.actor, reason=body.reason, lbcps=lbcps
+    )
+    where = await _audit_anywhere(
+        request,
+        actor=account.actor,
+        action="contingency.deactivate",
+        subject="contingency",
+        after=cstate.to_dict(new),
+    )
+    spread = await _propagate(request, new)
+    return web.json_response(
+        {
+            **state_json(request),
+            "reconciliation": report.as_dict(),
+            "audited_to": where,
+            **spread.as_dict(),
+        }
+    )
 
 
 async def record_clearance(request: web.Request) -> web.Response:
@@ -227,15 +283,16 @@ async def record_clearance(request: web.Request) -> web.Response:
     )
     if request.app[appkeys.ROLE].role == "active":
         try:
-            async with (
-                request.app[appkeys.POOL].connection(timeout=2) as conn,
-                conn.transaction(),
-            ):
-                _, outcome = await store_clearance(conn, rec, source="direct")
+            with translated():
+                async with (
+                    request.app[appkeys.POOL].connection(timeout=2) as conn,
+                    conn.transaction(),
+                ):
+                    _, outcome = await store_clearance(conn, rec, source="direct")
             return web.json_response(
                 {"uuid": rec.uuid, "stored": "database", **outcome}, status=201
             )
-        except (PoolTimeout, psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction):
+        except DatabaseUnavailable:
             pass  # fall through to the journal
     uid = await asyncio.to_thread(request.app[appkeys.JOURNAL].append_clearance, rec)
     return web.json_response(

@@ -84,7 +84,11 @@ def contingency_section(app: web.Application) -> dict[str, Any]:
 def inputs(app: web.Application) -> HealthInputs:
     cfg = app[appkeys.CONFIG]
     watcher = app[appkeys.ROLE]
-    controller = app[appkeys.CONTROLLER].decision
+    controller = app.get(appkeys.CONTROLLER)
+    if controller is None:
+        action, reason = "none", "the failover controller does not run on this node"
+    else:
+        action, reason = controller.decision.action, controller.decision.reason
     return HealthInputs(
         site=cfg.site,
         patroni_member=cfg.patroni_member,
@@ -94,8 +98,8 @@ def inputs(app: web.Application) -> HealthInputs:
         live=_live(app),
         contingency=contingency_section(app),
         redis=redis_section(app),
-        controller_action=controller.action,
-        controller_reason=controller.reason,
+        controller_action=action,
+        controller_reason=reason,
         now_iso=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
 

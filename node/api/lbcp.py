@@ -1,7 +1,8 @@
-"""The LBCP gate: a truck arrives, the gate answers release / inspect / hold at once.
+"""The LBCP gate: a truck arrives, the gate answers release / inspect / hold / manual at once.
 
-Pure rule used: `kernel.domain.gate`. Everything the decision needs was precomputed on the bundle
-row at bundling/profiling time, so the path is one indexed lookup plus the arrival record.
+Pure rule used: `kernel.domain.gate` (it owns the precedence, manual mode first). Everything the
+decision needs was precomputed on the bundle row at bundling/profiling time, so the path is one
+indexed lookup plus the arrival record; when the mode alone decides, no database is touched.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from psycopg.rows import dict_row
 
-from kernel.domain.gate import gate_decision
+from kernel.domain.gate import BundleAtGate, decision_by_mode, gate_decision
 from node import appkeys
 from node.api import common
 from node.api.bundles import bundle_json
@@ -27,18 +28,19 @@ async def arrival(request: web.Request) -> web.Response:
     code = common.check_lbcp(request.match_info["code"], field="code")
     body, a = await read_model(request, ArrivalIn)
     at = common.now(request)
-    if request.app[appkeys.CONTINGENCY].mode_for(code) == "manual":
+    contingency = request.app[appkeys.CONTINGENCY]
+    mode = contingency.mode_for(code)
+    by_mode = decision_by_mode(mode)
+    if by_mode is not None:
         # Answered without the database: manual clearance works when PostgreSQL is down.
-        since = request.app[appkeys.CONTINGENCY].since()
         return web.json_response(
             {
                 "lbcp": code,
                 "vrn": a.vrn,
-                "decision": "manual",
-                "reason": "manual clearance mode is in force at this LBCP: the driver presents"
-                " the cargo documents to an officer",
-                "mode": "manual",
-                "since": iso(since),
+                "decision": by_mode.decision,
+                "reason": by_mode.reason,
+                "mode": mode,
+                "since": iso(contingency.since()),
                 "at": iso(at),
             }
         )
@@ -51,18 +53,8 @@ async def arrival(request: web.Request) -> web.Response:
             (code, a.vrn),
         )
         b = await dcur.fetchone()
-        if b is not None and b["status"] == "inspecting":
-            decision, reason, until = "inspect", "already directed to inspection", None
-        else:
-            d = gate_decision(
-                now=at,
-                manual_mode=False,
-                bundle_open=b is not None,
-                not_before=b["not_before"] if b else None,
-                selected=bool(b and b["selected"]),
-                reasons=b["reasons"] if b else (),
-            )
-            decision, reason, until = d.decision, d.reason, d.until
+        d = gate_decision(now=at, mode=mode, bundle=_at_gate(b))
+        decision, reason, until = d.decision, d.reason, d.until
         ccrns: list[str] = []
         if b is not None:
             cur = await conn.execute(
@@ -95,6 +87,17 @@ async def arrival(request: web.Request) -> web.Response:
         return 200, out
 
     return await run_write(request, account, body, write)
+
+
+def _at_gate(row: dict[str, Any] | None) -> BundleAtGate | None:
+    if row is None:
+        return None
+    return BundleAtGate(
+        status=row["status"],
+        not_before=row["not_before"],
+        selected=row["selected"],
+        reasons=tuple(row["reasons"]),
+    )
 
 
 async def _close(

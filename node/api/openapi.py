@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from node import schemas
+from node.api import contingency
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 # (method, path, summary, roles, request model, success status)
@@ -122,6 +123,37 @@ OPERATIONS: list[tuple[str, str, str, str, type[BaseModel] | None, int]] = [
         None,
         201,
     ),
+    # Manual clearance: these keep working while PostgreSQL is down (officers' keys are then
+    # checked against the node's key cache). A mode change answers once every node applies it
+    # (`nodes`: the mode each applies or "unreachable"; `not_applied`: who did not follow); 503
+    # when etcd is unreachable.
+    ("get", "/v1/status", "Public notice: the mode in force (no auth)", "public", None, 200),
+    ("get", "/v1/contingency", "The same notice, for officers' consoles", "public", None, 200),
+    (
+        "post",
+        "/v1/contingency/activate",
+        "Switch manual clearance on (audited to the journal while PostgreSQL is down)",
+        "officer",
+        contingency.ActivateIn,
+        200,
+    ),
+    (
+        "post",
+        "/v1/contingency/deactivate",
+        "Reconcile the manual records, then switch manual clearance off (503 while the"
+        " database is not writable: manual mode stays on)",
+        "officer",
+        contingency.DeactivateIn,
+        200,
+    ),
+    (
+        "post",
+        "/v1/contingency/clearances",
+        "Record a truck cleared by hand: 201 stored in PostgreSQL, 202 in the node's journal",
+        "officer",
+        contingency.ClearanceIn,
+        201,
+    ),
 ]
 
 
@@ -167,7 +199,9 @@ def build() -> dict[str, Any]:
                     "content": {"application/problem+json": {"schema": PROBLEM}},
                 },
                 "503": {
-                    "description": "standby node or database not writable; retry",
+                    "description": "standby node, or a component (database, etcd, journal) not"
+                    " available; retry after Retry-After (retry_after_ms: the finer hint), or,"
+                    " in manual clearance mode, present the cargo documents at the boundary",
                     "content": {"application/problem+json": {"schema": PROBLEM}},
                 },
             },

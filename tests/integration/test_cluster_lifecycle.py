@@ -1,4 +1,9 @@
-"""The local two-site system from nothing to running to nothing, through the real CLI."""
+"""The local two-site system from nothing to running to nothing, through the real CLI.
+
+The tests share one cluster (starting one takes a while) but none relies on another having run
+first: each asks a fixture for the state it needs (`empty`, `running`, `leader_on_a`), and that
+fixture establishes it, so any test also passes alone.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,10 @@ import asyncio
 import os
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -15,15 +22,19 @@ import redis
 
 from deploy import processes
 from deploy.harness import TEST_PORT_OFFSETS, LocalCluster
+from kernel.names import member_name
 from replication.etcd_gateway import EtcdGateway
 
 pytestmark = pytest.mark.integration
 
 LIFECYCLE_PORT_OFFSET = TEST_PORT_OFFSETS["lifecycle"]
+PG_A, PG_B = member_name("A"), member_name("B")
 
 
 @pytest.fixture(scope="module")
-def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """The module's cluster, not started here (each test's fixture puts it in the state that
+    test needs); stopped and deleted at the end."""
     c = LocalCluster.create(tmp_path_factory.mktemp("lifecycle"), port_offset=LIFECYCLE_PORT_OFFSET)
     try:
         yield c
@@ -31,7 +42,51 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         c.close()
 
 
-def _wait_status(c: LocalCluster, timeout: float = 60) -> dict[str, object]:
+@pytest.fixture
+def empty(lifecycle: LocalCluster) -> LocalCluster:
+    """The module's cluster stopped, with no data, logs or configuration (a new checkout)."""
+    lifecycle.close()
+    assert not lifecycle.state.root.exists()
+    return lifecycle
+
+
+@pytest.fixture
+def running(lifecycle: LocalCluster) -> LocalCluster:
+    """The module's cluster up and healthy: `cluster up` starts whatever is not running (and
+    changes nothing when everything runs)."""
+    lifecycle.up()
+    _wait_status(lifecycle)
+    return lifecycle
+
+
+@pytest.fixture
+def leader_on_a(running: LocalCluster) -> LocalCluster:
+    """The running cluster with site A active: switched over to A when B leads, then healthy
+    with HAProxy routing to A."""
+    _, doc = running.status()
+    if doc["postgres"]["leader"] != PG_A:
+        running.rocars(
+            "failover", "switchover", "--to", "A", "--state-dir", str(running.state.root)
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        code, doc = running.status()
+        if code == 0 and doc["postgres"]["leader"] == PG_A and _entry_node(running) == "A":
+            return running
+        time.sleep(0.5)
+    raise AssertionError(f"site A did not become active: {doc.get('problems')}")
+
+
+def _entry_node(c: LocalCluster) -> str | None:
+    """The node behind the entry's /health/ready when it answers 200, else None."""
+    try:
+        with urllib.request.urlopen(f"{c.topo.entry_url()}/health/ready", timeout=2) as r:
+            return r.headers.get("X-Rocars-Node")
+    except OSError:
+        return None
+
+
+def _wait_status(c: LocalCluster, timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     code, doc = c.status()
     while code != 0 and time.monotonic() < deadline:
@@ -41,45 +96,49 @@ def _wait_status(c: LocalCluster, timeout: float = 60) -> dict[str, object]:
     return doc
 
 
-def test_starts_from_nothing_and_is_healthy(fresh: LocalCluster) -> None:
+def test_starts_from_nothing_and_is_healthy(empty: LocalCluster) -> None:
     """`cluster up` from an empty state folder brings every component up and reports ready."""
     t0 = time.monotonic()
-    out = fresh.up()
+    out = empty.up()
     elapsed = time.monotonic() - t0
     print(f"\n[measure] cluster up from empty data: {elapsed:.1f}s")
     assert "HEALTHY" in out
     assert "API (HAProxy):" in out
     assert "logs:" in out
+    for name in ("etcd-A", "etcd-C", "patroni-A", "patroni-B", "node-A", "haproxy"):
+        assert f"started {name}" in out
 
 
-def test_status_shows_one_leader_and_a_streaming_sync_standby(fresh: LocalCluster) -> None:
-    """Patroni has one leader on the primary site and the DR member streams synchronously."""
-    code, doc = fresh.status()
+def test_status_shows_one_leader_and_a_streaming_sync_standby(leader_on_a: LocalCluster) -> None:
+    """Patroni has one leader on the primary site and the DR member streams synchronously on
+    the leader's timeline."""
+    code, doc = leader_on_a.status()
     assert code == 0, doc["problems"]
     pg = doc["postgres"]
-    assert pg["leader"] == "pg-A"
+    assert pg["leader"] == PG_A
     roles = {m["name"]: (m["role"], m["state"]) for m in pg["members"]}
-    assert roles == {"pg-A": ("leader", "running"), "pg-B": ("sync_standby", "streaming")}
-    assert all(m["timeline"] == 1 for m in pg["members"])
+    assert roles == {PG_A: ("leader", "running"), PG_B: ("sync_standby", "streaming")}
+    assert len({m["timeline"] for m in pg["members"]}) == 1
 
 
 def test_status_shows_three_healthy_etcd_members_and_redis_replication(
-    fresh: LocalCluster,
+    running: LocalCluster,
 ) -> None:
-    """etcd has three healthy members, led by the witness's (so losing a data site never loses
-    etcd's leader too); Redis A replicates to Redis B."""
-    _, doc = fresh.status()
+    """After `cluster up` etcd has three healthy members, led by the witness's (so losing a
+    data site never loses etcd's leader too); the Redis primary replicates to the other."""
+    _, doc = running.status()
     etcd = doc["etcd"]
     assert etcd["healthy"] is True
     assert len(etcd["members"]) == 3
     assert etcd["leader"] == "etcd-C"
-    a, b = (fresh.topo.sites[s].redis for s in "AB")
-    assert a is not None
-    assert b is not None
-    assert doc["redis"] == {"primary": f"127.0.0.1:{a.port}", "replicas": [f"127.0.0.1:{b.port}"]}
-    r = redis.Redis(port=a.port, socket_timeout=2)
+    ports = {s: r.port for s in "AB" if (r := running.topo.sites[s].redis) is not None}
+    primary = doc["redis"]["primary"]
+    assert primary in {f"127.0.0.1:{p}" for p in ports.values()}
+    (replica,) = (p for p in ports.values() if f"127.0.0.1:{p}" != primary)
+    assert doc["redis"]["replicas"] == [f"127.0.0.1:{replica}"]
+    r = redis.Redis(port=int(primary.rsplit(":", 1)[1]), socket_timeout=2)
     r.set("rocars:test:replication", "x")
-    rb = redis.Redis(port=b.port, socket_timeout=2)
+    rb = redis.Redis(port=replica, socket_timeout=2)
     deadline = time.monotonic() + 5
     while rb.get("rocars:test:replication") != b"x" and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -87,13 +146,13 @@ def test_status_shows_three_healthy_etcd_members_and_redis_replication(
 
 
 async def test_active_node_hands_etcd_leadership_back_to_the_witness(
-    fresh: LocalCluster,
+    running: LocalCluster,
 ) -> None:
     """After etcd's leadership lands on a data site (here moved there on purpose), the active
     node hands it back to the witness within a few seconds."""
     async with aiohttp.ClientSession() as s:
-        gw = EtcdGateway(s, fresh.topo.etcd_urls())
-        assert await gw.move_leader(fresh.topo.etcd_url("A"))
+        gw = EtcdGateway(s, running.topo.etcd_urls())
+        assert await gw.move_leader(running.topo.etcd_url("A"))
         t0 = time.monotonic()
         leader = None
         while time.monotonic() - t0 < 30:
@@ -107,72 +166,75 @@ async def test_active_node_hands_etcd_leadership_back_to_the_witness(
         assert leader == "etcd-C"
 
 
-async def test_exactly_one_node_ready_and_haproxy_reaches_it(fresh: LocalCluster) -> None:
+async def test_exactly_one_node_ready_and_haproxy_reaches_it(leader_on_a: LocalCluster) -> None:
     """Only the node on the leader's site answers /health/ready; HAProxy routes there."""
+    c = leader_on_a
     async with aiohttp.ClientSession() as s:
         ready = {}
         for site in ("A", "B"):
-            async with s.get(f"{fresh.topo.node_url(site)}/health/ready") as r:
+            async with s.get(f"{c.topo.node_url(site)}/health/ready") as r:
                 ready[site] = r.status
-            async with s.get(f"{fresh.topo.node_url(site)}/health/live") as r:
+            async with s.get(f"{c.topo.node_url(site)}/health/live") as r:
                 assert r.status == 200
         assert ready == {"A": 200, "B": 503}
         for _ in range(5):
             # /health/ready (unlike the public /health and /v1/status) goes to the active node.
-            async with s.get(f"{fresh.topo.entry_url()}/health/ready") as r:
+            async with s.get(f"{c.topo.entry_url()}/health/ready") as r:
                 assert r.status == 200
                 assert r.headers["X-Rocars-Node"] == "A"
-            async with s.get(f"{fresh.topo.entry_url()}/openapi.json") as r:
+            async with s.get(f"{c.topo.entry_url()}/openapi.json") as r:
                 assert r.status == 200
                 assert r.headers["X-Rocars-Node"] == "A"
-        async with s.get(f"{fresh.topo.node_url('A')}/health") as r:
+        async with s.get(f"{c.topo.node_url('A')}/health") as r:
             assert r.content_type == "application/health+json"
             doc = await r.json(content_type=None)
             assert doc["role"] == "active"
-            assert doc["leader"] == "pg-A"
-        async with s.get(f"{fresh.topo.node_url('B')}/health") as r:
+            assert doc["leader"] == PG_A
+        async with s.get(f"{c.topo.node_url('B')}/health") as r:
             doc = await r.json(content_type=None)
             assert doc["role"] == "standby"
             assert doc["ready"] is False
-        async with s.get(f"{fresh.topo.node_url('A')}/metrics") as r:
+        async with s.get(f"{c.topo.node_url('A')}/metrics") as r:
             text = await r.text()
             assert 'rocars_node_role{role="active",site="A"} 1.0' in text
 
 
-def test_up_again_is_harmless(fresh: LocalCluster) -> None:
+def test_up_again_is_harmless(running: LocalCluster) -> None:
     """Running `cluster up` on a running system starts nothing and changes no pid."""
-    before = {n: fresh.pid(n) for n in ("etcd-A", "patroni-A", "node-B", "haproxy")}
-    out = fresh.up()
+    before = {n: running.pid(n) for n in ("etcd-A", "patroni-A", "node-B", "haproxy")}
+    assert None not in before.values()
+    out = running.up()
     assert "everything was already running" in out
-    assert {n: fresh.pid(n) for n in before} == before
+    assert {n: running.pid(n) for n in before} == before
 
 
-def test_killed_member_comes_back_and_rejoins(fresh: LocalCluster) -> None:
+def test_killed_member_comes_back_and_rejoins(leader_on_a: LocalCluster) -> None:
     """After SIGKILL of the DR site's Patroni+PostgreSQL and etcd, `up` restarts just those."""
-    patroni_pid = fresh.pid("patroni-B")
-    etcd_pid = fresh.pid("etcd-C")
+    c = leader_on_a
+    patroni_pid = c.pid("patroni-B")
+    etcd_pid = c.pid("etcd-C")
     assert patroni_pid
     assert etcd_pid
-    pm = processes.postmaster_pid(fresh.state.member_dir("B") / "data")
+    pm = processes.postmaster_pid(c.state.member_dir("B") / "data")
     for pid in (patroni_pid, etcd_pid, pm):
         if pid:
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while fresh.pid("patroni-B") is not None and time.monotonic() < deadline:
+    while c.pid("patroni-B") is not None and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert fresh.pid("patroni-B") is None
-    keep = fresh.pid("node-A")
-    out = fresh.up()
+    assert c.pid("patroni-B") is None
+    keep = c.pid("node-A")
+    out = c.up()
     assert "started patroni-B" in out
     assert "started etcd-C" in out
     assert "started node-A" not in out
-    assert fresh.pid("node-A") == keep
-    doc = _wait_status(fresh)
-    roles = {m["name"]: m["role"] for m in doc["postgres"]["members"]}  # type: ignore[index]
-    assert roles == {"pg-A": "leader", "pg-B": "sync_standby"}
+    assert c.pid("node-A") == keep
+    doc = _wait_status(c)
+    roles = {m["name"]: m["role"] for m in doc["postgres"]["members"]}
+    assert roles == {PG_A: "leader", PG_B: "sync_standby"}
 
 
-def test_port_already_taken_is_named(fresh: LocalCluster, tmp_path: Path) -> None:
+def test_port_already_taken_is_named(running: LocalCluster, tmp_path: Path) -> None:
     """Starting a second system on the same ports fails naming the port and its holder."""
     other = LocalCluster.create(tmp_path / "clash", port_offset=LIFECYCLE_PORT_OFFSET)
     try:
@@ -186,28 +248,43 @@ def test_port_already_taken_is_named(fresh: LocalCluster, tmp_path: Path) -> Non
         other.close()
 
 
-def test_restart_with_existing_data(fresh: LocalCluster) -> None:
+def _settled_memory(c: LocalCluster, timeout: float = 15) -> dict[str, int]:
+    """Memory per process once start-up allocations stop growing (two readings a second
+    apart within 2 MiB in total), or the last reading after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last = c.memory_bytes()
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = c.memory_bytes()
+        if abs(sum(now.values()) - sum(last.values())) < 2 * 2**20:
+            return now
+        last = now
+    return last
+
+
+def test_restart_with_existing_data(running: LocalCluster) -> None:
     """`down` then `up` with the data kept comes back healthy (timed for the note)."""
-    fresh.down()
+    running.down()
+    assert running.pid("patroni-A") is None
     t0 = time.monotonic()
-    fresh.up()
+    running.up()
     print(f"\n[measure] cluster up with existing data: {time.monotonic() - t0:.1f}s")
-    doc = _wait_status(fresh)
+    doc = _wait_status(running)
     assert doc["healthy"] is True
-    time.sleep(3)  # let start-up allocations settle before reading idle memory
-    rss = fresh.memory_bytes()
+    rss = _settled_memory(running)
     detail = ", ".join(f"{k} {v / 2**20:.0f}" for k, v in sorted(rss.items()))
     total = sum(rss.values()) / 2**20
     print(f"[measure] idle memory (PSS) of the whole system: {total:.0f} MiB ({detail})")
 
 
-def test_down_leaves_no_process_and_frees_every_port(fresh: LocalCluster) -> None:
+def test_down_leaves_no_process_and_frees_every_port(running: LocalCluster) -> None:
     """`cluster down` stops every process of the system and every topology port is free."""
-    fresh.down()
-    assert fresh.leftovers() == []
+    assert running.leftovers() != []
+    running.down()
+    assert running.leftovers() == []
     busy = [
         f"{what} {host}:{port}"
-        for what, host, port in fresh.topo.endpoints()
+        for what, host, port in running.topo.endpoints()
         if processes.port_in_use(host, port)
     ]
     assert busy == []

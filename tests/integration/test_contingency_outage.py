@@ -5,6 +5,10 @@ officer's key verified from the node's key cache) and, with etcd down too, throu
 local override; 50 trucks are cleared by hand while a node is killed -9 and restarted by its
 supervisor; then PostgreSQL comes back, reconciliation runs twice, and every record is found
 exactly once with the matched consignments cleared. `/v1/status` answers throughout.
+
+Every mode change (API and CLI, cluster-wide and --local) answers once the nodes apply it, so the
+tests check each node's answer right after it, never after a sleep. Each test starts from a
+running cluster in normal mode (`_normal`), whatever the test before it left behind.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import signal
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,6 +27,7 @@ import psutil
 import psycopg
 import pytest
 
+from contingency.keycache import KeyCache
 from deploy import processes
 from deploy.admin import leader_site
 from deploy.harness import TEST_PORT_OFFSETS, LocalCluster
@@ -58,13 +62,52 @@ def _account(c: LocalCluster, kind: str) -> str:
 
 
 def _kill_databases(c: LocalCluster) -> None:
+    """SIGKILL Patroni and PostgreSQL on both sites; returns once they are gone."""
+    killed = []
     for site in c.topo.data_sites:
         for pid in (
             c.pid(f"patroni-{site}"),
             processes.postmaster_pid(c.state.member_dir(site) / "data"),
         ):
             if pid:
+                killed.append(psutil.Process(pid))
                 os.kill(pid, signal.SIGKILL)
+    _, alive = psutil.wait_procs(killed, timeout=10)
+    assert not alive, alive
+
+
+def _cli_doc(out: str) -> dict[str, Any]:
+    """The last JSON document a `rocars contingency ...` command printed (they are indented, so
+    each top-level one starts with a line that is just "{")."""
+    text = "\n" + out
+    doc: dict[str, Any] = json.loads(text[text.rindex("\n{") + 1 : text.rindex("}") + 1])
+    return doc
+
+
+def _normal(c: LocalCluster) -> None:
+    """Every process running, no local override, manual mode off: the start of each test."""
+    c.up()
+    root = str(c.state.root)
+    c.rocars("contingency", "deactivate", "--local", "--state-dir", root)
+    if _cli_doc(c.rocars("contingency", "status", "--state-dir", root))["mode"] != "normal":
+        c.rocars("contingency", "deactivate", "--reason", "test starts normal", "--state-dir", root)
+
+
+async def _keys_cached(c: LocalCluster, keys: list[str], timeout: float = 30) -> None:
+    """Wait until every node's on-disk key cache verifies `keys` (auth without a database)."""
+    folder = c.state.root / "contingency"
+    caches = [KeyCache(folder / f"keycache-{site}.json") for site in c.topo.data_sites]
+    give_up = time.monotonic() + timeout
+    while not all(cache.verify(key) is not None for cache in caches for key in keys):
+        assert time.monotonic() < give_up, "accounts not in every node's key cache"
+        await asyncio.sleep(0.2)
+
+
+async def _health(s: aiohttp.ClientSession, c: LocalCluster, site: str) -> dict[str, Any]:
+    """The contingency section of a node's /health: the mode that node applies."""
+    async with s.get(f"{c.topo.node_url(site)}/health") as r:
+        section: dict[str, Any] = (await r.json(content_type=None))["contingency"]
+    return section
 
 
 def _kill_etcd(c: LocalCluster) -> None:
@@ -123,30 +166,27 @@ async def _post(
     raise AssertionError(f"{url} unreachable: {last!r}")
 
 
-async def _wait_manual(c: LocalCluster, officer: str, lbcp: str, timeout: float = 10) -> float:
-    """Seconds until every node answers `manual` at `lbcp`."""
-    t0 = time.monotonic()
+async def _gate_answers(c: LocalCluster, officer: str, lbcp: str) -> dict[str, str]:
+    """What each node's gate answers for a truck at `lbcp`, asked once (no polling)."""
+    out = {}
     async with aiohttp.ClientSession() as s:
-        pending = set(c.topo.data_sites)
-        while pending and time.monotonic() - t0 < timeout:
-            for site in sorted(pending):
-                code, doc = await _post(
-                    s, f"{c.topo.node_url(site)}/v1/lbcp/{lbcp}/arrivals", officer, {"vrn": "ZZ1"}
-                )
-                if code == 200 and doc.get("decision") == "manual":
-                    pending.discard(site)
-            await asyncio.sleep(0.05)
-        assert not pending, f"nodes {pending} not manual after {timeout}s"
-    return time.monotonic() - t0
+        for site in c.topo.data_sites:
+            code, doc = await _post(
+                s, f"{c.topo.node_url(site)}/v1/lbcp/{lbcp}/arrivals", officer, {"vrn": "ZZ1"}
+            )
+            out[site] = doc.get("decision") if code == 200 else f"HTTP {code}"
+    return out
 
 
 def test_manual_clearance_through_a_full_outage(outage_cluster: LocalCluster) -> None:
     """Activation with PostgreSQL down (API) and etcd down (CLI override), 50 clearances
     through a node crash, then exactly-once reconciliation that clears matched consignments."""
     c = outage_cluster
+    _normal(c)
     officer = _account(c, "officer")
     trader = _account(c, "trader")
     trucker = _account(c, "trucker")
+    manual_everywhere = dict.fromkeys(c.topo.data_sites, "manual")
 
     async def scenario() -> None:
         poller = StatusPoller(c)
@@ -175,10 +215,9 @@ def test_manual_clearance_through_a_full_outage(outage_cluster: LocalCluster) ->
                 {"vrn": "AB1234", "lbcp": "LMC", "ccrns": [cons["ccrn"]]},
             )
             assert code == 201, bundle
-            await asyncio.sleep(7)  # let each node's key cache pick up the new accounts
+            await _keys_cached(c, [officer, trader, trucker])
 
             _kill_databases(c)
-            await asyncio.sleep(2)
             t0 = time.monotonic()
             code, doc = await _post(
                 s,
@@ -186,18 +225,24 @@ def test_manual_clearance_through_a_full_outage(outage_cluster: LocalCluster) ->
                 officer,
                 {"reason": "both database members down", "lbcps": ["LMC"]},
             )
+            print(
+                f"\n[measure] activation answered (every node applying it): "
+                f"{time.monotonic() - t0:.3f}s"
+            )
             assert code == 200, doc
             assert doc["mode"] == "manual"
             assert doc["audited_to"] == "journal"
-            took = await _wait_manual(c, officer, "LMC")
-            print(
-                f"\n[measure] activation to every node answering manual: "
-                f"{time.monotonic() - t0:.3f}s (poll after answer {took:.3f}s)"
+            # The answer came once both nodes applied it: their gates say so at once.
+            assert doc["nodes"] == manual_everywhere
+            assert doc["not_applied"] == []
+            assert await _gate_answers(c, officer, "LMC") == manual_everywhere
+            # An LBCP left in normal mode needs the database, which is down.
+            assert await _gate_answers(c, officer, "SBC") == dict.fromkeys(
+                c.topo.data_sites, "HTTP 503"
             )
             # Every node's /health shows the mode it applies (I6), with the scope and start.
             for site in c.topo.data_sites:
-                async with s.get(f"{c.topo.node_url(site)}/health") as r:
-                    health = (await r.json(content_type=None))["contingency"]
+                health = await _health(s, c, site)
                 assert health["mode"] == "manual", (site, health)
                 assert health["scope"] == ["LMC"]
                 assert health["since"] is not None
@@ -225,12 +270,15 @@ def test_manual_clearance_through_a_full_outage(outage_cluster: LocalCluster) ->
                 str(c.state.root),
             )
             assert "local override written" in out
-            await _wait_manual(c, officer, "MKT", timeout=3)
+            assert _cli_doc(out) == {"nodes": manual_everywhere, "not_applied": []}
+            assert await _gate_answers(c, officer, "MKT") == manual_everywhere
 
-            # Writes get a problem saying manual clearance is in effect.
-            code, doc = await _post(s, f"{entry}/v1/consignments", trader, body)
-            assert code == 503
-            assert doc["status"] == 503
+            # Writes get a problem saying manual clearance is in effect (through node A: with
+            # both databases down no node is ready, so HAProxy has no server to send it to).
+            code, doc = await _post(s, f"{c.topo.node_url('A')}/v1/consignments", trader, body)
+            assert code == 503, doc
+            assert doc["mode"] == "manual"
+            assert "present your cargo documents" in doc["detail"]
 
             uuids: list[str] = []
             for i in range(50):
@@ -294,7 +342,8 @@ def test_manual_clearance_through_a_full_outage(outage_cluster: LocalCluster) ->
             assert doc["mode"] == "manual"
             assert doc["ccrn"]
 
-            c.rocars("contingency", "deactivate", "--local", "--state-dir", str(c.state.root))
+            out = c.rocars("contingency", "deactivate", "--local", "--state-dir", str(c.state.root))
+            assert _cli_doc(out)["not_applied"] == []
             out = c.rocars(
                 "contingency",
                 "deactivate",
@@ -304,8 +353,13 @@ def test_manual_clearance_through_a_full_outage(outage_cluster: LocalCluster) ->
                 str(c.state.root),
             )
             assert '"imported": 0' in out
-            async with s.get(f"{c.topo.entry_url()}/v1/status") as r:
-                assert (await r.json())["mode"] == "normal"
+            # The command returned once both nodes applied normal mode: whichever node the
+            # entry point picks, and each node asked directly, says normal at once.
+            normal_everywhere = dict.fromkeys(c.topo.data_sites, "normal")
+            assert _cli_doc(out)["nodes"] == normal_everywhere
+            for url in [c.topo.entry_url(), *map(c.topo.node_url, c.topo.data_sites)]:
+                async with s.get(f"{url}/v1/status") as r:
+                    assert (await r.json())["mode"] == "normal", url
         poller.stop()
         await poll_task
         # Node A was killed once on purpose: allow the few refused polls while it restarted.
@@ -316,7 +370,39 @@ def test_manual_clearance_through_a_full_outage(outage_cluster: LocalCluster) ->
     asyncio.run(scenario())
 
 
-def test_override_file_path_is_per_site(outage_cluster: LocalCluster, tmp_path: Path) -> None:
-    """The local override is a file per node under the state folder, removed by deactivate."""
-    folder = outage_cluster.state.root / "contingency"
+def test_local_override_is_a_file_per_node_applied_at_once(outage_cluster: LocalCluster) -> None:
+    """`activate --local --site A` writes node A's override file only and returns once node A
+    applies it (manual, by its override), while node B stays normal; `deactivate --local`
+    removes the file and returns once node A is normal again."""
+    c = outage_cluster
+    _normal(c)
+    root = str(c.state.root)
+    folder = c.state.root / "contingency"
+    out = c.rocars(
+        "contingency",
+        "activate",
+        "--local",
+        "--site",
+        "A",
+        "--reason",
+        "drill",
+        "--state-dir",
+        root,
+    )
+    assert _cli_doc(out) == {"nodes": {"A": "manual"}, "not_applied": []}
+    assert sorted(p.name for p in folder.glob("override-*.json")) == ["override-A.json"]
+
+    async def sections() -> dict[str, dict[str, Any]]:
+        async with aiohttp.ClientSession() as s:
+            return {site: await _health(s, c, site) for site in c.topo.data_sites}
+
+    health = asyncio.run(sections())
+    assert (health["A"]["mode"], health["A"]["local_override"]) == ("manual", True)
+    assert (health["B"]["mode"], health["B"]["local_override"]) == ("normal", False)
+
+    out = c.rocars("contingency", "deactivate", "--local", "--site", "A", "--state-dir", root)
+    assert _cli_doc(out) == {"nodes": {"A": "normal"}, "not_applied": []}
     assert not list(folder.glob("override-*.json"))
+    health = asyncio.run(sections())
+    assert {site: h["mode"] for site, h in health.items()} == {"A": "normal", "B": "normal"}
+    assert not any(h["local_override"] for h in health.values())

@@ -102,25 +102,21 @@ async def wait_for(
     raise AssertionError(f"{what} not reached within {timeout:.0f}s (last: {last})")
 
 
-async def wait_healthy(timeout: float = 120.0, *, cluster: LocalCluster) -> dict[str, Any]:
-    async def healthy() -> dict[str, Any] | None:
-        doc = await status.collect(cluster.topo)
-        return doc if doc["healthy"] else None
+async def wait_healthy(timeout: float = 120.0, *, cluster: LocalCluster) -> None:
+    async def healthy() -> bool:
+        return (await status.collect(cluster.topo)).is_healthy
 
     try:
-        doc: dict[str, Any] = await wait_for("a healthy cluster", healthy, timeout, 1.0)
+        await wait_for("a healthy cluster", healthy, timeout, 1.0)
     except AssertionError:
-        doc = await status.collect(cluster.topo)
-        raise AssertionError(f"cluster not healthy: {doc['problems']}") from None
-    return doc
+        view = await status.collect(cluster.topo)
+        raise AssertionError(f"cluster not healthy: {view.problems()}") from None
 
 
 async def sentinel_primary(cluster: LocalCluster) -> str | None:
     """What the Sentinels say, through the same check `rocars cluster status` makes (None while
     no promoted primary answers as one)."""
-    doc = await status.redis_status(cluster.topo)
-    primary: str | None = doc["primary"]
-    return primary
+    return (await status.redis_status(cluster.topo)).primary
 
 
 async def restore(cluster: LocalCluster) -> None:
@@ -361,8 +357,8 @@ async def test_nodes_follow_a_killed_redis_primary_without_restart(
     finally:
         await restore(cluster)
     after = await status.redis_status(topo)
-    assert after["primary"] == new
-    assert after["replicas"] == [old]
+    assert after.primary == new
+    assert after.replicas == (old,)
     assert {s: worker_pid(cluster, s) for s in topo.data_sites} == workers, "a node restarted"
 
 

@@ -9,6 +9,8 @@ import yaml
 from deploy import configgen
 from deploy.state import DEFAULT_TOPOLOGY
 from deploy.topology import load_topology
+from kernel.names import leader_key, member_name
+from node.config import NodeConfig
 
 TOPO = load_topology(DEFAULT_TOPOLOGY)
 PASSWORDS = {"superuser": "su", "replication": "rep", "rewind": "rw", "app": "app"}
@@ -33,7 +35,7 @@ def test_patroni_runs_synchronous_with_rewind_and_validated_timings() -> None:
 def test_each_member_lists_all_three_etcd_members_and_its_own_ports() -> None:
     """Patroni talks to the three-site etcd and listens on its site's ports."""
     cfg = _patroni("B")
-    assert cfg["etcd3"]["hosts"] == ["127.0.0.1:12379", "127.0.0.1:22379", "127.0.0.1:32379"]
+    assert cfg["etcd3"]["hosts"] == ["127.0.0.1:12379", "127.0.0.1:22379", "127.0.0.1:4379"]
     assert cfg["postgresql"]["listen"] == "127.0.0.1:25432"
     assert cfg["restapi"]["listen"] == "127.0.0.1:28008"
     assert cfg["name"] == "pg-B"
@@ -52,7 +54,7 @@ def test_etcd_cluster_has_one_member_per_site_with_gateway_on() -> None:
     cfg = yaml.safe_load(configgen.etcd_config(TOPO, "C", Path("/d")))
     assert cfg["initial-cluster"].count("etcd-") == 3
     assert cfg["enable-grpc-gateway"] is True
-    assert cfg["listen-client-urls"] == "http://127.0.0.1:32379"
+    assert cfg["listen-client-urls"] == "http://127.0.0.1:4379"
 
 
 def test_redis_replica_follows_the_primary_site_and_sentinels_need_quorum_two() -> None:
@@ -82,3 +84,16 @@ def test_node_writes_only_through_its_own_site_member() -> None:
         assert cfg["database"]["port"] == port
         assert cfg["patroni_member"] == f"pg-{site}"
         assert cfg["patroni_url"] == f"http://127.0.0.1:{rest}"
+
+
+def test_node_reads_the_leader_key_patroni_writes() -> None:
+    """The key each node's role watcher reads is the one Patroni's configuration makes it
+    write (namespace + scope + /leader), and the node's member is the name Patroni runs as."""
+    for site in ("A", "B"):
+        patroni = _patroni(site)
+        node = NodeConfig.model_validate(
+            configgen.node_config(TOPO, site, state_root=Path("/s"), passwords=PASSWORDS)
+        )
+        assert node.leader_key == f"{patroni['namespace']}{patroni['scope']}/leader"
+        assert node.leader_key == leader_key(TOPO.name)
+        assert node.patroni_member == patroni["name"] == member_name(site)

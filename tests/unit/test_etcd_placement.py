@@ -91,3 +91,21 @@ def test_exhaustive_never_moves_unless_every_condition_holds() -> None:
         agree = leader is not None and not (split and "A" not in down and leader != "A")
         expected = active and not down and agree and leader != "C" and last is None
         assert move == expected, (active, leader, down, split, last)
+
+
+def test_a_witness_out_of_view_is_never_the_target() -> None:
+    """The witness URL missing from the member list (misconfigured) or reporting no member id
+    (it cannot be addressed in a transfer): nothing is moved, and the reason names the URL."""
+    without_witness = [m for m in members("A") if m.url != WITNESS]
+    assert decide(members=without_witness) == (
+        False,
+        f"the witness member {WITNESS} is not in view.",
+    )
+    anonymous = [
+        MemberStatus(url=m.url, healthy=True, member_id=None, leader_id=m.leader_id)
+        if m.url == WITNESS
+        else m
+        for m in members("A")
+    ]
+    assert decide(members=anonymous)[0] is False
+    assert WITNESS in decide(members=anonymous)[1]

@@ -429,6 +429,14 @@ def test_node_health_requires_streak_start_exactly_when_unhealthy() -> None:
         NodeHealth(False, float("nan"))
 
 
+@pytest.mark.parametrize("healthy", [1, 0, None, "true"])
+def test_node_health_refuses_a_truthy_stand_in_for_a_bool(healthy: object) -> None:
+    """A probe result that is not a real bool (1, 0, None, "true") is refused, not read by its
+    truthiness: a node is never taken as healthy (or unhealthy) by accident."""
+    with pytest.raises(ValueError, match="healthy must be a bool"):
+        NodeHealth(healthy)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from contingency.keycache import CachedAccount, KeyCache, hash_api_key, write_atomically
+from contingency.keycache import CachedAccount, KeyCache, hash_api_key
+from kernel.files import write_atomically
 
 T0 = datetime(2025, 3, 1, 2, 0, tzinfo=UTC)
 OFFICER_KEY = "rk_3f9a1c_" + "q" * 40
@@ -204,6 +205,9 @@ def test_malformed_account_is_refused(kw: dict[str, Any], field: str) -> None:
         _account(OFFICER_KEY, **kw)
 
 
+# --- kernel.files: the durable write the cache relies on -------------------------------------
+
+
 def test_write_atomically_never_shows_a_partial_file(tmp_path: Path) -> None:
     """write_atomically swaps whole files: the target holds old or new bytes, with the mode set."""
     target = tmp_path / "sub" / "f.json"
@@ -212,3 +216,13 @@ def test_write_atomically_never_shows_a_partial_file(tmp_path: Path) -> None:
     assert target.read_bytes() == b"new" * 1000
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert [p.name for p in target.parent.iterdir()] == ["f.json"]
+
+
+def test_write_atomically_failure_keeps_the_old_target_and_no_temporary(tmp_path: Path) -> None:
+    """A write that cannot be renamed into place raises and leaves no temporary file behind."""
+    target = tmp_path / "taken"
+    (target / "inside").mkdir(parents=True)  # a non-empty directory cannot be replaced by a file
+    with pytest.raises(IsADirectoryError):
+        write_atomically(target, b"new")
+    assert target.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]

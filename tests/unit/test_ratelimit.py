@@ -126,3 +126,13 @@ def test_retry_after_is_enough_and_not_more_than_needed(
     assert _estimate_after(wait=d.retry_after_ms / 1000, **kw) <= limit + 1e-6
     if d.retry_after_s > 1:
         assert _estimate_after(wait=d.retry_after_s - 1, **kw) > limit - 1e-6
+
+
+def test_a_window_one_short_of_the_limit_waits_for_the_boundary() -> None:
+    """With limit - 1 requests already in this window, no fading of the previous window makes
+    room for one more before the boundary: the wait is exactly the rest of this window (then
+    these 4 weigh fully as "previous" and the 5th request fits: 4 + 1 <= 5)."""
+    d = decide(limit=5, current=4, previous=10, fraction=0.5, window_s=10)
+    assert not d.allowed
+    assert (d.retry_after_s, d.retry_after_ms) == (5, 5000)
+    assert decide(limit=5, current=1, previous=4, fraction=0.0, window_s=10).allowed

@@ -309,6 +309,28 @@ def test_bundle_rejects_bad_fields() -> None:
         OpenBundle("b", "LMC", "AB1", C[0])  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("field", ["lbcp", "vrn", "bundle_id"])
+@pytest.mark.parametrize("value", [None, 7, b"LMC"])
+def test_bundle_refuses_non_string_keys(field: str, value: object) -> None:
+    """A bundle key that is not text (None, a number, bytes from a driver) is refused with the
+    field named, not stringified into a key that could never match a record."""
+    kwargs: dict[str, Any] = {
+        "bundle_id": "b",
+        "lbcp": "LMC",
+        "vrn": "AB1",
+        "ccrns": frozenset({C[0]}),
+        field: value,
+    }
+    with pytest.raises(ValueError, match=f"^{field}: must be a string"):
+        OpenBundle(**kwargs)
+
+
+def test_record_refuses_a_non_string_ccrn() -> None:
+    """A CCRN read back as a number is refused with its position named."""
+    with pytest.raises(ValueError, match=r"^ccrns\[1\]: must be a string, got int"):
+        _rec(0, [C[0], 12345])
+
+
 # --- exactly-once import plan ----------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 
-from failover.role import RoleFacts, decide_role
+from failover.role_rule import RoleFacts, decide_role
 
 ROLES = (None, "primary", "replica", "uninitialized")
 STATES = (None, "running", "streaming", "stopped", "starting")
@@ -44,3 +44,27 @@ def test_zombie_primary_without_the_key_is_standby() -> None:
     d = decide_role(RoleFacts("pg-A", "primary", "running", "pg-B", True))
     assert d.role == "standby"
     assert "held by pg-B" in d.reason
+
+
+def test_legacy_master_role_counts_as_primary() -> None:
+    """Older Patroni versions call the primary "master": a running master holding the key is
+    active just as a running primary is."""
+    d = decide_role(RoleFacts("pg-A", "master", "running", "pg-A", True))
+    assert d.role == "active"
+    assert d.reason == "pg-A is the running primary and holds the leader key"
+
+
+def test_an_unheld_leader_key_is_named_nobody() -> None:
+    """With a quorum answer that no member holds the key (no leader yet), the reason says
+    "nobody" rather than printing None."""
+    d = decide_role(RoleFacts("pg-A", "primary", "running", None, True))
+    assert d.role == "standby"
+    assert d.reason == "the leader key is held by nobody, not pg-A"
+
+
+def test_key_holder_that_is_not_a_running_primary_says_what_it_is() -> None:
+    """Holding the key is not enough: a member still starting (or a replica) stays standby and
+    the reason gives its role/state."""
+    d = decide_role(RoleFacts("pg-A", "primary", "starting", "pg-A", True))
+    assert d.role == "standby"
+    assert "primary/starting" in d.reason

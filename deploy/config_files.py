@@ -1,0 +1,97 @@
+"""The state folder's generated files: each process's configuration (from deploy.configgen) and
+the copy of the topology they were generated from, which later commands read back."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import yaml
+
+from deploy import configgen
+from deploy.state import DEFAULT_TOPOLOGY, DbUser, StateDir
+from deploy.topology import Topology, load_topology
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, mode)
+    tmp.replace(path)
+
+
+def _chown(path: Path, user: DbUser) -> None:
+    if user.is_other:
+        os.chown(path, user.uid, user.gid)
+
+
+def write_configs(topo: Topology, state: StateDir) -> None:
+    state.ensure()
+    user = DbUser.current()
+    passwords = state.secrets()
+    _write(state.topology_copy, yaml.safe_dump(topo.model_dump(), sort_keys=False))
+    topo_hash = hashlib.sha256(state.topology_copy.read_bytes()).hexdigest()
+
+    runtime = state.runtime
+    if user.is_other:
+        runtime.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(runtime.parent, 0o755)
+    runtime.mkdir(parents=True, exist_ok=True)
+    os.chmod(runtime, 0o700)
+    _chown(runtime, user)
+    link = state.root / "pg"
+    if runtime != link and not link.is_symlink():
+        link.symlink_to(runtime)
+
+    for name in topo.sites:
+        _write(
+            state.config / f"etcd-{name}.yaml",
+            configgen.etcd_config(topo, name, state.data / f"etcd-{name}"),
+        )
+    # Redis and Sentinel rewrite their own files after a failover; regenerate them only when
+    # the topology changed, or a restart would undo Sentinel's choice of primary.
+    stamp = state.config / ".redis-topology"
+    fresh = not stamp.exists() or stamp.read_text() != topo_hash
+    for name, site in topo.sites.items():
+        sentinel = state.config / f"sentinel-{name}.conf"
+        if fresh or not sentinel.exists():
+            (state.data / f"sentinel-{name}").mkdir(parents=True, exist_ok=True)
+            _write(sentinel, configgen.sentinel_config(topo, name, state.data / f"sentinel-{name}"))
+        if site.redis is not None:
+            redis = state.config / f"redis-{name}.conf"
+            if fresh or not redis.exists():
+                (state.data / f"redis-{name}").mkdir(parents=True, exist_ok=True)
+                _write(redis, configgen.redis_config(topo, name, state.data / f"redis-{name}"))
+    stamp.write_text(topo_hash)
+
+    _write(state.config / "haproxy.cfg", configgen.haproxy_config(topo))
+    for name in topo.data_sites:
+        member = state.member_dir(name)
+        for sub in ("", "sock", "log"):
+            d = member / sub
+            d.mkdir(parents=True, exist_ok=True)
+            os.chmod(d, 0o700)
+            _chown(d, user)
+        cfg = configgen.patroni_config(topo, name, member, passwords)
+        path = member / "patroni.yaml"
+        _write(path, yaml.safe_dump(cfg, sort_keys=False), 0o600)
+        _chown(path, user)
+        _write(
+            state.node_config(name),
+            yaml.safe_dump(
+                configgen.node_config(topo, name, state_root=state.root, passwords=passwords),
+                sort_keys=False,
+            ),
+            0o600,
+        )
+
+
+def load_state_topology(state: StateDir, topology: Path | None) -> Topology:
+    """The topology a state folder was generated from, unless one is named explicitly."""
+    if topology is not None:
+        return load_topology(topology)
+    if state.topology_copy.exists():
+        return load_topology(state.topology_copy)
+    return load_topology(DEFAULT_TOPOLOGY)

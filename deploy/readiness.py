@@ -1,0 +1,106 @@
+"""How `rocars cluster up` tells that a part of the system is ready: one predicate per fact
+(etcd has a quorum, Patroni has a leader, a URL answers 200, a synchronous standby streams), and
+one wait that polls a predicate until a deadline, showing the relevant logs if it never holds."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+
+import aiohttp
+import psycopg
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_delay,
+    wait_fixed,
+)
+
+from deploy import processes
+from deploy.state import StateDir
+from deploy.topology import Topology
+from kernel.errors import LaunchError
+from kernel.names import QUORUM_PROBE_KEY, leader_key, member_site
+from replication.etcd_gateway import EtcdGateway
+
+POLL_S = 0.2
+_TIMEOUT = aiohttp.ClientTimeout(total=1)
+
+
+async def wait_until(
+    what: str,
+    check: Callable[[], Awaitable[bool]],
+    *,
+    timeout: float,
+    state: StateDir,
+    logs: Iterable[str],
+) -> None:
+    """Poll `check` until it returns True; an exception counts as "not yet" (the component
+    is still starting). After `timeout` seconds, a LaunchError with the tails of `logs`."""
+    retrying = AsyncRetrying(
+        stop=stop_after_delay(timeout),
+        wait=wait_fixed(POLL_S),
+        retry=retry_if_exception_type(Exception) | retry_if_result(lambda ok: not ok),
+        retry_error_callback=lambda _state: False,
+    )
+    if await retrying(check):
+        return
+    tails = "\n".join(f"  last lines of {n}.log:\n{processes.log_tail(state, n)}" for n in logs)
+    raise LaunchError(
+        f"{what} did not become ready within {timeout:.0f}s (logs in {state.logs})\n{tails}"
+    )
+
+
+async def http_ok(session: aiohttp.ClientSession, url: str) -> bool:
+    async with session.get(url, timeout=_TIMEOUT) as r:
+        return r.status == 200
+
+
+async def etcd_quorum(session: aiohttp.ClientSession, topo: Topology) -> bool:
+    await EtcdGateway(session, topo.etcd_urls()).get(QUORUM_PROBE_KEY)  # linearizable: a quorum
+    return True
+
+
+async def leader_site(session: aiohttp.ClientSession, topo: Topology) -> str | None:
+    """The site whose member holds Patroni's leader key, if any."""
+    kv = await EtcdGateway(session, topo.etcd_urls()).get(leader_key(topo.name))
+    return member_site(kv.value.decode()) if kv else None
+
+
+async def accepts_writes(topo: Topology, state: StateDir, site: str) -> bool:
+    """The site's PostgreSQL is out of recovery. Patroni's /primary answers 200 as soon as it
+    asks for the promotion, a moment before the server takes writes (seen on `up` with
+    existing data, where migrations then failed with "read-only transaction")."""
+    pg = topo.sites[site].postgres
+    assert pg is not None
+    async with await psycopg.AsyncConnection.connect(
+        host=topo.sites[site].host,
+        port=pg.port,
+        user="postgres",
+        password=state.secrets()["superuser"],
+        dbname="postgres",
+        connect_timeout=2,
+        autocommit=True,
+    ) as conn:
+        row = await (await conn.execute("SELECT pg_is_in_recovery()")).fetchone()
+    return row is not None and row[0] is False
+
+
+async def serving_leader(
+    session: aiohttp.ClientSession, topo: Topology, state: StateDir
+) -> str | None:
+    """The leader's site once its PostgreSQL serves as primary and takes writes, else None."""
+    site = await leader_site(session, topo)
+    if site is None or not await http_ok(session, f"{topo.patroni_url(site)}/primary"):
+        return None
+    return site if await accepts_writes(topo, state, site) else None
+
+
+async def sync_standby_streams(session: aiohttp.ClientSession, topo: Topology, leader: str) -> bool:
+    """The leader's Patroni lists a synchronous standby that is streaming."""
+    async with session.get(f"{topo.patroni_url(leader)}/cluster", timeout=_TIMEOUT) as r:
+        data = await r.json()
+    return any(
+        m.get("role") == "sync_standby" and m.get("state") == "streaming"
+        for m in data.get("members", [])
+    )

@@ -1,0 +1,48 @@
+"""Stopping the local system (`rocars cluster down`, `make stop`) and deleting its files."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+
+from deploy import netns, processes
+from deploy.process_specs import specs
+from deploy.state import StateDir
+from deploy.topology import Topology
+
+Progress = Callable[[str], None]
+
+
+def down(topo: Topology, state: StateDir, progress: Progress) -> None:
+    all_specs = specs(topo, state)
+    # Tier by tier (each tier at once): entry and API nodes, then Redis, then the database
+    # members, then etcd last so Patroni can release its leader key cleanly.
+    tiers = [
+        ["haproxy", *[f"node-{n}" for n in topo.data_sites]],
+        [n for n in all_specs if n.startswith(("sentinel-", "redis-"))],
+        [f"patroni-{n}" for n in topo.data_sites],
+        [f"etcd-{n}" for n in topo.sites],
+    ]
+    for tier in tiers:
+        for name in processes.stop_many(state, [all_specs[n] for n in tier]):
+            progress(f"stopped {name}")
+    # A PostgreSQL whose Patroni was killed keeps running on its own: stop it by its pid file.
+    for name in topo.data_sites:
+        pid = processes.postmaster_pid(state.member_dir(name) / "data")
+        if pid is not None and processes.leftovers([str(state.member_dir(name))]):
+            processes.stop_pids([pid])
+            progress(f"stopped orphaned PostgreSQL of site {name}")
+    rest = processes.leftovers([str(state.root), str(state.runtime)])
+    if rest:
+        processes.stop_pids([p.pid for p in rest], timeout=5)
+        progress(f"stopped {len(rest)} leftover process(es)")
+    if topo.namespaces is not None:
+        removed = netns.destroy(topo)
+        if removed:
+            progress(f"deleted network namespaces {', '.join(removed)}")
+
+
+def purge(state: StateDir) -> None:
+    """Remove the state folder and the PostgreSQL runtime folder (after `down`)."""
+    shutil.rmtree(state.runtime, ignore_errors=True)
+    shutil.rmtree(state.root, ignore_errors=True)

@@ -1,0 +1,123 @@
+"""The node's own PostgreSQL access outside the request handlers, all its SQL in one place: the
+connection pool seam, the account store behind authentication and the officers' key cache, the
+write probe and the migration run.
+
+`ConnectionPool` and `AccountStore` are the seams: production passes psycopg's pool and
+`PgAccountStore`; in-process tests pass fakes (a dict of accounts, a pool that is down).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from contingency.keycache import CachedAccount
+from kernel.errors import DatabaseUnavailable
+from node import migrate
+from node.account import Account
+from node.config import NodeConfig
+
+
+class ConnectionPool(Protocol):
+    """What the node needs of psycopg_pool.AsyncConnectionPool: a connection, for a while."""
+
+    def connection(
+        self, timeout: float | None = None
+    ) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]: ...
+
+
+@dataclass(frozen=True)
+class StoredAccount:
+    account: Account
+    key_sha256: str
+
+
+class AccountStore(Protocol):
+    """Accounts by API key prefix. Both methods raise DatabaseUnavailable when the database
+    cannot answer (authentication then falls back to the node's key cache)."""
+
+    async def find(self, key_prefix: str) -> StoredAccount | None: ...
+
+    async def all_accounts(self) -> list[CachedAccount]: ...
+
+
+def open_pool(config: NodeConfig) -> AsyncConnectionPool:
+    """The node's pool to its own site's member only, not yet opened."""
+    return AsyncConnectionPool(
+        config.database.conninfo(application_name=f"rocars-node-{config.site}"),
+        min_size=1,
+        max_size=10,
+        open=False,
+        timeout=5.0,
+        check=AsyncConnectionPool.check_connection,
+        name=f"node-{config.site}",
+    )
+
+
+class PgAccountStore:
+    """The accounts table. A short pool timeout: a login must not wait long for a database that
+    is moving; the key cache answers instead."""
+
+    def __init__(self, pool: ConnectionPool, *, timeout_s: float = 2.0) -> None:
+        self._pool = pool
+        self._timeout_s = timeout_s
+
+    async def find(self, key_prefix: str) -> StoredAccount | None:
+        try:
+            async with self._pool.connection(timeout=self._timeout_s) as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    "SELECT id, kind, name, status, key_hash FROM accounts WHERE key_prefix = %s",
+                    (key_prefix,),
+                )
+                row = await cur.fetchone()
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            raise DatabaseUnavailable(f"cannot look the account up: {exc}") from exc
+        if row is None:
+            return None
+        return StoredAccount(
+            Account(row["id"], row["kind"], row["name"], row["status"]), row["key_hash"]
+        )
+
+    async def all_accounts(self) -> list[CachedAccount]:
+        try:
+            async with self._pool.connection(timeout=self._timeout_s) as conn:
+                cur = await conn.execute(
+                    "SELECT key_prefix, key_hash, kind, id, name, status FROM accounts"
+                )
+                rows = await cur.fetchall()
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            raise DatabaseUnavailable(f"cannot list the accounts: {exc}") from exc
+        return [
+            CachedAccount(
+                key_id=r[0],
+                key_sha256=r[1],
+                role=r[2],
+                account_id=str(r[3]),
+                name=r[4],
+                status=r[5],
+            )
+            for r in rows
+        ]
+
+
+async def probe_write(pool: ConnectionPool, *, timeout_s: float = 2.0) -> None:
+    """Prove the database accepts writes (taking a transaction id needs a writable primary);
+    DatabaseUnavailable when it does not."""
+    try:
+        async with pool.connection(timeout=timeout_s) as conn:
+            await conn.execute("SELECT txid_current()")
+            await conn.rollback()
+    except (PoolTimeout, psycopg.Error) as exc:
+        raise DatabaseUnavailable(f"write probe failed: {exc}") from exc
+
+
+async def apply_migrations(pool: ConnectionPool) -> list[str]:
+    """Apply pending migrations (node/migrate.py); the names applied, empty when up to date."""
+    async with pool.connection() as conn:
+        return await migrate.migrate(conn)
