@@ -3,10 +3,10 @@
 An error reaches HTTP in two steps, each one table read in one place (as httpx's
 `_exceptions.py` maps httpcore's errors to its own):
 
-1. `TRANSLATIONS`: a third-party error (psycopg, psycopg_pool) becomes the `kernel.errors` class
-   it means. The middleware translates whatever a handler lets through; a handler that must act
-   on an outage itself (fall back to the journal, say what stays on) wraps its database calls in
-   `translated()` and catches the kernel class. Nothing else catches a driver's types.
+1. `node.driver_errors.TRANSLATIONS`: a third-party error (psycopg, psycopg_pool) becomes the
+   `kernel.errors` class it means. The middleware translates whatever a handler lets through;
+   code that must act on an outage itself wraps its database calls in `translated()` and
+   catches the kernel class. Nothing else catches a driver's types.
 2. `STATUS_OF`: a kernel error becomes a problem document (status, type, headers, extensions).
    A database outage answers exactly what a standby node answers to a write: 503 with
    `Retry-After` and the finer `retry_after_ms`, or, while manual clearance is in force, the
@@ -19,17 +19,13 @@ internals; it is a bug, and tests treat any 5xx other than 503 as a failure.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-import psycopg
 from aiohttp import web
-from psycopg import errors as pg_errors
-from psycopg_pool import PoolTimeout
 
 from contingency.journal import JournalConflict
 from kernel.errors import (
@@ -48,6 +44,7 @@ from kernel.errors import (
     RocarsError,
 )
 from node import appkeys
+from node.driver_errors import translate
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEMS = "https://rocars.example/problems/"
@@ -101,50 +98,6 @@ class Problem(Exception):
             content_type=PROBLEM_JSON,
             headers=self.headers,
         )
-
-
-# --- 1. third-party errors -> kernel errors ---------------------------------------------------
-
-# First match wins, so a subclass comes before its base (PoolTimeout is an OperationalError).
-TRANSLATIONS: Final[tuple[tuple[type[Exception], type[RocarsError], str], ...]] = (
-    (
-        pg_errors.ReadOnlySqlTransaction,
-        DatabaseReadOnly,
-        "the database member of this site is no longer the primary; retry shortly",
-    ),
-    (
-        PoolTimeout,
-        DatabaseUnavailable,
-        "the database is not reachable from this node; retry shortly",
-    ),
-    (
-        psycopg.OperationalError,
-        DatabaseUnavailable,
-        "the database is not reachable from this node; retry shortly",
-    ),
-)
-
-
-def translate(exc: BaseException) -> RocarsError | None:
-    """The kernel error a third-party error means, or None when it is not an outage we know
-    (a kernel error is already translated; anything else is a bug)."""
-    for source, target, message in TRANSLATIONS:
-        if isinstance(exc, source):
-            return target(message)
-    return None
-
-
-@contextlib.contextmanager
-def translated() -> Iterator[None]:
-    """Raise the kernel error (`raise ... from`) for any error `TRANSLATIONS` knows, for call
-    sites that act on an outage instead of answering it."""
-    try:
-        yield
-    except Exception as exc:
-        kernel = translate(exc)
-        if kernel is None:
-            raise
-        raise kernel from exc
 
 
 # --- 2. kernel errors -> problem documents ----------------------------------------------------

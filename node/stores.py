@@ -21,6 +21,7 @@ from kernel.errors import DatabaseUnavailable
 from node import migrate
 from node.account import Account
 from node.config import NodeConfig
+from node.driver_errors import translated
 
 
 class ConnectionPool(Protocol):
@@ -68,7 +69,7 @@ class PgAccountStore:
         self._timeout_s = timeout_s
 
     async def find(self, key_prefix: str) -> StoredAccount | None:
-        try:
+        with translated():
             async with self._pool.connection(timeout=self._timeout_s) as conn:
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
@@ -76,8 +77,6 @@ class PgAccountStore:
                     (key_prefix,),
                 )
                 row = await cur.fetchone()
-        except (PoolTimeout, psycopg.OperationalError) as exc:
-            raise DatabaseUnavailable(f"cannot look the account up: {exc}") from exc
         if row is None:
             return None
         return StoredAccount(
@@ -85,14 +84,12 @@ class PgAccountStore:
         )
 
     async def all_accounts(self) -> list[CachedAccount]:
-        try:
+        with translated():
             async with self._pool.connection(timeout=self._timeout_s) as conn:
                 cur = await conn.execute(
                     "SELECT key_prefix, key_hash, kind, id, name, status FROM accounts"
                 )
                 rows = await cur.fetchall()
-        except (PoolTimeout, psycopg.OperationalError) as exc:
-            raise DatabaseUnavailable(f"cannot list the accounts: {exc}") from exc
         return [
             CachedAccount(
                 key_id=r[0],

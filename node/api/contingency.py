@@ -37,7 +37,8 @@ from node.account import Account
 from node.api import common
 from node.api.health import contingency_section
 from node.auth import require
-from node.problems import not_writable, translated
+from node.driver_errors import translated
+from node.problems import not_writable
 from node.schemas import Text500, _Strict, iso
 from node.validation import invalid, read_model
 

@@ -32,15 +32,8 @@ from kernel.errors import (
 )
 from node import appkeys
 from node.account import Account
-from node.problems import (
-    PROBLEM_JSON,
-    STATUS_OF,
-    TRANSLATIONS,
-    answer_for,
-    problem_middleware,
-    translate,
-    translated,
-)
+from node.driver_errors import TRANSLATIONS, translate, translated
+from node.problems import PROBLEM_JSON, STATUS_OF, answer_for, problem_middleware
 from node.writes import run_write
 
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
