@@ -112,9 +112,9 @@ class ContingencyRuntime:
         new = cstate.NORMAL
         if kv is not None:
             try:
-                new = cstate.from_dict(json.loads(kv.value))
-            except (ValueError, InvalidInput) as exc:
-                log.error("contingency state in etcd is unreadable, keeping the last one: %s", exc)
+                new = _stored_state(kv.value)
+            except ComponentUnavailable as exc:
+                log.error("keeping the last contingency state: %s", exc)
                 return
         self.revision = kv.mod_revision if kv else 0
         if new != self.state and self.on_change is not None:

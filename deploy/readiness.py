@@ -22,6 +22,7 @@ from deploy.topology import Topology
 from kernel.errors import LaunchError
 from kernel.names import QUORUM_PROBE_KEY, leader_key, member_site
 from replication.etcd_gateway import EtcdGateway
+from replication.patroni_rest import PatroniRest
 
 POLL_S = 0.2
 _TIMEOUT = aiohttp.ClientTimeout(total=1)
@@ -98,9 +99,5 @@ async def serving_leader(
 
 async def sync_standby_streams(session: aiohttp.ClientSession, topo: Topology, leader: str) -> bool:
     """The leader's Patroni lists a synchronous standby that is streaming."""
-    async with session.get(f"{topo.patroni_url(leader)}/cluster", timeout=_TIMEOUT) as r:
-        data = await r.json()
-    return any(
-        m.get("role") == "sync_standby" and m.get("state") == "streaming"
-        for m in data.get("members", [])
-    )
+    view = await PatroniRest(session, timeout=_TIMEOUT).cluster(topo.patroni_url(leader))
+    return any(m.is_streaming_sync_standby for m in view.members)

@@ -27,7 +27,7 @@ from pydantic import AwareDatetime, Field, StringConstraints, field_validator
 from contingency import state as cstate
 from contingency.journal import AuditEvent, ClearanceRecord
 from contingency.reconcile import journal_paths, reconcile, store_clearance
-from contingency.runtime import Propagation, applies, await_nodes
+from contingency.runtime import applies, await_nodes
 from kernel.domain.ccrn import validate_ccrn
 from kernel.domain.lbcp import DEFAULT_LBCPS
 from kernel.domain.vrn import normalise_vrn
@@ -189,14 +189,21 @@ async def _node_sections(request: web.Request) -> dict[str, Mapping[str, Any] | 
     return out
 
 
-async def _propagate(request: web.Request, new: cstate.ContingencyState) -> Propagation:
-    """Apply `new` on this node now, then wait until the peers apply it too."""
+async def _audit_and_propagate(
+    request: web.Request, *, actor: str, action: str, new: cstate.ContingencyState
+) -> dict[str, Any]:
+    """After a mode change: audit it, apply `new` on this node now, then wait until the peers
+    apply it too. The response members saying where it was audited and which nodes follow."""
+    where = await _audit_anywhere(
+        request, actor=actor, action=action, subject="contingency", after=cstate.to_dict(new)
+    )
     await request.app[appkeys.CONTINGENCY].refresh()
-    return await await_nodes(
+    spread = await await_nodes(
         lambda: _node_sections(request),
         lambda section: applies(section, new),
         deadline_s=NODES_DEADLINE_S,
     )
+    return {"audited_to": where, **spread.as_dict()}
 
 
 async def activate(request: web.Request) -> web.Response:
@@ -206,15 +213,10 @@ async def activate(request: web.Request) -> web.Response:
     new = await request.app[appkeys.CONTINGENCY].activate(
         actor=account.actor, reason=body.reason, lbcps=lbcps, message=body.message
     )
-    where = await _audit_anywhere(
-        request,
-        actor=account.actor,
-        action="contingency.activate",
-        subject="contingency",
-        after=cstate.to_dict(new),
+    done = await _audit_and_propagate(
+        request, actor=account.actor, action="contingency.activate", new=new
     )
-    spread = await _propagate(request, new)
-    return web.json_response({**state_json(request), "audited_to": where, **spread.as_dict()})
+    return web.json_response({**state_json(request), **done})
 
 
 async def deactivate(request: web.Request) -> web.Response:
@@ -238,22 +240,10 @@ async def deactivate(request: web.Request) -> web.Response:
     new = await request.app[appkeys.CONTINGENCY].deactivate(
         actor=account.actor, reason=body.reason, lbcps=lbcps
     )
-    where = await _audit_anywhere(
-        request,
-        actor=account.actor,
-        action="contingency.deactivate",
-        subject="contingency",
-        after=cstate.to_dict(new),
+    done = await _audit_and_propagate(
+        request, actor=account.actor, action="contingency.deactivate", new=new
     )
-    spread = await _propagate(request, new)
-    return web.json_response(
-        {
-            **state_json(request),
-            "reconciliation": report.as_dict(),
-            "audited_to": where,
-            **spread.as_dict(),
-        }
-    )
+    return web.json_response({**state_json(request), "reconciliation": report.as_dict(), **done})
 
 
 async def record_clearance(request: web.Request) -> web.Response:

@@ -13,7 +13,8 @@ from monitoring.health import HEALTH_JSON, HealthInputs, health_document, is_liv
 from node import appkeys
 
 
-def _loop_age(app: web.Application) -> float | None:
+def role_loop_age(app: web.Application) -> float | None:
+    """Seconds since the role watcher last finished a cycle; None before its first."""
     watcher = app[appkeys.ROLE]
     if watcher.last_cycle_at is None:
         return None
@@ -22,13 +23,13 @@ def _loop_age(app: web.Application) -> float | None:
 
 def _live(app: web.Application) -> bool:
     uptime = time.monotonic() - app[appkeys.STARTED_AT]
-    return is_live(_loop_age(app), uptime, app[appkeys.CONFIG].liveness_stale_s)
+    return is_live(role_loop_age(app), uptime, app[appkeys.CONFIG].liveness_stale_s)
 
 
 async def live(request: web.Request) -> web.Response:
     ok = _live(request.app)
     return web.json_response(
-        {"status": "pass" if ok else "fail", "role_loop_age_s": _loop_age(request.app)},
+        {"status": "pass" if ok else "fail", "role_loop_age_s": role_loop_age(request.app)},
         status=200 if ok else 503,
         content_type=HEALTH_JSON,
     )
@@ -94,7 +95,7 @@ def inputs(app: web.Application) -> HealthInputs:
         patroni_member=cfg.patroni_member,
         decision=watcher.decision,
         facts=watcher.facts,
-        loop_age_s=_loop_age(app),
+        loop_age_s=role_loop_age(app),
         live=_live(app),
         contingency=contingency_section(app),
         redis=redis_section(app),

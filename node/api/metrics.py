@@ -10,15 +10,16 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from node import appkeys
+from node.api.health import role_loop_age
 
 
 async def metrics(request: web.Request) -> web.Response:
     app = request.app
     m = app[appkeys.METRICS]
-    watcher = app[appkeys.ROLE]
-    if watcher.last_cycle_at is not None:
-        m.role_cycle_age.set(time.monotonic() - watcher.last_cycle_at)
-    facts = watcher.facts
+    loop_age = role_loop_age(app)
+    if loop_age is not None:
+        m.role_cycle_age.set(loop_age)
+    facts = app[appkeys.ROLE].facts
     m.leader_known.set(1 if facts and facts.leader_known else 0)
     rt = app[appkeys.CONTINGENCY]
     m.manual_mode.set(1 if rt.any_manual else 0)

@@ -195,6 +195,10 @@ def test_a_foreign_member_name_has_no_site() -> None:
             "2 API nodes ready (want exactly 1)",
         ),
         (
+            {"nodes": tuple(dataclasses.replace(n, ready=False) for n in HEALTHY.nodes)},
+            "0 API nodes ready (want exactly 1)",
+        ),
+        (
             {"nodes": (HEALTHY.nodes[0], Node("B", "http://b", None, False, error="refused"))},
             "node-B is down",
         ),

@@ -20,8 +20,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from memory_etcd import MemoryEtcd
 from psycopg_pool import PoolTimeout
+from unit_fakes import MemoryEtcd, node_config
 
 from contingency import state as cstate
 from contingency.journal import AuditEvent, Journal
@@ -38,7 +38,6 @@ from kernel.names import CONTINGENCY_STATE_KEY
 from node import appkeys
 from node.account import Account
 from node.api import contingency as contingency_api
-from node.config import DatabaseSettings, NodeConfig
 from node.problems import PROBLEM_JSON, problem_middleware
 
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
@@ -291,18 +290,7 @@ async def _node(
     etcd, pool = MemoryEtcd(), Pool()
     runtime = _runtime(etcd)
     app = web.Application(middlewares=[problem_middleware])
-    app[appkeys.CONFIG] = NodeConfig(
-        site="A",
-        cluster="rocars",
-        listen_port=0,
-        state_dir=tmp_path,
-        database=DatabaseSettings(host="h", port=1, dbname="d", user="u", password="p"),
-        patroni_url="http://127.0.0.1:1",
-        patroni_member="pg-A",
-        etcd_urls=["http://127.0.0.1:1"],
-        redis_sentinels=[("127.0.0.1", 1)],
-        peers={"A": "http://127.0.0.1:1", **peers},
-    )
+    app[appkeys.CONFIG] = node_config(tmp_path, peers={"A": "http://127.0.0.1:1", **peers})
     app[appkeys.CONTINGENCY] = runtime
     app[appkeys.ROLE] = SimpleNamespace(role=role)  # type: ignore[assignment]
     app[appkeys.POOL] = pool  # type: ignore[assignment]

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import make_mocked_request, unused_port
 from aiohttp.web import Application
+from unit_fakes import node_config
 
 from kernel.errors import ComponentUnavailable, RedisUnavailable
 from monitoring.metrics import NodeMetrics
 from node import appkeys
 from node.account import Account
 from node.auth import enforce_rate_limit
-from node.config import DatabaseSettings, NodeConfig
 from node.problems import Problem
 from node.ratelimit import RateDecision
 from node.redis_client import RedisClient
@@ -142,18 +142,7 @@ class ScriptedBus(RedisClient):
 
 def _app(tmp_path: Path, bus: RedisClient, *, limit: int) -> Application:
     app = Application()
-    app[appkeys.CONFIG] = NodeConfig(
-        site="A",
-        cluster="rocars",
-        listen_port=0,
-        state_dir=tmp_path,
-        database=DatabaseSettings(host="h", port=1, dbname="d", user="u", password="p"),
-        patroni_url="http://127.0.0.1:1",
-        patroni_member="pg-A",
-        etcd_urls=["http://127.0.0.1:1"],
-        redis_sentinels=[("127.0.0.1", 1)],
-        rate_limit_per_s=limit,
-    )
+    app[appkeys.CONFIG] = node_config(tmp_path, rate_limit_per_s=limit)
     app[appkeys.METRICS] = NodeMetrics()
     app[appkeys.REDIS] = bus
     return app

@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 from aiohttp import web
-from memory_etcd import MemoryEtcd
+from unit_fakes import MemoryEtcd, node_config
 
 from contingency.keycache import CachedAccount
 from contingency.runtime import ContingencyRuntime
@@ -23,7 +23,7 @@ from kernel.errors import DatabaseUnavailable, RedisUnavailable
 from node.account import Account
 from node.app import create_app
 from node.auth import new_api_key
-from node.config import DatabaseSettings, NodeConfig
+from node.config import NodeConfig
 from node.deps import NodeDeps
 from node.ratelimit import RateDecision
 from node.redis_client import RedisView
@@ -167,18 +167,7 @@ class Fakes:
             self.keys[kind], _ = self.accounts.add(kind)
 
     def config(self, **overrides: object) -> NodeConfig:
-        values: dict[str, object] = {
-            "site": "A",
-            "cluster": "rocars",
-            "listen_port": 0,
-            "state_dir": self.state_dir,
-            "database": DatabaseSettings(host="h", port=1, dbname="d", user="u", password="p"),
-            "patroni_url": "http://127.0.0.1:1",
-            "patroni_member": "pg-A",
-            "etcd_urls": ["http://127.0.0.1:1"],
-            "redis_sentinels": [("127.0.0.1", 1)],
-        }
-        return NodeConfig.model_validate({**values, **overrides})
+        return node_config(self.state_dir, **overrides)
 
     def deps(self) -> NodeDeps:
         return NodeDeps(

@@ -4,8 +4,9 @@ gauges brought up to date."""
 
 from __future__ import annotations
 
+from aiohttp import web
 from handler_fakes import Fakes, operational_error
-from problem_checks import Client, call
+from problem_checks import AiohttpClient, Client, call
 from route_table import BY_KEY, CCRN
 
 from node import appkeys
@@ -134,3 +135,23 @@ async def test_every_declared_metric_has_a_sample_after_startup_and_a_request(
         assert resp.status == 200
     empty = [m.name for m in client.app[appkeys.METRICS].registry.collect() if not m.samples]
     assert empty == []
+
+
+async def test_a_redirect_is_counted_with_its_own_status(
+    fakes: Fakes, aiohttp_client: AiohttpClient
+) -> None:
+    """An HTTPException below 400 (a redirect) passes through the error boundary untouched and
+    is counted with its status, not as a 500."""
+
+    async def moved(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/v1/status")
+
+    app = fakes.app()
+    app.router.add_get("/moved", moved)
+    client = await aiohttp_client(app)
+    response = await client.get("/moved", allow_redirects=False)
+    assert response.status == 302
+    assert (
+        _sample(client, "rocars_http_requests_total", method="GET", route="/moved", status="302")
+        == 1
+    )

@@ -1,14 +1,36 @@
-"""An etcd in memory for unit tests: the calls the contingency runtime and the node make (get,
-put, compare-and-swap). `down` makes every call fail like an etcd with no member answering;
-`races` makes that many compare-and-swaps lose, as if another writer got there first."""
+"""Stand-ins shared by the unit tests: a node configuration that points nowhere, and an etcd in
+memory."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from kernel.errors import EtcdUnavailable
+from node.config import DatabaseSettings, NodeConfig
 from replication.etcd_gateway import KeyValue
 
 
+def node_config(state_dir: Path, **overrides: object) -> NodeConfig:
+    """Site A's node configuration with every address unreachable; `overrides` replace fields."""
+    values: dict[str, object] = {
+        "site": "A",
+        "cluster": "rocars",
+        "listen_port": 0,
+        "state_dir": state_dir,
+        "database": DatabaseSettings(host="h", port=1, dbname="d", user="u", password="p"),
+        "patroni_url": "http://127.0.0.1:1",
+        "patroni_member": "pg-A",
+        "etcd_urls": ["http://127.0.0.1:1"],
+        "redis_sentinels": [("127.0.0.1", 1)],
+    }
+    return NodeConfig.model_validate({**values, **overrides})
+
+
 class MemoryEtcd:
+    """The calls the contingency runtime and the node make (get, put, compare-and-swap). `down`
+    makes every call fail like an etcd with no member answering; `races` makes that many
+    compare-and-swaps lose, as if another writer got there first."""
+
     def __init__(self) -> None:
         self.data: dict[str, KeyValue] = {}
         self.revision = 0
