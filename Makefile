@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ROCARS := $(PY) -m deploy
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: install run stop status test unit coverage integration lint typecheck drills bench lock clean
+.PHONY: install run stop status test unit coverage integration lint typecheck drills fuzz bench lock clean
 
 install:
 	@bash deploy/install.sh
@@ -44,7 +44,12 @@ typecheck: install
 
 ## Long fault drills and benchmarks (not in CI's default run).
 drills: install
-	@$(PYTEST) -m slow -p no:cacheprovider
+	@$(PYTEST) -m "slow and not fuzz" -p no:cacheprovider
+
+## schemathesis against a fresh local cluster's /openapi.json: at least 10,000 generated requests
+## (every operation, stateful links), then the counts per operation and status.
+fuzz: install
+	@flock /tmp/rocars-cluster.lock $(PYTEST) tests/fuzz -m "fuzz and slow" -p no:cacheprovider
 
 ## Refresh requirements.lock from the current .venv (after changing pyproject.toml).
 lock:

@@ -21,6 +21,11 @@ thread are safe. There are deliberately no async wrappers here, so there is one 
 
 Another node's journal (copied here after that node died, with its ``-wal`` file if it has
 one) is read with :meth:`Journal.open_readonly`, which never writes to it.
+
+Set aside: a record PostgreSQL refuses (a NUL in a string, say, journalled before the API
+refused them) is marked with :meth:`Journal.set_aside` and the reason, and is no longer pending,
+so one bad record cannot keep reconciliation (and so manual mode) from ever finishing. It stays
+in the file for an officer to deal with by hand (:meth:`Journal.set_aside_records`).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, TypeVar, cast, get_args
+from typing import Final, Literal, TypeVar, cast, get_args
 
 from contingency.reconcile_match import ClearanceDecision, canonical_uuid
 from kernel.errors import JournalError
@@ -75,7 +80,16 @@ _SCHEMA: Final = (
         "after" TEXT,
         imported_at TEXT
     )""",
+    # Added after version 1 files existed; IF NOT EXISTS adds it to them, so the version stays.
+    """CREATE TABLE IF NOT EXISTS set_aside (
+        uuid TEXT PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('clearance', 'audit')),
+        reason TEXT NOT NULL,
+        at TEXT NOT NULL
+    )""",
 )
+# Rows of the clearances or audit table that are still to be imported.
+_PENDING: Final = "imported_at IS NULL AND uuid NOT IN (SELECT uuid FROM set_aside)"
 # Content columns: a retried append must match these exactly to count as the same record.
 # (recorded_at and imported_at are not content: a retry may come later.)
 _CLEARANCE_COLS: Final = "node, officer, lbcp, vrn, decision, documents, ccrns, cleared_at"
@@ -202,12 +216,24 @@ class AuditEvent:
 
 @dataclass(frozen=True)
 class JournalCounts:
-    """How many records the journal holds, and how many are not marked imported yet."""
+    """How many records the journal holds, how many are still to be imported, and how many
+    were set aside (refused by PostgreSQL; neither imported nor pending)."""
 
     clearances: int
     clearances_pending: int
     audit: int
     audit_pending: int
+    set_aside: int = 0
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """A record reconciliation could not import, and why."""
+
+    uuid: str
+    kind: Literal["clearance", "audit"]
+    reason: str
+    at: datetime
 
 
 def _load_strings(name: str, text: str) -> tuple[str, ...]:
@@ -291,6 +317,12 @@ class Journal:
         if self._readonly:
             if version != SCHEMA_VERSION:
                 raise JournalError(f"{self._path}: not a journal (schema version {version})")
+            if not conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'set_aside'"
+            ).fetchone():
+                # Written before set-aside existed, so nothing in it was set aside; a temporary
+                # (connection-only) empty table lets the same queries run.
+                conn.execute(f"CREATE TEMP {_SCHEMA[2].removeprefix('CREATE ')}")
             conn.execute("PRAGMA query_only = ON")
             return
         if version not in (0, SCHEMA_VERSION):
@@ -390,7 +422,7 @@ class Journal:
         with self._reading() as conn:
             rows = conn.execute(
                 f"SELECT uuid, {_CLEARANCE_COLS}, recorded_at FROM clearances "
-                "WHERE imported_at IS NULL ORDER BY rowid"
+                f"WHERE {_PENDING} ORDER BY rowid"
             ).fetchall()
         return tuple(self._decode(row, _clearance) for row in rows)
 
@@ -398,7 +430,7 @@ class Journal:
         """Audit events not marked imported, in the order they were journalled."""
         with self._reading() as conn:
             rows = conn.execute(
-                f"SELECT uuid, {_AUDIT_COLS} FROM audit WHERE imported_at IS NULL ORDER BY rowid"
+                f"SELECT uuid, {_AUDIT_COLS} FROM audit WHERE {_PENDING} ORDER BY rowid"
             ).fetchall()
         return tuple(self._decode(row, _audit) for row in rows)
 
@@ -424,13 +456,45 @@ class Journal:
                 marked += cursor.rowcount
         return marked
 
+    def set_aside(self, uuid: str, reason: str, at: datetime) -> bool:
+        """Mark this pending record (clearance or audit) as refused, with ``reason``: it is no
+        longer pending. Returns False when it is unknown, imported or already set aside."""
+        key = canonical_uuid(uuid)
+        stamp = _utc("at", at).isoformat()
+        with self._writing() as conn:
+            for kind, table in (("clearance", "clearances"), ("audit", "audit")):
+                if conn.execute(
+                    f"SELECT 1 FROM {table} WHERE uuid = ? AND {_PENDING}", (key,)
+                ).fetchone():
+                    conn.execute(
+                        "INSERT INTO set_aside (uuid, kind, reason, at) VALUES (?, ?, ?, ?)",
+                        (key, kind, reason, stamp),
+                    )
+                    return True
+        return False
+
+    def set_aside_records(self) -> tuple[SetAside, ...]:
+        """Every record set aside, in the order they were set aside."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT uuid, kind, reason, at FROM set_aside ORDER BY rowid"
+            ).fetchall()
+        return tuple(
+            SetAside(
+                str(u), cast(Literal["clearance", "audit"], k), str(r), datetime.fromisoformat(a)
+            )
+            for u, k, r, a in rows
+        )
+
     def counts(self) -> JournalCounts:
-        """Totals and not-yet-imported counts, for /health, /metrics and the reconcile report."""
-        sql = "SELECT count(*), coalesce(sum(imported_at IS NULL), 0) FROM {}"
+        """Totals, still-to-import and set-aside counts, for /health, /metrics and the reconcile
+        report."""
+        sql = f"SELECT count(*), coalesce(sum({_PENDING}), 0) FROM {{}}"
         with self._reading() as conn:
             clearances, clearances_pending = conn.execute(sql.format("clearances")).fetchone()
             audit, audit_pending = conn.execute(sql.format("audit")).fetchone()
-        return JournalCounts(clearances, clearances_pending, audit, audit_pending)
+            (set_aside,) = conn.execute("SELECT count(*) FROM set_aside").fetchone()
+        return JournalCounts(clearances, clearances_pending, audit, audit_pending, set_aside)
 
 
 def _clearance(row: tuple[object, ...]) -> ClearanceRecord:

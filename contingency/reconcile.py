@@ -5,6 +5,12 @@ Serves the pure core `contingency.reconcile_match`. Exactly once: each record is
 `ON CONFLICT (uuid) DO NOTHING` in the same transaction as its effects, and only then marked
 imported in the journal; a crash between the two leaves a record that the next run finds
 already in PostgreSQL and merely marks. Running it again imports nothing.
+
+A record PostgreSQL refuses (a NUL in a string, for one: such records may have been journalled
+before the API refused them) is set aside in its journal with the reason, reported and skipped;
+the rest are imported. Each record is stored inside its own `conn.transaction()` (a savepoint
+when the caller already holds a transaction), so the refusal rolls back only that record.
+Anything else (the database going away) still stops the run: manual mode then stays on.
 """
 
 from __future__ import annotations
@@ -20,10 +26,36 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from contingency.journal import ClearanceRecord, Journal
+from contingency.journal import AuditEvent, ClearanceRecord, Journal
 from contingency.reconcile_match import ManualRecord, OpenBundle, match_records
 
 log = logging.getLogger("rocars.reconcile")
+# What PostgreSQL (or psycopg, before sending) raises for a record it cannot store: bad data
+# (NUL, invalid Unicode escapes in jsonb, values too long) or a violated constraint. Not
+# OperationalError: an outage must stop the run, not set every record aside.
+REFUSED = (psycopg.DataError, psycopg.IntegrityError, UnicodeError)
+
+
+def refusal(exc: BaseException) -> str:
+    """The reason recorded for a refused record: the error's class and first line (psycopg's
+    DETAIL/CONTEXT lines quote the record's content, which the journal already holds)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    # The reason itself goes into PostgreSQL (the reconcile audit entry): keep it storable.
+    first = first.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
+    return f"{type(exc).__name__}: {first}"[:500]
+
+
+def _set_aside(
+    journal: Journal, report: ReconcileReport, uid: str, kind: str, exc: BaseException
+) -> None:
+    reason = refusal(exc)
+    journal.set_aside(uid, reason, datetime.now(UTC))
+    report.set_aside.append(
+        {"journal": str(journal.path), "uuid": uid, "kind": kind, "reason": reason}
+    )
+    log.warning("reconciliation: %s %s in %s set aside: %s", kind, uid, journal.path, reason)
+
+
 Conn = psycopg.AsyncConnection[Any]
 OUTCOME = {"release": ("released", "cleared"), "inspect": ("inspected", "cleared")}
 
@@ -36,6 +68,7 @@ class ReconcileReport:
     matched: int = 0
     unmatched: list[dict[str, Any]] = field(default_factory=list)
     audit_imported: int = 0
+    set_aside: list[dict[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +78,7 @@ class ReconcileReport:
             "matched": self.matched,
             "unmatched": self.unmatched,
             "audit_imported": self.audit_imported,
+            "set_aside": self.set_aside,
         }
 
 
@@ -157,9 +191,13 @@ async def reconcile(conn: Conn, journal_paths: list[Path]) -> ReconcileReport:
         journal = Journal(path)
         try:
             for rec in journal.pending_clearances():
-                async with conn.transaction():
-                    inserted, outcome = await store_clearance(conn, rec, source="journal")
                 assert rec.uuid is not None
+                try:
+                    async with conn.transaction():
+                        inserted, outcome = await store_clearance(conn, rec, source="journal")
+                except REFUSED as exc:
+                    _set_aside(journal, report, rec.uuid, "clearance", exc)
+                    continue
                 journal.mark_imported([rec.uuid], datetime.now(UTC))
                 if not inserted:
                     report.already_imported += 1
@@ -170,24 +208,14 @@ async def reconcile(conn: Conn, journal_paths: list[Path]) -> ReconcileReport:
                 if outcome.get("unmatched"):
                     report.unmatched.append(outcome)
             for ev in journal.pending_audit():
-                async with conn.transaction():
-                    cur = await conn.execute(
-                        "INSERT INTO audit_log (uuid, at, actor, action, subject, before, after)"
-                        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (uuid) DO NOTHING"
-                        " RETURNING id",
-                        (
-                            ev.uuid,
-                            ev.at,
-                            ev.actor,
-                            ev.action,
-                            ev.subject,
-                            json.dumps(ev.before) if ev.before is not None else None,
-                            json.dumps(ev.after) if ev.after is not None else None,
-                        ),
-                    )
-                    if await cur.fetchone() is not None:
-                        report.audit_imported += 1
                 assert ev.uuid is not None
+                try:
+                    inserted = await _store_audit(conn, ev)
+                except REFUSED as exc:
+                    _set_aside(journal, report, ev.uuid, "audit", exc)
+                    continue
+                if inserted:
+                    report.audit_imported += 1
                 journal.mark_imported([ev.uuid], datetime.now(UTC))
         finally:
             journal.close()
@@ -199,6 +227,25 @@ async def reconcile(conn: Conn, journal_paths: list[Path]) -> ReconcileReport:
         )
     log.info("reconciliation: %s", report.as_dict())
     return report
+
+
+async def _store_audit(conn: Conn, ev: AuditEvent) -> bool:
+    async with conn.transaction():
+        cur = await conn.execute(
+            "INSERT INTO audit_log (uuid, at, actor, action, subject, before, after)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (uuid) DO NOTHING"
+            " RETURNING id",
+            (
+                ev.uuid,
+                ev.at,
+                ev.actor,
+                ev.action,
+                ev.subject,
+                json.dumps(ev.before) if ev.before is not None else None,
+                json.dumps(ev.after) if ev.after is not None else None,
+            ),
+        )
+        return await cur.fetchone() is not None
 
 
 def journal_paths(state_root: Path) -> list[Path]:

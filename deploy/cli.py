@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import sys
@@ -13,6 +14,7 @@ import click
 
 from deploy.state import StateDir, default_state_dir
 from deploy.topology import Topology
+from kernel import redact
 from kernel.errors import RocarsError
 
 STATE_DIR_OPTION = click.option(
@@ -56,6 +58,7 @@ def _setup_logging(level: int = logging.INFO) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    redact.install()  # no credential in clear in any log line (#10)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -100,8 +103,13 @@ def serve(site: str, state_dir: Path | None, config_path: Path | None, supervise
     cfg = load_node_config(config_path or state.node_config(site))
     if cfg.site != site:
         raise click.UsageError(f"{config_path} is the configuration of site {cfg.site}, not {site}")
+    app = create_app(cfg)
+    # Everything imported and built so far lives as long as the process: out of the collector's
+    # reach, a full collection (triggered by whichever request allocates) scans only what
+    # requests made, instead of holding the interpreter lock for 70-100 ms (#10 item 2).
+    gc.freeze()
     web.run_app(
-        create_app(cfg),
+        app,
         host=cfg.listen_host,
         port=cfg.listen_port,
         access_log=None,

@@ -7,6 +7,7 @@ state folder. Keeping generation pure lets the unit tests check the invariants t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -192,18 +193,84 @@ def sentinel_config(topo: Topology, site: str, data_dir: Path) -> str:
     )
 
 
+# Every error HAProxy itself answers, as problem+json like the nodes' own (#10 item 6): status,
+# title and what the client should do. 503 (no node ready) is rendered apart: it has
+# Retry-After and the manual-mode hint.
+HAPROXY_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("Bad Request", "the request is malformed or its headers are too large or invalid"),
+    403: ("Forbidden", "the request was refused by the entry point"),
+    405: ("Method Not Allowed", "this method is not allowed here"),
+    408: ("Request Timeout", "the request was not received in time; send it again"),
+    413: ("Content Too Large", "the request body is too large"),
+    425: ("Too Early", "the request was sent too early; send it again"),
+    429: ("Too Many Requests", "too many requests from this address; slow down"),
+    500: ("Internal Server Error", "the entry point failed to handle the request"),
+    501: ("Not Implemented", "the entry point does not support this request"),
+    502: ("Bad Gateway", "the API node gave an invalid answer or closed the connection"),
+    504: ("Gateway Timeout", "the API node did not answer in time"),
+}
+
+
+def _problem(status: int, title: str, detail: str, **extra: object) -> str:
+    """A problem+json document as an HAProxy double-quoted string argument."""
+    doc = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    return json.dumps(doc, separators=(",", ":")).replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _problem_return(status: int, retry_after_s: int, title: str, detail: str) -> str:
+    body = _problem(status, title, detail, retry_after_ms=retry_after_s * 1000)
+    return (
+        f'return status {status} content-type "application/problem+json" '
+        f'hdr Retry-After {retry_after_s} string "{body}"'
+    )
+
+
 def haproxy_config(topo: Topology) -> str:
     entry_host = topo.entry_host()
+    limits = topo.entry.limits
     servers = []
     for name in topo.data_sites:
         s = topo.sites[name]
         assert s.node is not None
         servers.append(f"    server node-{name} {s.host}:{s.node.port} check")
-    problem = (
+    unavailable = (
         '{\\"type\\":\\"https://rocars.example/problems/not-writable\\",'
         '\\"title\\":\\"Service Unavailable\\",\\"status\\":503,\\"retry_after_ms\\":200,'
         '\\"detail\\":\\"no API node is active right now; retry shortly. If manual clearance'
         ' is in force, GET /v1/status says since when and what to do.\\"}'
+    )
+    errors = [
+        f'    http-error status {code} content-type "application/problem+json" '
+        f'string "{_problem(code, title, detail)}"'
+        for code, (title, detail) in HAPROXY_ERRORS.items()
+    ]
+    node_parse_errors = {
+        400: _problem(400, "Bad Request", "a header or the request line is malformed"),
+        413: _problem(413, "Content Too Large", "the request is too large"),
+        431: _problem(
+            431, "Request Header Fields Too Large", "a header or the headers are too large"
+        ),
+    }
+    unauth_w, fail_w = limits.unauthenticated_window_s, limits.auth_failure_window_s
+    too_many_unauth = _problem_return(
+        429,
+        unauth_w,
+        "Too Many Requests",
+        f"more than {limits.unauthenticated_requests} requests without credentials from this"
+        f" address in {unauth_w} s; retry after {unauth_w} s",
+    )
+    too_many_failures = _problem_return(
+        429,
+        fail_w,
+        "Too Many Requests",
+        f"more than {limits.auth_failures} failed authentications from this address in"
+        f" {fail_w} s; requests with credentials from it are refused for up to {fail_w} s",
     )
     return "\n".join(
         [
@@ -219,6 +286,8 @@ def haproxy_config(topo: Topology) -> str:
             "    timeout client 60s",
             "    timeout server 60s",
             "    timeout http-request 10s",
+            # A health check answering later than this counts as failed (see `fall` below).
+            "    timeout check 1s",
             # Only the active node answers /health/ready; a refused connection or a standby's
             # 503 is retried on the other server, which the node's idempotency keys make safe.
             "    retries 3",
@@ -228,29 +297,66 @@ def haproxy_config(topo: Topology) -> str:
             "",
             # With no node ready, answer like a node would: problem+json and Retry-After.
             f'    http-error status 503 content-type "application/problem+json" '
-            f'hdr Retry-After 1 string "{problem}"',
+            f'hdr Retry-After 1 string "{unavailable}"',
+            *errors,
             "",
             "frontend api",
             f"    bind {entry_host}:{topo.entry.port}",
+            # Abuse limits per client address (topology `entry.limits`): requests without
+            # credentials are counted in one table, 401 answers to requests with credentials
+            # in the other; a request with a good key adds to neither.
+            "    acl has_credentials req.hdr(authorization) -m found",
+            "    http-request track-sc0 src table limit_unauthenticated if !has_credentials",
+            "    http-request track-sc1 src table limit_auth_failures if has_credentials",
+            f"    http-request {too_many_unauth} if !has_credentials"
+            f" {{ sc0_http_req_rate(limit_unauthenticated) gt {limits.unauthenticated_requests} }}",
+            f"    http-request {too_many_failures} if has_credentials"
+            f" {{ sc1_gpc0_rate(limit_auth_failures) ge {limits.auth_failures} }}",
+            "    http-response sc-inc-gpc0(1) if { status 401 }",
+            # A node's error answer that is not problem+json (aiohttp's own text/plain answer
+            # to a malformed request, which echoes the offending header, or to one too large)
+            # is replaced, so clients always get problem+json and never their header back.
+            "    acl problem_json res.hdr(content-type) -m beg application/problem+json",
+            *(
+                f'    http-response return status {code} content-type "application/problem+json"'
+                f' string "{body}" if {{ status {code} }} !problem_json'
+                for code, body in node_parse_errors.items()
+            ),
             # The public notice and liveness must answer from any live node, also when no node
             # is active (manual clearance with the database down).
             "    acl public_read path /v1/status /health /health/live",
             "    use_backend any_live_node if public_read METH_GET",
             "    default_backend nodes",
             "",
+            "backend limit_unauthenticated",
+            "    stick-table type ipv6 size 100k expire"
+            f" {2 * unauth_w}s store http_req_rate({unauth_w}s)",
+            "",
+            "backend limit_auth_failures",
+            "    stick-table type ipv6 size 100k expire"
+            f" {2 * fail_w}s store gpc0,gpc0_rate({fail_w}s)",
+            "",
             "backend nodes",
             "    option httpchk GET /health/ready",
             "    http-check expect status 200",
-            # Check every 250 ms, one failure marks a node down and one success up, and sessions
-            # to a node marked down are cut so clients reconnect to the new active node.
-            "    default-server inter 250ms fastinter 250ms downinter 250ms rise 1 fall 1 "
+            # Checks every 250 ms; a node is marked down after 3 failed checks in a row (a
+            # check fails when refused, answered with non-200, or not answered within `timeout
+            # check`), so one late answer from a busy active node no longer takes it out and
+            # cuts every session (#10 item 2). Failover and switchover stay fast anyway: a node
+            # that stops being active answers /health/ready 503 at once (3 checks at fastinter:
+            # under 1 s), a dead one refuses connections at once, and meanwhile writes it
+            # refuses with 503 are retried on the other node (`retry-on ... 503` above). One
+            # good check (rise 1) brings the new active node in: whether a node may write is
+            # decided by the database, not by HAProxy (DESIGN.md I3). Sessions to a node marked
+            # down are cut so clients reconnect to the new active node.
+            "    default-server inter 250ms fastinter 250ms downinter 250ms rise 1 fall 3 "
             "on-marked-down shutdown-sessions",
             *servers,
             "",
             "backend any_live_node",
             "    option httpchk GET /health/live",
             "    http-check expect status 200",
-            "    default-server inter 500ms rise 1 fall 1",
+            "    default-server inter 500ms fastinter 250ms rise 1 fall 3",
             *servers,
             "",
             "frontend stats",
@@ -258,6 +364,7 @@ def haproxy_config(topo: Topology) -> str:
             "    stats enable",
             "    stats uri /stats",
             "    stats refresh 2s",
+            "    stats hide-version",
             "",
         ]
     )

@@ -22,7 +22,7 @@ import yaml
 from deploy import processes, teardown
 from deploy.process_specs import specs
 from deploy.state import DEFAULT_TOPOLOGY, NETNS_TOPOLOGY, StateDir
-from deploy.topology import Topology, load_topology
+from deploy.topology import AbuseLimits, Topology, load_topology
 
 # Port offsets of the clusters the test suites start, beside `make run`'s (offset 0). They must
 # not collide with each other (tests/unit/test_port_offsets.py checks), since CI may run a
@@ -34,6 +34,10 @@ TEST_PORT_OFFSETS = {
     "drills": 3000,
     "contingency": 500,
 }
+# Every test client is 127.0.0.1 and the suites make many deliberate 401s, so test clusters
+# raise HAProxy's per-address limits far above what they send (tests/integration/
+# test_hostile_proxy.py checks the limits themselves with low ones).
+TEST_ABUSE_LIMITS = AbuseLimits(unauthenticated_requests=1_000_000, auth_failures=1_000_000)
 
 
 @dataclass
@@ -54,6 +58,7 @@ class LocalCluster:
         else:
             topo = load_topology(NETNS_TOPOLOGY).with_namespace_prefix(namespace_prefix)
             topo = topo.with_port_offset(port_offset)
+        topo = topo.with_abuse_limits(TEST_ABUSE_LIMITS)
         root.mkdir(parents=True, exist_ok=True)
         topo_file = root / "topology.yaml"
         topo_file.write_text(yaml.safe_dump(topo.model_dump(), sort_keys=False))

@@ -89,10 +89,8 @@ def check_ports_free(spec: ProcessSpec) -> None:
 
 def start(state: StateDir, spec: ProcessSpec) -> int:
     """Start `spec` detached (its own session), output appended to its log file."""
-    log_path = state.logfile(spec.name)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **spec.env}
-    with open(log_path, "ab") as log:
+    with state.open_log(spec.name) as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {spec.name}\n".encode())
         log.flush()
         try:

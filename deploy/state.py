@@ -15,6 +15,7 @@ import pwd
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from kernel.names import member_name
 
@@ -24,6 +25,9 @@ NETNS_TOPOLOGY = REPO_ROOT / "deploy" / "topology.netns.yaml"
 DEFAULT_STATE_DIR = REPO_ROOT / "var"
 RUNTIME_BASE = Path("/var/lib/rocars")
 SECRET_NAMES = ("superuser", "replication", "rewind", "app")
+# Process logs: the launching user reads and writes, its group (operators) reads; they may hold
+# request details, so not the world (#10).
+LOG_MODE = 0o640
 
 
 def default_state_dir() -> Path:
@@ -100,6 +104,19 @@ class StateDir:
 
     def logfile(self, process: str) -> Path:
         return self.logs / f"{process}.log"
+
+    def open_log(self, process: str) -> BinaryIO:
+        """`process`'s log file opened for appending, mode LOG_MODE whatever the umask, and
+        existing files (made 0644 by older versions) narrowed to it too."""
+        path = self.logfile(process)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, LOG_MODE)
+        try:
+            os.fchmod(fd, LOG_MODE)
+        except BaseException:
+            os.close(fd)
+            raise
+        return os.fdopen(fd, "ab")
 
     def node_config(self, site: str) -> Path:
         return self.config / f"node-{site}.yaml"

@@ -88,10 +88,32 @@ class PatroniTiming(_Strict):
         return self
 
 
+class AbuseLimits(_Strict):
+    """Per client address, enforced by HAProxy at the entry point (stick tables), before any
+    node spends a database query on the request (#10 item 5). Over a limit: 429 problem+json
+    with Retry-After (the window). Requests with a good key count against neither limit (the
+    nodes limit each account by itself).
+
+    The defaults are for production: 100 requests without an Authorization header per 10 s
+    (10 a second sustained: public status polling from a whole depot behind one NAT address
+    stays well under it), and 20 answers of 401 to requests with credentials per 60 s (a
+    mistyped key is retried a few times, a key-guessing run is stopped after 20). An address
+    over the failure limit has all its requests with credentials refused until its rate falls
+    back under it, good keys included: HAProxy cannot tell a good key from a guess. Test
+    clusters, where every client is 127.0.0.1, raise them (deploy/harness.py).
+    """
+
+    unauthenticated_requests: int = Field(default=100, ge=1)
+    unauthenticated_window_s: int = Field(default=10, ge=1, le=3600)
+    auth_failures: int = Field(default=20, ge=1)
+    auth_failure_window_s: int = Field(default=60, ge=1, le=3600)
+
+
 class Entry(_Strict):
     site: str
     port: int = Field(ge=1, le=65535)
     stats_port: int = Field(ge=1, le=65535)
+    limits: AbuseLimits = AbuseLimits()
 
 
 class Namespaces(_Strict):
@@ -242,6 +264,10 @@ class Topology(_Strict):
             return obj
 
         return Topology.model_validate(shift(raw))
+
+    def with_abuse_limits(self, limits: AbuseLimits) -> Topology:
+        """This topology with other per-address limits at the entry point."""
+        return self.model_copy(update={"entry": self.entry.model_copy(update={"limits": limits})})
 
     def with_namespace_prefix(self, prefix: str) -> Topology:
         """This topology with its network namespaces renamed (another cluster's are left be)."""

@@ -68,6 +68,11 @@ class NodeMetrics:
             "Manual clearance records in this node's journal not yet reconciled",
             registry=r,
         )
+        self.journal_set_aside = Gauge(
+            "rocars_contingency_journal_set_aside",
+            "Records in this node's journal that reconciliation set aside (refused by PostgreSQL)",
+            registry=r,
+        )
 
         self.redis_up = Gauge(
             "rocars_redis_up",

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -40,7 +41,7 @@ from node.api import (
 )
 from node.config import NodeConfig
 from node.deps import NodeDeps
-from node.problems import problem_middleware
+from node.problems import PROBLEM_JSON, problem_middleware
 from node.redis_client import RedisClient
 from node.stores import PgAccountStore, open_pool
 from replication.etcd_gateway import EtcdGateway
@@ -179,6 +180,11 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     if deps.background:
         role = app[appkeys.ROLE]
         tasks.append(asyncio.create_task(background.migrate_loop(pool, role), name="migrator"))
+        tasks.append(
+            asyncio.create_task(
+                background.idempotency_expiry_loop(pool, role), name="idempotency-expiry"
+            )
+        )
     yield
     await _stop(tasks)
     if own is not None:
@@ -259,7 +265,18 @@ async def request_metrics(request: web.Request, handler: Handler) -> web.StreamR
         m.latency.labels(method=request.method, route=route).observe(time.perf_counter() - started)
 
 
+# What every answer says about the server, instead of aiohttp's "Python/x aiohttp/y" (which
+# aiohttp adds only when the header is absent, after on_response_prepare has run).
+SERVER_BANNER = "rocars"
+
+
 async def _stamp_node(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER_BANNER
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    # Every authenticated route is under /v1, and a problem may quote what was sent: neither
+    # may be kept by a browser or a proxy. /health, /metrics and /openapi.json may be.
+    if request.path.startswith("/v1/") or response.content_type == PROBLEM_JSON:
+        response.headers["Cache-Control"] = "no-store"
     # Lets clients, drills and tests see which node answered through HAProxy.
     cfg = request.app[appkeys.CONFIG]
     response.headers["X-Rocars-Node"] = cfg.site
@@ -272,9 +289,10 @@ async def _stamp_node(request: web.Request, response: web.StreamResponse) -> Non
 def create_app(config: NodeConfig, deps: NodeDeps | None = None) -> web.Application:
     """The node. `deps` None: every resource real, every loop running (production)."""
     # Metrics outermost, so they see the status the problem middleware answered.
-    # Batch submission takes up to 32 MiB; every other route enforces 1 MiB itself.
+    # Every request.read() stops at 1 MiB (node.validation.MAX_BODY); the batch route streams
+    # its body itself under its own 10 MiB cap (node.validation.read_body).
     app = web.Application(
-        middlewares=[request_metrics, problem_middleware], client_max_size=32 * 1024**2
+        middlewares=[request_metrics, problem_middleware], client_max_size=1024**2
     )
     if deps is None:
         deps = NodeDeps()
@@ -282,7 +300,9 @@ def create_app(config: NodeConfig, deps: NodeDeps | None = None) -> web.Applicat
     app[appkeys.DEPS] = deps
     app[appkeys.CLOCK] = deps.clock
     app[appkeys.ACCOUNT_CACHE] = {}
+    app[appkeys.MISSED_KEYS] = OrderedDict()
     app[appkeys.METRICS] = NodeMetrics()
+    app[appkeys.BATCH_SLOTS] = asyncio.Semaphore(consignments.BATCH_SLOTS)
     app[appkeys.STARTED_AT] = time.monotonic()
     app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_redis_ctx)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -42,5 +44,9 @@ REDIS: web.AppKey[RedisPort] = web.AppKey("redis")
 STARTED_AT = web.AppKey("started_at", float)
 # sha256(api key) -> (monotonic time cached, Account); short-lived, to keep hot paths off the DB.
 ACCOUNT_CACHE: web.AppKey[dict[str, tuple[float, Account]]] = web.AppKey("account_cache")
+# sha256(api key) -> monotonic time the database did not know it; oldest first (node.auth).
+MISSED_KEYS: web.AppKey[OrderedDict[str, float]] = web.AppKey("missed_keys")
+# Batches parsed at once on this node: each holds up to 10 MiB of body and its items in memory.
+BATCH_SLOTS = web.AppKey("batch_slots", asyncio.Semaphore)
 # Wall clock (UTC, aware), injectable so tests can pin "now".
 CLOCK: web.AppKey[Callable[[], datetime]] = web.AppKey("clock")

@@ -7,6 +7,15 @@ Every authenticated request is also counted against its account's rate limit (`n
 counters in Redis). Over the limit: 429 with `Retry-After`. Redis unreachable: the request goes
 through unchecked and `rocars_rate_limit_fail_open_total` counts it (Redis degrades speed and
 protection, never correctness or availability).
+
+A key the database did not know is remembered (its SHA-256 only) for `MISS_TTL_S`, at most
+`MISS_CAPACITY` of them (`appkeys.MISSED_KEYS`), so a client repeating a wrong key costs no
+query. That is safe because keys are random and never reused: a digest that missed can only
+start to match if its key was created after the lookup, i.e. a key just approved and used on a
+node whose database has not yet replayed the new row (replication lag, well under a second).
+Such a key is refused on that node for at most `MISS_TTL_S`; approval itself never waits (the
+approving node reads its own row). Misses from the on-disk key cache (database down) are not
+remembered: that cache may simply be older than a freshly approved key.
 """
 
 from __future__ import annotations
@@ -16,16 +25,38 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections import OrderedDict
 
 from aiohttp import web
 
 from kernel.errors import DatabaseUnavailable, RedisUnavailable
-from node import appkeys
+from node import appkeys, ratelimit
 from node.account import Account
 from node.problems import Problem
-from node.stores import StoredAccount
 
 _CACHE_TTL_S = 5.0
+MISS_TTL_S = 5.0
+MISS_CAPACITY = 10_000
+_REALM = 'Bearer realm="rocars"'
+
+
+def _missed_recently(missed: OrderedDict[str, float], digest: str, now: float) -> bool:
+    at = missed.get(digest)
+    if at is None:
+        return False
+    if now - at < MISS_TTL_S:
+        return True
+    del missed[digest]
+    return False
+
+
+def _remember_miss(missed: OrderedDict[str, float], digest: str, now: float) -> None:
+    # All entries share one lifetime, so the oldest is also the nearest to expiry: a flood of
+    # distinct wrong keys evicts the oldest, and memory stays bounded by MISS_CAPACITY.
+    missed.pop(digest, None)
+    missed[digest] = now
+    while len(missed) > MISS_CAPACITY:
+        missed.popitem(last=False)
 
 
 def new_api_key() -> tuple[str, str, str]:
@@ -39,6 +70,12 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def _is_key_text(token: str) -> bool:
+    # Keys are visible ASCII (0x21-0x7E). Anything else (a raw byte over 0x7F arrives as a
+    # surrogate-escaped character that cannot even be encoded) is refused before it is hashed.
+    return all("!" <= c <= "~" for c in token)
+
+
 def _parse_bearer(header: str | None) -> str:
     if not header:
         raise Problem(
@@ -46,18 +83,27 @@ def _parse_bearer(header: str | None) -> str:
             "Unauthorized",
             "an API key is required: send 'Authorization: Bearer <api key>'",
             errors=[{"field": "Authorization", "message": "header missing"}],
-            headers={"WWW-Authenticate": 'Bearer realm="rocars"'},
+            headers={"WWW-Authenticate": _REALM},
         )
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise Problem(
             401,
             "Unauthorized",
             "the Authorization header must be 'Bearer <api key>'",
             errors=[{"field": "Authorization", "message": "not 'Bearer <api key>'"}],
-            headers={"WWW-Authenticate": 'Bearer realm="rocars"'},
+            headers={"WWW-Authenticate": _REALM},
         )
-    return token.strip()
+    if not _is_key_text(token):
+        raise Problem(
+            401,
+            "Unauthorized",
+            "an API key is printable ASCII only",
+            errors=[{"field": "Authorization", "message": "not printable ASCII"}],
+            headers={"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
+        )
+    return token
 
 
 def _prefix_of(key: str) -> str | None:
@@ -76,9 +122,9 @@ def _database_presumed_down(request: web.Request) -> bool:
     return facts.local_role is None or facts.local_state not in ("running", "streaming")
 
 
-async def _from_key_cache(request: web.Request, key: str) -> StoredAccount:
+async def _from_key_cache(request: web.Request, key: str) -> Account:
     # Database down: the node's on-disk cache of key hashes. A key it cannot verify is
-    # refused, never waved through.
+    # refused, never waved through, and not remembered as a miss (see the module's text).
     cached = await asyncio.to_thread(request.app[appkeys.KEYCACHE].verify, key)
     if cached is None:
         raise Problem(
@@ -87,22 +133,39 @@ async def _from_key_cache(request: web.Request, key: str) -> StoredAccount:
             "the database is unreachable and this key is not in the node's key"
             " cache, so it cannot be verified",
             errors=[{"field": "Authorization", "message": "cannot verify key"}],
-            headers={"WWW-Authenticate": 'Bearer realm="rocars"'},
+            headers={"WWW-Authenticate": _REALM},
         )
-    account = Account(int(cached.account_id), cached.role, cached.name, cached.status)
-    return StoredAccount(account, cached.key_sha256)
+    return Account(int(cached.account_id), cached.role, cached.name, cached.status)
 
 
-async def _lookup(request: web.Request, key: str) -> StoredAccount | None:
+def _unknown_key() -> Problem:
+    return Problem(
+        401,
+        "Unauthorized",
+        "the API key is not valid",
+        errors=[{"field": "Authorization", "message": "unknown API key"}],
+        headers={"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
+    )
+
+
+async def _lookup(request: web.Request, key: str, digest: str) -> Account:
+    """The account holding `key`, or 401. Only a miss the database answered is remembered."""
     prefix = _prefix_of(key)
     if prefix is None:
-        return None
+        raise _unknown_key()  # not a key's shape: refused without asking anyone
+    missed = request.app[appkeys.MISSED_KEYS]
+    if _missed_recently(missed, digest, time.monotonic()):
+        raise _unknown_key()
     if _database_presumed_down(request):
         return await _from_key_cache(request, key)
     try:
-        return await request.app[appkeys.ACCOUNTS].find(prefix)
+        found = await request.app[appkeys.ACCOUNTS].find(prefix)
     except DatabaseUnavailable:
         return await _from_key_cache(request, key)
+    if found is None or not hmac.compare_digest(found.key_sha256, digest):
+        _remember_miss(missed, digest, time.monotonic())
+        raise _unknown_key()
+    return found.account
 
 
 async def authenticate(request: web.Request) -> Account:
@@ -114,16 +177,7 @@ async def authenticate(request: web.Request) -> Account:
     if hit is not None and now - hit[0] < _CACHE_TTL_S:
         account = hit[1]
     else:
-        found = await _lookup(request, key)
-        if found is None or not hmac.compare_digest(found.key_sha256, digest):
-            raise Problem(
-                401,
-                "Unauthorized",
-                "the API key is not valid",
-                errors=[{"field": "Authorization", "message": "unknown API key"}],
-                headers={"WWW-Authenticate": 'Bearer realm="rocars", error="invalid_token"'},
-            )
-        account = found.account
+        account = await _lookup(request, key, digest)
         cache[digest] = (now, account)
     if account.status != "active":
         raise Problem(403, "Forbidden", "this account is suspended")
@@ -131,22 +185,37 @@ async def authenticate(request: web.Request) -> Account:
     return account
 
 
-async def enforce_rate_limit(request: web.Request, account: Account) -> None:
+# What the request has counted against its account so far (node.ratelimit: a batch counts 1
+# when it authenticates, then the rest of its weight).
+RATE_PAID = web.RequestKey("rocars.rate_paid", int)
+
+
+async def enforce_rate_limit(request: web.Request, account: Account, cost: int = 1) -> None:
+    """Count this request as `cost` requests in all (a batch: its item count), capped at the
+    limit (`node.ratelimit.weight`); what it already counted is not counted again."""
     limit = request.app[appkeys.CONFIG].rate_limit_per_s
     if limit <= 0:
         return
+    paid = request.get(RATE_PAID, 0)
+    weight = ratelimit.weight(cost, limit)
+    if weight <= paid:
+        return
     metrics = request.app[appkeys.METRICS]
     try:
-        decision = await request.app[appkeys.REDIS].count_request(account.id, limit=limit)
+        decision = await request.app[appkeys.REDIS].count_request(
+            account.id, limit=limit, cost=weight - paid, paid=paid
+        )
     except RedisUnavailable:
         metrics.rate_limit_fail_open.inc()
         return
+    request[RATE_PAID] = weight
     if not decision.allowed:
         metrics.rate_limited.inc()
+        counts = f" (this one counts as {weight})" if weight > 1 else ""
         raise Problem(
             429,
             "Too Many Requests",
-            f"this account is limited to {limit} requests per second; retry after"
+            f"this account is limited to {limit} requests per second{counts}; retry after"
             f" {decision.retry_after_s} s",
             type_="https://rocars.example/problems/rate-limited",
             headers={"Retry-After": str(decision.retry_after_s)},

@@ -1,7 +1,9 @@
-"""The node's background loops over its database: key cache refresh, write probe, migrations.
+"""The node's background loops over its database: key cache refresh, write probe, migrations,
+expiry of idempotency records.
 
 Each loop is one step (`*_once`, testable with fakes) repeated forever; a failed step is logged
-and retried, never fatal. The SQL they run is in `node.stores`.
+and retried, never fatal. The SQL they run is in `node.stores`, except the idempotency records',
+which stays with the rest of their SQL in `node.writes`.
 """
 
 from __future__ import annotations
@@ -14,10 +16,14 @@ from contingency.runtime import ContingencyRuntime
 from kernel.errors import DatabaseUnavailable
 from node.deps import RoleView
 from node.stores import AccountStore, ConnectionPool, apply_migrations, probe_write
+from node.writes import IDEMPOTENCY_TABLES, delete_expired_idempotency
 
 log = logging.getLogger("rocars.node")
 WRITE_PROBE_INTERVAL_S = 2.0
 MIGRATE_INTERVAL_S = 1.0
+EXPIRY_INTERVAL_S = 60.0
+# Small batches, each its own transaction: short row locks, little WAL per synchronous commit.
+EXPIRY_BATCH = 500
 
 
 async def refresh_keycache_once(accounts: AccountStore, keycache: KeyCache) -> int:
@@ -86,3 +92,33 @@ async def migrate_loop(pool: ConnectionPool, role: RoleView) -> None:
     while True:
         done_on = await migrate_once(pool, role, done_on)
         await asyncio.sleep(MIGRATE_INTERVAL_S)
+
+
+async def expire_idempotency_once(
+    pool: ConnectionPool, role: RoleView, *, batch: int = EXPIRY_BATCH
+) -> int:
+    """On the active node, delete every expired idempotency record, `batch` rows per
+    transaction; how many were deleted."""
+    if role.role != "active":
+        return 0
+    total = 0
+    for table in IDEMPOTENCY_TABLES:
+        while True:
+            async with pool.connection() as conn, conn.transaction():
+                deleted = await delete_expired_idempotency(conn, table, batch=batch)
+            total += deleted
+            if deleted < batch:
+                break
+    return total
+
+
+async def idempotency_expiry_loop(pool: ConnectionPool, role: RoleView) -> None:
+    while True:
+        await asyncio.sleep(EXPIRY_INTERVAL_S)
+        try:
+            deleted = await expire_idempotency_once(pool, role)
+        except Exception as exc:  # database down or moving: the next round catches up
+            log.debug("idempotency expiry skipped: %s", exc)
+            continue
+        if deleted:
+            log.info("deleted %d expired idempotency records", deleted)

@@ -50,7 +50,9 @@ class RedisPort(Protocol):
 
     def view(self) -> RedisView: ...
 
-    async def count_request(self, account_id: int, *, limit: int) -> ratelimit.RateDecision: ...
+    async def count_request(
+        self, account_id: int, *, limit: int, cost: int = 1, paid: int = 0
+    ) -> ratelimit.RateDecision: ...
 
 
 def utc_now() -> datetime:

@@ -231,11 +231,14 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status < 400:
             raise
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        # aiohttp's only 413 is a request.read() over client_max_size: name the body.
+        too_large = [{"field": "body", "message": "too large"}] if exc.status == 413 else None
         return Problem(
             exc.status,
             exc.reason,
             exc.text if exc.text and exc.text != exc.reason else "",
             headers=headers,
+            errors=too_large,
         ).response(request.path)
     except RocarsError as exc:
         return _kernel_answer(request, exc)

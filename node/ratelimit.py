@@ -13,6 +13,15 @@ window boundary from passing twice the limit, which a plain fixed window would a
 
 Every request is counted, also a refused one, so a client that ignores `Retry-After` stays
 refused; one that waits `Retry-After` seconds is let through again (nothing outlives two windows).
+
+Weight (#10 item 5). A request may weigh more than 1: a batch weighs its item count. It counts
+1 when it authenticates and the rest once its items are known, and is decided as a whole: its
+`Retry-After` is the time until a request of the same weight fits. A weight is capped at
+`limit` (`weight()`): a bigger one could never fit any window, and since refused requests count
+too, a client retrying it would be refused for good and lock its whole account out. So a batch
+of more than `limit` items needs a window with nothing else in it and then takes the account's
+whole allowance for about a window; after `Retry-After` (at most two windows) it always fits,
+if the account sent nothing else meanwhile.
 """
 
 from __future__ import annotations
@@ -55,17 +64,41 @@ def counter_ttl_ms(window_s: float = WINDOW_S) -> int:
     return math.ceil(2 * window_s * 1000) + 1000
 
 
-def decide(
-    *, limit: int, current: int, previous: int, fraction: float, window_s: float = WINDOW_S
-) -> RateDecision:
-    """Allow or refuse the request counted in `current` (see the module docstring)."""
+def weight(units: int, limit: int) -> int:
+    """What a request of `units` (1, or a batch's item count) is counted as: never more than
+    the whole limit, so that it fits an empty window (see the module docstring)."""
     if limit < 1:
         raise ValueError("a rate limit is at least 1 request per window (0 means no limit)")
+    return max(1, min(units, limit))
+
+
+def decide(
+    *,
+    limit: int,
+    current: int,
+    previous: int,
+    fraction: float,
+    window_s: float = WINDOW_S,
+    cost: int = 1,
+) -> RateDecision:
+    """Allow or refuse the request counted in `current` with its whole weight `cost` (see the
+    module docstring); `cost` is at most `limit`."""
+    if limit < 1:
+        raise ValueError("a rate limit is at least 1 request per window (0 means no limit)")
+    if not 1 <= cost <= limit:
+        raise ValueError(f"a request weighs 1..limit ({limit}), not {cost}: see weight()")
     estimate = previous * (1.0 - fraction) + current
-    if estimate <= limit:
+    # Less a hair of float noise: a client that waited exactly retry_after_ms lands where the
+    # estimate is `limit` give or take 1e-13, and must pass.
+    if estimate <= limit + 1e-9:
         return RateDecision(True, estimate, limit, 0)
     wait = _seconds_until_allowed(
-        limit=limit, current=current, previous=previous, fraction=fraction, window_s=window_s
+        limit=limit,
+        current=current,
+        previous=previous,
+        fraction=fraction,
+        window_s=window_s,
+        cost=cost,
     )
     # Rounded up, less a hair of float noise ((0.8 - 0.5) * 10 is 3.0000000000000004).
     seconds = max(1, math.ceil(wait - 1e-9))
@@ -73,10 +106,11 @@ def decide(
 
 
 def _seconds_until_allowed(
-    *, limit: int, current: int, previous: int, fraction: float, window_s: float
+    *, limit: int, current: int, previous: int, fraction: float, window_s: float, cost: int
 ) -> float:
-    """How long until one more request (counted too) would be allowed, if none came meanwhile."""
-    room = limit - 1  # what the counts already made may weigh when the next request comes
+    """How long until one more request of weight `cost` (counted too) would be allowed, if none
+    came meanwhile."""
+    room = limit - cost  # what the counts already made may weigh when the next request comes
     rest_of_window = (1.0 - fraction) * window_s
     if current <= room and previous > 0:
         # Still in this window: the previous window's weight shrinks linearly to zero.

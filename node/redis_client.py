@@ -171,8 +171,12 @@ class RedisClient:
 
     # -- operations ----------------------------------------------------------------------
 
-    async def count_request(self, account_id: int, *, limit: int) -> ratelimit.RateDecision:
-        """Count one request of `account_id` and decide it against `limit` per window.
+    async def count_request(
+        self, account_id: int, *, limit: int, cost: int = 1, paid: int = 0
+    ) -> ratelimit.RateDecision:
+        """Count `cost` units of a request of `account_id` that already counted `paid` (a
+        batch: 1 when it authenticated, its other items now) and decide it, as a request of
+        weight `paid + cost`, against `limit` per window (node.ratelimit).
         Raises RedisUnavailable (quickly) when Redis cannot answer."""
         now = self._wall()
         w = ratelimit.window_at(now)
@@ -181,9 +185,9 @@ class RedisClient:
         ttl_ms = ratelimit.counter_ttl_ms()
 
         async def op() -> tuple[int, int]:
-            # One round trip, atomic: MULTI INCR PEXPIRE GET EXEC.
+            # One round trip, atomic: MULTI INCRBY PEXPIRE GET EXEC.
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.incr(current_key)
+                pipe.incrby(current_key, cost)
                 pipe.pexpire(current_key, ttl_ms)
                 pipe.get(previous_key)
                 current, _, previous = await pipe.execute()
@@ -193,7 +197,7 @@ class RedisClient:
             "rate-limit count", op, deadline_s=2 * self.timeout_s, skip=True
         )
         return ratelimit.decide(
-            limit=limit, current=current, previous=previous, fraction=w.fraction
+            limit=limit, current=current, previous=previous, fraction=w.fraction, cost=paid + cost
         )
 
     async def probe(self) -> None:

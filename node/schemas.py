@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -13,10 +14,12 @@ from pydantic import (
     Field,
     StrictBool,
     StringConstraints,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from kernel.domain.vrn import normalise_vrn
 
@@ -47,16 +50,44 @@ def _iso_text(v: Any) -> Any:
 IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 
 
+def unstorable(text: str) -> str | None:
+    """Why PostgreSQL would refuse `text` in a text or jsonb column, or None when it would not.
+
+    Only NUL (U+0000) gets this far: lone surrogates (from JSON's "\\ud800" escapes) cannot be
+    encoded as UTF-8 either, but pydantic's own str validation already refuses them.
+    """
+    return "must not contain NUL (U+0000) characters" if "\x00" in text else None
+
+
+def _unstorable_at(value: Any, loc: tuple[int | str, ...] = ()) -> Iterator[InitErrorDetails]:
+    if isinstance(value, str):
+        if (why := unstorable(value)) is not None:
+            yield InitErrorDetails(
+                type=PydanticCustomError("unstorable_text", why), loc=loc, input=value
+            )
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _unstorable_at(item, (*loc, i))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _unstorable_at(key, (*loc, str(key)))
+            yield from _unstorable_at(item, (*loc, str(key)))
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     @field_validator("*", mode="after")
     @classmethod
-    def _no_nul(cls, v: Any) -> Any:
-        # PostgreSQL text and jsonb cannot hold U+0000: refuse it here (422 naming the field)
-        # instead of letting the database driver fail the request with a 500.
-        if isinstance(v, str) and "\x00" in v:
-            raise ValueError("must not contain NUL (U+0000) characters")
+    def _storable(cls, v: Any) -> Any:
+        # Every string of every request model, however deeply nested (list items such as
+        # clearance `documents`, nested models validate their own), is checked here once, so a
+        # NUL becomes a 422 naming e.g. `documents.2` instead of the driver failing the request
+        # with a 500. pydantic-core prefixes the locations of a ValidationError raised here with
+        # the field's name.
+        errors = list(_unstorable_at(v))
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
         return v
 
 

@@ -14,6 +14,8 @@ import sys
 import time
 from types import FrameType
 
+from kernel import redact
+
 log = logging.getLogger("rocars.supervise")
 MIN_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 5.0
@@ -58,4 +60,5 @@ def main(argv: list[str]) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    redact.install()  # no credential in clear in any log line (#10)
     sys.exit(supervise(argv))

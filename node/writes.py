@@ -7,7 +7,11 @@
   them.
 - `Idempotency-Key`: the key and the record are written in the same transaction. A repeat with
   the same key and body returns the first answer; a different body is 422. Concurrent repeats
-  are serialised by a transaction-scoped advisory lock on (account, key).
+  are serialised by a transaction-scoped advisory lock on (account, key). Registration has no
+  account: its records are keyed by (key, request fingerprint) instead (see `_scope`).
+- A record answers replays for IDEMPOTENCY_TTL (24 h), then is ignored and later deleted. What
+  it keeps is the answer minus any secret shown once (`redact`): a replayed approval says the
+  key was issued instead of repeating it.
 - A replay never answers on the strength of reading the stored row alone: a commit cancelled
   while waiting for the synchronous standby is local-only (DESIGN.md section 6). So the replay
   itself commits a small write (`replayed_at`); that commit returns only once the standby has
@@ -17,13 +21,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import psycopg
 from aiohttp import web
+from psycopg import sql
 
 from kernel.errors import DatabaseReadOnly
 from node import appkeys
@@ -33,6 +41,11 @@ from node.problems import PROBLEM_JSON, Problem
 MAX_KEY_LENGTH = 200
 Conn = psycopg.AsyncConnection[Any]
 WriteFn = Callable[[Conn], Awaitable[tuple[int, dict[str, Any]]]]
+Redact = Callable[[dict[str, Any]], dict[str, Any]]
+# How long a record answers replays (README, "The API"); older ones are ignored, then deleted
+# by the active node (node.background), and their key may be used again.
+IDEMPOTENCY_TTL = timedelta(hours=24)
+IDEMPOTENCY_TABLES = ("idempotency_keys", "public_idempotency_keys")
 
 
 def ensure_active(request: web.Request) -> None:
@@ -69,30 +82,125 @@ def request_fingerprint(request: web.Request, body: bytes) -> str:
     return h.hexdigest()
 
 
-def _respond(status: int, body: dict[str, Any], *, replayed: bool) -> web.Response:
+# An answer with a list longer than this (a batch's results: 10,000 of them are about 4 MB of
+# JSON and 40 ms of encoding) is encoded in a worker thread, off the event loop (#10 item 2).
+_LARGE_LIST = 256
+
+
+async def encode(answer: dict[str, Any]) -> str:
+    """`answer` as JSON text; a large one encoded in a worker thread."""
+    if any(isinstance(v, list) and len(v) > _LARGE_LIST for v in answer.values()):
+        return await asyncio.to_thread(json.dumps, answer)
+    return json.dumps(answer)
+
+
+def _respond(status: int, text: str, *, replayed: bool) -> web.Response:
     headers = {"Idempotent-Replayed": "true"} if replayed else {}
     ctype = PROBLEM_JSON if status >= 400 else "application/json"
-    return web.Response(status=status, text=json.dumps(body), content_type=ctype, headers=headers)
+    return web.Response(status=status, text=text, content_type=ctype, headers=headers)
 
 
-def _key_sql(account: Account | None) -> tuple[str, str, str, tuple[Any, ...]]:
-    """(lookup, touch, insert, key params): keys are per account, or global for the one
-    unauthenticated write (registration)."""
-    if account is None:
-        return (
-            "SELECT request_hash, status, response FROM public_idempotency_keys WHERE key = %s",
-            "UPDATE public_idempotency_keys SET replayed_at = now() WHERE key = %s",
-            "INSERT INTO public_idempotency_keys (key, request_hash, status, response)"
-            " VALUES (%s, %s, %s, %s)",
-            (),
+@dataclass(frozen=True)
+class _Scope:
+    """Where a request's idempotency record lives and which columns identify it."""
+
+    table: str
+    identity: tuple[str, ...]  # the table's primary key
+    values: dict[str, Any]  # every column that names the record: owner, key, request_hash
+    lock: tuple[str, int]  # hashtextextended's arguments for the advisory lock
+
+
+def _scope(account: Account | None, key: str, fingerprint: str) -> _Scope:
+    values: dict[str, Any] = {"key": key, "request_hash": fingerprint}
+    if account is not None:
+        return _Scope(
+            "idempotency_keys",
+            ("account_id", "key"),
+            {"account_id": account.id, **values},
+            (key, account.id),
         )
-    return (
-        "SELECT request_hash, status, response FROM idempotency_keys"
-        " WHERE account_id = %s AND key = %s",
-        "UPDATE idempotency_keys SET replayed_at = now() WHERE account_id = %s AND key = %s",
-        "INSERT INTO idempotency_keys (account_id, key, request_hash, status, response)"
-        " VALUES (%s, %s, %s, %s, %s)",
-        (account.id,),
+    # Registration, the one unauthenticated write: nobody owns its keys, so a key alone would
+    # let one applicant's key return (or, with another body, block) another's answer. Keyed by
+    # (key, fingerprint of method, path and body) instead, a record is only ever returned to a
+    # request carrying the very same bytes, i.e. the same applicant data; the answer holds that
+    # data plus the registration's id and times, which grant nothing (no public route takes
+    # the id). A different body under a used key is simply another application.
+    return _Scope(
+        "public_idempotency_keys",
+        ("key", "request_hash"),
+        values,
+        (f"{fingerprint}:{key}", 0),
+    )
+
+
+def _where(scope: _Scope) -> tuple[sql.Composable, tuple[Any, ...]]:
+    clause = sql.SQL(" AND ").join(
+        sql.SQL("{} = %s").format(sql.Identifier(c)) for c in scope.identity
+    )
+    return clause, tuple(scope.values[c] for c in scope.identity)
+
+
+async def _find(conn: Conn, scope: _Scope) -> tuple[str, int, dict[str, Any]] | None:
+    """The live record of `scope` (request hash, status, stored answer); expired ones are not
+    seen, so their key can be used again."""
+    where, params = _where(scope)
+    cur = await conn.execute(
+        sql.SQL(
+            "SELECT request_hash, status, response FROM {} WHERE {} AND created_at > now() - %s"
+        ).format(sql.Identifier(scope.table), where),
+        (*params, IDEMPOTENCY_TTL),
+    )
+    row = await cur.fetchone()
+    return None if row is None else (str(row[0]), int(row[1]), row[2])
+
+
+async def _touch(conn: Conn, scope: _Scope) -> None:
+    where, params = _where(scope)
+    await conn.execute(
+        sql.SQL("UPDATE {} SET replayed_at = now() WHERE {}").format(
+            sql.Identifier(scope.table), where
+        ),
+        params,
+    )
+
+
+async def _store(conn: Conn, scope: _Scope, status: int, answer: str) -> None:
+    # The advisory lock is held and `_find` saw no live record, so a row already under this
+    # identity can only be an expired one, not yet deleted: it is replaced.
+    columns = [*scope.values, "status", "response"]
+    await conn.execute(
+        sql.SQL(
+            "INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT ({identity})"
+            " DO UPDATE SET request_hash = EXCLUDED.request_hash, status = EXCLUDED.status,"
+            " response = EXCLUDED.response, created_at = EXCLUDED.created_at, replayed_at = NULL"
+        ).format(
+            table=sql.Identifier(scope.table),
+            columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+            values=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+            identity=sql.SQL(", ").join(map(sql.Identifier, scope.identity)),
+        ),
+        (*scope.values.values(), status, answer),
+    )
+
+
+async def delete_expired_idempotency(conn: Conn, table: str, *, batch: int) -> int:
+    """Delete at most `batch` records of `table` older than IDEMPOTENCY_TTL; how many were."""
+    cur = await conn.execute(
+        sql.SQL(
+            "DELETE FROM {t} WHERE ctid = ANY (ARRAY("
+            "SELECT ctid FROM {t} WHERE created_at <= now() - %s ORDER BY created_at LIMIT %s))"
+        ).format(t=sql.Identifier(table)),
+        (IDEMPOTENCY_TTL, batch),
+    )
+    return cur.rowcount
+
+
+def _reused() -> Problem:
+    return Problem(
+        422,
+        "Unprocessable Content",
+        "this Idempotency-Key was already used with a different request",
+        errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}],
     )
 
 
@@ -101,49 +209,39 @@ async def run_write(
     account: Account | None,
     body: bytes,
     fn: WriteFn,
+    *,
+    redact: Redact | None = None,
 ) -> web.Response:
     """Run `fn(conn)` inside one transaction, under the request's idempotency key if any.
 
-    `account` None: an unauthenticated write, whose keys live in a table of their own."""
+    `account` None: an unauthenticated write, whose keys live in a table of their own.
+    `redact`: what of `fn`'s answer may be kept for replays, when the answer carries a secret
+    that must be shown once only (an approval's API key)."""
     ensure_active(request)
     key = idempotency_key(request)
-    fingerprint = request_fingerprint(request, body)
+    scope = None if key is None else _scope(account, key, request_fingerprint(request, body))
     pool = request.app[appkeys.POOL]
-    lookup, touch, insert, who = _key_sql(account)
+    replay = False
+    text: str | None = None  # the answer's JSON, once encoded
     async with pool.connection() as conn, conn.transaction():
-        if key is not None:
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))",
-                (key, account.id if account else 0),
-            )
-            cur = await conn.execute(lookup, (*who, key))
-            row = await cur.fetchone()
-            if row is not None:
-                if row[0] != fingerprint:
-                    raise Problem(
-                        422,
-                        "Unprocessable Content",
-                        "this Idempotency-Key was already used with a different request",
-                        errors=[
-                            {
-                                "field": "Idempotency-Key",
-                                "message": "reused with a different body",
-                            }
-                        ],
-                    )
-                # The touch makes this commit a real one that waits for the synchronous
-                # standby.
-                await conn.execute(touch, (*who, key))
-                stored_status, stored = int(row[1]), row[2]
+        if scope is not None:
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))", scope.lock)
+            found = await _find(conn, scope)
+            if found is not None:
+                request_hash, status, answer = found
+                if request_hash != scope.values["request_hash"]:
+                    raise _reused()
+                # The touch makes this commit a real one that waits for the synchronous standby.
+                await _touch(conn, scope)
                 replay = True
-            else:
-                replay = False
-        if key is None or not replay:
-            status, result = await fn(conn)
-            if key is not None:
-                await conn.execute(insert, (*who, key, fingerprint, status, json.dumps(result)))
-            stored_status, stored = status, result
-            replay = False
+        if not replay:
+            status, answer = await fn(conn)
+            if scope is not None:
+                if redact is None:
+                    text = stored = await encode(answer)
+                else:
+                    stored = await encode(redact(answer))
+                await _store(conn, scope, status, stored)
     if appkeys.CONTINGENCY in request.app and request.app[appkeys.CONTINGENCY].any_manual:
-        stored = {**stored, "mode": "manual"}
-    return _respond(stored_status, stored, replayed=replay)
+        answer, text = {**answer, "mode": "manual"}, None
+    return _respond(status, text or await encode(answer), replayed=replay)

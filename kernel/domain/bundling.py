@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from kernel.domain.ccrn import validate_ccrn
+from kernel.domain.ccrn import NO_SUCH_CCRN, validate_ccrn
 
 RISK_PROFILING_WINDOW = timedelta(minutes=30)
 
@@ -76,6 +76,8 @@ def bundle_conflicts(
     """Every reason the bundle cannot be made; an empty list means it is consistent.
 
     ``facts`` maps each CCRN to what the store knows (a missing key means no such CCRN).
+    Facts about a CCRN that exists (its LBCP, its open bundle) are told to whoever quotes it:
+    possession is the authority. An unknown CCRN gets `NO_SUCH_CCRN` and nothing else.
     ``bundle_id`` is the bundle being amended, if any: its own CCRNs are not conflicts.
     """
     if empty:
@@ -95,7 +97,8 @@ def bundle_conflicts(
             continue
         fact = facts.get(ccrn)
         if fact is None or not fact.exists:
-            errors.append((ccrn, "no consignment has this CCRN"))
+            # Word for word what a trader is told about an unknown CCRN, for every unknown one.
+            errors.append((ccrn, NO_SUCH_CCRN))
             continue
         if fact.cancelled:
             errors.append((ccrn, "consignment is cancelled"))

@@ -1,26 +1,53 @@
-"""CCRN (Customs Cargo Reference Number): format and check digit.
+"""CCRN (Customs Cargo Reference Number): format, check digit, and how new ones are drawn.
 
 A CCRN is 16 ASCII digits: a 15-digit body followed by one Damm check digit.
 
-Digits only, so a trucker can key it on a phone keypad. The check digit uses the Damm algorithm
-(a totally anti-symmetric quasigroup of order 10) because it catches every single-digit error
-and every adjacent transposition; Luhn, the obvious alternative, misses 09 <-> 90.
+Digits only, so a trucker can key it on a phone keypad and read it aloud. The check digit uses
+the Damm algorithm (a totally anti-symmetric quasigroup of order 10) because it catches every
+single-digit error and every adjacent transposition; Luhn, the obvious alternative, misses
+09 <-> 90. The check digit guards against typing errors, not guessing: anyone can compute it.
 
-Body = ``CCRN_PREFIX`` (2 digits) + the database sequence number zero-padded to 13 digits.
-The sequence never repeats, so a CCRN is unique forever. The prefix is fixed at "10":
-- its first digit is not 0, so a CCRN survives tools that treat it as an integer (spreadsheets,
-  some phone systems) with all 16 digits intact;
-- other prefixes stay free for a separate numbering range (for example references issued
-  while the database is unreachable) that can then never collide with sequence-issued numbers.
-13 digits of sequence allow about 10 trillion consignments, far beyond the system's life.
+Possession is the authority: the shipper hands the CCRN to the trucker, and whoever quotes it may
+bundle it. So a CCRN must be unguessable, and `new_ccrn` draws it at random (issue 10):
+- body = one digit from 2..9, then 14 uniformly random digits, all from `secrets` (the
+  operating system's CSPRNG). 8 * 10**14 bodies: about 49.5 bits (`RANDOM_BITS`), with no
+  sequence and no time component, so one CCRN says nothing about its neighbours or its age;
+- the first digit is never 0, so a CCRN survives tools that treat it as an integer
+  (spreadsheets, some phone systems) with all 16 digits intact;
+- the first digit is never 1, because bodies starting "1" were issued before: prefix "10" plus
+  a 13-digit database sequence number (`make_ccrn`). Those CCRNs stay valid forever, and a random
+  CCRN can never equal one of them;
+- uniqueness comes from the database (the primary key), not from the number: two draws can
+  collide (after a billion CCRNs, about one draw in 800,000 hits an existing one), so the issuer
+  inserts with ON CONFLICT DO NOTHING and draws again, up to `ISSUE_ATTEMPTS` times. Running out
+  of attempts means the random source is broken, not bad luck (chance below 1e-29).
 """
 
 from __future__ import annotations
 
-CCRN_PREFIX = "10"
+import math
+import secrets
+from collections.abc import Callable, Iterator
+
+from kernel.errors import RocarsError
+
+# randbelow(n) -> a uniform integer in 0..n-1; `secrets.randbelow` unless a test injects one.
+RandBelow = Callable[[int], int]
+SYSTEM_RANDBELOW: RandBelow = secrets.randbelow
+
 CCRN_LENGTH = 16
+# Legacy numbering (sequence-issued before issue 10; still valid, no longer issued).
+CCRN_PREFIX = "10"
 _SEQUENCE_DIGITS = CCRN_LENGTH - len(CCRN_PREFIX) - 1
 MAX_SEQUENCE = 10**_SEQUENCE_DIGITS - 1
+# Random numbering: the first digit of the body, then `_RANDOM_DIGITS` uniform digits.
+RANDOM_FIRST_DIGITS = "23456789"
+_RANDOM_DIGITS = CCRN_LENGTH - 2
+RANDOM_BITS = math.log2(len(RANDOM_FIRST_DIGITS) * 10**_RANDOM_DIGITS)
+ISSUE_ATTEMPTS = 5
+# The one answer for a CCRN that does not exist or that the caller may not see: it must not
+# tell the two apart, nor name an owner, a state or an LBCP.
+NO_SUCH_CCRN = "no such CCRN"
 
 # The standard Damm operation table (Damm 2004): a weakly totally anti-symmetric quasigroup
 # with zeros on the diagonal, so appending the check digit brings the interim value to 0.
@@ -61,8 +88,34 @@ def damm_check_digit(digits: str) -> str:
     return str(_damm_interim(digits))
 
 
+def new_ccrn(randbelow: RandBelow = SYSTEM_RANDBELOW) -> str:
+    """A fresh random CCRN (see the module docstring); ``randbelow(n)`` returns 0..n-1."""
+    first = randbelow(len(RANDOM_FIRST_DIGITS))
+    rest = randbelow(10**_RANDOM_DIGITS)
+    if not (0 <= first < len(RANDOM_FIRST_DIGITS) and 0 <= rest < 10**_RANDOM_DIGITS):
+        raise ValueError(f"random source returned out-of-range values {first}, {rest}")
+    body = f"{RANDOM_FIRST_DIGITS[first]}{rest:0{_RANDOM_DIGITS}d}"
+    return body + damm_check_digit(body)
+
+
+def ccrn_draws(
+    randbelow: RandBelow = SYSTEM_RANDBELOW, attempts: int = ISSUE_ATTEMPTS
+) -> Iterator[str]:
+    """Fresh CCRNs for the issuer to try in turn until one is not taken; asking for one more
+    than ``attempts`` raises RocarsError (every draw collided: the random source is broken)."""
+    for _ in range(attempts):
+        yield new_ccrn(randbelow)
+    raise RocarsError(
+        f"{attempts} random CCRNs in a row were already taken: the random source is broken"
+    )
+
+
 def make_ccrn(sequence: int) -> str:
-    """The CCRN for a database sequence value in 1..MAX_SEQUENCE."""
+    """The legacy CCRN of a database sequence value in 1..MAX_SEQUENCE.
+
+    No longer issued (see `new_ccrn`); kept because such CCRNs exist and stay valid, and tests
+    use it for numbers in that range.
+    """
     if isinstance(sequence, bool) or not isinstance(sequence, int):
         raise TypeError(f"sequence must be an int, got {type(sequence).__name__}")
     # Database sequences start at 1; 0 and negatives mean a caller bug, not a number to issue.

@@ -257,7 +257,83 @@ async def cancel(request: web.Request) -> web.Response:
     return await run_write(request, account, body, write)
 
 
+async def revoke(request: web.Request) -> web.Response:
+    """DELETE /v1/consignments/{ccrn}/bundle: the owner takes their CCRN out of its bundle.
+
+    Possession lets any trucker bundle a CCRN, so the trader who owns it can undo that while
+    the truck has not arrived (the bundle is still open). The bundle's gate facts are
+    recomputed without it; a bundle left carrying nothing (and not declared an empty truck) is
+    cancelled. The item row is deleted, not kept inactive, so the bundle never lists the CCRN
+    again, whatever happens to the bundle later; the audit row (`bundle.revoke`) keeps it.
+    """
+    account = await require(request, "trader")
+    ccrn = common.check_ccrn(request.match_info["ccrn"])
+    body = await request.read()
+
+    async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
+        row = await common.fetch_consignment(conn, ccrn)
+        if row is None or row["owner_id"] != account.id:
+            raise common.not_found(f"consignment {ccrn}")
+        # Bundle first, then consignment: the order the gate and the trucker's cancel lock in.
+        dcur = conn.cursor(row_factory=dict_row)
+        await dcur.execute(
+            "SELECT b.* FROM bundles b JOIN bundle_items i ON i.bundle_id = b.id"
+            " WHERE i.ccrn = %s AND i.active FOR UPDATE OF b",
+            (ccrn,),
+        )
+        b = await dcur.fetchone()
+        arrived = (
+            "the truck has arrived: a consignment can leave its bundle only before the truck"
+            " reaches the boundary control point"
+        )
+        if b is None and row["status"] in ("cleared", "detained"):
+            raise common.conflict(f"{arrived}; consignment {ccrn} is {row['status']}")
+        if b is not None and b["status"] in ("inspecting", "closed"):
+            raise common.conflict(f"{arrived}; bundle {b['id']} is {b['status']}")
+        if b is not None and b["status"] == "open":
+            # Under the bundle's lock, whatever else took the item out has committed: look again.
+            cur = await conn.execute(
+                "SELECT 1 FROM bundle_items WHERE bundle_id = %s AND ccrn = %s AND active",
+                (b["id"], ccrn),
+            )
+            if await cur.fetchone() is None:
+                b = None
+        if b is None or b["status"] != "open":
+            raise common.conflict(f"consignment {ccrn} is in no active bundle")
+        bid = b["id"]
+        _, before_ccrns = await _load(conn, bid)
+        await conn.execute(
+            "DELETE FROM bundle_items WHERE bundle_id = %s AND ccrn = %s", (bid, ccrn)
+        )
+        await dcur.execute(
+            "UPDATE consignments SET status = 'submitted' WHERE ccrn = %s RETURNING *", (ccrn,)
+        )
+        new = await dcur.fetchone()
+        assert new is not None
+        left = [c for c in before_ccrns if c != ccrn]
+        if not left and not b["empty"]:
+            await conn.execute(
+                "UPDATE bundles SET status = 'cancelled', closed_at = %s WHERE id = %s",
+                (common.now(request), bid),
+            )
+        else:
+            await recompute_bundle(conn, bid, await common.load_rules(conn))
+        after, after_ccrns = await _load(conn, bid)
+        await common.audit(
+            conn,
+            actor=account.actor,
+            action="bundle.revoke",
+            subject=f"bundle:{bid}",
+            before=bundle_json(b, before_ccrns),
+            after={**bundle_json(after, after_ccrns), "revoked": ccrn},
+        )
+        return 200, {**common.consignment_json(new), "revoked_from_bundle": bid}
+
+    return await run_write(request, account, body, write)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/bundles", create)
     app.router.add_get("/v1/bundles/{id}", get_one)
     app.router.add_delete("/v1/bundles/{id}", cancel)
+    app.router.add_delete("/v1/consignments/{ccrn}/bundle", revoke)

@@ -12,7 +12,7 @@ from aiohttp import web
 from psycopg.rows import dict_row
 
 from kernel.domain import risk
-from kernel.domain.ccrn import validate_ccrn
+from kernel.domain.ccrn import NO_SUCH_CCRN, validate_ccrn
 from kernel.domain.lbcp import DEFAULT_LBCPS
 from node import appkeys
 from node.problems import Problem
@@ -66,7 +66,17 @@ def path_id(request: web.Request, what: str) -> int:
 
 
 def not_found(what: str) -> Problem:
-    return Problem(404, "Not Found", f"{what} does not exist or is not yours")
+    """404 for a lookup that found nothing the caller may see; `what` is "<kind> <identifier>".
+
+    One answer whether the thing does not exist or is not the caller's to see, and it names
+    neither the identifier (the request path has it) nor anything about the thing. For a
+    consignment the detail is exactly `NO_SUCH_CCRN`, what an unknown CCRN in a bundle gets
+    too: a CCRN is its own authority, so no answer may tell a taken number from a free one.
+    """
+    kind = what.rsplit(" ", 1)[0]
+    if kind == "consignment":
+        return Problem(404, "Not Found", NO_SUCH_CCRN)
+    return Problem(404, "Not Found", f"no such {kind}: it does not exist or is not yours")
 
 
 def conflict(detail: str, errors: list[dict[str, str]] | None = None) -> Problem:

@@ -29,6 +29,7 @@ async def metrics(request: web.Request) -> web.Response:
     m.set_redis(up=bool(redis.ok), primary=redis.primary)
     counts = await asyncio.to_thread(app[appkeys.JOURNAL].counts)
     m.journal_pending.set(counts.clearances_pending)
+    m.journal_set_aside.set(counts.set_aside)
     return web.Response(
         body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

@@ -1,7 +1,8 @@
 """Registration of trade users and truckers, officers' approval, and account suspension.
 
 Nobody submits anything before being registered and approved; approval returns the API key
-once (only its hash is stored).
+once (only its hash is stored). An approval replayed with its Idempotency-Key answers the same,
+but with `api_key` null: the stored answer never held the key (`_without_key`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,20 @@ from node.account import Account
 from node.api import common
 from node.auth import new_api_key, require
 from node.schemas import DecisionIn, RegistrationIn, iso
-from node.validation import invalid, parse_json, parse_model, read_body, read_model
+from node.validation import invalid, load_json, parse_model, read_body, read_model
 from node.writes import Conn, run_write
+
+KEY_NOT_REPEATED = (
+    "the API key was issued in the first answer to this approval and is not kept: it cannot"
+    " be shown again"
+)
+
+
+def _without_key(answer: dict[str, Any]) -> dict[str, Any]:
+    """An approval's answer as kept for replays: everything but the key itself."""
+    if answer.get("api_key") is None:
+        return answer
+    return {**answer, "api_key": None, "api_key_issued": True, "api_key_detail": KEY_NOT_REPEATED}
 
 
 def _reg_json(r: dict[str, Any]) -> dict[str, Any]:
@@ -109,7 +122,7 @@ async def _decide(request: web.Request, approve: bool) -> web.Response:
     account = await require(request, "officer")
     rid = _reg_id(request)
     body = await read_body(request)
-    d = parse_model(DecisionIn, parse_json(body)) if body.strip() else DecisionIn()
+    d = parse_model(DecisionIn, await load_json(body)) if body.strip() else DecisionIn()
     if not approve and d.reason is None:
         raise invalid([{"field": "reason", "message": "a rejection needs a reason"}])
 
@@ -132,7 +145,7 @@ async def _decide(request: web.Request, approve: bool) -> web.Response:
                 brn=reg["brn"],
                 contact=reg["contact"],
             )
-            out = {"account_id": account_id, "api_key": key}
+            out = {"account_id": account_id, "api_key": key, "api_key_issued": True}
         await cur.execute(
             "UPDATE registrations SET status = %s, reason = %s, decided_by = %s,"
             " decided_at = now(), account_id = %s WHERE id = %s RETURNING *",
@@ -151,7 +164,7 @@ async def _decide(request: web.Request, approve: bool) -> web.Response:
         )
         return 200, out
 
-    return await run_write(request, account, body, write)
+    return await run_write(request, account, body, write, redact=_without_key)
 
 
 async def approve(request: web.Request) -> web.Response:

@@ -142,6 +142,7 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/v1/consignments/{ccrn}/history"): Call("trader", database_outage),
     ("PATCH", "/v1/consignments/{ccrn}"): Call("trader", database_outage, {"package_count": 3}),
     ("DELETE", "/v1/consignments/{ccrn}"): Call("trader", database_outage),
+    ("DELETE", "/v1/consignments/{ccrn}/bundle"): Call("trader", database_outage),
     ("POST", "/v1/bundles"): Call(
         "trucker", database_outage, {"vrn": new_vrn(), "lbcp": "LMC", "ccrns": [CCRN]}
     ),

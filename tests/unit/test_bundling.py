@@ -15,7 +15,7 @@ from kernel.domain.bundling import (
     bundle_conflicts,
     bundling_instruction,
 )
-from kernel.domain.ccrn import make_ccrn
+from kernel.domain.ccrn import NO_SUCH_CCRN, make_ccrn
 
 NOW = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 A, B, C = make_ccrn(1), make_ccrn(2), make_ccrn(3)
@@ -146,7 +146,7 @@ def test_malformed_ccrn_gets_its_format_error() -> None:
 @pytest.mark.parametrize("facts", [{}, {A: ConsignmentFacts(exists=False)}])
 def test_unknown_ccrn(facts: dict[str, ConsignmentFacts]) -> None:
     """A CCRN missing from the facts or marked non-existent is reported as unknown."""
-    assert bundle_conflicts([A], facts, "LMC") == [(A, "no consignment has this CCRN")]
+    assert bundle_conflicts([A], facts, "LMC") == [(A, NO_SUCH_CCRN)]
 
 
 def test_cancelled_consignment() -> None:
@@ -185,6 +185,6 @@ def test_all_problems_are_reported_in_request_order() -> None:
         (B, "consignment is cancelled"),
         (B, "consignment is declared for LBCP SBC, not LMC"),
         (B, "consignment is already in open bundle b-1"),
-        (A, "no consignment has this CCRN"),
+        (A, NO_SUCH_CCRN),
         ("12", "CCRN must be 16 digits long, got 2"),
     ]

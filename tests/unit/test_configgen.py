@@ -67,11 +67,15 @@ def test_redis_replica_follows_the_primary_site_and_sentinels_need_quorum_two() 
 
 
 def test_haproxy_routes_by_readiness_and_cuts_sessions_of_a_node_marked_down() -> None:
-    """HAProxy checks /health/ready every 250 ms on both nodes and kills sessions on down."""
+    """HAProxy checks /health/ready every 250 ms on both nodes, marks a node down after 3
+    failed checks (late ones included: `timeout check`) and kills its sessions then."""
     text = configgen.haproxy_config(TOPO)
     assert "option httpchk GET /health/ready" in text
     assert "on-marked-down shutdown-sessions" in text
     assert "inter 250ms" in text
+    assert "fall 3" in text
+    assert "fall 1" not in text
+    assert "timeout check 1s" in text
     assert "server node-A 127.0.0.1:18081 check" in text
     assert "server node-B 127.0.0.1:28081 check" in text
     assert "bind 127.0.0.1:18080" in text

@@ -439,3 +439,50 @@ def test_read_only_open_refuses_a_database_that_is_not_a_journal(tmp_path: Path)
         conn.execute("CREATE TABLE t (x)")
     with pytest.raises(JournalError, match="not a journal"):
         Journal.open_readonly(path)
+
+
+# --- records set aside (#10 item 3) -----------------------------------------------------------
+
+
+def test_a_set_aside_record_is_no_longer_pending_and_keeps_its_reason(path: Path) -> None:
+    """#10 item 3: a record reconciliation could not import is set aside with the reason: it
+    leaves the pending lists (so reconciliation can finish), is counted, and stays listed."""
+    with Journal(path) as journal:
+        bad = journal.append_clearance(_record(documents=("a\x00b",)))
+        good = journal.append_clearance(_record(vrn="CD5678"))
+        ev = journal.append_audit(_event())
+        assert journal.set_aside(bad, "DataError: NUL in documents", T0)
+        assert journal.set_aside(ev, "refused", T0)
+        assert [r.uuid for r in journal.pending_clearances()] == [good]
+        assert journal.pending_audit() == ()
+        assert journal.counts() == JournalCounts(2, 1, 1, 0, set_aside=2)
+        records = journal.set_aside_records()
+        assert [(r.uuid, r.kind, r.reason, r.at) for r in records] == [
+            (bad, "clearance", "DataError: NUL in documents", T0),
+            (ev, "audit", "refused", T0),
+        ]
+        assert not journal.set_aside(bad, "again", T0)  # already set aside
+        assert not journal.set_aside(str(uuid.uuid4()), "unknown", T0)
+        journal.mark_imported([good], T0)
+        assert not journal.set_aside(good, "imported already", T0)
+    with Journal.open_readonly(path) as other:
+        assert other.counts().set_aside == 2
+        assert [r.uuid for r in other.pending_clearances()] == []
+
+
+def test_a_journal_written_before_set_aside_existed_opens_both_ways(path: Path) -> None:
+    """#10 item 3: a journal file from before set-aside existed (no such table) still opens
+    read-only with nothing set aside, and a read-write open adds the table."""
+    with Journal(path) as journal:
+        uid = journal.append_clearance(_record())
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("DROP TABLE set_aside")
+        conn.commit()
+    before = path.read_bytes()
+    with Journal.open_readonly(path) as other:
+        assert [r.uuid for r in other.pending_clearances()] == [uid]
+        assert other.counts() == JournalCounts(1, 1, 0, 0, set_aside=0)
+    assert path.read_bytes() == before
+    with Journal(path) as journal:
+        assert journal.set_aside(uid, "refused", T0)
+        assert journal.pending_clearances() == ()

@@ -133,7 +133,9 @@ class ScriptedBus(RedisClient):
         self.answer = answer
         self.calls: list[tuple[int, int]] = []
 
-    async def count_request(self, account_id: int, *, limit: int) -> RateDecision:
+    async def count_request(
+        self, account_id: int, *, limit: int, cost: int = 1, paid: int = 0
+    ) -> RateDecision:
         self.calls.append((account_id, limit))
         if isinstance(self.answer, RedisUnavailable):
             raise self.answer

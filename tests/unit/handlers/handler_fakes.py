@@ -131,10 +131,12 @@ class MemoryRedis:
             "rocars", None if self.down else "127.0.0.1:6379", not self.down, 0, None, None, None
         )
 
-    async def count_request(self, account_id: int, *, limit: int) -> RateDecision:
+    async def count_request(
+        self, account_id: int, *, limit: int, cost: int = 1, paid: int = 0
+    ) -> RateDecision:
         if self.down:
             raise RedisUnavailable("the test's Redis is down")
-        self.counted.append(account_id)
+        self.counted.extend([account_id] * cost)
         return self.decision
 
 

@@ -200,6 +200,15 @@ ROUTES: tuple[Route, ...] = (
         database=True,
     ),
     Route(
+        "DELETE",
+        "/v1/consignments/{ccrn}/bundle",
+        TRADER,
+        path=CCRN_PATH,
+        bad_path=BAD_CCRN,
+        write=True,
+        database=True,
+    ),
+    Route(
         "POST",
         "/v1/consignments/{ccrn}/selection",
         OFFICER,

@@ -1,0 +1,64 @@
+"""Fixtures of the schemathesis fuzz run (#10 Tests): the session cluster of tests/conftest.py,
+an officer, a trader and a trucker made by `rocars admin`, the cluster's own /openapi.json
+loaded through the HAProxy entry point, and the tally of every request sent (fuzzkit.TALLY),
+printed at the end of the run."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from fuzzkit import TALLY, Caller, FuzzAccount, load_schema
+from schemathesis.specs.openapi.schemas import OpenApiSchema
+
+from deploy.harness import LocalCluster
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if TALLY.total:
+        terminalreporter.section("schemathesis fuzz: requests sent")
+        for line in TALLY.lines():
+            terminalreporter.write_line(line)
+
+
+def _create_account(cluster: LocalCluster, kind: str) -> FuzzAccount:
+    out = cluster.rocars(
+        "admin",
+        "create-account",
+        "--kind",
+        kind,
+        "--name",
+        f"fuzz {kind} {uuid.uuid4().hex[:8]}",
+        "--state-dir",
+        str(cluster.state.root),
+    )
+    doc = json.loads(out.strip().splitlines()[-1])
+    return FuzzAccount(int(doc["id"]), kind, doc["api_key"])
+
+
+@pytest.fixture(scope="session")
+def fuzz_accounts(cluster: LocalCluster) -> dict[str, FuzzAccount]:
+    """The fuzzer's own officer, trader and trucker (by kind)."""
+    return {kind: _create_account(cluster, kind) for kind in ("officer", "trader", "trucker")}
+
+
+@pytest.fixture(scope="session")
+def entry_url(cluster: LocalCluster) -> str:
+    return cluster.topo.entry_url().rstrip("/")
+
+
+@pytest.fixture(scope="session")
+def caller(entry_url: str, fuzz_accounts: dict[str, FuzzAccount]) -> Iterator[Caller]:
+    with requests.Session() as session:
+        yield Caller(entry_url, fuzz_accounts, session)
+
+
+@pytest.fixture(scope="session")
+def fuzz_schema(entry_url: str, fuzz_accounts: dict[str, FuzzAccount]) -> OpenApiSchema:
+    schemathesis.serializer.alias("text/csv", "text/plain")
+    return load_schema(entry_url, fuzz_accounts)
