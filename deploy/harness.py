@@ -95,6 +95,15 @@ class LocalCluster:
             )
         return proc.stdout + proc.stderr
 
+    def create_account(self, kind: str, name: str) -> tuple[int, str]:
+        """A new account made with `rocars admin create-account`: (its id, its API key)."""
+        out = self.rocars(
+            "admin", "create-account", "--kind", kind, "--name", name,
+            "--state-dir", str(self.state.root),
+        )  # fmt: skip
+        doc = json.loads(out.strip().splitlines()[-1])
+        return int(doc["id"]), str(doc["api_key"])
+
     def up(self, *, timeout: float = 120) -> str:
         return self.rocars(
             "cluster",

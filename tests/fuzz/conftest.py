@@ -5,7 +5,6 @@ printed at the end of the run."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -27,18 +26,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 def _create_account(cluster: LocalCluster, kind: str) -> FuzzAccount:
-    out = cluster.rocars(
-        "admin",
-        "create-account",
-        "--kind",
-        kind,
-        "--name",
-        f"fuzz {kind} {uuid.uuid4().hex[:8]}",
-        "--state-dir",
-        str(cluster.state.root),
-    )
-    doc = json.loads(out.strip().splitlines()[-1])
-    return FuzzAccount(int(doc["id"]), kind, doc["api_key"])
+    account_id, key = cluster.create_account(kind, f"fuzz {kind} {uuid.uuid4().hex[:8]}")
+    return FuzzAccount(account_id, kind, key)
 
 
 @pytest.fixture(scope="session")

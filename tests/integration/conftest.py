@@ -8,7 +8,6 @@ the audit log and simulating the passage of time (the app's clock cannot be set 
 
 from __future__ import annotations
 
-import json as jsonlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -24,18 +23,8 @@ from node.config import load_node_config
 
 
 def _create_account(cluster: LocalCluster, kind: str, name: str) -> Account:
-    out = cluster.rocars(
-        "admin",
-        "create-account",
-        "--kind",
-        kind,
-        "--name",
-        name,
-        "--state-dir",
-        str(cluster.state.root),
-    )
-    doc = jsonlib.loads(out.strip().splitlines()[-1])
-    return Account(int(doc["id"]), kind, name, doc["api_key"])
+    account_id, key = cluster.create_account(kind, name)
+    return Account(account_id, kind, name, key)
 
 
 @pytest.fixture(scope="session")

@@ -48,17 +48,7 @@ def outage_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCl
 
 
 def _account(c: LocalCluster, kind: str) -> str:
-    out = c.rocars(
-        "admin",
-        "create-account",
-        "--kind",
-        kind,
-        "--name",
-        f"t {kind}",
-        "--state-dir",
-        str(c.state.root),
-    )
-    return str(json.loads(out.strip().splitlines()[-1])["api_key"])
+    return c.create_account(kind, f"t {kind}")[1]
 
 
 def _kill_databases(c: LocalCluster) -> None:
