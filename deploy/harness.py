@@ -33,6 +33,7 @@ TEST_PORT_OFFSETS = {
     "lifecycle": 2000,
     "drills": 3000,
     "contingency": 500,
+    "fuzz": 1500,
 }
 # Every test client is 127.0.0.1 and the suites make many deliberate 401s, so test clusters
 # raise HAProxy's per-address limits far above what they send (tests/integration/
