@@ -11,8 +11,8 @@ required headers (Retry-After on 429 and 503).
 
 Two sizes: `make test`/`make integration` run the subset (markers `fuzz` and `integration`:
 a few examples per operation and a few stateful scenarios, under a minute on the fuzz run's
-own cluster, conftest.py); `make fuzz` runs the long one (markers `fuzz` and `slow`), at least 10,000 requests,
-and prints the requests per operation and the statuses at the end.
+own cluster, conftest.py); `make fuzz` runs the long one (markers `fuzz` and `slow`), at least
+10,000 requests, and prints the requests per operation and the statuses at the end.
 
 Which key: the first account kind in the operation's `x-rocars-roles` (officer for officer
 routes, trader for trader routes, trucker for trucker routes; public operations go without).
