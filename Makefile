@@ -51,6 +51,12 @@ drills: install
 fuzz: install
 	@flock /tmp/rocars-cluster.lock $(PYTEST) tests/fuzz -m "fuzz and slow" -p no:cacheprovider
 
+## Measure the running system (#11; starts it like `make run` when needed): one table, JSON and
+## SVG under var/bench/, compared with the previous run. Under the cluster lock: load alone.
+## BENCH_ARGS="--quick" or "--duration 5" for a shorter run.
+bench: install
+	@flock /tmp/rocars-cluster.lock $(ROCARS) bench $(BENCH_ARGS)
+
 ## Refresh requirements.lock from the current .venv (after changing pyproject.toml).
 lock:
 	@$(VENV)/bin/pip freeze --exclude-editable | grep -vi '^rocars' | \

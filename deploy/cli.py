@@ -471,6 +471,44 @@ def drill(
     sys.exit(0 if all(r.passed for r in results) else 1)
 
 
+@cli.command()
+@click.option("--quick", is_flag=True, help="One short round of everything, no DR distance.")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Seconds per load phase (default 10 closed loop and overload, 30 open loop; 5 quick).",
+)
+@TOPOLOGY_OPTION
+@STATE_DIR_OPTION
+def bench(
+    quick: bool, duration: float | None, topology: Path | None, state_dir: Path | None
+) -> None:
+    """Measure the running system (#11): closed loop against pgbench, open loop, overload, the
+    10,000 batch, memory; one table, JSON and SVG under <state>/bench/. Starts the system first
+    when it is not running. Run it alone on the machine (make bench takes the cluster lock)."""
+    from deploy import launcher
+    from deploy.bench import report, runner
+
+    _setup_logging(logging.WARNING)
+    state, topo = _system(state_dir, topology, enter=False)  # `up` may create the namespaces
+    asyncio.run(launcher.up(topo, state, click.echo))
+    settings = runner.Settings.quick(duration) if quick else runner.Settings.full(duration)
+    doc = runner.run_bench(topo, state, settings, click.echo)
+    path, prev, changes = runner.save(state, doc)
+    click.echo("")
+    click.echo(report.table(doc, prev))
+    if prev is not None:
+        click.echo(f"compared with {doc['previous']}:")
+        click.echo(report.changes_text(changes))
+    m = doc["machine"]
+    click.echo(
+        f"machine: {m['cpus']} CPUs, load average before {m['loadavg_before']}, busy before:"
+        f" {', '.join(m['busy_before']) or 'nothing'}"
+    )
+    click.echo(f"written: {path} and {path.with_suffix('.svg')}")
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

@@ -194,8 +194,9 @@ def sentinel_config(topo: Topology, site: str, data_dir: Path) -> str:
 
 
 # Every error HAProxy itself answers, as problem+json like the nodes' own (#10 item 6): status,
-# title and what the client should do. 503 (no node ready) is rendered apart: it has
-# Retry-After and the manual-mode hint.
+# title and what the client should do. 503 is rendered apart, with Retry-After: "no node is
+# active" (with the manual-mode hint) and "no node could take the request in time" (overload,
+# #11 target 3).
 HAPROXY_ERRORS: dict[int, tuple[str, str]] = {
     400: ("Bad Request", "the request is malformed or its headers are too large or invalid"),
     403: ("Forbidden", "the request was refused by the entry point"),
@@ -234,6 +235,7 @@ def _problem_return(status: int, retry_after_s: int, title: str, detail: str) ->
 def haproxy_config(topo: Topology) -> str:
     entry_host = topo.entry_host()
     limits = topo.entry.limits
+    admission = topo.entry.admission
     servers = []
     for name in topo.data_sites:
         s = topo.sites[name]
@@ -244,6 +246,14 @@ def haproxy_config(topo: Topology) -> str:
         '\\"title\\":\\"Service Unavailable\\",\\"status\\":503,\\"retry_after_ms\\":200,'
         '\\"detail\\":\\"no API node is active right now; retry shortly. If manual clearance'
         ' is in force, GET /v1/status says since when and what to do.\\"}'
+    )
+    busy = _problem(
+        503,
+        "Service Unavailable",
+        "no API node could take this request in time (the active node is at capacity, or no"
+        " node is up); retry after Retry-After",
+        type="https://rocars.example/problems/busy",
+        retry_after_ms=1000,
     )
     errors = [
         f'    http-error status {code} content-type "application/problem+json" '
@@ -295,9 +305,10 @@ def haproxy_config(topo: Topology) -> str:
             "    option http-buffer-request",
             "    retry-on conn-failure empty-response 503",
             "",
-            # With no node ready, answer like a node would: problem+json and Retry-After.
+            # HAProxy's own 503 when a node was ready: the request waited `timeout queue` for
+            # one of the active node's `maxconn` slots (overload), or no node is up at all.
             f'    http-error status 503 content-type "application/problem+json" '
-            f'hdr Retry-After 1 string "{unavailable}"',
+            f'hdr Retry-After 1 string "{busy}"',
             *errors,
             "",
             "frontend api",
@@ -325,6 +336,15 @@ def haproxy_config(topo: Topology) -> str:
             # The public notice and liveness must answer from any live node, also when no node
             # is active (manual clearance with the database down).
             "    acl public_read path /v1/status /health /health/live",
+            # With no node ready, answer every other request like a node would: problem+json,
+            # Retry-After, and the manual-mode hint.
+            "    acl no_active_node nbsrv(nodes) eq 0",
+            '    http-request return status 503 content-type "application/problem+json" '
+            f'hdr Retry-After 1 string "{unavailable}" '
+            "if no_active_node !public_read || no_active_node !METH_GET",
+            # Under overload the active node's queue serves manual clearance (I4) and the gates'
+            # arrival decisions (a truck waits at the boundary) before anything else.
+            "    http-request set-priority-class int(-1) if { path_beg /v1/contingency /v1/lbcp/ }",
             "    use_backend any_live_node if public_read METH_GET",
             "    default_backend nodes",
             "",
@@ -339,6 +359,13 @@ def haproxy_config(topo: Topology) -> str:
             "backend nodes",
             "    option httpchk GET /health/ready",
             "    http-check expect status 200",
+            # Overload (#11 target 3, topology `entry.admission`): each node gets at most
+            # `maxconn` requests at once (on default-server below); the rest wait in this
+            # backend's queue at most `timeout queue`, then HAProxy answers the 503 above. A
+            # queue timeout is HAProxy's own answer, never retried (`retry-on 503` retries only
+            # a server's 503), so shed requests cost the nodes nothing and an accepted one has
+            # waited at most this long. Health checks do not count against `maxconn`.
+            f"    timeout queue {admission.queue_timeout_ms}ms",
             # Checks every 250 ms; a node is marked down after 3 failed checks in a row (a
             # check fails when refused, answered with non-200, or not answered within `timeout
             # check`), so one late answer from a busy active node no longer takes it out and
@@ -350,7 +377,7 @@ def haproxy_config(topo: Topology) -> str:
             # decided by the database, not by HAProxy (DESIGN.md I3). Sessions to a node marked
             # down are cut so clients reconnect to the new active node.
             "    default-server inter 250ms fastinter 250ms downinter 250ms rise 1 fall 3 "
-            "on-marked-down shutdown-sessions",
+            f"on-marked-down shutdown-sessions maxconn {admission.server_maxconn}",
             *servers,
             "",
             "backend any_live_node",
@@ -398,4 +425,5 @@ def node_config(
         "redis_sentinels": [[x.host, x.sentinel.port] for x in topo.sites.values()],
         "redis_master_name": REDIS_MASTER_NAME,
         "peers": {n: topo.node_url(n) for n in topo.data_sites},
+        "max_in_flight": topo.entry.admission.node_max_in_flight,
     }

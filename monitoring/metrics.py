@@ -47,6 +47,17 @@ class NodeMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
+        # Admission control (node/admission.py, #11 target 3).
+        self.in_flight = Gauge(
+            "rocars_http_in_flight",
+            "Requests this node is handling now, of the routes its in-flight limit covers",
+            registry=r,
+        )
+        self.shed = Counter(
+            "rocars_http_shed",
+            "Requests answered 503 at once because this node was at its in-flight limit",
+            registry=r,
+        )
 
         self.manual_mode = Gauge(
             "rocars_contingency_manual",

@@ -27,6 +27,7 @@ from failover.role_rule import RoleDecision
 from kernel.errors import RedisUnavailable
 from monitoring.metrics import NodeMetrics
 from node import appkeys, background
+from node.admission import admission_middleware
 from node.api import (
     bundles,
     consignments,
@@ -291,8 +292,14 @@ def create_app(config: NodeConfig, deps: NodeDeps | None = None) -> web.Applicat
     # Metrics outermost, so they see the status the problem middleware answered.
     # Every request.read() stops at 1 MiB (node.validation.MAX_BODY); the batch route streams
     # its body itself under its own 10 MiB cap (node.validation.read_body).
+    # Admission next, so a request past the node's limit costs nothing more (node.admission).
     app = web.Application(
-        middlewares=[request_metrics, problem_middleware], client_max_size=1024**2
+        middlewares=[
+            request_metrics,
+            admission_middleware(config.max_in_flight),
+            problem_middleware,
+        ],
+        client_max_size=1024**2,
     )
     if deps is None:
         deps = NodeDeps()

@@ -36,6 +36,12 @@ class DatabaseSettings(BaseModel):
         )
 
 
+# Requests a node handles at once before it answers 503 at once (node.admission): its pool's 10
+# connections plus room for requests in authentication, parsing and answering, which hold none.
+# Through HAProxy a node sees fewer (the topology's entry.admission.server_maxconn).
+DEFAULT_MAX_IN_FLIGHT = 24
+
+
 class NodeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -77,6 +83,9 @@ class NodeConfig(BaseModel):
     manual_recommend_after_s: float = Field(default=60.0, gt=0)
     manual_auto_activate: bool = False
     keycache_refresh_s: float = Field(default=5.0, gt=0)
+    # Overload (#11 target 3): past this many requests in progress the node answers 503 with
+    # Retry-After at once; health, metrics, /v1/status and contingency are never refused.
+    max_in_flight: int = Field(default=DEFAULT_MAX_IN_FLIGHT, ge=1)
 
     @property
     def leader_key(self) -> str:

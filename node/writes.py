@@ -17,6 +17,11 @@
   itself commits a small write (`replayed_at`); that commit returns only once the standby has
   flushed WAL past it, and so past the original record.
 - No timeout wraps COMMIT: cancelling it is what creates local-only commits.
+- A submission (#11) is one statement in its own implicit transaction (`run_one_statement`):
+  its idempotency record is inserted by the same statement, without the advisory lock and the
+  lookup. The record's primary key does their work: a repeat, concurrent or later, or a key
+  whose record expired but is not yet deleted, fails on it, nothing of that statement stays,
+  and the request then takes the general path above (lock, lookup, replay with its touch).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -245,3 +251,63 @@ async def run_write(
     if appkeys.CONTINGENCY in request.app and request.app[appkeys.CONTINGENCY].any_manual:
         answer, text = {**answer, "mode": "manual"}, None
     return _respond(status, text or await encode(answer), replayed=replay)
+
+
+@dataclass(frozen=True)
+class NewRecord:
+    """The idempotency record a one-statement write inserts along with its data."""
+
+    account_id: int
+    key: str
+    request_hash: str
+
+    def cte(self, source: str) -> str:
+        """A data-modifying CTE inserting the record, with status %(record_status)s and answer
+        %(answer)s, for each row of `source` (the CTE of what was written: none, no record).
+        A plain INSERT: any record already under the key fails the whole statement."""
+        return (
+            "INSERT INTO idempotency_keys (account_id, key, request_hash, status, response)"
+            " SELECT %(record_account)s, %(record_key)s, %(record_hash)s, %(record_status)s,"
+            f" %(answer)s::jsonb FROM {source}"
+        )
+
+    def params(self, status: int) -> dict[str, Any]:
+        return {
+            "record_account": self.account_id,
+            "record_key": self.key,
+            "record_hash": self.request_hash,
+            "record_status": status,
+        }
+
+
+# Inserts the record, when the statement wrote nothing: the answer, its status and its JSON.
+OneStatementFn = Callable[[Conn, NewRecord | None], Awaitable[tuple[int, dict[str, Any], str]]]
+_RECORD_KEY = "idempotency_keys_pkey"
+
+
+async def run_one_statement(
+    request: web.Request, account: Account, body: bytes, fn: OneStatementFn, fallback: WriteFn
+) -> web.Response:
+    """Run `fn(conn, record)` on a connection in autocommit mode: `fn` writes with one
+    statement (a write and its commit in one round trip), which also inserts `record` (None
+    without an Idempotency-Key) through `NewRecord.cte`. When that record's key is already
+    taken, the request is run again as `run_write(..., fallback)`, which replays or refuses it.
+    `fn` may send further statements only when they write nothing (each commits alone)."""
+    ensure_active(request)
+    key = idempotency_key(request)
+    record = None if key is None else NewRecord(account.id, key, request_fingerprint(request, body))
+    try:
+        async with request.app[appkeys.POOL].connection() as conn:
+            await conn.set_autocommit(True)
+            try:
+                status, answer, text = await fn(conn, record)
+            finally:
+                with suppress(psycopg.Error):  # a broken connection is dropped by the pool
+                    await conn.set_autocommit(False)
+    except psycopg.errors.UniqueViolation as exc:
+        if record is None or exc.diag.constraint_name != _RECORD_KEY:
+            raise
+        return await run_write(request, account, body, fallback)
+    if appkeys.CONTINGENCY in request.app and request.app[appkeys.CONTINGENCY].any_manual:
+        return _respond(status, await encode({**answer, "mode": "manual"}), replayed=False)
+    return _respond(status, text, replayed=False)

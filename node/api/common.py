@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -147,7 +148,7 @@ async def load_rules(conn: Conn) -> list[risk.Rule]:
 
 
 def assess_row(
-    row: dict[str, Any], rules: list[risk.Rule], *, vrn: str | None = None
+    row: dict[str, Any], rules: Sequence[risk.Rule], *, vrn: str | None = None
 ) -> risk.Assessment:
     base = risk.assess(
         risk.Consignment(

@@ -497,7 +497,8 @@ PROBLEMS: dict[int, Schema] = {
     ),
     429: _problem("over the account's rate limit; retry after Retry-After", retry=True),
     503: _problem(
-        "standby node, or a component (database, etcd, journal) not available; retry after"
+        "standby node, a node at its limit of requests in flight (busy), or a component"
+        " (database, etcd, journal) not available; retry after"
         " Retry-After (`retry_after_ms`: the finer hint), or, while manual clearance is in"
         " force, present the cargo documents at the boundary",
         retry=True,
@@ -705,7 +706,9 @@ def _plain_routes() -> dict[str, dict[str, Schema]]:
                     "200": {
                         "description": "Prometheus text exposition format",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
+                    },
+                    # Through HAProxy: a node at its connection limit (node.admission).
+                    "503": {"$ref": "#/components/responses/Problem503"},
                 },
             }
         },
@@ -718,7 +721,9 @@ def _plain_routes() -> dict[str, dict[str, Schema]]:
                     "200": {
                         "description": "OpenAPI 3.1",
                         "content": {JSON: {"schema": {"type": "object"}}},
-                    }
+                    },
+                    # Through HAProxy: a node at its connection limit (node.admission).
+                    "503": {"$ref": "#/components/responses/Problem503"},
                 },
             }
         },

@@ -1,0 +1,98 @@
+"""Memory figures for #11 target 5: the nodes' RSS while the bench runs and after, and the idle
+PSS of the whole local system (the same reading as the lifecycle test's, `LocalCluster`)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+from deploy import processes
+from deploy.harness import LocalCluster
+from deploy.process_specs import specs
+from deploy.state import StateDir
+from deploy.topology import Topology
+
+MiB = 2**20
+
+
+def node_processes(topo: Topology, state: StateDir) -> dict[str, list[psutil.Process]]:
+    """Per node name, the processes that serve it: the supervisor's children (the service
+    processes), or the process itself when it has none."""
+    out: dict[str, list[psutil.Process]] = {}
+    for name, spec in specs(topo, state).items():
+        if not name.startswith("node-"):
+            continue
+        pid = processes.running_pid(state, spec)
+        if pid is None:
+            continue
+        try:
+            root = psutil.Process(pid)
+            out[name] = root.children(recursive=True) or [root]
+        except psutil.Error:
+            continue
+    return out
+
+
+def node_rss(topo: Topology, state: StateDir) -> dict[str, float]:
+    """RSS in MiB of the largest serving process of each node."""
+    out = {}
+    for name, procs in node_processes(topo, state).items():
+        sizes = []
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                sizes.append(p.memory_info().rss / MiB)
+        if sizes:
+            out[name] = max(sizes)
+    return out
+
+
+@dataclass
+class RssSampler:
+    """Samples node RSS every `interval` seconds in a thread; `peak` is the largest seen."""
+
+    topo: Topology
+    state: StateDir
+    interval: float = 0.5
+    peak: dict[str, float] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for name, mb in node_rss(self.topo, self.state).items():
+                self.peak[name] = max(self.peak.get(name, 0.0), mb)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread = threading.Thread(target=self._loop, name="bench-rss", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def system_pss(topo: Topology, state: StateDir) -> dict[str, float]:
+    """PSS in MiB per process (with children) of the whole local system."""
+    c = LocalCluster(topo, state, state.topology_copy)
+    return {k: v / MiB for k, v in c.memory_bytes().items()}
+
+
+def settled_pss(topo: Topology, state: StateDir, timeout: float = 15.0) -> dict[str, float]:
+    """`system_pss` once two readings a second apart differ by less than 2 MiB in total (or the
+    last reading after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    last = system_pss(topo, state)
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = system_pss(topo, state)
+        if abs(sum(now.values()) - sum(last.values())) < 2:
+            return now
+        last = now
+    return last

@@ -1,0 +1,150 @@
+"""The open-loop generator: a few processes, each keeping its share of one schedule
+(`deploy.bench.schedule`) with the keep-alive client of `deploy.bench.http`.
+
+Processes (spawned, so none inherits the parent's event loop or sockets) each take every n-th
+shot of the same schedule. They start together at a monotonic time the parent picks once all
+have reported ready (CLOCK_MONOTONIC is one clock for every process on Linux), and report their
+outcomes and their own CPU time, which the bench prints to show the generator was not the
+bottleneck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import resource
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from urllib.parse import urlsplit
+
+from deploy.bench import http
+from deploy.bench.schedule import NO_ANSWER, Outcome, Phase, Shot, build_schedule, keep_schedule
+from deploy.bench.schedule import share as share_of
+
+SUBMISSION = "submission"
+ARRIVAL = "arrival"
+# Connections per generator process; beyond them requests wait (counted in their latency).
+POOL_SIZE = 400
+REQUEST_TIMEOUT_S = 30.0
+START_DELAY_S = 0.5
+
+
+@dataclass(frozen=True)
+class Target:
+    """Everything a generator process needs to build its requests."""
+
+    api: str  # http://host:port of HAProxy
+    run: str  # unique per run: part of every Idempotency-Key
+    trader_keys: tuple[str, ...]
+    officer_key: str
+    consignment: bytes  # the submission body
+    lbcp: str
+    vrns: tuple[str, ...]  # trucks with bundles, for arrival decisions
+
+
+def request_for(target: Target, shot: Shot, host: str) -> bytes:
+    """The bytes of `shot`'s request: a unique Idempotency-Key each, accounts and trucks in
+    turn."""
+    key = f"bench-{target.run}-{shot.seq}"
+    if shot.kind == SUBMISSION:
+        bearer = target.trader_keys[shot.seq % len(target.trader_keys)]
+        path, body = "/v1/consignments", target.consignment
+    elif shot.kind == ARRIVAL:
+        bearer = target.officer_key
+        vrn = target.vrns[shot.seq % len(target.vrns)]
+        path, body = f"/v1/lbcp/{target.lbcp}/arrivals", b'{"vrn":"%s"}' % vrn.encode()
+    else:
+        raise ValueError(f"unknown request kind {shot.kind!r}")
+    headers = {
+        "Authorization": f"Bearer {bearer}",
+        "Content-Type": "application/json",
+        "Idempotency-Key": key,
+    }
+    return http.build_request("POST", path, host, headers, body)
+
+
+@dataclass(frozen=True)
+class WorkerResult:
+    outcomes: list[Outcome]
+    cpu_s: float  # user + system CPU of the process over the run
+
+
+async def _run_share(target: Target, shots: list[Shot], start: float) -> list[Outcome]:
+    url = urlsplit(target.api)
+    assert url.hostname is not None and url.port is not None
+    host = f"{url.hostname}:{url.port}"
+    pool = http.Pool(url.hostname, url.port, POOL_SIZE, timeout=REQUEST_TIMEOUT_S)
+
+    async def send(shot: Shot) -> tuple[int, bool]:
+        try:
+            answer = await pool.request(request_for(target, shot, host))
+        except (OSError, TimeoutError, http.HttpError, asyncio.IncompleteReadError):
+            return NO_ANSWER, False
+        return answer.status, answer.retry_after
+
+    try:
+        return await keep_schedule(
+            shots, send, clock=time.monotonic, sleep=asyncio.sleep, start=start
+        )
+    finally:
+        await pool.close()
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _worker(conn: Connection, target: Target, phases: list[Phase], index: int, n: int) -> None:
+    shots = share_of(build_schedule(phases), index, n)
+    conn.send("ready")
+    start = conn.recv()
+    cpu0 = _cpu()
+    outcomes = asyncio.run(_run_share(target, shots, start))
+    conn.send(WorkerResult(outcomes, _cpu() - cpu0))
+    conn.close()
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    outcomes: list[Outcome]
+    cpu_s: float  # all generator processes together
+    wall_s: float  # from the scheduled start to the last answer
+
+    @property
+    def cpu_share(self) -> float:
+        """The generator's CPU as a share of one core over the run."""
+        return self.cpu_s / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def run(target: Target, phases: list[Phase], *, processes: int) -> LoadResult:
+    """Offer `phases` with `processes` generator processes; blocks until all are answered."""
+    ctx = multiprocessing.get_context("spawn")
+    pipes, procs = [], []
+    for i in range(processes):
+        parent, child = ctx.Pipe()
+        p = ctx.Process(target=_worker, args=(child, target, phases, i, processes), daemon=True)
+        p.start()
+        child.close()
+        pipes.append(parent)
+        procs.append(p)
+    try:
+        for pipe in pipes:
+            if pipe.recv() != "ready":
+                raise RuntimeError("a generator process did not start")
+        start = time.monotonic() + START_DELAY_S
+        for pipe in pipes:
+            pipe.send(start)
+        results: list[WorkerResult] = [pipe.recv() for pipe in pipes]
+        wall = time.monotonic() - start
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        for pipe in pipes:
+            pipe.close()
+    outcomes = sorted((o for r in results for o in r.outcomes), key=lambda o: o.scheduled)
+    return LoadResult(outcomes, sum(r.cpu_s for r in results), wall)

@@ -1,0 +1,368 @@
+"""`rocars bench`: every measurement of #11 in one run against the running local system, the
+JSON document and plot under <state>/bench/, and the comparison with the previous run.
+
+Order: idle memory first (nothing loaded yet), then closed loop (wrk and pgbench alternately,
+never at once), open loop, overload, the 10,000-item batch, node memory after, and last the
+distance to the DR site. Every load runs alone; the caller holds the cluster lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+from deploy import admin
+from deploy.bench import closedloop, distance, memory, openloop, report, workload
+from deploy.bench.schedule import Phase, by_kind, recovery_seconds, summarize, timeline
+from deploy.bench.stats import COMPARED, Change, compare, median, percentile
+from deploy.state import StateDir
+from deploy.topology import Topology
+from node.config import load_node_config
+
+Echo = Callable[[str], None]
+OVERLOAD_P99_MS = 250.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    closed_s: float = 10.0
+    rounds: int = 3
+    open_s: float = 30.0
+    submission_rate: float = 500.0
+    arrival_rate: float = 200.0
+    overload_s: float = 10.0
+    overload_factor: float = 3.0
+    recovery_s: float = 10.0
+    batch_items: int = 10_000
+    batch_runs: int = 2
+    bundles: int = 200
+    generator_processes: int = 2
+    distance_delays_ms: tuple[int, ...] = (0, 2, 5, 20)
+    distance_s: float = 10.0
+
+    @classmethod
+    def full(cls, duration: float | None = None) -> Settings:
+        s = cls()
+        if duration is not None:
+            s = replace(
+                s,
+                closed_s=duration,
+                open_s=duration,
+                overload_s=duration,
+                recovery_s=duration,
+                distance_s=duration,
+            )
+        return s
+
+    @classmethod
+    def quick(cls, duration: float | None = None) -> Settings:
+        d = duration or 5.0
+        return cls(
+            closed_s=d,
+            rounds=1,
+            open_s=d,
+            overload_s=d,
+            recovery_s=d,
+            batch_runs=1,
+            bundles=100,
+            distance_delays_ms=(),
+        )
+
+    @classmethod
+    def smoke(cls) -> Settings:
+        """About 10 s of load, no overload (it sheds with 503 on purpose): the CI smoke."""
+        return cls(
+            closed_s=2,
+            rounds=1,
+            open_s=4,
+            submission_rate=50,
+            arrival_rate=20,
+            overload_s=0,
+            batch_items=200,
+            batch_runs=1,
+            bundles=20,
+            generator_processes=1,
+            distance_delays_ms=(),
+        )
+
+
+def bench_dir(state: StateDir) -> Path:
+    return state.root / "bench"
+
+
+def previous_run(folder: Path) -> tuple[Path, dict[str, Any]] | None:
+    runs = sorted(folder.glob("*.json"))
+    if not runs:
+        return None
+    return runs[-1], json.loads(runs[-1].read_text())
+
+
+def _busy_processes(sample_s: float = 1.0) -> list[str]:
+    """Processes using more than a tenth of a core right now (what else was running)."""
+    procs = list(psutil.process_iter(["pid", "name"]))
+    for p in procs:
+        try:
+            p.cpu_percent(None)
+        except psutil.Error:
+            continue
+    time.sleep(sample_s)
+    out = []
+    for p in procs:
+        try:
+            pct = p.cpu_percent(None)
+        except psutil.Error:
+            continue
+        if pct > 10 and p.pid != os.getpid():
+            out.append(f"{p.info['name']}[{p.pid}] {pct:.0f}%")
+    return out
+
+
+class Bench:
+    def __init__(self, topo: Topology, state: StateDir, settings: Settings, echo: Echo) -> None:
+        self.topo, self.state, self.s, self.echo = topo, state, settings, echo
+        self.run = secrets.token_hex(4)
+        self.api = topo.entry_url()
+
+    async def setup(self) -> None:
+        # wrk's 16 connections are not rate-limited by us: room for 2,000/s before an account's
+        # limit could answer 429.
+        most = max(self.s.submission_rate, 2000.0)
+        self.accounts = await workload.make_accounts(
+            self.topo, self.state, traders=workload.traders_for(most), run=self.run
+        )
+        async with aiohttp.ClientSession() as session:
+            self.vrns = await workload.make_bundles(
+                session, self.api, self.accounts, count=self.s.bundles, run=self.run
+            )
+        self.body = workload.body_bytes(workload.consignment(datetime.now(UTC)))
+
+    def closed_loop(self) -> closedloop.ClosedLoop:
+        leader = asyncio.run(admin.leader_site(self.topo))
+        db = load_node_config(self.state.node_config(leader)).database
+        trader_id, _ = self.accounts.traders[0]
+        sample = json.loads(self.body)
+        at = datetime.now(UTC).isoformat()
+        sample.update(ccrn="2000000000000000", status="submitted", version=1, itfs=None)
+        sample.update(submitted_at=at, last_changed_at=at)  # the answer's shape and size
+        pg_script = closedloop.pgbench_script(account_id=trader_id, run=self.run, sample=sample)
+        wrk_script = closedloop.wrk_script(
+            keys=[k for _, k in self.accounts.traders], body=self.body, run=self.run
+        )
+        api, pg = [], []
+        for i in range(self.s.rounds):
+            api.append(closedloop.run_wrk(self.api, wrk_script, self.s.closed_s))
+            self.echo(f"  round {i + 1}: API {api[-1].rate:,.0f} req/s")
+            pg.append(closedloop.run_pgbench(db, pg_script, self.s.closed_s))
+            self.echo(f"  round {i + 1}: pgbench {pg[-1].rate:,.0f} tx/s (member {leader})")
+        return closedloop.ClosedLoop(api, pg)
+
+    def _target(self, trader_keys: list[str]) -> openloop.Target:
+        return openloop.Target(
+            api=self.api,
+            run=self.run + secrets.token_hex(2),
+            trader_keys=tuple(trader_keys),
+            officer_key=self.accounts.officer,
+            consignment=self.body,
+            lbcp=workload.LBCP,
+            vrns=tuple(self.vrns),
+        )
+
+    def open_loop(self) -> dict[str, Any]:
+        phases = [
+            Phase(openloop.SUBMISSION, self.s.submission_rate, 0, self.s.open_s),
+            Phase(openloop.ARRIVAL, self.s.arrival_rate, 0, self.s.open_s),
+        ]
+        target = self._target([k for _, k in self.accounts.traders])
+        res = openloop.run(target, phases, processes=self.s.generator_processes)
+        kinds = {k: summarize(v, self.s.open_s) for k, v in by_kind(res.outcomes).items()}
+        lags = sorted(o.lag * 1000 for o in res.outcomes)
+        return {
+            "seconds": self.s.open_s,
+            "kinds": {k: v.to_dict() for k, v in kinds.items()},
+            "errors": sum(v.offered - v.ok for v in kinds.values()),
+            "generator": {
+                "processes": self.s.generator_processes,
+                "cpu_share": round(res.cpu_share, 3),
+                "send_lag_p99_ms": round(percentile(lags, 99), 3),
+            },
+        }
+
+    async def _stored(self, owner_ids: list[int]) -> int:
+        conn = await admin.connect_leader(self.topo, self.state)
+        async with conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM consignments WHERE owner_id = ANY(%s)", (owner_ids,)
+            )
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    def overload(self, sustained: float) -> dict[str, Any]:
+        offered = self.s.overload_factor * sustained
+        fresh = asyncio.run(
+            workload.make_traders(
+                self.topo, self.state, workload.traders_for(offered), f"bench {self.run} overload"
+            )
+        )
+        phases = [
+            Phase(openloop.SUBMISSION, offered, 0, self.s.overload_s),
+            Phase(openloop.SUBMISSION, sustained / 2, self.s.overload_s, self.s.recovery_s),
+        ]
+        res = openloop.run(
+            self._target([k for _, k in fresh]),
+            phases,
+            processes=self.s.generator_processes,
+        )
+        during = [o for o in res.outcomes if o.scheduled < self.s.overload_s]
+        summary = summarize(during, self.s.overload_s)
+        seconds = timeline(res.outcomes)
+        acknowledged = sum(1 for o in res.outcomes if 200 <= o.status < 300)
+        stored = asyncio.run(self._stored([i for i, _ in fresh]))
+        return {
+            "sustained_rate": round(sustained, 1),
+            "offered_rate": round(summary.offered_rate, 1),
+            "seconds": self.s.overload_s,
+            "accepted_rate": round(summary.achieved_rate, 1),
+            "accepted": summary.ok,
+            "shed": summary.shed,
+            "shed_with_retry_after": summary.shed_with_retry_after,
+            "failed": summary.offered - summary.ok - summary.shed,
+            "errors": summary.errors,
+            "accepted_latency": summary.latency.to_dict(),
+            "recovery_s": recovery_seconds(seconds, self.s.overload_s, OVERLOAD_P99_MS),
+            "acknowledged": acknowledged,
+            "stored": stored,
+            "lost": max(0, acknowledged - stored),
+            "timeline": [s.to_dict() for s in seconds],
+            "generator": {
+                "processes": self.s.generator_processes,
+                "cpu_share": round(res.cpu_share, 3),
+            },
+        }
+
+    async def batch(self) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        body = workload.body_bytes(
+            [workload.consignment(now, i) for i in range(self.s.batch_items)]
+        )
+        runs: list[float] = []
+        accepted: list[int] = []
+        timeout = aiohttp.ClientTimeout(total=300)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            for i in range(self.s.batch_runs):
+                # A batch counts its items against the account's rate limit: one account each.
+                _, key = await workload.make_account(
+                    self.topo, self.state, "trader", f"bench {self.run} batch {i}"
+                )
+                t0 = time.monotonic()
+                async with session.post(
+                    f"{self.api}/v1/consignments:batch",
+                    data=body,
+                    headers={
+                        **workload.auth(key),
+                        "Content-Type": "application/json",
+                    },
+                ) as r:
+                    doc = await r.json(content_type=None)
+                    runs.append(time.monotonic() - t0)
+                    if r.status != 200:
+                        raise RuntimeError(f"batch answered {r.status}: {doc}")
+                accepted.append(int(doc["accepted"]))
+                self.echo(f"  batch {i + 1}: {runs[-1]:.2f} s, {accepted[-1]} accepted")
+        return {
+            "items": self.s.batch_items,
+            "seconds": round(median(runs), 3),
+            "runs": [round(r, 3) for r in runs],
+            "accepted": accepted,
+        }
+
+
+def run_bench(topo: Topology, state: StateDir, settings: Settings, echo: Echo) -> dict[str, Any]:
+    """Run every measurement; returns the document (also written under <state>/bench/)."""
+    started = datetime.now(UTC)
+    b = Bench(topo, state, settings, echo)
+    doc: dict[str, Any] = {
+        "started_at": started.isoformat(timespec="seconds"),
+        "settings": asdict(settings),
+        "machine": {
+            "cpus": psutil.cpu_count(),
+            "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+            "busy_before": _busy_processes(),
+        },
+    }
+    echo("idle memory (PSS) of the whole system")
+    pss = memory.settled_pss(topo, state)
+    echo("set-up: accounts and bundles")
+    asyncio.run(b.setup())
+    with memory.RssSampler(topo, state) as rss:
+        echo(f"closed loop: {settings.rounds} rounds of {settings.closed_s:g} s, wrk then pgbench")
+        cl = b.closed_loop()
+        doc["closed_loop"] = cl.to_dict()
+        echo(
+            f"open loop: {settings.submission_rate:g}/s submissions + "
+            f"{settings.arrival_rate:g}/s arrivals for {settings.open_s:g} s"
+        )
+        doc["open_loop"] = b.open_loop()
+        if settings.overload_s > 0:
+            echo(
+                f"overload: {settings.overload_factor:g}x {cl.api_rate:,.0f}/s for "
+                f"{settings.overload_s:g} s, then half of it for {settings.recovery_s:g} s"
+            )
+            doc["overload"] = b.overload(cl.api_rate)
+        echo(f"batch of {settings.batch_items:,}")
+        doc["batch"] = asyncio.run(b.batch())
+    time.sleep(2)  # let the last answers' buffers go before reading "after"
+    after = memory.node_rss(topo, state)
+    doc["memory"] = {
+        "node_rss_peak_mb": {k: round(v, 1) for k, v in rss.peak.items()},
+        "node_rss_after_mb": {k: round(v, 1) for k, v in after.items()},
+        "node_rss_max_mb": round(max([*rss.peak.values(), *after.values()], default=0.0), 1),
+        "node_rss_after_max_mb": round(max(after.values(), default=0.0), 1),
+        "idle_pss_mib": round(sum(pss.values()), 1),
+        "idle_pss_detail_mib": {k: round(v, 1) for k, v in sorted(pss.items())},
+    }
+    if settings.distance_delays_ms:
+        echo(f"distance to the DR site: {settings.distance_delays_ms} ms one way")
+        script = closedloop.wrk_script(
+            keys=[k for _, k in b.accounts.traders], body=b.body, run=b.run + "d"
+        )
+        try:
+            doc["distance"] = distance.measure(
+                topo, state, script, settings.distance_delays_ms, settings.distance_s, echo
+            )
+        except Exception as exc:
+            # The last step, and the one that reconfigures replication: whatever goes wrong in
+            # it (it restores the route itself) must not lose the figures measured above.
+            echo(f"  distance not measured: {exc}")
+            doc["distance"] = {"error": str(exc)}
+    doc["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    doc["targets"] = report.target_rows(doc)
+    return doc
+
+
+def save(state: StateDir, doc: dict[str, Any]) -> tuple[Path, dict[str, Any] | None, list[Change]]:
+    """Write <state>/bench/<timestamp>.json and .svg with the comparison to the previous run;
+    returns the JSON path, the previous document and the changes since it."""
+    folder = bench_dir(state)
+    folder.mkdir(parents=True, exist_ok=True)
+    prev = previous_run(folder)
+    changes: list[Change] = []
+    if prev is not None:
+        changes = compare(prev[1], doc, COMPARED)
+        doc["previous"] = str(prev[0])
+        doc["changes"] = [c.to_dict() for c in changes]
+    stamp = doc["started_at"].replace(":", "").replace("+0000", "Z")
+    path = folder / f"{stamp}.json"
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    path.with_suffix(".svg").write_text(report.plot(doc))
+    return path, None if prev is None else prev[1], changes

@@ -1,0 +1,86 @@
+"""#11 `make bench` end to end against a real cluster: the CI smoke (about 10 s of load) and a
+short full run (`slow`). They check that the tool runs and that its figures are sane, never how
+fast the service is (speed is read from `make bench`, on a machine with nothing else running).
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import pytest
+
+from deploy.bench import runner
+from deploy.harness import LocalCluster
+
+pytestmark = pytest.mark.integration
+
+
+def _no_5xx(statuses: dict[str, int]) -> list[str]:
+    return [s for s in statuses if not s.isdigit() or s.startswith("5")]
+
+
+def _check_common(doc: dict[str, Any]) -> None:
+    cl = doc["closed_loop"]
+    assert cl["api"]["rps"] > 0
+    assert cl["pgbench"]["tps"] > 0
+    assert cl["ratio"] > 0
+    for run in cl["api"]["runs"]:
+        assert _no_5xx(run["statuses"]) == []
+        assert run["errors"] == 0
+    for run in cl["pgbench"]["runs"]:
+        assert run["errors"] == 0
+        assert run["latency"]["count"] > 0
+    assert doc["batch"]["accepted"] == [doc["settings"]["batch_items"]] * len(doc["batch"]["runs"])
+    mem = doc["memory"]
+    assert mem["node_rss_max_mb"] > 0
+    assert mem["idle_pss_mib"] > 0
+    assert {"node-A", "node-B"} <= set(mem["node_rss_peak_mb"])
+
+
+def test_bench_smoke(cluster: LocalCluster) -> None:
+    """#11 `make bench` CI smoke: the whole tool runs against a real cluster (closed loop with
+    wrk and pgbench, open loop of submissions and arrival decisions, a batch, memory), every
+    request is answered without a 5xx, throughput is non-zero, the generator reports its CPU,
+    and the JSON and SVG are written and comparable with the next run."""
+    doc = runner.run_bench(cluster.topo, cluster.state, runner.Settings.smoke(), lambda _: None)
+    path, _, _ = runner.save(cluster.state, doc)
+    _check_common(doc)
+    kinds = doc["open_loop"]["kinds"]
+    assert set(kinds) == {"submission", "arrival"}
+    for kind in kinds.values():
+        assert kind["achieved_rate"] > 0
+        assert kind["errors"] == {}
+        assert kind["latency"]["count"] == kind["offered"]
+    assert doc["open_loop"]["errors"] == 0
+    assert doc["open_loop"]["generator"]["cpu_share"] > 0
+    assert json.loads(path.read_text())["started_at"] == doc["started_at"]
+    ET.fromstring(path.with_suffix(".svg").read_text())
+
+
+@pytest.mark.slow
+def test_bench_quick_through_the_cli(cluster: LocalCluster) -> None:
+    """#11 `rocars bench --quick`: the command starts nothing new on a running system, prints
+    the table with the targets, writes a run compared with the previous one, and the overload
+    phase loses no acknowledged submission (I1) and answers every request."""
+    before = sorted(runner.bench_dir(cluster.state).glob("*.json"))
+    out = cluster.rocars(
+        "bench", "--quick", "--duration", "3", "--state-dir", str(cluster.state.root),
+        timeout=600,
+    )  # fmt: skip
+    assert "closed loop: API / pgbench" in out
+    assert "everything was already running" in out
+    runs = sorted(runner.bench_dir(cluster.state).glob("*.json"))
+    assert len(runs) == len(before) + 1
+    doc = json.loads(runs[-1].read_text())
+    _check_common(doc)
+    ov = doc["overload"]
+    assert ov["accepted"] > 0
+    assert ov["lost"] == 0
+    assert ov["stored"] >= ov["acknowledged"]
+    assert "no answer" not in ov["errors"]
+    assert len(ov["timeline"]) >= 2
+    if before:
+        assert doc["previous"] == str(before[-1])
+        assert any(c["path"] == "closed_loop.ratio" for c in doc["changes"])

@@ -1,0 +1,107 @@
+"""#11 `make bench`: the generator's small HTTP/1.1 client reads what HAProxy and the nodes
+answer (Content-Length, chunked, Connection: close) and builds well-formed requests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from deploy.bench import http
+from deploy.bench.openloop import ARRIVAL, SUBMISSION, Target, request_for
+from deploy.bench.schedule import Phase, Shot, build_schedule, keep_schedule
+
+
+def _reader(data: bytes) -> asyncio.StreamReader:
+    r = asyncio.StreamReader()
+    r.feed_data(data)
+    r.feed_eof()
+    return r
+
+
+async def test_content_length_answer_keeps_the_connection() -> None:
+    """#11 bench: status, body and keep-alive from a Content-Length answer; a second answer on
+    the same connection is read after it."""
+    r = _reader(
+        b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}"
+        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\ncontent-length: 0\r\n\r\n"
+    )
+    a = await http.read_answer(r)
+    assert (a.status, a.body, a.keep_alive, a.retry_after) == (201, b"{}", True, False)
+    b = await http.read_answer(r)
+    assert (b.status, b.retry_after) == (503, True)
+
+
+async def test_chunked_and_close_answers() -> None:
+    """#11 bench: chunked bodies are joined; Connection: close or a body to EOF ends reuse."""
+    r = _reader(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+        b"HTTP/1.1 204 No Content\r\n\r\n"
+    )
+    a = await http.read_answer(r)
+    assert (a.body, a.keep_alive) == (b"abcde", True)
+    assert (await http.read_answer(r)).status == 204  # the chunked body was read to its end
+    b = await http.read_answer(
+        _reader(b"HTTP/1.1 429 Too Many\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx")
+    )
+    assert (b.status, b.keep_alive) == (429, False)
+    c = await http.read_answer(_reader(b"HTTP/1.0 200 OK\r\n\r\nrest"))
+    assert (c.body, c.keep_alive) == (b"rest", False)
+    with pytest.raises(http.HttpError):
+        await http.read_answer(_reader(b"SSH-2.0-x\r\n\r\n"))
+
+
+def test_requests_carry_unique_keys_and_rotate_accounts() -> None:
+    """#11 targets 2 and 3: each shot has its own Idempotency-Key; submissions rotate the
+    trader accounts (per-account limit) and arrivals the bundled trucks."""
+    t = Target(
+        "http://127.0.0.1:18080", "run1", ("k1", "k2"), "ko", b'{"x":1}', "LMC", ("V1", "V2")
+    )
+    one = request_for(t, Shot(0.0, SUBMISSION, 7), "h:1")
+    assert one.startswith(b"POST /v1/consignments HTTP/1.1\r\nHost: h:1\r\nContent-Length: 7\r\n")
+    assert b"Authorization: Bearer k2\r\n" in one
+    assert b"Idempotency-Key: bench-run1-7\r\n" in one
+    assert one.endswith(b'\r\n\r\n{"x":1}')
+    arr = request_for(t, Shot(0.0, ARRIVAL, 8), "h:1")
+    assert arr.startswith(b"POST /v1/lbcp/LMC/arrivals HTTP/1.1")
+    assert b"Bearer ko" in arr
+    assert arr.endswith(b'{"vrn":"V1"}')
+    with pytest.raises(ValueError, match="unknown"):
+        request_for(t, Shot(0.0, "other", 1), "h:1")
+
+
+async def test_pool_reuses_connections_against_a_real_server(
+    aiohttp_server: Callable[[web.Application], Awaitable[TestServer]],
+) -> None:
+    """#11 bench: the pool keeps connections alive and at most `size` open, reads aiohttp's
+    answers (JSON, problem+json with Retry-After), and the open loop records each answer."""
+    peers: set[tuple[str, int]] = set()
+
+    async def handler(request: web.Request) -> web.Response:
+        peers.add(request.transport.get_extra_info("peername"))  # type: ignore[union-attr]
+        body = await request.read()
+        if request.headers.get("Idempotency-Key", "").endswith("-3"):
+            return web.Response(status=503, headers={"Retry-After": "1"}, text="busy")
+        return web.json_response({"len": len(body)}, status=201)
+
+    app = web.Application()
+    app.router.add_post("/v1/consignments", handler)
+    server = await aiohttp_server(app)
+    pool = http.Pool("127.0.0.1", server.port, 2, timeout=5)
+    t = Target(f"http://127.0.0.1:{server.port}", "r", ("k",), "o", b"{}", "LMC", ("V",))
+
+    async def send(shot: Shot) -> tuple[int, bool]:
+        a = await pool.request(request_for(t, shot, f"127.0.0.1:{server.port}"))
+        return a.status, a.retry_after
+
+    loop = asyncio.get_running_loop()
+    shots = build_schedule([Phase(SUBMISSION, 200, 0, 0.05)])
+    out = await keep_schedule(shots, send, clock=loop.time, sleep=asyncio.sleep, start=loop.time())
+    await pool.close()
+    assert [o.status for o in out] == [201, 201, 201, 503, 201, 201, 201, 201, 201, 201]
+    assert out[3].retry_after
+    assert all(o.latency >= o.lag >= 0 for o in out)
+    assert 1 <= len(peers) <= 2
