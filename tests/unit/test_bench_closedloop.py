@@ -19,26 +19,26 @@ def _script() -> str:
     )
 
 
-def test_pgbench_script_is_the_submission_transaction() -> None:
-    """#11 target 1: pgbench runs the same statements as one submission, in order, in one
-    transaction: advisory lock, idempotency lookup, risk rules, consignment, version, audit,
-    idempotency record."""
+def test_pgbench_script_is_the_submission_statement() -> None:
+    """#11 target 1: pgbench runs what one submission sends: one statement (its own
+    transaction) whose clauses insert, in order, the consignment (guarded by the risk rules'
+    version), its first version, the audit record and the idempotency record, and answer the
+    version and the CCRNs inserted, as node.api.consignments._INSERT with submit's clauses."""
     sql = [ln for ln in _script().splitlines() if ln and not ln.startswith(("--", "\\"))]
-    heads = [re.sub(r"\(.*", "", ln)[:40] for ln in sql]
-    assert sql[0] == "BEGIN;"
-    assert sql[-1] == "END;"
+    assert len(sql) == 1
+    (statement,) = sql
     order = [
-        "SELECT pg_advisory_xact_lock",
-        "SELECT request_hash, status, response FROM idempotency_keys",
-        "SELECT id, kind, value, active, lbcp FROM risk_rules WHERE active",
-        "INSERT INTO consignments",
-        "INSERT INTO consignment_versions",
-        "INSERT INTO audit_log",
-        "INSERT INTO idempotency_keys",
+        "WITH c AS (INSERT INTO consignments",
+        "WHERE (SELECT version FROM risk_rules_version)",
+        "ON CONFLICT (ccrn) DO NOTHING RETURNING ccrn",
+        "v AS (INSERT INTO consignment_versions",
+        "a AS (INSERT INTO audit_log",
+        "k AS (INSERT INTO idempotency_keys",
+        "SELECT (SELECT version FROM risk_rules_version), ARRAY(SELECT ccrn FROM c);",
     ]
-    assert len(sql) == len(order) + 2
-    for line, start in zip(sql[1:-1], order, strict=True):
-        assert line.startswith(start), (line, heads)
+    at = [statement.find(part) for part in order]
+    assert -1 not in at, list(zip(order, at, strict=True))
+    assert at == sorted(at)
 
 
 def test_pgbench_script_has_no_stray_variables() -> None:

@@ -4,11 +4,10 @@ late health check does not take the active node out."""
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
 
 import pytest
+from haproxy_text import sections, string_arg
 
 from deploy import configgen
 from deploy.harness import TEST_ABUSE_LIMITS
@@ -19,28 +18,9 @@ TOPO = load_topology(DEFAULT_TOPOLOGY)
 HAPROXY_OWN_ERRORS = (400, 403, 405, 408, 413, 425, 429, 500, 501, 502, 503, 504)
 
 
-def _sections(text: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    current = ""
-    for line in text.splitlines():
-        if line and not line.startswith(" "):
-            current = line.strip()
-            out[current] = []
-        elif line.strip():
-            out[current].append(line.strip())
-    return out
-
-
-def _string_arg(line: str) -> Any:
-    """The JSON document in an HAProxy `string "..."` argument."""
-    m = re.search(r' string "((?:[^"\\]|\\.)*)"', line)
-    assert m is not None, line
-    return json.loads(re.sub(r"\\(.)", r"\1", m.group(1)))
-
-
 def _config(**limits: int) -> dict[str, list[str]]:
     topo = TOPO.with_abuse_limits(AbuseLimits(**limits)) if limits else TOPO
-    return _sections(configgen.haproxy_config(topo))
+    return sections(configgen.haproxy_config(topo))
 
 
 @pytest.mark.parametrize("status", HAPROXY_OWN_ERRORS)
@@ -50,7 +30,7 @@ def test_every_error_haproxy_answers_itself_is_problem_json(status: int) -> None
     title and a detail that says what happened."""
     (line,) = [x for x in _config()["defaults"] if x.startswith(f"http-error status {status} ")]
     assert 'content-type "application/problem+json"' in line
-    doc = _string_arg(line)
+    doc = string_arg(line)
     assert doc["status"] == status
     assert doc["title"], doc
     assert len(doc["detail"]) > 10, doc
@@ -59,7 +39,7 @@ def test_every_error_haproxy_answers_itself_is_problem_json(status: int) -> None
 def test_no_version_is_shown() -> None:
     """#10 item 6: the stats page hides HAProxy's version and nothing else names one."""
     text = configgen.haproxy_config(TOPO)
-    assert "stats hide-version" in _sections(text)["frontend stats"]
+    assert "stats hide-version" in sections(text)["frontend stats"]
     assert "version" not in text.replace("stats hide-version", "")
 
 
@@ -70,7 +50,7 @@ def test_a_nodes_plain_text_400_is_replaced_by_problem_json() -> None:
     (line,) = [x for x in api if x.startswith("http-response return status 400 ")]
     assert line.endswith("if { status 400 } !problem_json")
     assert "acl problem_json res.hdr(content-type) -m beg application/problem+json" in api
-    assert _string_arg(line)["status"] == 400
+    assert string_arg(line)["status"] == 400
 
 
 def test_abuse_limits_come_from_the_topology() -> None:
@@ -92,7 +72,7 @@ def test_abuse_limits_come_from_the_topology() -> None:
     for line, retry in ((unauth, 5), (fails, 30)):
         assert line.startswith("http-request return status 429 ")
         assert f"hdr Retry-After {retry} " in line
-        doc = _string_arg(line)
+        doc = string_arg(line)
         assert doc["status"] == 429, doc
         assert doc["retry_after_ms"] == retry * 1000, doc
     assert unauth.endswith("if !has_credentials { sc0_http_req_rate(limit_unauthenticated) gt 7 }")

@@ -5,12 +5,10 @@ topology section and stays above HAProxy's, and a standby's 503 is still retried
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
-from typing import Any
 
 import pytest
+from haproxy_text import sections, string_arg
 
 from deploy import configgen
 from deploy.state import DEFAULT_TOPOLOGY
@@ -22,27 +20,9 @@ PASSWORDS = {"superuser": "su", "replication": "rep", "rewind": "rw", "app": "ap
 PROBLEMS = "https://rocars.example/problems/"
 
 
-def _sections(text: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    current = ""
-    for line in text.splitlines():
-        if line and not line.startswith(" "):
-            current = line.strip()
-            out[current] = []
-        elif line.strip():
-            out[current].append(line.strip())
-    return out
-
-
-def _string_arg(line: str) -> Any:
-    m = re.search(r' string "((?:[^"\\]|\\.)*)"', line)
-    assert m is not None, line
-    return json.loads(re.sub(r"\\(.)", r"\1", m.group(1)))
-
-
 def _config(admission: Admission | None = None) -> dict[str, list[str]]:
     topo = TOPO.with_admission(admission) if admission else TOPO
-    return _sections(configgen.haproxy_config(topo))
+    return sections(configgen.haproxy_config(topo))
 
 
 def test_each_node_gets_at_most_maxconn_and_waits_at_most_the_queue_timeout() -> None:
@@ -94,7 +74,7 @@ def test_a_queue_timeout_is_answered_busy_problem_json_with_retry_after() -> Non
     1000, not the failover hint (200 ms), so shed clients do not come straight back."""
     (line,) = [x for x in _config()["defaults"] if x.startswith("http-error status 503 ")]
     assert 'content-type "application/problem+json" hdr Retry-After 1 string' in line
-    doc = _string_arg(line)
+    doc = string_arg(line)
     assert doc["type"] == PROBLEMS + "busy"
     assert doc["status"] == 503
     assert doc["retry_after_ms"] == 1000
@@ -110,7 +90,7 @@ def test_no_active_node_still_answers_the_failover_hint() -> None:
     (line,) = [x for x in api if x.startswith("http-request return status 503 ")]
     assert line.endswith("if no_active_node !public_read || no_active_node !METH_GET")
     assert "hdr Retry-After 1 " in line
-    doc = _string_arg(line)
+    doc = string_arg(line)
     assert doc["type"] == PROBLEMS + "not-writable"
     assert doc["retry_after_ms"] == 200
     assert "/v1/status" in doc["detail"]
