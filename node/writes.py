@@ -100,6 +100,11 @@ async def encode(answer: dict[str, Any]) -> str:
     return json.dumps(answer)
 
 
+def _in_manual_mode(request: web.Request) -> bool:
+    """Manual clearance is in force somewhere: every write's answer then says `mode: manual`."""
+    return appkeys.CONTINGENCY in request.app and request.app[appkeys.CONTINGENCY].any_manual
+
+
 def _respond(status: int, text: str, *, replayed: bool) -> web.Response:
     headers = {"Idempotent-Replayed": "true"} if replayed else {}
     ctype = PROBLEM_JSON if status >= 400 else "application/json"
@@ -248,7 +253,7 @@ async def run_write(
                 else:
                     stored = await encode(redact(answer))
                 await _store(conn, scope, status, stored)
-    if appkeys.CONTINGENCY in request.app and request.app[appkeys.CONTINGENCY].any_manual:
+    if _in_manual_mode(request):
         answer, text = {**answer, "mode": "manual"}, None
     return _respond(status, text or await encode(answer), replayed=replay)
 
@@ -308,6 +313,6 @@ async def run_one_statement(
         if record is None or exc.diag.constraint_name != _RECORD_KEY:
             raise
         return await run_write(request, account, body, fallback)
-    if appkeys.CONTINGENCY in request.app and request.app[appkeys.CONTINGENCY].any_manual:
+    if _in_manual_mode(request):
         return _respond(status, await encode({**answer, "mode": "manual"}), replayed=False)
     return _respond(status, text, replayed=False)

@@ -156,23 +156,8 @@ def _items_json(rows: list[dict[str, Any]], rules: tuple[Any, ...]) -> str:
     return json.dumps(items)
 
 
-_ITEM_FIELDS = (
-    "ccrn",
-    "direction",
-    "lbcp",
-    "package_count",
-    "package_description",
-    "article_description",
-    "consignor_name",
-    "consignor_address",
-    "consignee_name",
-    "consignee_address",
-    "expected_at",
-    "itfs",
-    "selected",
-    "selection_reasons",
-    "risk_draw",
-)
+# What `_INSERT` reads of each item: the submitted fields and what the node decided for them.
+_ITEM_FIELDS = ("ccrn", *ConsignmentIn.model_fields, "selected", "selection_reasons", "risk_draw")
 
 
 def _statement_json(rows: list[dict[str, Any]], rules: tuple[Any, ...]) -> tuple[str, str]:
