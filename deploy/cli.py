@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from deploy.certs_cli import certs
 from deploy.state import StateDir, default_state_dir
 from deploy.topology import Topology
 from kernel import redact
@@ -507,6 +508,9 @@ def bench(
         f" {', '.join(m['busy_before']) or 'nothing'}"
     )
     click.echo(f"written: {path} and {path.with_suffix('.svg')}")
+
+
+cli.add_command(certs)
 
 
 def main() -> None:

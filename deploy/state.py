@@ -89,6 +89,11 @@ class StateDir:
         return self.root / "topology.yaml"
 
     @property
+    def pki(self) -> Path:
+        """The private CA and every certificate and key (deploy/pki.py); mode 0700."""
+        return self.root / "pki"
+
+    @property
     def runtime(self) -> Path:
         """PostgreSQL-side folder; outside the checkout when PostgreSQL runs as another user."""
         if os.geteuid() != 0:
