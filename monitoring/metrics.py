@@ -102,6 +102,17 @@ class NodeMetrics:
         self.rate_limited = Counter(
             "rocars_rate_limited", "Requests refused with 429 by the per-account limit", registry=r
         )
+        self.group_items = Histogram(
+            "rocars_group_commit_items",
+            "Submissions written by each shared statement (node.group_commit)",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
+        self.group_splits = Counter(
+            "rocars_group_commit_splits",
+            "Shared statements refused for one item's content and written item by item",
+            registry=r,
+        )
         self.rate_limit_fail_open = Counter(
             "rocars_rate_limit_fail_open",
             "Requests let through unchecked because Redis could not count them",

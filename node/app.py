@@ -176,6 +176,9 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
         # the contingency endpoints) while PostgreSQL is down.
         await own.open(wait=False)
     app[appkeys.POOL] = pool
+    app[appkeys.SUBMISSIONS] = submissions = consignments.submission_group(
+        pool, app[appkeys.METRICS]
+    )
     app[appkeys.ACCOUNTS] = PgAccountStore(pool) if deps.accounts is None else deps.accounts
     tasks = []
     if deps.background:
@@ -188,6 +191,7 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
         )
     yield
     await _stop(tasks)
+    await submissions.close()
     if own is not None:
         await own.close(timeout=2.0)
 

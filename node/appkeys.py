@@ -6,7 +6,7 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -18,6 +18,7 @@ from failover.controller import FailoverController
 from monitoring.metrics import NodeMetrics
 from node.config import NodeConfig
 from node.deps import NodeDeps, RedisPort, RoleView
+from node.group_commit import GroupCommit
 from node.stores import AccountStore, ConnectionPool
 from replication.etcd_gateway import EtcdGateway
 from replication.patroni_rest import PatroniRest
@@ -39,6 +40,10 @@ JOURNAL = web.AppKey("journal", Journal)
 KEYCACHE = web.AppKey("keycache", KeyCache)
 METRICS = web.AppKey("metrics", NodeMetrics)
 POOL: web.AppKey[ConnectionPool] = web.AppKey("pool")
+# Submissions waiting for their shared statement (node.group_commit, node.api.consignments).
+SUBMISSIONS: web.AppKey[GroupCommit[Any, tuple[int, dict[str, Any], str]]] = web.AppKey(
+    "submissions"
+)
 ACCOUNTS: web.AppKey[AccountStore] = web.AppKey("accounts")
 REDIS: web.AppKey[RedisPort] = web.AppKey("redis")
 STARTED_AT = web.AppKey("started_at", float)

@@ -17,11 +17,13 @@
   itself commits a small write (`replayed_at`); that commit returns only once the standby has
   flushed WAL past it, and so past the original record.
 - No timeout wraps COMMIT: cancelling it is what creates local-only commits.
-- A submission (#11) is one statement in its own implicit transaction (`run_one_statement`):
-  its idempotency record is inserted by the same statement, without the advisory lock and the
-  lookup. The record's primary key does their work: a repeat, concurrent or later, or a key
-  whose record expired but is not yet deleted, fails on it, nothing of that statement stays,
-  and the request then takes the general path above (lock, lookup, replay with its touch).
+- A submission (#11) is written by one statement in its own implicit transaction, shared with
+  the submissions arriving at the same time (`run_grouped`, node.group_commit): its
+  idempotency record is inserted by that statement, without the advisory lock and the lookup.
+  The record's primary key does their work: a repeat, concurrent or later, or a key whose
+  record expired but is not yet deleted, fails on it, nothing of that statement stays, the
+  group is written again item by item, and that request then takes the general path above
+  (lock, lookup, replay with its touch).
 """
 
 from __future__ import annotations
@@ -30,10 +32,9 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from aiohttp import web
@@ -42,8 +43,10 @@ from psycopg import sql
 from kernel.errors import DatabaseReadOnly
 from node import appkeys
 from node.account import Account
+from node.group_commit import GroupCommit
 from node.problems import PROBLEM_JSON, Problem
 
+T = TypeVar("T")
 MAX_KEY_LENGTH = 200
 Conn = psycopg.AsyncConnection[Any]
 WriteFn = Callable[[Conn], Awaitable[tuple[int, dict[str, Any]]]]
@@ -260,55 +263,36 @@ async def run_write(
 
 @dataclass(frozen=True)
 class NewRecord:
-    """The idempotency record a one-statement write inserts along with its data."""
+    """The idempotency record a grouped write inserts along with its data (a plain INSERT: a
+    record already under the key fails the whole statement)."""
 
     account_id: int
     key: str
     request_hash: str
 
-    def cte(self, source: str) -> str:
-        """A data-modifying CTE inserting the record, with status %(record_status)s and answer
-        %(answer)s, for each row of `source` (the CTE of what was written: none, no record).
-        A plain INSERT: any record already under the key fails the whole statement."""
-        return (
-            "INSERT INTO idempotency_keys (account_id, key, request_hash, status, response)"
-            " SELECT %(record_account)s, %(record_key)s, %(record_hash)s, %(record_status)s,"
-            f" %(answer)s::jsonb FROM {source}"
-        )
 
-    def params(self, status: int) -> dict[str, Any]:
-        return {
-            "record_account": self.account_id,
-            "record_key": self.key,
-            "record_hash": self.request_hash,
-            "record_status": status,
-        }
-
-
-# Inserts the record, when the statement wrote nothing: the answer, its status and its JSON.
-OneStatementFn = Callable[[Conn, NewRecord | None], Awaitable[tuple[int, dict[str, Any], str]]]
+# A grouped write's result: its status, its answer and the answer's JSON.
+Written = tuple[int, dict[str, Any], str]
 _RECORD_KEY = "idempotency_keys_pkey"
 
 
-async def run_one_statement(
-    request: web.Request, account: Account, body: bytes, fn: OneStatementFn, fallback: WriteFn
+async def run_grouped(
+    request: web.Request,
+    account: Account,
+    body: bytes,
+    group: GroupCommit[T, Written],
+    item: Callable[[NewRecord | None], T],
+    fallback: WriteFn,
 ) -> web.Response:
-    """Run `fn(conn, record)` on a connection in autocommit mode: `fn` writes with one
-    statement (a write and its commit in one round trip), which also inserts `record` (None
-    without an Idempotency-Key) through `NewRecord.cte`. When that record's key is already
-    taken, the request is run again as `run_write(..., fallback)`, which replays or refuses it.
-    `fn` may send further statements only when they write nothing (each commits alone)."""
+    """Write `item(record)` in `group`'s next statement (node.group_commit), `record` being the
+    request's idempotency record (None without an Idempotency-Key), which that statement
+    inserts with the data. When the record's key is already taken, the request is run again
+    as `run_write(..., fallback)`, which replays or refuses it."""
     ensure_active(request)
     key = idempotency_key(request)
     record = None if key is None else NewRecord(account.id, key, request_fingerprint(request, body))
     try:
-        async with request.app[appkeys.POOL].connection() as conn:
-            await conn.set_autocommit(True)
-            try:
-                status, answer, text = await fn(conn, record)
-            finally:
-                with suppress(psycopg.Error):  # a broken connection is dropped by the pool
-                    await conn.set_autocommit(False)
+        status, answer, text = await group.run(item(record))
     except psycopg.errors.UniqueViolation as exc:
         if record is None or exc.diag.constraint_name != _RECORD_KEY:
             raise

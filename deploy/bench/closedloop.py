@@ -18,6 +18,7 @@ import json
 import os
 import re
 import resource
+import secrets
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -53,9 +54,17 @@ local keys = {{{key_list}}}
 local body = {_lua_string(body.decode())}
 local run = {_lua_string(run)}
 local counter = 0
-statuses = {{}}  -- global: done() reads each thread's copy with thread:get
+statuses = {{}}  -- globals: done() reads each thread's copy with thread:get
+replays = 0
+nonce = ""
 local threads = {{}}
 tid = 0
+
+-- run_wrk passes a fresh nonce per invocation: a second run of the same script must not send
+-- the first run's Idempotency-Keys again (those are replays, a different and slower path).
+function init(args)
+  nonce = args[1] or ""
+end
 
 function setup(thread)
   table.insert(threads, thread)
@@ -67,27 +76,33 @@ function request()
   local headers = {{
     ["Content-Type"] = "application/json",
     ["Authorization"] = "Bearer " .. keys[(counter % #keys) + 1],
-    ["Idempotency-Key"] = "wrk-" .. run .. "-" .. tid .. "-" .. counter,
+    ["Idempotency-Key"] = "wrk-" .. run .. nonce .. "-" .. tid .. "-" .. counter,
   }}
   return wrk.format("POST", "/v1/consignments", headers, body)
 end
 
 function response(status, headers, body)
   statuses[status] = (statuses[status] or 0) + 1
+  if headers["idempotent-replayed"] or headers["Idempotent-Replayed"] then
+    replays = replays + 1
+  end
 end
 
 function done(summary, latency, requests)
   local counts = {{}}
+  local replayed = 0
   for _, t in ipairs(threads) do
     for k, v in pairs(t:get("statuses")) do counts[k] = (counts[k] or 0) + v end
+    replayed = replayed + t:get("replays")
   end
   local parts = {{}}
   for k, v in pairs(counts) do table.insert(parts, string.format('"%d":%d', k, v)) end
   local e = summary.errors
   io.write("{WRK_MARK}", string.format(
     '{{"requests":%d,"duration_us":%d,"connect_errors":%d,"read_errors":%d,"write_errors":%d,' ..
-    '"timeouts":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,"statuses":{{%s}}}}\\n',
-    summary.requests, summary.duration, e.connect, e.read, e.write, e.timeout,
+    '"timeouts":%d,"replays":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,' ..
+    '"statuses":{{%s}}}}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.timeout, replayed,
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
     table.concat(parts, ",")))
 end
@@ -104,6 +119,7 @@ class LoopResult:
     errors: int  # socket errors and timeouts (wrk), failed transactions (pgbench)
     cpu_s: float
     seconds: float
+    replays: int = 0  # answers marked Idempotent-Replayed: a key sent twice, not a new record
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +127,7 @@ class LoopResult:
             "latency": self.latency.to_dict(),
             "statuses": self.statuses,
             "errors": self.errors,
+            "replays": self.replays,
             "tool_cpu_share": round(self.cpu_s / self.seconds, 3) if self.seconds else 0.0,
         }
 
@@ -132,7 +149,10 @@ def parse_wrk(stdout: str, cpu_s: float) -> LoopResult:
         max=doc["max_us"] / 1000,
     )
     errors = sum(doc[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
-    return LoopResult(ok / seconds if seconds else 0.0, lat, statuses, errors, cpu_s, seconds)
+    replays = int(doc.get("replays", 0))
+    # Only new records count: a replayed answer is the idempotency path, not a submission.
+    rate = (ok - replays) / seconds if seconds else 0.0
+    return LoopResult(rate, lat, statuses, errors, cpu_s, seconds, replays)
 
 
 def run_wrk(api: str, script: str, seconds: float, *, connections: int = CONNECTIONS) -> LoopResult:
@@ -142,7 +162,7 @@ def run_wrk(api: str, script: str, seconds: float, *, connections: int = CONNECT
         cpu0 = _children_cpu()
         proc = subprocess.run(
             [WRK, f"-t{THREADS}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-             "--timeout", "30s", "-s", str(path), api],
+             "--timeout", "30s", "-s", str(path), api, "--", secrets.token_hex(4)],
             capture_output=True, text=True, timeout=seconds + 60, check=False,
         )  # fmt: skip
         cpu = _children_cpu() - cpu0

@@ -83,8 +83,8 @@ class Settings:
     def smoke(cls) -> Settings:
         """About 10 s of load, no overload (it sheds with 503 on purpose): the CI smoke."""
         return cls(
-            closed_s=2,
-            rounds=1,
+            closed_s=1,
+            rounds=2,  # two rounds of the same script: the second must send new keys
             open_s=4,
             submission_rate=50,
             arrival_rate=20,

@@ -10,9 +10,10 @@ import asyncio
 import base64
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from aiohttp import web
 from psycopg.rows import dict_row
@@ -23,16 +24,18 @@ from kernel.domain.advance_window import MIN_LEAD, check_advance_window
 from kernel.domain.ccrn import SYSTEM_RANDBELOW, RandBelow, ccrn_draws, validate_ccrn
 from kernel.domain.lbcp import DEFAULT_LBCPS
 from kernel.errors import RocarsError
+from monitoring.metrics import NodeMetrics
 from node import appkeys, batch_body
 from node.account import Account
 from node.api import common
 from node.api.bundles import refresh_bundle_of
 from node.auth import enforce_rate_limit, require
+from node.group_commit import GroupCommit
 from node.problems import Problem
 from node.risk_cache import VERSION_MATCHES, RulesCache, rules_cache
 from node.schemas import AMENDABLE, ConsignmentIn, ConsignmentPatch, iso
 from node.validation import field_errors, invalid, load_json, parse_model, read_body, read_model
-from node.writes import Conn, NewRecord, run_one_statement, run_write
+from node.writes import Conn, NewRecord, Written, run_grouped, run_write
 
 T = TypeVar("T")
 MAX_BATCH = batch_body.MAX_ITEMS
@@ -91,25 +94,28 @@ _INSERT = (
     " package_description, article_description, consignor_name, consignor_address,"
     " consignee_name, consignee_address, expected_at, itfs, last_changed_at, created_at,"
     " selected, selection_reasons, risk_draw)"
-    " SELECT u.ccrn, %(owner)s, u.direction, u.lbcp, u.package_count, u.package_description,"
+    " SELECT u.ccrn, u.owner_id, u.direction, u.lbcp, u.package_count, u.package_description,"
     " u.article_description, u.consignor_name, u.consignor_address, u.consignee_name,"
-    " u.consignee_address, u.expected_at, u.itfs, %(at)s, %(at)s, u.selected,"
+    " u.consignee_address, u.expected_at, u.itfs, u.created_at, u.created_at, u.selected,"
     " u.selection_reasons, u.risk_draw"
-    " FROM jsonb_to_recordset(%(items)s::jsonb) AS u(ccrn text, direction text, lbcp text,"
-    " package_count integer, package_description text, article_description text,"
-    " consignor_name text, consignor_address text, consignee_name text,"
-    " consignee_address text, expected_at timestamptz, itfs jsonb, selected boolean,"
-    " selection_reasons jsonb, risk_draw double precision)"
+    " FROM jsonb_to_recordset(%(items)s::jsonb) AS u(ccrn text, owner_id bigint,"
+    " direction text, lbcp text, package_count integer, package_description text,"
+    " article_description text, consignor_name text, consignor_address text,"
+    " consignee_name text, consignee_address text, expected_at timestamptz, itfs jsonb,"
+    " created_at timestamptz, selected boolean, selection_reasons jsonb,"
+    " risk_draw double precision)"
     f" WHERE {VERSION_MATCHES}"
-    " ON CONFLICT (ccrn) DO NOTHING RETURNING ccrn),"
+    " ON CONFLICT (ccrn) DO NOTHING RETURNING ccrn, owner_id, created_at),"
     " v AS (INSERT INTO consignment_versions (ccrn, version, data, changed_at, changed_by)"
-    " SELECT c.ccrn, 1, d, %(at)s, %(owner)s"
+    " SELECT c.ccrn, 1, d, c.created_at, c.owner_id"
     " FROM jsonb_array_elements(%(versions)s::jsonb) d JOIN c ON c.ccrn = d ->> 'ccrn')"
     "{extra}"
     " SELECT (SELECT version FROM risk_rules_version), ARRAY(SELECT ccrn FROM c)"
 )
-# What `_insert` adds to its statement for the rows of one attempt: CTEs and their parameters.
-Extra = Callable[[list[dict[str, Any]]], tuple[str, dict[str, Any]]]
+# What `_insert` adds to its statement for the rows of one attempt (given with their indexes
+# among the items): CTEs over `c` and their parameters.
+Params = tuple[str, dict[str, Any]]
+Extra = Callable[[list[int], list[dict[str, Any]]], Params]
 # A rule set replaced this many times during one insert means something is wrong.
 _RULE_RELOADS = 5
 # Items per insert statement of a batch: a statement's rows and JSON (about 1.2 MB per 1,000
@@ -150,6 +156,7 @@ def _items_json(rows: list[dict[str, Any]], rules: tuple[Any, ...]) -> str:
         row["selected"], row["selection_reasons"] = a.selected, list(a.reasons)
         item = {k: row[k] for k in _ITEM_FIELDS}
         item["expected_at"] = row["expected_at"].isoformat()
+        item["created_at"] = row["created_at"].isoformat()
         if row["itfs"] is None:
             del item["itfs"]  # absent, so NULL (not a JSON null)
         items.append(item)
@@ -157,7 +164,15 @@ def _items_json(rows: list[dict[str, Any]], rules: tuple[Any, ...]) -> str:
 
 
 # What `_INSERT` reads of each item: the submitted fields and what the node decided for them.
-_ITEM_FIELDS = ("ccrn", *ConsignmentIn.model_fields, "selected", "selection_reasons", "risk_draw")
+_ITEM_FIELDS = (
+    "ccrn",
+    "owner_id",
+    *ConsignmentIn.model_fields,
+    "created_at",
+    "selected",
+    "selection_reasons",
+    "risk_draw",
+)
 
 
 def _statement_json(rows: list[dict[str, Any]], rules: tuple[Any, ...]) -> tuple[str, str]:
@@ -177,14 +192,12 @@ class _Draft:
 
     def __init__(
         self,
-        items: Sequence[ConsignmentIn],
-        owner: int,
-        at: datetime,
+        items: Sequence[NewConsignment],
         tz: tzinfo,
         randbelow: RandBelow,
         taken: set[str],
     ) -> None:
-        self.rows = [_new_row(c, owner, at, tz) for c in items]
+        self.rows = [_new_row(n.item, n.owner, n.at.astimezone(tz), tz) for n in items]
         self._draws = [ccrn_draws(randbelow) for _ in items]
         self._taken = taken
         for i in range(len(items)):
@@ -198,11 +211,17 @@ class _Draft:
         self.rows[i]["ccrn"] = ccrn
 
 
+class NewConsignment(NamedTuple):
+    """A consignment to store: what was submitted, by whom, when."""
+
+    item: ConsignmentIn
+    owner: int
+    at: datetime
+
+
 async def _insert(
     conn: Conn,
-    items: Sequence[ConsignmentIn],
-    owner: int,
-    at: datetime,
+    items: Sequence[NewConsignment],
     cache: RulesCache,
     *,
     randbelow: RandBelow = SYSTEM_RANDBELOW,
@@ -223,11 +242,9 @@ async def _insert(
     """
     if not items:
         return []
-    tz = conn.info.timezone
-    at = at.astimezone(tz)
     draft = await _off_loop_if_many(
         len(items),
-        partial(_Draft, items, owner, at, tz, randbelow, set() if taken is None else taken),
+        partial(_Draft, items, conn.info.timezone, randbelow, set() if taken is None else taken),
     )
     rows, draw = draft.rows, draft.draw
     ruleset = await cache.rules(conn)
@@ -237,13 +254,11 @@ async def _insert(
         items_json, versions_json = await _off_loop_if_many(
             len(todo), partial(_statement_json, todo, ruleset.rules)
         )
-        tail, params = ("", {}) if extra is None else extra(todo)
+        tail, params = ("", {}) if extra is None else extra(pending, todo)
         cur = await conn.execute(
             _INSERT.format(extra=tail),
             {
                 **params,
-                "owner": owner,
-                "at": at,
                 "items": items_json,
                 "versions": versions_json,
                 "rules_version": ruleset.version,
@@ -265,44 +280,94 @@ async def _insert(
     return rows
 
 
+@dataclass(frozen=True)
+class _Submission:
+    """One accepted `POST /v1/consignments`, waiting for its group's statement."""
+
+    new: NewConsignment
+    actor: str
+    record: NewRecord | None
+
+
+# Per new record of a group statement: its audit entry and, with a key, its idempotency record
+# (the answer in both). Joined to `c`, so a CCRN that collided and is drawn again gets them
+# in the attempt that inserts it.
+_GROUP_EXTRA = (
+    ", g AS (SELECT g.* FROM jsonb_to_recordset(%(group)s::jsonb) AS g(ccrn text, actor text,"
+    " answer jsonb, account_id bigint, key text, request_hash text) JOIN c USING (ccrn)),"
+    " a AS (INSERT INTO audit_log (actor, action, subject, after)"
+    " SELECT actor, 'consignment.submit', ccrn, answer FROM g),"
+    " r AS (INSERT INTO idempotency_keys (account_id, key, request_hash, status, response)"
+    " SELECT account_id, key, request_hash, 201, answer FROM g WHERE key IS NOT NULL)"
+)
+
+
+def submission_group(pool: Any, metrics: NodeMetrics) -> GroupCommit[_Submission, Written]:
+    """Submissions of every account, written by one statement per group (node.group_commit):
+    consignments, first versions, audit records and idempotency records. A used key fails the
+    record's primary key; the group is then written item by item and that one request takes
+    the general path (node.writes.run_grouped)."""
+    cache = rules_cache(pool)
+
+    async def write(conn: Conn, subs: Sequence[_Submission]) -> list[Written]:
+        def audit_and_records(pending: list[int], rows: list[dict[str, Any]]) -> Params:
+            group = []
+            for i, row in zip(pending, rows, strict=True):
+                sub = subs[i]
+                one: dict[str, Any] = {
+                    "ccrn": row["ccrn"],
+                    "actor": sub.actor,
+                    "answer": common.consignment_json(row),
+                }
+                if sub.record is not None:
+                    one.update(
+                        account_id=sub.record.account_id,
+                        key=sub.record.key,
+                        request_hash=sub.record.request_hash,
+                    )
+                group.append(one)
+            return _GROUP_EXTRA, {"group": json.dumps(group)}
+
+        rows = await _insert(conn, [s.new for s in subs], cache, extra=audit_and_records)
+        out: list[Written] = []
+        for row in rows:
+            answer = common.consignment_json(row)
+            out.append((201, answer, json.dumps(answer)))
+        return out
+
+    return GroupCommit(
+        pool, write, on_statement=metrics.group_items.observe, on_split=metrics.group_splits.inc
+    )
+
+
 async def submit(request: web.Request) -> web.Response:
-    """One consignment: one statement, in its own transaction, writes the consignment, its
-    first version, the audit record and the idempotency record (node.writes.run_one_statement);
-    a repeated key takes the general path, `write` under run_write."""
+    """One consignment, written with the others arriving at the same time by one statement
+    and one commit (`submission_group`); a repeated key takes the general path, `write` under
+    run_write."""
     account = await require(request, "trader")
     body, c = await read_model(request, ConsignmentIn)
     common.check_lbcp(c.lbcp)
     at = common.now(request)
     _window_error(c.expected_at, at, lead=min_lead(request, at))
+    new = NewConsignment(c, account.id, at)
     cache = rules_cache(request.app[appkeys.POOL])
 
-    async def one_statement(
-        conn: Conn, record: NewRecord | None
-    ) -> tuple[int, dict[str, Any], str]:
-        def audit_and_record(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-            tail = (
-                ", a AS (INSERT INTO audit_log (actor, action, subject, after)"
-                " SELECT %(actor)s, 'consignment.submit', ccrn, %(answer)s::jsonb FROM c)"
-            )
-            if record is not None:
-                tail += f", r AS ({record.cte('c')})"
-            answer = json.dumps(common.consignment_json(rows[0]))
-            params = {} if record is None else record.params(201)
-            return tail, {**params, "actor": account.actor, "answer": answer}
-
-        (row,) = await _insert(conn, [c], account.id, at, cache, extra=audit_and_record)
-        out = common.consignment_json(row)
-        return 201, out, json.dumps(out)
-
     async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
-        (row,) = await _insert(conn, [c], account.id, at, cache)
+        (row,) = await _insert(conn, [new], cache)
         out = common.consignment_json(row)
         await common.audit(
             conn, actor=account.actor, action="consignment.submit", subject=row["ccrn"], after=out
         )
         return 201, out
 
-    return await run_one_statement(request, account, body, one_statement, write)
+    return await run_grouped(
+        request,
+        account,
+        body,
+        request.app[appkeys.SUBMISSIONS],
+        lambda record: _Submission(new, account.actor, record),
+        write,
+    )
 
 
 async def submit_batch(request: web.Request) -> web.Response:
@@ -350,7 +415,8 @@ async def _submit_batch(request: web.Request, account: Account) -> web.Response:
         taken: set[str] = set()
         for start in range(0, len(valid), _BATCH_STATEMENT_ITEMS):
             chunk = valid[start : start + _BATCH_STATEMENT_ITEMS]
-            rows = await _insert(conn, chunk, account.id, at, cache, taken=taken)
+            news = [NewConsignment(c, account.id, at) for c in chunk]
+            rows = await _insert(conn, news, cache, taken=taken)
             drawn.extend(r["ccrn"] for r in rows)
         ccrns = iter(drawn)
         results: list[dict[str, Any]] = [

@@ -60,7 +60,8 @@ def test_wrk_script_sends_unique_keys_and_valid_bodies() -> None:
     lua = closedloop.wrk_script(keys=["rk_1", "rk_2"], body=body, run="ab12")
     assert 'local keys = {"rk_1", "rk_2"}' in lua
     assert f"local body = {json.dumps(body.decode())}" in lua
-    assert '"wrk-" .. run .. "-" .. tid .. "-" .. counter' in lua
+    assert '"wrk-" .. run .. nonce .. "-" .. tid .. "-" .. counter' in lua
+    assert 'headers["idempotent-replayed"]' in lua
     assert 'wrk.format("POST", "/v1/consignments", headers, body)' in lua
     assert closedloop.WRK_MARK in lua
 
@@ -89,6 +90,19 @@ def test_parse_wrk_summary_line() -> None:
     assert r.to_dict()["tool_cpu_share"] == 0.25
     with pytest.raises(RuntimeError, match="no summary"):
         closedloop.parse_wrk("nothing", 0.0)
+
+
+def test_parse_wrk_does_not_count_replays_as_submissions() -> None:
+    """#11 target 1: a 201 marked Idempotent-Replayed is the idempotency path, not a new
+    record: the rate counts only new ones and the replays are reported."""
+    doc = {
+        "requests": 1000, "duration_us": 1_000_000, "connect_errors": 0, "read_errors": 0,
+        "write_errors": 0, "timeouts": 0, "replays": 400, "p50_us": 1, "p90_us": 1,
+        "p99_us": 1, "max_us": 1, "statuses": {"201": 1000},
+    }  # fmt: skip
+    r = closedloop.parse_wrk(closedloop.WRK_MARK + json.dumps(doc), cpu_s=0.0)
+    assert r.rate == 600.0
+    assert r.to_dict()["replays"] == 400
 
 
 def test_parse_pgbench_summary_and_log() -> None:

@@ -71,7 +71,8 @@ def test_items_carry_the_assessment_with_the_rules_given() -> None:
 
 def test_items_encode_what_postgresql_must_read_back_exactly() -> None:
     """#11 target 4: an item without ITFS has no itfs key at all (so the column is NULL, not a
-    JSON null), one with ITFS keeps it; the instant and the random draw survive the text form."""
+    JSON null), one with ITFS keeps it; the instant, the random draw, the owner and the
+    submission time survive the text form."""
     plain = _new_row(body(), 7, AT, UTC)
     flown = _new_row(body(itfs={"airport": "HKG", "flight": "CX250"}), 7, AT, UTC)
     plain["ccrn"], flown["ccrn"] = "a", "b"
@@ -81,7 +82,9 @@ def test_items_encode_what_postgresql_must_read_back_exactly() -> None:
     assert datetime.fromisoformat(a["expected_at"]) == plain["expected_at"]
     assert a["risk_draw"] == plain["risk_draw"]
     assert isinstance(a["risk_draw"], float)
-    assert "owner_id" not in a  # the owner is one parameter of the statement
+    # Owner and time travel with each item: one statement holds several accounts' submissions.
+    assert a["owner_id"] == 7
+    assert datetime.fromisoformat(a["created_at"]) == AT
 
 
 def test_one_rules_cache_per_pool() -> None:
