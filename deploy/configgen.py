@@ -49,6 +49,15 @@ def etcd_config(topo: Topology, site: str, data_dir: Path) -> str:
         # and the operator commands use it (/v3/kv, /v3/maintenance).
         "enable-grpc-gateway": True,
         "quota-backend-bytes": 256 * 1024 * 1024,
+        # Every write (the nodes' heartbeat, Patroni's leader key) is a new revision: without
+        # compaction the history only grows, until the quota above stops every write (NOSPACE
+        # alarm) and with it leader elections. One hour of history is plenty for watches.
+        "auto-compaction-mode": "periodic",
+        "auto-compaction-retention": "1h",
+        # Raft entries kept in memory between snapshots: 3.4's default (100,000) held tens of
+        # MiB per member for a key space of a few kilobytes; 10,000 is 3.6's default (#11
+        # target 5, idle memory).
+        "snapshot-count": 10000,
     }
     return yaml.safe_dump(cfg, sort_keys=False)
 
@@ -366,6 +375,12 @@ def haproxy_config(topo: Topology) -> str:
             # a server's 503), so shed requests cost the nodes nothing and an accepted one has
             # waited at most this long. Health checks do not count against `maxconn`.
             f"    timeout queue {admission.queue_timeout_ms}ms",
+            # Any request may use any idle connection to the node, not only the ones its own
+            # client connection opened ("safe"): with many client connections each sending
+            # now and then, "safe" made most requests open a node connection of their own,
+            # which cost the node an accept and a protocol set-up each (#11 target 2). The
+            # nodes speak plain HTTP/1.1 and keep no per-connection state.
+            "    http-reuse always",
             # Checks every 250 ms; a node is marked down after 3 failed checks in a row (a
             # check fails when refused, answered with non-200, or not answered within `timeout
             # check`), so one late answer from a busy active node no longer takes it out and

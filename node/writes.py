@@ -32,6 +32,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -209,6 +210,10 @@ async def delete_expired_idempotency(conn: Conn, table: str, *, batch: int) -> i
     return cur.rowcount
 
 
+def _pipelined(conn: Conn, on: bool) -> AbstractAsyncContextManager[object]:
+    return conn.pipeline() if on else nullcontext()
+
+
 def _reused() -> Problem:
     return Problem(
         422,
@@ -225,19 +230,25 @@ async def run_write(
     fn: WriteFn,
     *,
     redact: Redact | None = None,
+    pipeline: bool = False,
 ) -> web.Response:
     """Run `fn(conn)` inside one transaction, under the request's idempotency key if any.
 
     `account` None: an unauthenticated write, whose keys live in a table of their own.
     `redact`: what of `fn`'s answer may be kept for replays, when the answer carries a secret
-    that must be shown once only (an approval's API key)."""
+    that must be shown once only (an approval's API key).
+    `pipeline`: run the transaction in psycopg's pipeline mode: statements whose results are
+    not read yet travel together (BEGIN, the lock and the lookup in one round trip; `fn`'s
+    writes, the record and COMMIT in another). For `fn`s that never look at a statement's
+    outcome (rowcount) before reading a result: an error then surfaces at the next read or at
+    COMMIT, and nothing of the transaction stays either way."""
     ensure_active(request)
     key = idempotency_key(request)
     scope = None if key is None else _scope(account, key, request_fingerprint(request, body))
     pool = request.app[appkeys.POOL]
     replay = False
     text: str | None = None  # the answer's JSON, once encoded
-    async with pool.connection() as conn, conn.transaction():
+    async with pool.connection() as conn, _pipelined(conn, pipeline), conn.transaction():
         if scope is not None:
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))", scope.lock)
             found = await _find(conn, scope)

@@ -230,14 +230,17 @@ async def _insert(
 ) -> list[dict[str, Any]]:
     """Store new consignments, each under a fresh random CCRN (`kernel.domain.ccrn.new_ccrn`)
     and assessed against the current risk rules, with their first version; their rows, in order.
+    Each item carries its owner and time: one statement may hold several accounts' items (a
+    group commit, `submission_group`).
 
     A CCRN already taken is skipped with ON CONFLICT DO NOTHING and another is drawn for that
     item, so a collision never aborts the transaction (a batch keeps its other rows); each item's
     `ccrn_draws` gives up after a few. CCRNs drawn twice within the call are drawn again before
     anything is sent. When the rules changed since the cache read them, nothing is inserted: the
     rules are read again and the items assessed again. The `ccrn_seq` sequence of the legacy
-    numbering stays in the schema, unused. `extra` adds to each attempt's statement (what it
-    adds must write only for the rows of `c`). `taken`: CCRNs drawn by earlier calls for the
+    numbering stays in the schema, unused. `extra(indexes, rows)` adds to each attempt's
+    statement, given the rows still to insert and their indexes among `items` (what it adds
+    must write only for the rows of `c`). `taken`: CCRNs drawn by earlier calls for the
     same batch, which this call must not draw again (it adds its own).
     """
     if not items:

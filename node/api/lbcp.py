@@ -46,22 +46,24 @@ async def arrival(request: web.Request) -> web.Response:
         )
 
     async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
-        dcur = conn.cursor(row_factory=dict_row)
+        dcur, icur = conn.cursor(row_factory=dict_row), conn.cursor()
         await dcur.execute(
             "SELECT * FROM bundles WHERE lbcp = %s AND vrn = %s"
             " AND status IN ('open', 'inspecting') FOR UPDATE",
             (code, a.vrn),
         )
+        # Pipelined, this travels with the lock above and runs once it is held, in a snapshot
+        # of its own: the items as they are when the bundle is ours (one round trip for both).
+        await icur.execute(
+            "SELECT ccrn FROM bundle_items WHERE active AND bundle_id = (SELECT id FROM bundles"
+            " WHERE lbcp = %s AND vrn = %s AND status IN ('open', 'inspecting')) ORDER BY ccrn",
+            (code, a.vrn),
+        )
         b = await dcur.fetchone()
+        items = [r[0] for r in await icur.fetchall()]
         d = gate_decision(now=at, mode=mode, bundle=_at_gate(b))
         decision, reason, until = d.decision, d.reason, d.until
-        ccrns: list[str] = []
-        if b is not None:
-            cur = await conn.execute(
-                "SELECT ccrn FROM bundle_items WHERE bundle_id = %s AND active ORDER BY ccrn",
-                (b["id"],),
-            )
-            ccrns = [r[0] for r in await cur.fetchall()]
+        ccrns: list[str] = [] if b is None else items
         await conn.execute(
             "INSERT INTO arrivals (lbcp, vrn, bundle_id, decision, reason, until, officer_id, at)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
@@ -86,7 +88,9 @@ async def arrival(request: web.Request) -> web.Response:
         )
         return 200, out
 
-    return await run_write(request, account, body, write)
+    # Nothing in `write` looks at a statement's outcome before reading: pipelined, the whole
+    # decision is three round trips (#11 target 2).
+    return await run_write(request, account, body, write, pipeline=True)
 
 
 def _at_gate(row: dict[str, Any] | None) -> BundleAtGate | None:

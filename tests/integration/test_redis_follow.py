@@ -158,7 +158,9 @@ async def reads_through_haproxy(key: str, base: str, seen: list[tuple[float, int
 async def test_rate_limit_counters_in_the_real_redis(cluster: LocalCluster) -> None:
     """Against the session cluster's Redis (found through its Sentinels): `limit` requests pass
     in a window, the next is refused with a Retry-After, another account is not affected, and
-    the counters expire on their own."""
+    the counters expire on their own; the previous window's count weighs in; and the counting
+    script (#11: one EVALSHA instead of a MULTI/EXEC pipeline) is loaded again when the primary
+    no longer has it, as after a failover to a replica that never ran it."""
     cfg = load_node_config(cluster.state.node_config("A"))
     bus = RedisClient(cfg.redis_sentinels, cfg.redis_master_name, name="test-limiter")
     # Start right after a window boundary so the burst stays in one window.
@@ -178,6 +180,12 @@ async def test_rate_limit_counters_in_the_real_redis(cluster: LocalCluster) -> N
             index = ratelimit.window_at(time.time()).index
             ttl = await direct.pttl(ratelimit.counter_key(me, index))
             assert 0 < ttl <= ratelimit.counter_ttl_ms()
+            heavy = -uuid.uuid4().int % 10**9 - 2 * 10**9
+            await direct.set(ratelimit.counter_key(heavy, index - 1), 10**6, px=5000)
+            assert not (await bus.count_request(heavy, limit=5)).allowed
+            await direct.script_flush()
+            assert (await bus.count_request(-uuid.uuid4().int % 10**9, limit=5)).allowed
+            assert bus.ok is True
         finally:
             await direct.aclose()
     finally:

@@ -57,6 +57,15 @@ def test_etcd_cluster_has_one_member_per_site_with_gateway_on() -> None:
     assert cfg["listen-client-urls"] == "http://127.0.0.1:4379"
 
 
+def test_etcd_history_is_compacted_and_its_raft_log_kept_short() -> None:
+    """#11 target 5 and availability: etcd compacts its history every hour (else the nodes'
+    heartbeat revisions fill the backend quota and every write stops) and snapshots every
+    10,000 entries (3.4's 100,000 kept tens of MiB of raft log in memory per member)."""
+    cfg = yaml.safe_load(configgen.etcd_config(TOPO, "A", Path("/d")))
+    assert (cfg["auto-compaction-mode"], cfg["auto-compaction-retention"]) == ("periodic", "1h")
+    assert cfg["snapshot-count"] == 10000
+
+
 def test_redis_replica_follows_the_primary_site_and_sentinels_need_quorum_two() -> None:
     """Redis on B replicates from A; every Sentinel monitors A with quorum 2."""
     assert "replicaof 127.0.0.1 16379" in configgen.redis_config(TOPO, "B", Path("/d"))
@@ -79,6 +88,13 @@ def test_haproxy_routes_by_readiness_and_cuts_sessions_of_a_node_marked_down() -
     assert "server node-A 127.0.0.1:18081 check" in text
     assert "server node-B 127.0.0.1:28081 check" in text
     assert "bind 127.0.0.1:18080" in text
+
+
+def test_haproxy_reuses_idle_node_connections_for_any_request() -> None:
+    """#11 target 2: any request may use any idle connection to the node (not only those its
+    own client connection opened), so many client connections do not cost the node an accept
+    per request."""
+    assert "    http-reuse always\n" in configgen.haproxy_config(TOPO)
 
 
 def test_node_writes_only_through_its_own_site_member() -> None:
