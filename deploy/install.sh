@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 LOCK=requirements.lock
-PKGS=(etcd-server etcd-client redis-server redis-sentinel haproxy postgresql-15 postgresql-client-15 nftables iproute2 python3-venv wrk)
+PKGS=(etcd-server etcd-client redis-server redis-sentinel haproxy postgresql-15 postgresql-client-15 nftables iproute2 python3-venv wrk prometheus prometheus-alertmanager)
 
 need=()
 for p in "${PKGS[@]}"; do
@@ -38,7 +38,8 @@ if ((${#need[@]})); then
       pg_ctlcluster "$ver" "$name" stop 2>/dev/null || true
     done
   fi
-  for svc in etcd redis-server redis-sentinel haproxy postgresql; do
+  for svc in etcd redis-server redis-sentinel haproxy postgresql prometheus prometheus-alertmanager \
+    prometheus-node-exporter; do
     if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
       systemctl disable --now "$svc" >/dev/null 2>&1 || true
     fi
