@@ -2,7 +2,10 @@
 Restart=always), so a crashed node is back within about a second and a half.
 
 The supervisor itself does nothing else, so it has nothing to crash on; it forwards SIGTERM and
-SIGINT to the node and exits once the node has exited.
+SIGINT to the node and exits once the node has exited. The launcher runs it as
+`python -m node.supervise <node's argv>`: it imports only the standard library and the log
+redaction, about 12 MiB instead of the 35 of the whole `rocars` CLI, once per site (#11
+target 5, idle memory).
 """
 
 from __future__ import annotations
@@ -62,3 +65,7 @@ def main(argv: list[str]) -> None:
     )
     redact.install()  # no credential in clear in any log line (#10)
     sys.exit(supervise(argv))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

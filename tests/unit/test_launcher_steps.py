@@ -3,6 +3,8 @@ order, and how the loop starts, waits and reports (process start-up and HTTP are
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -140,3 +142,23 @@ async def test_loop_fails_naming_the_step_and_showing_its_logs(
     assert msg.startswith("etcd quorum did not become ready within 0s")
     assert "last lines of etcd-A.log" in msg
     assert "raft: no quorum" in msg
+
+
+def test_each_node_runs_under_the_small_supervisor(tmp_path: Path) -> None:
+    """#11 target 5: the launcher starts each node under `python -m node.supervise`, which
+    loads none of the CLI (click, the topology, aiohttp): the node's own argv follows it, and
+    the state folder stays in the command line that finds the process again."""
+    topo = load_topology(DEFAULT_TOPOLOGY)
+    state = StateDir(tmp_path)
+    for site in topo.data_sites:
+        argv = specs(topo, state)[f"node-{site}"].argv
+        assert argv[1:3] == ("-m", "node.supervise")
+        assert argv[3:] == (
+            sys.executable, "-m", "deploy", "serve", "--site", site, "--state-dir", str(tmp_path)
+        )  # fmt: skip
+    probe = "import sys, node.supervise; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    for heavy in ("click", "aiohttp", "deploy", "pydantic", "psycopg", "yaml"):
+        assert f"'{heavy}'" not in loaded
