@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json as jsonlib
+import re
 import secrets
 import string
 import uuid
@@ -224,3 +225,12 @@ async def open_gate(db: psycopg.AsyncConnection[Any], bundle_id: int) -> None:
 
 def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text)
+
+
+async def node_metric(session: aiohttp.ClientSession, node_url: str, name: str) -> float:
+    """The value of the unlabelled series `name` on a node's /metrics."""
+    async with session.get(node_url + "/metrics") as r:
+        text = await r.text()
+    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert m is not None, name
+    return float(m.group(1))

@@ -31,7 +31,7 @@ from apikit import (
 
 from kernel.domain.ccrn import ISSUE_ATTEMPTS, NO_SUCH_CCRN, RandBelow, make_ccrn, new_ccrn
 from kernel.errors import RocarsError
-from node.api.consignments import _insert
+from node.api.consignments import NewConsignment, _insert
 from node.risk_cache import RulesCache
 from node.schemas import ConsignmentIn
 
@@ -322,17 +322,13 @@ async def test_a_collision_draws_again_inside_the_same_transaction(
     fresh_draw = [6, random.randrange(10**14)]
     taken, fresh = new_ccrn(_script(taken_draw)), new_ccrn(_script(fresh_draw))
     async with db.transaction(force_rollback=True):
-        owner, rules = accounts.trader.id, RulesCache()
-        (first,) = await _insert(db, [c], owner, now, rules, randbelow=_script(taken_draw))
+        new, rules = [NewConsignment(c, accounts.trader.id, now)], RulesCache()
+        (first,) = await _insert(db, new, rules, randbelow=_script(taken_draw))
         assert first["ccrn"] == taken
-        (second,) = await _insert(
-            db, [c], owner, now, rules, randbelow=_script(taken_draw + fresh_draw)
-        )
+        (second,) = await _insert(db, new, rules, randbelow=_script(taken_draw + fresh_draw))
         assert second["ccrn"] == fresh
         with pytest.raises(RocarsError, match="random source is broken"):
-            await _insert(
-                db, [c], owner, now, rules, randbelow=_script(taken_draw * ISSUE_ATTEMPTS)
-            )
+            await _insert(db, new, rules, randbelow=_script(taken_draw * ISSUE_ATTEMPTS))
         # Still usable: the collisions raised nothing in PostgreSQL.
         cur = await db.execute(
             "SELECT count(*) FROM consignments WHERE ccrn = ANY(%s)", ([taken, fresh],)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -23,7 +22,7 @@ from typing import Any
 import aiohttp
 import psycopg
 import pytest
-from apikit import Account, consignment_body
+from apikit import Account, consignment_body, node_metric
 
 from deploy.admin import leader_site
 from deploy.harness import LocalCluster
@@ -122,14 +121,6 @@ async def _open_loop(
     return list(await asyncio.gather(*tasks)), worst_late
 
 
-async def _node_metric(session: aiohttp.ClientSession, node_url: str, name: str) -> float:
-    async with session.get(node_url + "/metrics") as r:
-        text = await r.text()
-    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    assert m is not None, name
-    return float(m.group(1))
-
-
 async def _until(fact: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not await fact():
@@ -155,7 +146,7 @@ async def test_overload_is_shed_quickly_and_accepted_requests_stay_fast(
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         sustained = await _closed_loop_rate(session, url, keys)
         rate = min(MAX_RATE, max(MIN_RATE, OVERLOAD_FACTOR * sustained))
-        shed_before = await _node_metric(session, active, "rocars_http_shed_total")
+        shed_before = await node_metric(session, active, "rocars_http_shed_total")
 
         outcomes, worst_late = await _open_loop(session, url, keys, rate, OVERLOAD_SECONDS)
 
@@ -196,10 +187,10 @@ async def test_overload_is_shed_quickly_and_accepted_requests_stay_fast(
         assert recovered_in < RECOVERY_S
 
         # HAProxy never gave the node more than it admits, so the node shed nothing itself.
-        assert await _node_metric(session, active, "rocars_http_shed_total") == shed_before
+        assert await node_metric(session, active, "rocars_http_shed_total") == shed_before
 
         async def idle() -> bool:
-            return await _node_metric(session, active, "rocars_http_in_flight") == 0
+            return await node_metric(session, active, "rocars_http_in_flight") == 0
 
         await _until(idle)
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from typing import Any
 
 import aiohttp
 import psycopg
 import pytest
-from apikit import Accounts, Api, Reply, consignment_body, token
+from apikit import Accounts, Api, Reply, consignment_body, node_metric, token
 
 from deploy.admin import leader_site
 from deploy.harness import LocalCluster
@@ -32,18 +31,10 @@ BURST = 16
 DEADLINE_S = 60.0
 
 
-async def _metric(session: aiohttp.ClientSession, node_url: str, name: str) -> float:
-    async with session.get(node_url + "/metrics") as r:
-        text = await r.text()
-    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    assert m is not None, name
-    return float(m.group(1))
-
-
 async def _shared(session: aiohttp.ClientSession, node_url: str) -> tuple[float, float]:
     """(statements, items) written by the active node's submission group so far."""
-    count = await _metric(session, node_url, "rocars_group_commit_items_count")
-    items = await _metric(session, node_url, "rocars_group_commit_items_sum")
+    count = await node_metric(session, node_url, "rocars_group_commit_items_count")
+    items = await node_metric(session, node_url, "rocars_group_commit_items_sum")
     return count, items
 
 
@@ -129,7 +120,7 @@ async def test_a_used_key_in_a_shared_statement_is_replayed_and_the_others_are_s
     node_url = cluster.topo.node_url(await leader_site(cluster.topo)).rstrip("/")
     trader = accounts.trader
     async with aiohttp.ClientSession() as plain:
-        splits0 = await _metric(plain, node_url, "rocars_group_commit_splits_total")
+        splits0 = await node_metric(plain, node_url, "rocars_group_commit_splits_total")
         deadline, split = time.monotonic() + DEADLINE_S, False
         while not split:
             assert time.monotonic() < deadline, "no shared statement was ever refused"
@@ -162,4 +153,4 @@ async def test_a_used_key_in_a_shared_statement_is_replayed_and_the_others_are_s
             )
             counts = dict(await cur.fetchall())
             assert counts == {b["article_description"]: 1 for b in [first_body, *fresh]}
-            split = await _metric(plain, node_url, "rocars_group_commit_splits_total") > splits0
+            split = await node_metric(plain, node_url, "rocars_group_commit_splits_total") > splits0
