@@ -57,9 +57,7 @@ def _new_future() -> asyncio.Future[Any]:
 @dataclass
 class _Waiting(Generic[T, R]):
     item: T
-    done: asyncio.Future[R] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    done: asyncio.Future[R] = field(default_factory=_new_future)
 
     def settle(self, result: R | None = None, error: BaseException | None = None) -> None:
         if self.done.done():  # the request went away; nobody reads it
@@ -75,6 +73,8 @@ def _ignore(*_: object) -> None:
 
 
 class GroupCommit(Generic[T, R]):
+    """Items of one kind waiting for a shared statement (see the module's docstring)."""
+
     def __init__(
         self,
         pool: Pool,
