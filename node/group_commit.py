@@ -28,9 +28,11 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 import psycopg
+
+from node.stores import ConnectionPool
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +46,6 @@ _CONTENT_ERRORS = (psycopg.errors.IntegrityError, psycopg.errors.DataError)
 
 MAX_STATEMENTS = 4
 MAX_ITEMS = 64
-
-
-class Pool(Protocol):
-    def connection(self, timeout: float | None = None) -> Any: ...
 
 
 def _new_future() -> asyncio.Future[Any]:
@@ -77,7 +75,7 @@ class GroupCommit(Generic[T, R]):
 
     def __init__(
         self,
-        pool: Pool,
+        pool: ConnectionPool,
         write: WriteItems[T, R],
         *,
         max_statements: int = MAX_STATEMENTS,

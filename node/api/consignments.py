@@ -305,48 +305,48 @@ _GROUP_EXTRA = (
 )
 
 
+async def _write_submissions(
+    conn: Conn, subs: Sequence[_Submission], cache: RulesCache
+) -> list[Written]:
+    """The one statement of `subs`: consignments, first versions, audit records and, for
+    those with a key, idempotency records; each one's status, answer and the answer's JSON."""
+    answers: dict[int, dict[str, Any]] = {}  # by item: its answer in the attempt inserting it
+
+    def audit_and_records(pending: list[int], rows: list[dict[str, Any]]) -> Params:
+        group = []
+        for i, row in zip(pending, rows, strict=True):
+            sub, answers[i] = subs[i], common.consignment_json(row)
+            one: dict[str, Any] = {"ccrn": row["ccrn"], "actor": sub.actor, "answer": answers[i]}
+            if sub.record is not None:
+                one.update(
+                    account_id=sub.record.account_id,
+                    key=sub.record.key,
+                    request_hash=sub.record.request_hash,
+                )
+            group.append(one)
+        return _GROUP_EXTRA, {"group": json.dumps(group)}
+
+    await _insert(conn, [s.new for s in subs], cache, extra=audit_and_records)
+    return [(201, answers[i], json.dumps(answers[i])) for i in range(len(subs))]
+
+
 def submission_group(pool: Any, metrics: NodeMetrics) -> GroupCommit[_Submission, Written]:
-    """Submissions of every account, written by one statement per group (node.group_commit):
-    consignments, first versions, audit records and idempotency records. A used key fails the
-    record's primary key; the group is then written item by item and that one request takes
-    the general path (node.writes.run_grouped)."""
-    cache = rules_cache(pool)
-
-    async def write(conn: Conn, subs: Sequence[_Submission]) -> list[Written]:
-        def audit_and_records(pending: list[int], rows: list[dict[str, Any]]) -> Params:
-            group = []
-            for i, row in zip(pending, rows, strict=True):
-                sub = subs[i]
-                one: dict[str, Any] = {
-                    "ccrn": row["ccrn"],
-                    "actor": sub.actor,
-                    "answer": common.consignment_json(row),
-                }
-                if sub.record is not None:
-                    one.update(
-                        account_id=sub.record.account_id,
-                        key=sub.record.key,
-                        request_hash=sub.record.request_hash,
-                    )
-                group.append(one)
-            return _GROUP_EXTRA, {"group": json.dumps(group)}
-
-        rows = await _insert(conn, [s.new for s in subs], cache, extra=audit_and_records)
-        out: list[Written] = []
-        for row in rows:
-            answer = common.consignment_json(row)
-            out.append((201, answer, json.dumps(answer)))
-        return out
-
+    """Submissions of every account, written by one statement per group (node.group_commit,
+    `_write_submissions`). A used key fails the record's primary key; the group is then
+    written item by item and that one request takes the general path
+    (node.writes.run_grouped)."""
     return GroupCommit(
-        pool, write, on_statement=metrics.group_items.observe, on_split=metrics.group_splits.inc
+        pool,
+        partial(_write_submissions, cache=rules_cache(pool)),
+        on_statement=metrics.group_items.observe,
+        on_split=metrics.group_splits.inc,
     )
 
 
 async def submit(request: web.Request) -> web.Response:
     """One consignment, written with the others arriving at the same time by one statement
-    and one commit (`submission_group`); a repeated key takes the general path, `write` under
-    run_write."""
+    and one commit (`submission_group`); a repeated key takes the general path: `write` (the
+    same statement, without the record) under run_write, which keeps the record."""
     account = await require(request, "trader")
     body, c = await read_model(request, ConsignmentIn)
     common.check_lbcp(c.lbcp)
@@ -356,12 +356,10 @@ async def submit(request: web.Request) -> web.Response:
     cache = rules_cache(request.app[appkeys.POOL])
 
     async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
-        (row,) = await _insert(conn, [new], cache)
-        out = common.consignment_json(row)
-        await common.audit(
-            conn, actor=account.actor, action="consignment.submit", subject=row["ccrn"], after=out
+        ((status, answer, _),) = await _write_submissions(
+            conn, [_Submission(new, account.actor, None)], cache
         )
-        return 201, out
+        return status, answer
 
     return await run_grouped(
         request,

@@ -154,3 +154,34 @@ async def test_a_used_key_in_a_shared_statement_is_replayed_and_the_others_are_s
             counts = dict(await cur.fetchall())
             assert counts == {b["article_description"]: 1 for b in [first_body, *fresh]}
             split = await node_metric(plain, node_url, "rocars_group_commit_splits_total") > splits0
+
+
+async def test_a_key_whose_record_expired_submits_anew_on_the_general_path(
+    api: Api, accounts: Accounts, db: psycopg.AsyncConnection[Any]
+) -> None:
+    """#11 target 1 and the 24 h idempotency window: a key whose record expired but is not yet
+    deleted fails the grouped statement's record insert, and the general path then writes a
+    new submission (same statement, its audit record by its own actor) and replaces the
+    record with the new answer: no replay of the expired one, no 422."""
+    trader = accounts.trader
+    key = f"expired-{token()}"
+    old = await _post(api, trader.key, consignment_body(), key)
+    assert old.status == 201, old.text
+    await db.execute(
+        "UPDATE idempotency_keys SET created_at = now() - interval '25 hours'"
+        " WHERE account_id = %s AND key = %s",
+        (trader.id, key),
+    )
+    body = consignment_body(article_description=f"{token()} after expiry")
+    new = await _post(api, trader.key, body, key)
+    assert new.status == 201, new.text
+    assert "Idempotent-Replayed" not in new.headers
+    assert new.json["ccrn"] != old.json["ccrn"]
+    row = await _stored(db, new.json["ccrn"])
+    assert (row["owner"], row["versions"], row["after"]) == (trader.id, 1, new.json)
+    assert row["actors"] == [f"trader:{trader.id}"]
+    cur = await db.execute(
+        "SELECT response FROM idempotency_keys WHERE account_id = %s AND key = %s",
+        (trader.id, key),
+    )
+    assert await cur.fetchone() == (new.json,)
