@@ -18,6 +18,10 @@ import aiohttp
 from kernel.errors import EtcdUnavailable
 
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=1.0, connect=0.5)
+# etcd answers a leadership transfer only once the transferee has caught up and won its
+# election: several election timeouts (1 s each) on a loaded machine. A 1 s deadline cut a
+# transfer that then went through anyway (CI, stop 20).
+MOVE_TIMEOUT = aiohttp.ClientTimeout(total=5.0, connect=0.5)
 
 
 def _b64(text: str | bytes) -> str:
@@ -54,15 +58,25 @@ class EtcdGateway:
         urls: Sequence[str],
         *,
         timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
+        move_timeout: aiohttp.ClientTimeout = MOVE_TIMEOUT,
     ) -> None:
         if not urls:
             raise ValueError("at least one etcd URL is needed")
         self._session = session
         self._urls = list(urls)
         self._timeout = timeout
+        self._move_timeout = move_timeout
 
-    async def _post_one(self, url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        async with self._session.post(f"{url}{path}", json=body, timeout=self._timeout) as r:
+    async def _post_one(
+        self,
+        url: str,
+        path: str,
+        body: dict[str, Any],
+        timeout: aiohttp.ClientTimeout | None = None,
+    ) -> dict[str, Any]:
+        async with self._session.post(
+            f"{url}{path}", json=body, timeout=timeout or self._timeout
+        ) as r:
             data: dict[str, Any] = await r.json(content_type=None)
             if r.status != 200:
                 raise EtcdUnavailable(f"{url}{path}: HTTP {r.status}: {data.get('message')}")
@@ -149,9 +163,15 @@ class EtcdGateway:
         )
         if leader_url is None:
             raise EtcdUnavailable("the etcd leader did not answer; cannot move leadership")
-        await self._post_one(
-            leader_url, "/v3/maintenance/transfer-leadership", {"targetID": target.member_id}
-        )
+        try:
+            await self._post_one(
+                leader_url,
+                "/v3/maintenance/transfer-leadership",
+                {"targetID": target.member_id},
+                self._move_timeout,
+            )
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise EtcdUnavailable(f"moving etcd's leadership to {to_url} failed: {exc!r}") from exc
         return True
 
     async def member_names(self) -> dict[str, str]:
