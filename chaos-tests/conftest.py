@@ -40,7 +40,9 @@ def drill_key(drill_cluster: LocalCluster) -> str:
 @pytest.fixture(scope="session")
 def netns_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """A cluster with each site in a network namespace of its own, for partition drills.
-    Its addresses exist only inside its namespaces, so its ports cannot meet anyone's."""
+    Its addresses exist only inside its namespaces, so its ports cannot meet anyone's. It runs
+    its monitoring as production would: Prometheus in the witness site's namespace scrapes the
+    others across the bridge."""
     root = tmp_path_factory.mktemp("netns-drills")
-    with LocalCluster.running(root, port_offset=0, namespace_prefix="rdrill") as c:
+    with LocalCluster.running(root, port_offset=0, namespace_prefix="rdrill", monitoring=True) as c:
         yield c

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -84,6 +85,17 @@ def test_isolate_site_in_ci(netns_cluster: LocalCluster) -> None:
         assert r["failed_requests"] == 0
         assert r["rto_s"] is not None
         assert r["rto_s"] <= 2 * r["budget_s"], r["verdict"]
+    # Prometheus, in the witness's namespace, scrapes every target across the bridge again once
+    # the site is healed (#13 item 1 in the production-shaped topology).
+    deadline = time.monotonic() + 60
+    while True:
+        _, doc = c.status()
+        mon = doc["monitoring"]
+        if mon["prometheus"]["up"] and not mon["prometheus"]["targets_down"]:
+            break
+        assert time.monotonic() < deadline, mon
+        time.sleep(1)
+    assert mon["prometheus"]["targets_up"] == 17
     # The root namespace never saw any of it: no address of the cluster's subnet here.
     assert c.topo.namespaces is not None
     assert (

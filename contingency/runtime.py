@@ -183,7 +183,11 @@ class ContingencyRuntime:
                 if self.auto_activate and cstate.auto_activate_allowed(
                     True, rec.recommended, self.state
                 ):
-                    log.warning("auto-activating manual mode: %s", rec.reason)
+                    log.warning(
+                        "auto-activating manual mode: %s",
+                        rec.reason,
+                        extra={"event": "contingency_auto_activated"},
+                    )
                     await self.activate(
                         actor="system:auto",
                         reason=rec.reason,

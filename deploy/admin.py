@@ -7,12 +7,13 @@ that site's node configuration, so they work from any host that has the state fo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import psycopg
 from psycopg.types.json import Jsonb
 
+from deploy import pg_roles
 from deploy.state import StateDir
 from deploy.topology import Topology
 from kernel.errors import ComponentUnavailable, RocarsError
@@ -37,17 +38,24 @@ async def leader_site(topo: Topology) -> str:
     return site
 
 
+Account = Literal["app", "owner", "superuser"]
+
+
 async def connect_leader(
-    topo: Topology, state: StateDir, *, superuser: bool = False
+    topo: Topology, state: StateDir, *, account: Account = "app"
 ) -> psycopg.AsyncConnection[Any]:
+    """A connection to the leader's application database as `account` (#12 item 4): the
+    application role by default, the owner role for migrations, the superuser only for
+    CHECKPOINT and other maintenance (autocommit)."""
     site = await leader_site(topo)
     cfg = load_node_config(state.node_config(site))
     db = cfg.database
-    if superuser:  # CHECKPOINT and other maintenance need it
-        db = db.model_copy(update={"user": "postgres", "password": state.secrets()["superuser"]})
+    if account != "app":
+        user = pg_roles.PGPASS_ACCOUNTS[account]
+        db = db.model_copy(update={"user": user, "passfile": state.pgpass(account)})
     try:
         return await psycopg.AsyncConnection.connect(
-            db.conninfo(application_name="rocars-admin"), autocommit=superuser
+            db.conninfo(application_name="rocars-admin"), autocommit=account == "superuser"
         )
     except psycopg.OperationalError as exc:
         raise ComponentUnavailable(f"cannot connect to the leader on site {site}: {exc}") from exc
@@ -55,13 +63,14 @@ async def connect_leader(
 
 async def checkpoint_leader(topo: Topology, state: StateDir) -> None:
     """CHECKPOINT on the leader, just before a planned switchover."""
-    conn = await connect_leader(topo, state, superuser=True)
+    conn = await connect_leader(topo, state, account="superuser")
     async with conn:
         await conn.execute("CHECKPOINT")
 
 
 async def run_migrations(topo: Topology, state: StateDir) -> list[str]:
-    conn = await connect_leader(topo, state)
+    """Apply pending migrations as the owner role; the names applied."""
+    conn = await connect_leader(topo, state, account="owner")
     async with conn:
         return await migrate.migrate(conn)
 
@@ -69,16 +78,13 @@ async def run_migrations(topo: Topology, state: StateDir) -> list[str]:
 async def admin_create_account(
     topo: Topology, state: StateDir, *, kind: str, name: str, trader_kind: str | None
 ) -> dict[str, Any]:
+    await run_migrations(topo, state)  # as the owner; the account as the application
     conn = await connect_leader(topo, state)
-    async with conn:
-        await migrate.migrate(conn)
-        async with conn.transaction():
-            account_id, key = await create_account(
-                conn, kind=kind, name=name, trader_kind=trader_kind
-            )
-            await conn.execute(
-                "INSERT INTO audit_log (actor, action, subject, after) VALUES"
-                " ('cli:admin', 'account.create', %s, %s)",
-                (f"account:{account_id}", Jsonb({"kind": kind, "name": name})),
-            )
+    async with conn, conn.transaction():
+        account_id, key = await create_account(conn, kind=kind, name=name, trader_kind=trader_kind)
+        await conn.execute(
+            "INSERT INTO audit_log (actor, action, subject, after) VALUES"
+            " ('cli:admin', 'account.create', %s, %s)",
+            (f"account:{account_id}", Jsonb({"kind": kind, "name": name})),
+        )
     return {"id": account_id, "kind": kind, "name": name, "api_key": key}

@@ -54,12 +54,24 @@ def _system(
 
 
 def _setup_logging(level: int = logging.INFO) -> None:
+    """The CLI's human-readable lines on standard error."""
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     redact.install()  # no credential in clear in any log line (#10)
+
+
+def _setup_node_logging(state: StateDir, site: str) -> None:
+    """The node's JSON lines (monitoring.logs) in `<state>/log/node-<site>.jsonl`, rotated by
+    size, 0640 like the launcher's logs; nothing more on standard error, which keeps what
+    came before this (a crash while importing or starting) in `node-<site>.log`."""
+    from deploy.state import LOG_MODE
+    from monitoring import log_files, logs
+
+    path = logs.json_log_path(state.logs, f"node-{site}")
+    logs.configure(site, log_files.JsonLinesFile(path, mode=LOG_MODE))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -99,8 +111,8 @@ def serve(site: str, state_dir: Path | None, config_path: Path | None, supervise
     from node.app import create_app
     from node.config import load_node_config
 
-    _setup_logging()
     state = _state(state_dir)
+    _setup_node_logging(state, site)
     cfg = load_node_config(config_path or state.node_config(site))
     if cfg.site != site:
         raise click.UsageError(f"{config_path} is the configuration of site {cfg.site}, not {site}")
@@ -149,6 +161,11 @@ def up(topology: Path | None, state_dir: Path | None, timeout: float) -> None:
     for site, url in patroni.items():
         click.echo(f"Patroni {site}:       {url}")
     click.echo(f"HAProxy stats:   {s['haproxy_stats']}")
+    if s["prometheus"]:
+        click.echo(
+            f"Prometheus:      {s['prometheus']}   overview {s['prometheus']}/consoles/rocars.html"
+        )
+        click.echo(f"Alertmanager:    {s['alertmanager']}")
     click.echo(f"logs:            {s['logs']}")
 
 

@@ -9,17 +9,23 @@ from pathlib import Path
 
 import yaml
 
-from deploy import configgen
+from deploy import configgen, monitoring_config
 from deploy.state import DEFAULT_TOPOLOGY, DbUser, StateDir
 from deploy.topology import Topology, load_topology
 
 
-def _write(path: Path, text: str, mode: int = 0o644) -> None:
+def _write(path: Path, text: str, mode: int = 0o644) -> bool:
+    """Write `path` atomically; whether its content changed."""
+    try:
+        changed = path.read_text() != text
+    except OSError:
+        changed = True
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     os.chmod(tmp, mode)
     tmp.replace(path)
+    return changed
 
 
 def _chown(path: Path, user: DbUser) -> None:
@@ -27,7 +33,12 @@ def _chown(path: Path, user: DbUser) -> None:
         os.chown(path, user.uid, user.gid)
 
 
-def write_configs(topo: Topology, state: StateDir) -> None:
+def write_configs(topo: Topology, state: StateDir) -> list[str]:
+    """Generate every file; returns the processes whose configuration changed and that reread
+    it on SIGHUP (Patroni, and through it PostgreSQL's pg_hba and parameters; Prometheus;
+    Alertmanager), so `up` on a running system applies a new configuration without a
+    restart."""
+    reload: list[str] = []
     state.ensure()
     user = DbUser.current()
     passwords = state.secrets()
@@ -67,6 +78,19 @@ def write_configs(topo: Topology, state: StateDir) -> None:
     stamp.write_text(topo_hash)
 
     _write(state.config / "haproxy.cfg", configgen.haproxy_config(topo))
+    if topo.monitored:
+        for name in ("prometheus", "alertmanager"):
+            (state.data / name).mkdir(parents=True, exist_ok=True)
+        if _write(
+            state.config / "prometheus.yml",
+            yaml.safe_dump(monitoring_config.prometheus_config(topo), sort_keys=False),
+        ):
+            reload.append("prometheus")
+        if _write(
+            state.config / "alertmanager.yml",
+            yaml.safe_dump(monitoring_config.alertmanager_config(topo), sort_keys=False),
+        ):
+            reload.append("alertmanager")
     for name in topo.data_sites:
         member = state.member_dir(name)
         for sub in ("", "sock", "log"):
@@ -74,18 +98,25 @@ def write_configs(topo: Topology, state: StateDir) -> None:
             d.mkdir(parents=True, exist_ok=True)
             os.chmod(d, 0o700)
             _chown(d, user)
+        # PostgreSQL's own log folder lives with its data (it may run as another user); the
+        # link puts it beside every other process's log (#13 item 5).
+        pg_logs = state.logs / f"postgresql-{name}"
+        if not pg_logs.is_symlink():
+            pg_logs.symlink_to(member / "log")
         cfg = configgen.patroni_config(topo, name, member, passwords)
         path = member / "patroni.yaml"
-        _write(path, yaml.safe_dump(cfg, sort_keys=False), 0o600)
+        if _write(path, yaml.safe_dump(cfg, sort_keys=False), 0o600):
+            reload.append(f"patroni-{name}")
         _chown(path, user)
         _write(
             state.node_config(name),
             yaml.safe_dump(
-                configgen.node_config(topo, name, state_root=state.root, passwords=passwords),
+                configgen.node_config(topo, name, state_root=state.root),
                 sort_keys=False,
             ),
             0o600,
         )
+    return reload
 
 
 def load_state_topology(state: StateDir, topology: Path | None) -> Topology:

@@ -13,13 +13,20 @@ from typing import Any
 
 import yaml
 
+from deploy.pg_roles import (
+    APP_DATABASE,
+    APP_USER,
+    REPLICATION_USER,
+    REWIND_USER,
+    SUPERUSER,
+    hba_lines,
+)
+from deploy.state import StateDir
 from deploy.topology import Topology
 from kernel.names import PATRONI_NAMESPACE, member_name
 
 REDIS_MASTER_NAME = "rocars"
 PG_BIN_DIR = "/usr/lib/postgresql/15/bin"
-APP_DATABASE = "rocars"
-APP_USER = "rocars"
 
 
 def etcd_config(topo: Topology, site: str, data_dir: Path) -> str:
@@ -68,14 +75,10 @@ def patroni_config(
     s = topo.sites[site]
     assert s.postgres is not None and s.patroni is not None
     t = topo.patroni
-    data_hosts = sorted({topo.sites[n].host for n in topo.data_sites})
-    hba = ["local all all trust"]
-    for host in data_hosts:
-        hba.append(f"host replication replicator {host}/32 scram-sha-256")
-        hba.append(f"host all all {host}/32 scram-sha-256")
-    if topo.namespaces is not None:
-        # Operator commands (migrations, drills' checks) run in the hub namespace.
-        hba.append(f"host all all {topo.namespaces.hub_host}/32 scram-sha-256")
+    data_hosts = [topo.sites[n].host for n in topo.data_sites]
+    # Operator commands (migrations, drills' checks) run in the hub namespace when there is one.
+    hub = [topo.namespaces.hub_host] if topo.namespaces is not None else []
+    hba = hba_lines(data_hosts, [*data_hosts, *hub])
     return {
         "scope": topo.name,
         "namespace": PATRONI_NAMESPACE,
@@ -136,9 +139,14 @@ def patroni_config(
             # A new replica's base backup must not wait for a spread checkpoint (measured: 93 s).
             "basebackup": [{"checkpoint": "fast"}, {"wal-method": "stream"}],
             "authentication": {
-                "superuser": {"username": "postgres", "password": passwords["superuser"]},
-                "replication": {"username": "replicator", "password": passwords["replication"]},
-                "rewind": {"username": "rewinder", "password": passwords["rewind"]},
+                # Patroni creates the replication and rewind roles with only what they need
+                # (REPLICATION; EXECUTE on pg_rewind's file functions) on bootstrap.
+                "superuser": {"username": SUPERUSER, "password": passwords["superuser"]},
+                "replication": {
+                    "username": REPLICATION_USER,
+                    "password": passwords["replication"],
+                },
+                "rewind": {"username": REWIND_USER, "password": passwords["rewind"]},
             },
             "parameters": {
                 "unix_socket_directories": str(member_dir / "sock"),
@@ -146,6 +154,8 @@ def patroni_config(
                 "log_directory": str(member_dir / "log"),
                 "log_filename": "postgresql.log",
                 "log_line_prefix": "%m [%p] %q%u@%d ",
+                # PostgreSQL 15's default, named: pg_hba accepts only SCRAM (#12 item 4).
+                "password_encryption": "scram-sha-256",
             },
             "pg_hba": hba,
         },
@@ -322,6 +332,14 @@ def haproxy_config(topo: Topology) -> str:
             "",
             "frontend api",
             f"    bind {entry_host}:{topo.entry.port}",
+            # Every request carries an X-Request-Id (#13 item 5): the client's, else one made
+            # here; the node keeps a sane one (and replaces the rest) and echoes it, and
+            # HAProxy's own answers (limits, overload, replaced errors) echo it too.
+            "    http-request set-header X-Request-Id %[uuid]"
+            " unless { req.hdr(x-request-id) -m found }",
+            "    http-request set-var(txn.request_id) req.hdr(x-request-id)",
+            "    http-after-response set-header X-Request-Id %[var(txn.request_id)]"
+            " if { var(txn.request_id) -m found } !{ res.hdr(x-request-id) -m found }",
             # Abuse limits per client address (topology `entry.limits`): requests without
             # credentials are counted in one table, 401 answers to requests with credentials
             # in the other; a request with a good key adds to neither.
@@ -407,14 +425,15 @@ def haproxy_config(topo: Topology) -> str:
             "    stats uri /stats",
             "    stats refresh 2s",
             "    stats hide-version",
+            # HAProxy's built-in Prometheus exporter (USE_PROMEX, Debian's build has it), for
+            # the `haproxy` scrape job (#13 item 1).
+            "    http-request use-service prometheus-exporter if { path /metrics }",
             "",
         ]
     )
 
 
-def node_config(
-    topo: Topology, site: str, *, state_root: Path, passwords: dict[str, str]
-) -> dict[str, Any]:
+def node_config(topo: Topology, site: str, *, state_root: Path) -> dict[str, Any]:
     s = topo.sites[site]
     assert s.node is not None and s.postgres is not None and s.patroni is not None
     return {
@@ -430,7 +449,8 @@ def node_config(
             "port": s.postgres.port,
             "dbname": APP_DATABASE,
             "user": APP_USER,
-            "password": passwords["app"],
+            # The password by libpq password file, never in this file (#12 item 4).
+            "passfile": str(StateDir(state_root).pgpass("app")),
         },
         "patroni_url": topo.patroni_url(site),
         "patroni_member": member_name(site),

@@ -15,4 +15,6 @@ def summary(topo: Topology, state: StateDir) -> dict[str, object]:
         "haproxy_stats": f"http://{topo.entry_host()}:{topo.entry.stats_port}/stats",
         "logs": str(state.logs),
         "state_dir": str(state.root),
+        "prometheus": topo.monitoring_url("prometheus") if topo.monitored else None,
+        "alertmanager": topo.monitoring_url("alertmanager") if topo.monitored else None,
     }

@@ -49,17 +49,26 @@ class LocalCluster:
 
     @classmethod
     def create(
-        cls, root: Path, *, port_offset: int, namespace_prefix: str | None = None
+        cls,
+        root: Path,
+        *,
+        port_offset: int,
+        namespace_prefix: str | None = None,
+        monitoring: bool = False,
     ) -> LocalCluster:
         """A cluster on loopback ports shifted by `port_offset`; with `namespace_prefix`, one
         with each site in a network namespace of its own (deploy/topology.netns.yaml, its
-        namespaces renamed so they never meet those of another cluster)."""
+        namespaces renamed so they never meet those of another cluster). Prometheus,
+        Alertmanager and the exporters run only with `monitoring`: drills and benchmarks
+        measure the service alone."""
         if namespace_prefix is None:
             topo = load_topology(DEFAULT_TOPOLOGY).with_port_offset(port_offset)
         else:
             topo = load_topology(NETNS_TOPOLOGY).with_namespace_prefix(namespace_prefix)
             topo = topo.with_port_offset(port_offset)
         topo = topo.with_abuse_limits(TEST_ABUSE_LIMITS)
+        if not monitoring:
+            topo = topo.without_monitoring()
         root.mkdir(parents=True, exist_ok=True)
         topo_file = root / "topology.yaml"
         topo_file.write_text(yaml.safe_dump(topo.model_dump(), sort_keys=False))
@@ -68,11 +77,18 @@ class LocalCluster:
     @classmethod
     @contextlib.contextmanager
     def running(
-        cls, root: Path, *, port_offset: int, namespace_prefix: str | None = None
+        cls,
+        root: Path,
+        *,
+        port_offset: int,
+        namespace_prefix: str | None = None,
+        monitoring: bool = False,
     ) -> Iterator[LocalCluster]:
         """A started cluster that is stopped and deleted afterwards (namespaces too), also
         when start-up or the block fails."""
-        c = cls.create(root, port_offset=port_offset, namespace_prefix=namespace_prefix)
+        c = cls.create(
+            root, port_offset=port_offset, namespace_prefix=namespace_prefix, monitoring=monitoring
+        )
         try:
             c.up()
             yield c

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 LOCK=requirements.lock
-PKGS=(etcd-server etcd-client redis-server redis-sentinel haproxy postgresql-15 postgresql-client-15 nftables iproute2 python3-venv wrk prometheus prometheus-alertmanager)
+PKGS=(etcd-server etcd-client redis-server redis-sentinel haproxy postgresql-15 postgresql-client-15 nftables iproute2 python3-venv wrk prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter)
 
 need=()
 for p in "${PKGS[@]}"; do
@@ -39,7 +39,7 @@ if ((${#need[@]})); then
     done
   fi
   for svc in etcd redis-server redis-sentinel haproxy postgresql prometheus prometheus-alertmanager \
-    prometheus-node-exporter; do
+    prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter; do
     if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
       systemctl disable --now "$svc" >/dev/null 2>&1 || true
     fi

@@ -23,7 +23,7 @@ from deploy import admin, netns, processes, readiness
 from deploy.binaries import check_binaries
 from deploy.config_files import write_configs
 from deploy.database_bootstrap import bootstrap_database
-from deploy.process_specs import specs
+from deploy.process_specs import monitoring_names, specs
 from deploy.processes import ProcessSpec
 from deploy.state import StateDir
 from deploy.topology import Topology
@@ -68,6 +68,12 @@ def steps(topo: Topology, *, fresh: bool) -> list[Step]:
     redis = tuple(f"redis-{s}" for s, site in topo.sites.items() if site.redis is not None)
     sentinels = tuple(f"sentinel-{s}" for s in topo.sites)
     nodes = tuple(f"node-{s}" for s in topo.data_sites)
+    watchers = monitoring_names(topo)
+    monitoring = (
+        [Step("Prometheus and Alertmanager", start=watchers, ready=_monitoring, logs=watchers)]
+        if watchers
+        else []
+    )
     return [
         Step("etcd quorum", start=etcd, ready=_etcd_quorum, logs=etcd),
         # A fresh cluster is initialised by the primary site, so it starts out as the leader.
@@ -88,6 +94,8 @@ def steps(topo: Topology, *, fresh: bool) -> list[Step]:
             logs=patroni,
             then=_etcd_leader_to_witness,
         ),
+        # Last: the PostgreSQL exporters log in with the role the database step creates.
+        *monitoring,
     ]
 
 
@@ -122,13 +130,15 @@ async def up(topo: Topology, state: StateDir, progress: Progress, *, timeout: fl
             progress(f"created network namespaces {', '.join(netns.all_namespaces(topo))}")
         # From here on this process talks to the sites from the hub, like HAProxy does.
         netns.enter_hub(topo)
-    write_configs(topo, state)
+    changed = write_configs(topo, state)
+    all_specs = specs(topo, state)
+    for name in changed:
+        if processes.reload(state, all_specs[name]):
+            progress(f"reloaded {name} (its configuration changed)")
     fresh = not (state.member_dir(topo.data_sites[0]) / "data" / "PG_VERSION").exists()
     async with aiohttp.ClientSession() as session:
         launch = Launch(topo, state, session, progress)
-        started = await run_steps(
-            launch, steps(topo, fresh=fresh), specs(topo, state), timeout=timeout
-        )
+        started = await run_steps(launch, steps(topo, fresh=fresh), all_specs, timeout=timeout)
     if not started:
         progress("everything was already running")
 
@@ -161,6 +171,13 @@ def _live(site: str) -> Check:
 
 async def _entry_ready(launch: Launch) -> bool:
     return await readiness.http_ok(launch.session, f"{launch.topo.entry_url()}/health/ready")
+
+
+async def _monitoring(launch: Launch) -> bool:
+    topo, session = launch.topo, launch.session
+    return await readiness.http_ok(
+        session, f"{topo.monitoring_url('prometheus')}/-/ready"
+    ) and await readiness.http_ok(session, f"{topo.monitoring_url('alertmanager')}/-/ready")
 
 
 async def _sync_standby(launch: Launch) -> bool:

@@ -1,11 +1,12 @@
 """How each process of the local system is started and recognised: one ProcessSpec per
-process, named `etcd-A`, `patroni-A`, `redis-A`, `sentinel-A`, `node-A`, `haproxy`."""
+process, named `etcd-A`, `patroni-A`, `redis-A`, `sentinel-A`, `node-A`, `haproxy`, and with
+monitoring `prometheus`, `alertmanager`, `redis-exporter`, `postgres-exporter-A`."""
 
 from __future__ import annotations
 
 import sys
 
-from deploy import configgen
+from deploy import configgen, monitoring_config, pg_roles
 from deploy.binaries import patroni_bin
 from deploy.processes import ProcessSpec
 from deploy.state import DbUser, StateDir
@@ -110,4 +111,90 @@ def specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
             ("HAProxy stats", entry_host, topo.entry.stats_port),
         ),
     )
+    if topo.monitored:
+        out |= monitoring_specs(topo, state)
+    return out
+
+
+def monitoring_names(topo: Topology) -> tuple[str, ...]:
+    """The monitoring processes' names (none when the topology runs no monitoring)."""
+    if not topo.monitored:
+        return ()
+    return (
+        "prometheus",
+        "alertmanager",
+        "redis-exporter",
+        *(f"postgres-exporter-{s}" for s in topo.data_sites),
+    )
+
+
+def monitoring_specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
+    """Prometheus, Alertmanager and the Redis exporter on the witness site, a PostgreSQL
+    exporter on each data site (#13 item 1). Each listens on its site's address only."""
+    witness = topo.witness_site
+    w = topo.sites[witness]
+    assert w.prometheus and w.alertmanager and w.redis_exporter
+    out: dict[str, ProcessSpec] = {}
+    prom_cfg = str(state.config / "prometheus.yml")
+    out["prometheus"] = ProcessSpec(
+        name="prometheus",
+        site=witness,
+        netns=topo.netns(witness),
+        argv=(
+            "prometheus",
+            f"--config.file={prom_cfg}",
+            f"--storage.tsdb.path={state.data / 'prometheus'}",
+            f"--storage.tsdb.retention.time={monitoring_config.RETENTION}",
+            f"--web.listen-address={w.host}:{w.prometheus.port}",
+            # The overview without Grafana: /consoles/rocars.html (#13 item 4).
+            f"--web.console.templates={monitoring_config.CONSOLES_DIR}",
+            f"--web.console.libraries={monitoring_config.CONSOLE_LIBRARIES}",
+        ),
+        marker=prom_cfg,
+        ports=(("Prometheus", w.host, w.prometheus.port),),
+    )
+    am_cfg = str(state.config / "alertmanager.yml")
+    out["alertmanager"] = ProcessSpec(
+        name="alertmanager",
+        site=witness,
+        netns=topo.netns(witness),
+        argv=(
+            "prometheus-alertmanager",
+            f"--config.file={am_cfg}",
+            f"--storage.path={state.data / 'alertmanager'}",
+            f"--web.listen-address={w.host}:{w.alertmanager.port}",
+            # One Alertmanager: no gossip port (it would listen on every address, 0.0.0.0:9094).
+            "--cluster.listen-address=",
+        ),
+        marker=am_cfg,
+        ports=(("Alertmanager", w.host, w.alertmanager.port),),
+    )
+    listen = f"{w.host}:{w.redis_exporter.port}"
+    out["redis-exporter"] = ProcessSpec(
+        name="redis-exporter",
+        site=witness,
+        netns=topo.netns(witness),
+        # No address of its own to scrape: Prometheus names each Redis and Sentinel in turn.
+        argv=("prometheus-redis-exporter", f"-web.listen-address={listen}", "-redis.addr="),
+        marker=f"-web.listen-address={listen}",
+        ports=(("Redis exporter", w.host, w.redis_exporter.port),),
+    )
+    for name in topo.data_sites:
+        site = topo.sites[name]
+        assert site.postgres and site.postgres_exporter
+        listen = f"{site.host}:{site.postgres_exporter.port}"
+        out[f"postgres-exporter-{name}"] = ProcessSpec(
+            name=f"postgres-exporter-{name}",
+            site=name,
+            netns=topo.netns(name),
+            argv=("prometheus-postgres-exporter", f"--web.listen-address={listen}"),
+            marker=f"--web.listen-address={listen}",
+            ports=(("PostgreSQL exporter", site.host, site.postgres_exporter.port),),
+            # The password by file, never in argv or the environment (#12 item 4).
+            env={
+                "DATA_SOURCE_URI": f"{site.host}:{site.postgres.port}/postgres?sslmode=disable",
+                "DATA_SOURCE_USER": pg_roles.MONITOR_USER,
+                "DATA_SOURCE_PASS_FILE": str(state.pg_monitor_password),
+            },
+        )
     return out

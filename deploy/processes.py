@@ -8,6 +8,7 @@ a member and `make run` on a partly running system starts exactly what is missin
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -22,6 +23,7 @@ import psutil
 from deploy import netns
 from deploy.state import DbUser, StateDir
 from kernel.errors import LaunchError
+from monitoring.logs import json_log_path
 
 
 @dataclass(frozen=True)
@@ -124,12 +126,54 @@ def ensure_running(state: StateDir, spec: ProcessSpec) -> int | None:
     return start(state, spec)
 
 
-def log_tail(state: StateDir, name: str, lines: int = 15) -> str:
+# How much of a log's end is read for its last lines (the files may be 50 MiB).
+_TAIL_BYTES = 64 * 1024
+
+
+def _last_lines(path: Path, lines: int) -> list[str] | None:
     try:
-        text = state.logfile(name).read_text(errors="replace").splitlines()
+        with path.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - _TAIL_BYTES))
+            text = f.read().decode(errors="replace").splitlines()
     except OSError:
-        return "(no log)"
-    return "\n".join("    " + x for x in text[-lines:])
+        return None
+    return text[-lines:]
+
+
+def _readable(line: str) -> str:
+    """A JSON log line (monitoring.logs) as `time level logger: message`, plus its traceback's
+    last line; anything else as it is."""
+    try:
+        doc = json.loads(line)
+        head = f"{doc['time']} {doc['level']} {doc['logger']}: {doc['message']}"
+    except (ValueError, KeyError, TypeError):
+        return line
+    exc = str(doc.get("exc") or "").strip().splitlines()
+    return f"{head} | {exc[-1]}" if exc else head
+
+
+def log_tail(state: StateDir, name: str, lines: int = 15) -> str:
+    """The last lines of `name`'s output (`<name>.log`) and, when the process writes one, of
+    its JSON log (`<name>.jsonl`: the node's, where its errors go once it has started)."""
+    out = _last_lines(state.logfile(name), lines)
+    jsonl = _last_lines(json_log_path(state.logs, name), lines)
+    parts = []
+    if out is not None:
+        parts += ["    " + x for x in out]
+    if jsonl:
+        parts += [f"  last lines of {name}.jsonl:"] + ["    " + _readable(x) for x in jsonl]
+    return "\n".join(parts) if parts else "(no log)"
+
+
+def reload(state: StateDir, spec: ProcessSpec) -> bool:
+    """Ask a running process to reread its configuration (SIGHUP); False when not running."""
+    pid = running_pid(state, spec)
+    if pid is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGHUP)
+        return True
+    return False
 
 
 def stop_pids(pids: Iterable[int], *, timeout: float = 15.0) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from deploy.pg_roles import PGPASS_ACCOUNTS, pgpass_line
 from kernel.names import member_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -24,7 +25,12 @@ DEFAULT_TOPOLOGY = REPO_ROOT / "deploy" / "topology.yaml"
 NETNS_TOPOLOGY = REPO_ROOT / "deploy" / "topology.netns.yaml"
 DEFAULT_STATE_DIR = REPO_ROOT / "var"
 RUNTIME_BASE = Path("/var/lib/rocars")
-SECRET_NAMES = ("superuser", "replication", "rewind", "app")
+# Database passwords by account (#12 item 4): Patroni's superuser, replication and rewind users,
+# the application, the schema owner (migrations) and the monitoring role.
+SECRET_NAMES = ("superuser", "replication", "rewind", "app", "owner", "monitor")
+# The secrets folder and every file in it: the launching user only.
+SECRETS_DIR_MODE = 0o700
+SECRET_FILE_MODE = 0o600
 # Process logs: the launching user reads and writes, its group (operators) reads; they may hold
 # request details, so not the world (#10).
 LOG_MODE = 0o640
@@ -133,16 +139,61 @@ class StateDir:
         for d in (self.config, self.logs, self.run, self.data, self.reports):
             d.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def secrets_dir(self) -> Path:
+        """Passwords and libpq password files (#12 item 4); mode 0700, files 0600."""
+        return self.config / "secrets"
+
+    def pgpass(self, account: str) -> Path:
+        """The libpq password file (`passfile`) of `account`, one of pg_roles.PGPASS_ACCOUNTS
+        ("app", "owner", "superuser"): one line, that role's password, nobody else's."""
+        if account not in PGPASS_ACCOUNTS:
+            raise ValueError(f"no password file for {account!r}")
+        return self.secrets_dir / f"pgpass-{account}"
+
+    @property
+    def pg_monitor_password(self) -> Path:
+        """The monitoring role's password alone (the exporter's DATA_SOURCE_PASS_FILE)."""
+        return self.secrets_dir / "pg-monitor.password"
+
     def secrets(self) -> dict[str, str]:
-        """Passwords for the database accounts, generated once and kept (mode 0600)."""
-        path = self.config / "secrets.json"
-        if path.exists():
-            data: dict[str, str] = json.loads(path.read_text())
-            if all(k in data for k in SECRET_NAMES):
-                return data
-        self.config.mkdir(parents=True, exist_ok=True)
-        data = {k: secrets.token_urlsafe(18) for k in SECRET_NAMES}
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh)
+        """Passwords for the database accounts, generated once and kept, with the password
+        files made from them; all 0600 in a 0700 folder. A password missing from an older
+        state folder is added; the ones its cluster was made with are kept."""
+        folder = self.secrets_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, SECRETS_DIR_MODE)
+        path = folder / "secrets.json"
+        legacy = self.config / "secrets.json"  # where versions before #12 item 4 kept them
+        data: dict[str, str] = {}
+        for found in (path, legacy):
+            if found.exists():
+                data = json.loads(found.read_text())
+                break
+        missing = [k for k in SECRET_NAMES if k not in data]
+        data |= {k: secrets.token_urlsafe(24) for k in missing}
+        if missing or not path.exists():
+            _write_secret(path, json.dumps(data))
+        legacy.unlink(missing_ok=True)
+        for account, user in PGPASS_ACCOUNTS.items():
+            _write_secret(self.pgpass(account), pgpass_line(user, data[account]))
+        _write_secret(self.pg_monitor_password, data["monitor"])
         return data
+
+
+def _write_secret(path: Path, text: str) -> None:
+    """Write `text` to `path`, mode SECRET_FILE_MODE from the first byte (never briefly
+    readable), unless it already holds exactly that; an existing file is narrowed too."""
+    if path.exists() and path.read_text() == text:
+        os.chmod(path, SECRET_FILE_MODE)
+        return
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SECRET_FILE_MODE)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, SECRET_FILE_MODE)  # whatever the umask
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

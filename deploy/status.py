@@ -27,6 +27,7 @@ from kernel.cluster import (
     Etcd,
     EtcdMember,
     Member,
+    Monitoring,
     Node,
     Postgres,
     Redis,
@@ -214,6 +215,33 @@ async def _entry(session: aiohttp.ClientSession, topo: Topology) -> Entry:
         return Entry(url, routes=False, error=repr(exc))
 
 
+_BAD_ANSWER = (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError, AttributeError)
+
+
+async def monitoring_status(session: aiohttp.ClientSession, topo: Topology) -> Monitoring:
+    """Prometheus's view of its scrape targets and Alertmanager's active alerts."""
+    prom, am = topo.monitoring_url("prometheus"), topo.monitoring_url("alertmanager")
+    prom_up, am_up = False, False
+    up: list[str] = []
+    down: list[str] = []
+    alerts: list[str] = []
+    with contextlib.suppress(*_BAD_ANSWER):
+        code, doc = await _json(session, f"{prom}/api/v1/targets?state=active")
+        prom_up = code == 200
+        for t in doc["data"]["activeTargets"]:
+            where = f"{t['labels'].get('job')} {t['labels'].get('instance')}"
+            (up if t.get("health") == "up" else down).append(where)
+    with contextlib.suppress(*_BAD_ANSWER):
+        code, doc = await _json(
+            session, f"{am}/api/v2/alerts?active=true&silenced=false&inhibited=false"
+        )
+        am_up = code == 200
+        alerts = sorted(
+            f"{a['labels'].get('alertname')} ({a['labels'].get('severity', '-')})" for a in doc
+        )
+    return Monitoring(prom, am, prom_up, am_up, len(up), tuple(sorted(down)), tuple(alerts))
+
+
 async def collect(topo: Topology) -> ClusterStatus:
     """The whole system as it is now; unreachable parts are described, never raised."""
     async with aiohttp.ClientSession() as session:
@@ -226,6 +254,7 @@ async def collect(topo: Topology) -> ClusterStatus:
             _contingency(etcd),
             _entry(session, topo),
         )
+        monitoring = await monitoring_status(session, topo) if topo.monitored else None
     return ClusterStatus(
         api=topo.entry_url(),
         entry=entry,
@@ -234,6 +263,7 @@ async def collect(topo: Topology) -> ClusterStatus:
         etcd=etcd_view,
         redis=redis_view,
         contingency=contingency,
+        monitoring=monitoring,
     )
 
 
@@ -267,6 +297,18 @@ def render_table(view: ClusterStatus) -> str:
     r = view.redis
     lines.append(f"Redis: primary {r.primary}, replicas {', '.join(r.replicas) or 'none'}")
     lines.append(f"Contingency mode: {view.contingency.mode}")
+    mon = view.monitoring
+    if mon is not None:
+        targets = f"{mon.targets_up} targets up" + (
+            f", down: {', '.join(mon.targets_down)}" if mon.targets_down else ""
+        )
+        lines.append(
+            f"Prometheus: {mon.prometheus} ({'up' if mon.prometheus_up else 'DOWN'}, {targets})"
+        )
+        lines.append(
+            f"Alertmanager: {mon.alertmanager} ({'up' if mon.alertmanager_up else 'DOWN'}, "
+            f"alerts: {', '.join(mon.alerts) or 'none'})"
+        )
     lines.append("")
     problems = view.problems()
     if not problems:

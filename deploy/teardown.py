@@ -6,7 +6,7 @@ import shutil
 from collections.abc import Callable
 
 from deploy import netns, processes
-from deploy.process_specs import specs
+from deploy.process_specs import monitoring_names, specs
 from deploy.state import StateDir
 from deploy.topology import Topology
 
@@ -15,11 +15,12 @@ Progress = Callable[[str], None]
 
 def down(topo: Topology, state: StateDir, progress: Progress) -> None:
     all_specs = specs(topo, state)
-    # Tier by tier (each tier at once): entry and API nodes, then Redis, then the database
-    # members, then etcd last so Patroni can release its leader key cleanly.
+    # Tier by tier (each tier at once): monitoring, entry and API nodes, then Redis, then the
+    # database members, then etcd last so Patroni can release its leader key cleanly.
+    watchers = monitoring_names(topo)
     tiers = [
-        ["haproxy", *[f"node-{n}" for n in topo.data_sites]],
-        [n for n in all_specs if n.startswith(("sentinel-", "redis-"))],
+        ["haproxy", *[f"node-{n}" for n in topo.data_sites], *watchers],
+        [n for n in all_specs if n.startswith(("sentinel-", "redis-")) and n not in watchers],
         [f"patroni-{n}" for n in topo.data_sites],
         [f"etcd-{n}" for n in topo.sites],
     ]

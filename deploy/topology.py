@@ -53,15 +53,33 @@ class Site(_Strict):
     patroni: Port | None = None
     redis: Port | None = None
     node: Port | None = None
+    # Monitoring (#13): Prometheus, Alertmanager and the Redis exporter on the witness site
+    # (it survives the loss of either data site); a PostgreSQL exporter beside each database.
+    prometheus: Port | None = None
+    alertmanager: Port | None = None
+    redis_exporter: Port | None = None
+    postgres_exporter: Port | None = None
 
     @model_validator(mode="after")
     def _data_sites_are_complete(self) -> Site:
         data = (self.postgres, self.patroni, self.redis, self.node)
+        watchers = (self.prometheus, self.alertmanager, self.redis_exporter)
         if self.role == "witness":
-            if any(x is not None for x in data):
-                raise ValueError("a witness site runs only etcd and sentinel")
-        elif any(x is None for x in data):
-            raise ValueError(f"a {self.role} site needs postgres, patroni, redis and node ports")
+            if any(x is not None for x in (*data, self.postgres_exporter)):
+                raise ValueError("a witness site runs only etcd, sentinel and monitoring")
+            if any(x is not None for x in watchers) and any(x is None for x in watchers):
+                raise ValueError(
+                    "monitoring needs prometheus, alertmanager and redis_exporter ports together"
+                )
+        else:
+            if any(x is None for x in data):
+                raise ValueError(
+                    f"a {self.role} site needs postgres, patroni, redis and node ports"
+                )
+            if any(x is not None for x in watchers):
+                raise ValueError(
+                    "prometheus, alertmanager and redis_exporter run on the witness site"
+                )
         return self
 
 
@@ -189,6 +207,12 @@ class Topology(_Strict):
             raise ValueError(f"entry.site {self.entry.site!r} is not a site")
         if self.namespaces is not None:
             self._check_namespace_addresses(self.namespaces)
+        exporters = [self.sites[n].postgres_exporter is not None for n in self.data_sites]
+        if exporters != [self.monitored] * len(exporters):
+            raise ValueError(
+                "with monitoring (prometheus on the witness site) every data site needs a "
+                "postgres_exporter port, and without it none does"
+            )
         seen: dict[tuple[str, int], str] = {}
         for where, host, port in self.endpoints():
             key = (host, port)
@@ -244,7 +268,16 @@ class Topology(_Strict):
             yield f"sites.{name}.etcd.client_port", site.host, site.etcd.client_port
             yield f"sites.{name}.etcd.peer_port", site.host, site.etcd.peer_port
             yield f"sites.{name}.sentinel.port", site.host, site.sentinel.port
-            for svc in ("postgres", "patroni", "redis", "node"):
+            for svc in (
+                "postgres",
+                "patroni",
+                "redis",
+                "node",
+                "prometheus",
+                "alertmanager",
+                "redis_exporter",
+                "postgres_exporter",
+            ):
                 p = getattr(site, svc)
                 if p is not None:
                     yield f"sites.{name}.{svc}.port", site.host, p.port
@@ -257,6 +290,29 @@ class Topology(_Strict):
             (n for n, s in self.sites.items() if s.role != "witness"),
             key=lambda n: order[self.sites[n].role],
         )
+
+    @property
+    def monitored(self) -> bool:
+        """Whether this topology runs Prometheus and Alertmanager (on the witness site)."""
+        return self.sites[self.witness_site].prometheus is not None
+
+    def monitoring_url(self, service: str) -> str:
+        """http://host:port of a monitoring service of the witness site: prometheus,
+        alertmanager or redis_exporter."""
+        site = self.sites[self.witness_site]
+        port: Port | None = getattr(site, service)
+        if port is None:
+            raise TopologyError(f"topology {self.name!r} runs no {service}")
+        return f"http://{site.host}:{port.port}"
+
+    def without_monitoring(self) -> Topology:
+        """This topology without Prometheus, Alertmanager and the exporters (test clusters that
+        do not look at monitoring stay lean)."""
+        raw = self.model_dump()
+        for site in raw["sites"].values():
+            for svc in ("prometheus", "alertmanager", "redis_exporter", "postgres_exporter"):
+                site[svc] = None
+        return Topology.model_validate(raw)
 
     @property
     def primary_site(self) -> str:

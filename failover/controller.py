@@ -144,7 +144,11 @@ class FailoverController:
         assert obs.leader_site is not None and decision.target_site is not None
         # Record first: if two cycles race, the second one sees the interval not yet passed.
         await self._etcd.put(LAST_SWITCHOVER_KEY, str(self._clock()))
-        log.warning("failover controller asks Patroni to switch over: %s", decision.reason)
+        log.warning(
+            "failover controller asks Patroni to switch over: %s",
+            decision.reason,
+            extra={"event": "switchover_requested"},
+        )
         # No checkpoint: this node reaches only its own member, the standby. Any Patroni
         # member accepts the request, so ask the local one (the leader's site may be sick).
         try:

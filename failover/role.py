@@ -44,6 +44,7 @@ class RoleWatcher:
         self._on_change = on_change
         self.decision = RoleDecision("standby", "starting: role not yet observed")
         self.facts: RoleFacts | None = None
+        self._leader_seen: str | None = "not yet observed"
         self.last_cycle_at: float | None = None
 
     @property
@@ -78,8 +79,23 @@ class RoleWatcher:
         self.facts = facts
         self.last_cycle_at = self._clock()
         previous, self.decision = self.decision, decision
+        # Compared with the last quorum answer, so an etcd outage in between is not a change.
+        if facts.leader_known and facts.leader_key != self._leader_seen:
+            log.warning(
+                "Patroni leader is %s (was %s)",
+                facts.leader_key,
+                self._leader_seen,
+                extra={"event": "leader_changed"},
+            )
+            self._leader_seen = facts.leader_key
         if decision.role != previous.role:
-            log.warning("role changed %s -> %s: %s", previous.role, decision.role, decision.reason)
+            log.warning(
+                "role changed %s -> %s: %s",
+                previous.role,
+                decision.role,
+                decision.reason,
+                extra={"event": "role_changed"},
+            )
             if self._on_change is not None:
                 self._on_change(decision, previous)
         return decision

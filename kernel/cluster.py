@@ -191,6 +191,35 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Monitoring:
+    """Prometheus and Alertmanager (#13): whether each answers, which scrape targets are down
+    (as "job instance"), and the alerts Alertmanager holds active now."""
+
+    prometheus: str  # URL
+    alertmanager: str  # URL
+    prometheus_up: bool
+    alertmanager_up: bool
+    targets_up: int = 0
+    targets_down: tuple[str, ...] = ()
+    alerts: tuple[str, ...] = ()  # "AlertName (severity)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prometheus": {
+                "url": self.prometheus,
+                "up": self.prometheus_up,
+                "targets_up": self.targets_up,
+                "targets_down": list(self.targets_down),
+            },
+            "alertmanager": {
+                "url": self.alertmanager,
+                "up": self.alertmanager_up,
+                "alerts": list(self.alerts),
+            },
+        }
+
+
+@dataclass(frozen=True)
 class ClusterStatus:
     api: str  # the URL clients use (the entry tier)
     entry: Entry
@@ -199,6 +228,7 @@ class ClusterStatus:
     etcd: Etcd
     redis: Redis
     contingency: Contingency
+    monitoring: Monitoring | None = None  # None: the topology runs no monitoring
 
     @property
     def leader_site(self) -> str | None:
@@ -230,6 +260,12 @@ class ClusterStatus:
             out.append("no Redis primary")
         elif not self.redis.replicas:
             out.append("Redis primary has no online replica")
+        # Down targets are not listed: each is the consequence of a problem named above.
+        if self.monitoring is not None:
+            if not self.monitoring.prometheus_up:
+                out.append(f"Prometheus does not answer at {self.monitoring.prometheus}")
+            if not self.monitoring.alertmanager_up:
+                out.append(f"Alertmanager does not answer at {self.monitoring.alertmanager}")
         return out
 
     @property
@@ -247,6 +283,7 @@ class ClusterStatus:
             "etcd": self.etcd.to_dict(),
             "redis": self.redis.to_dict(),
             "contingency": self.contingency.to_dict(),
+            "monitoring": None if self.monitoring is None else self.monitoring.to_dict(),
             "problems": problems,
             "healthy": not problems,
         }

@@ -10,6 +10,9 @@ CONTINGENCY_STATE_KEY = "/rocars/contingency/state"
 WRITE_HEARTBEAT_KEY = "/rocars/heartbeat/write"
 # When the failover controller last asked for a switchover (it waits a while between two).
 LAST_SWITCHOVER_KEY = "/rocars/failover/last_switchover"
+# The last failover drill of each scenario, JSON (monitoring.drill_results): written by the
+# drills (deploy/drills), exported by every node.
+DRILL_RESULTS_KEY = "/rocars/drills/last"
 # A key nobody writes: reading it with quorum tells that etcd has a working majority.
 QUORUM_PROBE_KEY = "/rocars/ping"
 

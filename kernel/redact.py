@@ -5,11 +5,14 @@ Redacted: bearer and basic credentials (`Authorization: Bearer ...`, however quo
 API keys (`rk_<prefix>_<secret>`: the prefix, which only names the account row, is kept), and
 passwords in connection strings (`scheme://user:password@host`, libpq's `password=...`,
 `"password": "..."` in a dict or JSON). The node and the CLI install the filter on the root
-logger's handlers where they configure logging (`install`).
+logger's handlers where they configure logging (`install`). Fields given with `extra=` are
+rewritten too, and a field named like a credential (`password`, `authorization`, ...) is masked
+whole: the JSON log lines (monitoring.logs) write every extra field.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from typing import Final
@@ -46,8 +49,28 @@ _RULES: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
 )
 
 
+# A word every rule above needs, so that most lines (an access line, a role change) cost one
+# search instead of five substitutions. Keep it a superset of the rules' literals. Searched in
+# the lowered text: an IGNORECASE alternation is six times slower (measured 1.9 against 0.3 us).
+_HINT: Final = re.compile(
+    r"bearer|basic|digest|rk_|://|passw|pwd|secret|api_key|token|authorization"
+)
+# Extra fields whose value is a credential whatever it looks like.
+_SECRET_FIELD: Final = re.compile(
+    r"passw|pwd|secret|api_?key|token|authorization|cookie|credential", re.IGNORECASE
+)
+# The attributes every LogRecord has; any other attribute came from `extra=`.
+RECORD_ATTRS: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",  # Python 3.12
+}
+
+
 def redact(text: str) -> str:
     """`text` with every credential it holds replaced by MASK."""
+    if not _HINT.search(text.lower()):
+        return text
     for pattern, replacement in _RULES:
         text = pattern.sub(replacement, text)
     return text
@@ -70,7 +93,34 @@ class RedactingFilter(logging.Filter):
             record.exc_text = redact(record.exc_text)
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
+        extras = record.__dict__.keys() - RECORD_ATTRS
+        for name in extras:
+            value = record.__dict__[name]
+            if _secret_field(name):
+                record.__dict__[name] = MASK
+            elif not isinstance(value, int | float | bool | None):
+                record.__dict__[name] = _scrub(value)
         return True
+
+
+@functools.lru_cache(maxsize=1024)
+def _secret_field(name: str) -> bool:
+    """Whether a field of this name holds a credential (names are few: cached)."""
+    return _SECRET_FIELD.search(name) is not None
+
+
+def _scrub(value: object) -> object:
+    """An extra field's value with its credentials masked: strings redacted, containers
+    walked (a credential-named key masked whole), anything else as its redacted text."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, int | float | bool | None):
+        return value
+    if isinstance(value, dict):
+        return {k: MASK if _SECRET_FIELD.search(str(k)) else _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub(v) for v in value]
+    return redact(str(value))
 
 
 def install(logger: logging.Logger | None = None) -> None:

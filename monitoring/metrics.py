@@ -1,12 +1,38 @@
 """Prometheus metrics of one node, in a registry of its own (so several apps can share a process
 in tests). Every state that matters is a gauge here: role, readiness, leader, write availability.
+
+Who records what: the request middleware (node/app.py) the HTTP series; the handlers the
+domain outcomes (node.api.outcomes); the role loop the role; the write probe and the observer
+loop (node.background) write availability, the leader, replication, drills and certificates;
+the /metrics handler (node.api.metrics) the rest, read at scrape time. Series whose label
+values are only known at run time live in `SnapshotCollector`s (monitoring.snapshots).
+Counters are declared without `_total`: prometheus_client adds it on exposition.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import GaugeMetricFamily
+
+from monitoring.outcomes import OUTCOMES, Outcome
+from monitoring.pool_stats import PoolCollector
+from monitoring.snapshots import SnapshotCollector
+
+# kernel.domain.gate.GateDecision's decisions.
+ARRIVAL_DECISIONS: Final = ("release", "inspect", "hold", "manual")
+SUBMISSION_KINDS: Final = ("single", "batch")
+CONSIGNMENT_CHANGES: Final = ("amend", "cancel")
+BUNDLE_ACTIONS: Final = ("create", "cancel", "revoke")
+# One request's outcome counter per outcome, created up front (node.api.outcomes).
+OutcomeCounters = Mapping[Outcome, Counter]
+
+
+def _by_outcome(counter: Counter, **fixed: str) -> dict[Outcome, Counter]:
+    return {o: counter.labels(**fixed, outcome=o) for o in OUTCOMES}
 
 
 @dataclass
@@ -99,6 +125,11 @@ class NodeMetrics:
         self.redis_errors = Counter(
             "rocars_redis_errors", "Redis operations of this node that failed", registry=r
         )
+        self.migrations_pending = Gauge(
+            "rocars_schema_migrations_pending",
+            "Migrations of this node's code the database has not applied (rocars db migrate)",
+            registry=r,
+        )
         self.rate_limited = Counter(
             "rocars_rate_limited", "Requests refused with 429 by the per-account limit", registry=r
         )
@@ -118,6 +149,116 @@ class NodeMetrics:
             "Requests let through unchecked because Redis could not count them",
             registry=r,
         )
+
+        self._domain_metrics()
+        self._state_metrics()
+
+    def _domain_metrics(self) -> None:
+        """What the users' requests came to (#13 item 2), by outcome (monitoring.outcomes).
+        A request shed by admission control never reaches its handler: it is only in
+        rocars_http_shed_total."""
+        r = self.registry
+        submissions = Counter(
+            "rocars_submissions",
+            "Consignment submission requests (single or batch), by outcome",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.submission_outcomes = {k: _by_outcome(submissions, kind=k) for k in SUBMISSION_KINDS}
+        items = Counter(
+            "rocars_submission_batch_items",
+            "Items of batch submissions written, accepted or rejected (with their errors)",
+            ["outcome"],
+            registry=r,
+        )
+        self.batch_items_accepted = items.labels(outcome="accepted")
+        self.batch_items_rejected = items.labels(outcome="rejected")
+        changes = Counter(
+            "rocars_consignment_changes",
+            "Requests to amend or cancel a consignment, by outcome",
+            ["action", "outcome"],
+            registry=r,
+        )
+        self.change_outcomes = {a: _by_outcome(changes, action=a) for a in CONSIGNMENT_CHANGES}
+        bundles = Counter(
+            "rocars_bundles",
+            "Requests to create or cancel a bundle or take a consignment out of one, by outcome",
+            ["action", "outcome"],
+            registry=r,
+        )
+        self.bundle_outcomes = {a: _by_outcome(bundles, action=a) for a in BUNDLE_ACTIONS}
+        self.arrival_outcomes = _by_outcome(
+            Counter(
+                "rocars_arrivals",
+                "Truck arrivals reported at the LBCP gates, by outcome of the request",
+                ["outcome"],
+                registry=r,
+            )
+        )
+        decisions = Counter(
+            "rocars_arrival_decisions",
+            "Gate decisions made for arriving trucks (replays of one are not counted again)",
+            ["decision"],
+            registry=r,
+        )
+        self.arrival_decisions = {d: decisions.labels(decision=d) for d in ARRIVAL_DECISIONS}
+
+    def _state_metrics(self) -> None:
+        r = self.registry
+        self.etcd_up = Gauge(
+            "rocars_etcd_up",
+            "1 when the role loop's last quorum read of etcd succeeded",
+            registry=r,
+        )
+        self.write_probe_success = Gauge(
+            "rocars_write_probe_success",
+            "1 when this node's last write probe proved the database writable (active node)",
+            registry=r,
+        )
+        self.journal_bytes = Gauge(
+            "rocars_contingency_journal_bytes",
+            "Size on disk of this node's manual clearance journal (SQLite file and its WAL)",
+            registry=r,
+        )
+        self.leader_changes = Counter(
+            "rocars_patroni_leader_changes",
+            "Times the Patroni leader (etcd's leader key) moved to another member",
+            registry=r,
+        )
+        self._last_leader: str | None = None
+        self.leader = SnapshotCollector()
+        self.replication = SnapshotCollector()
+        self.drills = SnapshotCollector()
+        self.certificates = SnapshotCollector()
+        self.pool = PoolCollector()
+        for collector in (
+            self.leader,
+            self.replication,
+            self.drills,
+            self.certificates,
+            self.pool,
+        ):
+            r.register(collector)
+
+    def note_leader(self, *, known: bool, holder: str | None) -> None:
+        """The leader as the role loop last read it: `known` False when etcd gave no quorum
+        answer, `holder` None when no member holds the key. A change counts when another
+        member takes the key (A, none, A is no change: the same member took it again)."""
+        if not known or holder is None:
+            self.leader.replace(())
+            return
+        if holder == self._last_leader and self.leader.families:
+            return
+        if self._last_leader is not None and holder != self._last_leader:
+            self.leader_changes.inc()
+        self._last_leader = holder
+        family = GaugeMetricFamily(
+            "rocars_patroni_leader",
+            "1 for the Patroni member holding the leader key (quorum read of etcd)",
+            labels=["member"],
+        )
+        family.add_metric([holder], 1)
+        self.leader.replace((family,))
 
     def set_redis(self, *, up: bool, primary: str | None) -> None:
         self.redis_up.set(1 if up else 0)

@@ -25,6 +25,7 @@ from failover.etcd_placement import EtcdPlacement
 from failover.role import RoleWatcher
 from failover.role_rule import RoleDecision
 from kernel.errors import RedisUnavailable
+from monitoring import logs
 from monitoring.metrics import NodeMetrics
 from node import appkeys, background
 from node.admission import admission_middleware
@@ -166,8 +167,8 @@ def _failover_tasks(app: web.Application, watcher: RoleWatcher) -> list[asyncio.
 
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The database pool and the account store over it, and the migrations the active node
-    applies. A given pool is not opened or closed here."""
+    """The database pool and the account store over it, and the active node's check that the
+    schema has every migration of its code. A given pool is not opened or closed here."""
     deps, cfg = app[appkeys.DEPS], app[appkeys.CONFIG]
     own, pool = None, deps.pool
     if pool is None:
@@ -183,7 +184,11 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     tasks = []
     if deps.background:
         role = app[appkeys.ROLE]
-        tasks.append(asyncio.create_task(background.migrate_loop(pool, role), name="migrator"))
+        tasks.append(
+            asyncio.create_task(
+                background.check_schema_loop(pool, role, app[appkeys.METRICS]), name="schema"
+            )
+        )
         tasks.append(
             asyncio.create_task(
                 background.idempotency_expiry_loop(pool, role), name="idempotency-expiry"
@@ -212,7 +217,12 @@ async def _contingency_ctx(app: web.Application) -> AsyncIterator[None]:
 
         def changed(new: cstate.ContingencyState, old: cstate.ContingencyState) -> None:
             log.warning(
-                "contingency mode %s -> %s (%s: %s)", old.mode, new.mode, new.actor, new.reason
+                "contingency mode %s -> %s (%s: %s)",
+                old.mode,
+                new.mode,
+                new.actor,
+                new.reason,
+                extra={"event": "contingency_mode_changed"},
             )
 
         runtime.on_change = changed
@@ -237,8 +247,10 @@ async def _contingency_ctx(app: web.Application) -> AsyncIterator[None]:
                 name="keycache",
             ),
             asyncio.create_task(
-                background.write_probe_loop(pool, role, runtime), name="write-probe"
+                background.write_probe_loop(pool, role, runtime, app[appkeys.METRICS]),
+                name="write-probe",
             ),
+            asyncio.create_task(background.Observer.of(app).run(), name="observer"),
         ]
     yield
     await _stop(tasks)
@@ -246,13 +258,25 @@ async def _contingency_ctx(app: web.Application) -> AsyncIterator[None]:
         journal.close()
 
 
+# The request's id (monitoring.logs.request_id), for the response header.
+REQUEST_ID = web.RequestKey("rocars.request_id", str)
+
+
 @web.middleware
 async def request_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count every request by method, route template and status, and time it by route. The
-    template (`/v1/consignments/{ccrn}`), never the path, keeps the series few."""
+    """Count every request by method, route template and status, time it by route, and write
+    its one access line (logger `rocars.access`, monitoring.logs). The template
+    (`/v1/consignments/{ccrn}`), never the path, keeps the series few and keeps what a client
+    put in the path out of the logs. The request's id (its X-Request-Id when sane) is on every
+    line logged while it is handled, and on its answer (`_stamp_node`)."""
     started = time.perf_counter()
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else UNMATCHED_ROUTE
+    rid = logs.request_id(request.headers.get(logs.REQUEST_ID_HEADER))
+    request[REQUEST_ID] = rid
+    # Not undone: aiohttp runs each request in a task of its own, whose context ends with it,
+    # so what it logs about the request after this middleware (a failed write) keeps the id.
+    logs.bind_request(rid)
     status = 500
     try:
         response = await handler(request)
@@ -265,9 +289,23 @@ async def request_metrics(request: web.Request, handler: Handler) -> web.StreamR
         status = 499  # the client went away (nginx's convention); nothing was answered
         raise
     finally:
+        elapsed = time.perf_counter() - started
+        method = request.method
         m = request.app[appkeys.METRICS]
-        m.requests.labels(method=request.method, route=route, status=str(status)).inc()
-        m.latency.labels(method=request.method, route=route).observe(time.perf_counter() - started)
+        m.requests.labels(method=method, route=route, status=str(status)).inc()
+        m.latency.labels(method=method, route=route).observe(elapsed)
+        logs.ACCESS.info(
+            "%s %s %d",
+            method,
+            route,
+            status,
+            extra={
+                "method": method,
+                "route": route,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 3),
+            },
+        )
 
 
 # What every answer says about the server, instead of aiohttp's "Python/x aiohttp/y" (which
@@ -277,6 +315,9 @@ SERVER_BANNER = "rocars"
 
 async def _stamp_node(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["Server"] = SERVER_BANNER
+    rid = request.get(REQUEST_ID)
+    if rid is not None:
+        response.headers[logs.REQUEST_ID_HEADER] = rid
     response.headers["X-Content-Type-Options"] = "nosniff"
     # Every authenticated route is under /v1, and a problem may quote what was sent: neither
     # may be kept by a browser or a proxy. /health, /metrics and /openapi.json may be.
@@ -289,6 +330,25 @@ async def _stamp_node(request: web.Request, response: web.StreamResponse) -> Non
     if appkeys.CONTINGENCY in request.app:
         manual = request.app[appkeys.CONTINGENCY].any_manual
         response.headers["X-Rocars-Mode"] = "manual" if manual else "normal"
+
+
+async def _log_started(app: web.Application) -> None:
+    cfg = app[appkeys.CONFIG]
+    log.info(
+        "node %s starting to serve on %s:%d",
+        cfg.site,
+        cfg.listen_host,
+        cfg.listen_port,
+        extra={"event": "node_started"},
+    )
+
+
+async def _log_stopping(app: web.Application) -> None:
+    log.info("node %s stopping", app[appkeys.CONFIG].site, extra={"event": "node_stopping"})
+
+
+async def _log_stopped(app: web.Application) -> None:
+    log.info("node %s stopped", app[appkeys.CONFIG].site, extra={"event": "node_stopped"})
 
 
 def create_app(config: NodeConfig, deps: NodeDeps | None = None) -> web.Application:
@@ -321,6 +381,11 @@ def create_app(config: NodeConfig, deps: NodeDeps | None = None) -> web.Applicat
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_contingency_ctx)
     app.on_response_prepare.append(_stamp_node)
+    # After cleanup_ctx's own steps (aiohttp runs those first): started once every resource is
+    # open, stopped once every one is closed.
+    app.on_startup.append(_log_started)
+    app.on_shutdown.append(_log_stopping)
+    app.on_cleanup.append(_log_stopped)
     modules = (
         health,
         metrics,

@@ -30,6 +30,7 @@ from collections import OrderedDict
 from aiohttp import web
 
 from kernel.errors import DatabaseUnavailable, RedisUnavailable
+from monitoring import logs
 from node import appkeys, ratelimit
 from node.account import Account
 from node.problems import Problem
@@ -179,6 +180,7 @@ async def authenticate(request: web.Request) -> Account:
     else:
         account = await _lookup(request, key, digest)
         cache[digest] = (now, account)
+    logs.bind_account(account.id)  # on the request's log lines from here on (never the key)
     if account.status != "active":
         raise Problem(403, "Forbidden", "this account is suspended")
     await enforce_rate_limit(request, account)

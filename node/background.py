@@ -1,5 +1,6 @@
 """The node's background loops over its database: key cache refresh, write probe, migrations,
-expiry of idempotency records.
+expiry of idempotency records; and the observer, which samples what /metrics exports but no
+request moves (the leader, replication, drill results, certificates).
 
 Each loop is one step (`*_once`, testable with fakes) repeated forever; a failed step is logged
 and retried, never fatal. The SQL they run is in `node.stores`, except the idempotency records',
@@ -10,13 +11,42 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final, Protocol
+
+import aiohttp
+from aiohttp import web
 
 from contingency.keycache import KeyCache
 from contingency.runtime import ContingencyRuntime
-from kernel.errors import DatabaseUnavailable
+from kernel.errors import ComponentUnavailable, DatabaseUnavailable
+from kernel.names import DRILL_RESULTS_KEY
+from monitoring.certificates import (
+    CERT_READ_INTERVAL_S,
+    certificate_expiries,
+    certificate_families,
+)
+from monitoring.drill_results import DRILL_READ_INTERVAL_S, drill_families, read_results
+from monitoring.metrics import NodeMetrics
+from monitoring.replication import (
+    REPLICATION_SAMPLE_INTERVAL_S,
+    observe_replication,
+    replication_families,
+)
+from node import appkeys
 from node.deps import RoleView
-from node.stores import AccountStore, ConnectionPool, apply_migrations, probe_write
+from node.stores import (
+    AccountStore,
+    ConnectionPool,
+    pending_migrations,
+    probe_write,
+)
 from node.writes import IDEMPOTENCY_TABLES, delete_expired_idempotency
+from replication.etcd_gateway import KeyValue
 
 log = logging.getLogger("rocars.node")
 WRITE_PROBE_INTERVAL_S = 2.0
@@ -46,10 +76,21 @@ async def keycache_loop(accounts: AccountStore, keycache: KeyCache, *, every_s: 
 
 
 async def write_probe_once(
-    pool: ConnectionPool, role: RoleView, contingency: ContingencyRuntime
+    pool: ConnectionPool,
+    role: RoleView,
+    contingency: ContingencyRuntime,
+    metrics: NodeMetrics | None = None,
 ) -> bool:
     """On the active node, prove that the database accepts writes and record it: the heartbeat
-    in etcd is what "no node could write for 60 s" is judged by. True when it did."""
+    in etcd is what "no node could write for 60 s" is judged by, rocars_write_probe_success
+    what this node saw. True when it did."""
+    ok = await _probe(pool, role, contingency)
+    if metrics is not None:
+        metrics.write_probe_success.set(1 if ok else 0)
+    return ok
+
+
+async def _probe(pool: ConnectionPool, role: RoleView, contingency: ContingencyRuntime) -> bool:
     if role.role != "active":
         return False
     try:
@@ -62,35 +103,47 @@ async def write_probe_once(
 
 
 async def write_probe_loop(
-    pool: ConnectionPool, role: RoleView, contingency: ContingencyRuntime
+    pool: ConnectionPool,
+    role: RoleView,
+    contingency: ContingencyRuntime,
+    metrics: NodeMetrics | None = None,
 ) -> None:
     while True:
         await asyncio.sleep(WRITE_PROBE_INTERVAL_S)
         try:
-            await write_probe_once(pool, role, contingency)
+            await write_probe_once(pool, role, contingency, metrics)
         except Exception:  # a bug in one probe must not stop the heartbeat
             log.exception("write probe failed")
 
 
-async def migrate_once(pool: ConnectionPool, role: RoleView, done_on: str | None) -> str | None:
-    """Apply pending migrations when this node is active and has not done so under the current
-    leader (idempotent, advisory-locked). Returns the leader it is now done on."""
+async def check_schema_once(
+    pool: ConnectionPool, role: RoleView, metrics: NodeMetrics, done_on: str | None
+) -> str | None:
+    """When this node is active and has not looked under the current leader, count the
+    migrations of its code the database lacks. A node cannot apply them (its role may not
+    change the schema, #12 item 4): `rocars db migrate` or `cluster up` does, as the owner
+    role; until then the node says so. Returns the leader it has looked under."""
     if role.role != "active" or done_on == role.facts_leader:
         return done_on
     try:
-        applied = await apply_migrations(pool)
-    except Exception as exc:  # retried on the next tick; the database may be moving
-        log.warning("migration attempt failed: %s", exc)
+        names = await pending_migrations(pool)
+    except DatabaseUnavailable as exc:  # retried on the next tick; the database may be moving
+        log.warning("reading the migration ledger failed: %s", exc)
         return done_on
-    if applied:
-        log.info("applied migrations: %s", ", ".join(applied))
+    metrics.migrations_pending.set(len(names))
+    if names:
+        log.warning(
+            "the database lacks migrations %s of this code: run `rocars db migrate`",
+            ", ".join(names),
+            extra={"event": "migrations_pending"},
+        )
     return role.facts_leader
 
 
-async def migrate_loop(pool: ConnectionPool, role: RoleView) -> None:
+async def check_schema_loop(pool: ConnectionPool, role: RoleView, metrics: NodeMetrics) -> None:
     done_on: str | None = None
     while True:
-        done_on = await migrate_once(pool, role, done_on)
+        done_on = await check_schema_once(pool, role, metrics, done_on)
         await asyncio.sleep(MIGRATE_INTERVAL_S)
 
 
@@ -122,3 +175,93 @@ async def idempotency_expiry_loop(pool: ConnectionPool, role: RoleView) -> None:
             continue
         if deleted:
             log.info("deleted %d expired idempotency records", deleted)
+
+
+OBSERVE_INTERVAL_S: Final = 1.0
+
+
+class KeyReader(Protocol):
+    async def get(self, key: str) -> KeyValue | None: ...
+
+
+@dataclass
+class Observer:
+    """Samples, each at its own pace, what /metrics exports and no request moves: the Patroni
+    leader (every tick, from the role loop's last quorum read: no I/O), replication on the
+    active node (Patroni's REST API, every REPLICATION_SAMPLE_INTERVAL_S), the last drill
+    results (one etcd key, every DRILL_READ_INTERVAL_S) and the certificates' expiry (the
+    state folder's pki/, every CERT_READ_INTERVAL_S). Each sample fails on its own."""
+
+    metrics: NodeMetrics
+    role: RoleView
+    http: aiohttp.ClientSession
+    patroni_url: str
+    etcd: KeyReader
+    pki: Path
+    clock: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    _next: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, app: web.Application) -> Observer:
+        cfg = app[appkeys.CONFIG]
+        return cls(
+            metrics=app[appkeys.METRICS],
+            role=app[appkeys.ROLE],
+            http=app[appkeys.HTTP],
+            patroni_url=cfg.patroni_url,
+            etcd=app[appkeys.ETCD],
+            pki=cfg.state_dir / "pki",
+        )
+
+    def _due(self, what: str, every_s: float) -> bool:
+        now = self.clock()
+        if now < self._next.get(what, now):
+            return False
+        self._next[what] = now + every_s
+        return True
+
+    async def tick(self) -> None:
+        facts = self.role.facts
+        self.metrics.note_leader(
+            known=facts is not None and facts.leader_known,
+            holder=facts.leader_key if facts is not None else None,
+        )
+        steps = (
+            ("replication", REPLICATION_SAMPLE_INTERVAL_S, self.sample_replication),
+            ("drills", DRILL_READ_INTERVAL_S, self.read_drills),
+            ("certificates", CERT_READ_INTERVAL_S, self.read_certificates),
+        )
+        for what, every_s, step in steps:
+            if self._due(what, every_s):
+                try:
+                    await step()
+                except Exception:  # one sample's bug must not stop the others
+                    log.exception("sampling %s for /metrics failed", what)
+
+    async def sample_replication(self) -> None:
+        view = None
+        if self.role.role == "active":
+            view = await observe_replication(self.http, self.patroni_url, self.wall_clock())
+        self.metrics.replication.replace(replication_families(view))
+
+    async def read_drills(self) -> None:
+        try:
+            kv = await self.etcd.get(DRILL_RESULTS_KEY)
+        except ComponentUnavailable as exc:  # keep the last results: they did not change
+            log.debug("drill results not read: %s", exc)
+            return
+        results = read_results(kv.value if kv is not None else None)
+        self.metrics.drills.replace(drill_families(results))
+
+    async def read_certificates(self) -> None:
+        expiries = await asyncio.to_thread(certificate_expiries, self.pki)
+        self.metrics.certificates.replace(certificate_families(expiries))
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("observer tick failed")
+            await asyncio.sleep(OBSERVE_INTERVAL_S)

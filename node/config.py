@@ -18,7 +18,9 @@ class DatabaseSettings(BaseModel):
     port: int
     dbname: str
     user: str
-    password: str
+    # A libpq password file (mode 0600) with this user's password: the password is read by
+    # libpq when it connects and appears in no setting, DSN, argv or environment (#12 item 4).
+    passfile: Path
 
     def conninfo(self, *, application_name: str) -> str:
         from psycopg.conninfo import make_conninfo
@@ -30,7 +32,7 @@ class DatabaseSettings(BaseModel):
             port=self.port,
             dbname=self.dbname,
             user=self.user,
-            password=self.password,
+            passfile=str(self.passfile),
             application_name=application_name,
             connect_timeout=2,
         )

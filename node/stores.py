@@ -145,7 +145,12 @@ async def probe_write(pool: ConnectionPool, *, timeout_s: float = 2.0) -> None:
         raise DatabaseUnavailable(f"write probe failed: {exc}") from exc
 
 
-async def apply_migrations(pool: ConnectionPool) -> list[str]:
-    """Apply pending migrations (node/migrate.py); the names applied, empty when up to date."""
-    async with pool.connection() as conn:
-        return await migrate.migrate(conn)
+async def pending_migrations(pool: ConnectionPool) -> list[str]:
+    """Migrations of this code the database lacks (node/migrate.py); empty when up to date."""
+    try:
+        async with pool.connection() as conn:
+            names = await migrate.pending(conn)
+            await conn.rollback()
+            return names
+    except (PoolTimeout, psycopg.Error) as exc:
+        raise DatabaseUnavailable(f"reading the migration ledger failed: {exc}") from exc

@@ -3,13 +3,15 @@ Restart=always), so a crashed node is back within about a second and a half.
 
 The supervisor itself does nothing else, so it has nothing to crash on; it forwards SIGTERM and
 SIGINT to the node and exits once the node has exited. The launcher runs it as
-`python -m node.supervise <node's argv>`: it imports only the standard library and the log
-redaction, about 12 MiB instead of the 35 of the whole `rocars` CLI, once per site (#11
-target 5, idle memory).
+`python -m node.supervise <node's argv>`: it imports only the standard library, the log
+redaction and the JSON log format (monitoring.logs), about 12 MiB instead of the 35 of the whole
+`rocars` CLI, once per site (#11 target 5, idle memory). Its own lines are JSON on standard
+error, which the launcher appends to `<state>/log/node-<site>.log` (#13 item 5).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import signal
 import subprocess
@@ -17,7 +19,7 @@ import sys
 import time
 from types import FrameType
 
-from kernel import redact
+from monitoring import logs
 
 log = logging.getLogger("rocars.supervise")
 MIN_BACKOFF_S = 0.2
@@ -42,7 +44,9 @@ def supervise(argv: list[str]) -> int:
     while not stopping:
         started = time.monotonic()
         child = subprocess.Popen(argv)
-        log.warning("supervisor started node pid %d", child.pid)
+        log.warning(
+            "supervisor started node pid %d", child.pid, extra={"event": "supervisor_started_node"}
+        )
         code = child.wait()
         if stopping:
             return 0
@@ -54,16 +58,23 @@ def supervise(argv: list[str]) -> int:
             code,
             lived,
             backoff,
+            extra={"event": "supervisor_restarting_node", "exit_code": code},
         )
         time.sleep(backoff)
     return 0
 
 
+def site_of(argv: list[str]) -> str:
+    """The site named by the node's `--site` argument ("?" when there is none)."""
+    for flag, value in itertools.pairwise(argv):
+        if flag == "--site":
+            return value
+    return "?"
+
+
 def main(argv: list[str]) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    redact.install()  # no credential in clear in any log line (#10)
+    # JSON lines, credentials redacted (#10, #13 item 5).
+    logs.configure(site_of(argv), logging.StreamHandler(sys.stderr))
     sys.exit(supervise(argv))
 
 

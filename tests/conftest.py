@@ -20,7 +20,8 @@ SESSION_PORT_OFFSET = int(
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """One running cluster shared by the integration tests that do not break it."""
+    """One running cluster shared by the integration tests that do not break it, with its
+    monitoring (Prometheus, Alertmanager, exporters), as `make run` starts it."""
     root: Path = tmp_path_factory.mktemp("session-cluster")
-    with LocalCluster.running(root, port_offset=SESSION_PORT_OFFSET) as c:
+    with LocalCluster.running(root, port_offset=SESSION_PORT_OFFSET, monitoring=True) as c:
         yield c

@@ -17,7 +17,9 @@ def node_config(state_dir: Path, **overrides: object) -> NodeConfig:
         "cluster": "rocars",
         "listen_port": 0,
         "state_dir": state_dir,
-        "database": DatabaseSettings(host="h", port=1, dbname="d", user="u", password="p"),
+        "database": DatabaseSettings(
+            host="h", port=1, dbname="d", user="u", passfile=Path("/nonexistent")
+        ),
         "patroni_url": "http://127.0.0.1:1",
         "patroni_member": "pg-A",
         "etcd_urls": ["http://127.0.0.1:1"],

@@ -88,7 +88,7 @@ def set_delay(api: str, delay_ms: int) -> None:
 
 async def _superuser(topo: Topology, state: StateDir, site: str) -> psycopg.AsyncConnection[Any]:
     db = load_node_config(state.node_config(site)).database
-    db = db.model_copy(update={"user": "postgres", "password": state.secrets()["superuser"]})
+    db = db.model_copy(update={"user": "postgres", "passfile": state.pgpass("superuser")})
     return await psycopg.AsyncConnection.connect(
         db.conninfo(application_name="rocars-bench"), autocommit=True
     )

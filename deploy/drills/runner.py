@@ -9,6 +9,7 @@ from deploy import admin
 from deploy.drills.cluster_ops import ensure_leader, restore
 from deploy.drills.drill import Drill, DrillResult, Event, write_report
 from deploy.drills.fault_context import Context
+from deploy.drills.publish import publish
 from deploy.drills.scenarios import check_runnable
 from deploy.state import StateDir
 from deploy.topology import Topology
@@ -40,6 +41,7 @@ async def run_scenario(
         restored = await restore(topo, state, ctx)
     # After the timeline's end, not part of the RTO: how the fault site came back.
     result.events.append(Event(round(drill.now(), 3), restored))
+    await publish(topo, result)  # for the nodes' rocars_drill_* series
     write_report(result, state.reports)
     return result
 

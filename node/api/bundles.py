@@ -19,6 +19,7 @@ from kernel.domain.bundling import ConsignmentFacts, bundle_conflicts, bundling_
 from kernel.domain.ccrn import validate_ccrn
 from node import appkeys
 from node.api import common
+from node.api.outcomes import counted
 from node.auth import require
 from node.schemas import BundleIn, iso
 from node.validation import invalid, read_model
@@ -101,6 +102,7 @@ async def recompute_bundle(conn: Conn, bundle_id: int, rules: list[risk.Rule]) -
     )
 
 
+@counted(lambda m: m.bundle_outcomes["create"])
 async def create(request: web.Request) -> web.Response:
     account = await require(request, "trucker")
     body, b = await read_model(request, BundleIn)
@@ -222,6 +224,7 @@ async def get_one(request: web.Request) -> web.Response:
     return web.json_response(bundle_json(b, ccrns, officer=account.kind == "officer"))
 
 
+@counted(lambda m: m.bundle_outcomes["cancel"])
 async def cancel(request: web.Request) -> web.Response:
     account = await require(request, "trucker")
     bid = _bundle_id(request)
@@ -257,6 +260,7 @@ async def cancel(request: web.Request) -> web.Response:
     return await run_write(request, account, body, write)
 
 
+@counted(lambda m: m.bundle_outcomes["revoke"])
 async def revoke(request: web.Request) -> web.Response:
     """DELETE /v1/consignments/{ccrn}/bundle: the owner takes their CCRN out of its bundle.
 

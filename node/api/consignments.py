@@ -29,6 +29,7 @@ from node import appkeys, batch_body
 from node.account import Account
 from node.api import common
 from node.api.bundles import refresh_bundle_of
+from node.api.outcomes import counted
 from node.auth import enforce_rate_limit, require
 from node.group_commit import GroupCommit
 from node.problems import Problem
@@ -343,6 +344,7 @@ def submission_group(pool: Any, metrics: NodeMetrics) -> GroupCommit[_Submission
     )
 
 
+@counted(lambda m: m.submission_outcomes["single"])
 async def submit(request: web.Request) -> web.Response:
     """One consignment, written with the others arriving at the same time by one statement
     and one commit (`submission_group`); a repeated key takes the general path: `write` (the
@@ -371,6 +373,7 @@ async def submit(request: web.Request) -> web.Response:
     )
 
 
+@counted(lambda m: m.submission_outcomes["batch"])
 async def submit_batch(request: web.Request) -> web.Response:
     """A JSON array or a CSV (node.batch_body) of at most MAX_BATCH consignments, in a body of
     at most MAX_BATCH_BODY bytes. Parsing and validating the items run in the batch worker
@@ -409,8 +412,10 @@ async def _submit_batch(request: web.Request, account: Account) -> web.Response:
 
     cache = rules_cache(request.app[appkeys.POOL])
     valid = [c for c in checked if isinstance(c, ConsignmentIn)]
+    written = False  # by `write`, so not when the batch is a replay
 
     async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
+        nonlocal written
         await cache.load(conn)  # a batch is rare and long: the rules as they are now
         drawn: list[str] = []
         taken: set[str] = set()
@@ -434,9 +439,15 @@ async def _submit_batch(request: web.Request, account: Account) -> web.Response:
             subject=f"batch:{len(checked)}",
             after={"accepted": accepted, "ccrns": [r["ccrn"] for r in results if "ccrn" in r]},
         )
+        written = True
         return 200, {"accepted": accepted, "rejected": len(checked) - accepted, "results": results}
 
-    return await run_write(request, account, body, write)
+    response = await run_write(request, account, body, write)
+    if written:  # and committed, or run_write would have raised
+        metrics = request.app[appkeys.METRICS]
+        metrics.batch_items_accepted.inc(len(valid))
+        metrics.batch_items_rejected.inc(len(checked) - len(valid))
+    return response
 
 
 def _checked(
@@ -557,6 +568,7 @@ async def list_own(request: web.Request) -> web.Response:
     )
 
 
+@counted(lambda m: m.change_outcomes["amend"])
 async def amend(request: web.Request) -> web.Response:
     account = await require(request, "trader")
     ccrn = common.check_ccrn(request.match_info["ccrn"])
@@ -605,6 +617,7 @@ async def amend(request: web.Request) -> web.Response:
     return await run_write(request, account, body, write)
 
 
+@counted(lambda m: m.change_outcomes["cancel"])
 async def cancel(request: web.Request) -> web.Response:
     account = await require(request, "trader")
     ccrn = common.check_ccrn(request.match_info["ccrn"])

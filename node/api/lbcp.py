@@ -17,12 +17,14 @@ from kernel.domain.gate import BundleAtGate, decision_by_mode, gate_decision
 from node import appkeys
 from node.api import common
 from node.api.bundles import bundle_json
+from node.api.outcomes import counted
 from node.auth import require
 from node.schemas import ArrivalIn, InspectionIn, iso
 from node.validation import read_model
 from node.writes import Conn, run_write
 
 
+@counted(lambda m: m.arrival_outcomes)
 async def arrival(request: web.Request) -> web.Response:
     account = await require(request, "officer")
     code = common.check_lbcp(request.match_info["code"], field="code")
@@ -31,7 +33,9 @@ async def arrival(request: web.Request) -> web.Response:
     contingency = request.app[appkeys.CONTINGENCY]
     mode = contingency.mode_for(code)
     by_mode = decision_by_mode(mode)
+    decisions = request.app[appkeys.METRICS].arrival_decisions
     if by_mode is not None:
+        decisions[by_mode.decision].inc()
         # Answered without the database: manual clearance works when PostgreSQL is down.
         return web.json_response(
             {
@@ -45,7 +49,10 @@ async def arrival(request: web.Request) -> web.Response:
             }
         )
 
+    decided: str | None = None  # by `write`, so not when the arrival is a replay
+
     async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
+        nonlocal decided
         dcur, icur = conn.cursor(row_factory=dict_row), conn.cursor()
         await dcur.execute(
             "SELECT * FROM bundles WHERE lbcp = %s AND vrn = %s"
@@ -86,11 +93,15 @@ async def arrival(request: web.Request) -> web.Response:
         await common.audit(
             conn, actor=account.actor, action="lbcp.arrival", subject=f"{code}:{a.vrn}", after=out
         )
+        decided = decision
         return 200, out
 
     # Nothing in `write` looks at a statement's outcome before reading: pipelined, the whole
     # decision is three round trips (#11 target 2).
-    return await run_write(request, account, body, write, pipeline=True)
+    response = await run_write(request, account, body, write, pipeline=True)
+    if decided is not None:  # and committed, or run_write would have raised
+        decisions[decided].inc()
+    return response
 
 
 def _at_gate(row: dict[str, Any] | None) -> BundleAtGate | None:

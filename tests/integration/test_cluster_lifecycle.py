@@ -35,7 +35,9 @@ PG_A, PG_B = member_name("A"), member_name("B")
 def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """The module's cluster, not started here (each test's fixture puts it in the state that
     test needs); stopped and deleted at the end."""
-    c = LocalCluster.create(tmp_path_factory.mktemp("lifecycle"), port_offset=LIFECYCLE_PORT_OFFSET)
+    c = LocalCluster.create(
+        tmp_path_factory.mktemp("lifecycle"), port_offset=LIFECYCLE_PORT_OFFSET, monitoring=True
+    )
     try:
         yield c
     finally:
@@ -105,8 +107,20 @@ def test_starts_from_nothing_and_is_healthy(empty: LocalCluster) -> None:
     assert "HEALTHY" in out
     assert "API (HAProxy):" in out
     assert "logs:" in out
-    for name in ("etcd-A", "etcd-C", "patroni-A", "patroni-B", "node-A", "haproxy"):
+    for name in (
+        "etcd-A",
+        "etcd-C",
+        "patroni-A",
+        "patroni-B",
+        "node-A",
+        "haproxy",
+        "prometheus",
+        "alertmanager",
+        "redis-exporter",
+        "postgres-exporter-B",
+    ):
         assert f"started {name}" in out
+    assert "Prometheus: http://" in out
 
 
 def test_status_shows_one_leader_and_a_streaming_sync_standby(leader_on_a: LocalCluster) -> None:
@@ -199,13 +213,82 @@ async def test_exactly_one_node_ready_and_haproxy_reaches_it(leader_on_a: LocalC
             assert 'rocars_node_role{role="active",site="A"} 1.0' in text
 
 
+async def _role_gauges(s: aiohttp.ClientSession, c: LocalCluster) -> dict[str, str]:
+    """Each node's own rocars_node_role: the role whose gauge is 1, by site."""
+    out = {}
+    for site in c.topo.data_sites:
+        async with s.get(f"{c.topo.node_url(site)}/metrics") as r:
+            text = await r.text()
+        out[site] = next(
+            role
+            for role in ("active", "standby")
+            if f'rocars_node_role{{role="{role}",site="{site}"}} 1.0' in text
+        )
+    return out
+
+
+async def _prometheus_active_sites(s: aiohttp.ClientSession, c: LocalCluster) -> list[str]:
+    url = f"{c.topo.monitoring_url('prometheus')}/api/v1/query"
+    query = 'rocars_node_role{job="rocars-node", role="active"} == 1'
+    async with s.get(url, params={"query": query}) as r:
+        doc = await r.json()
+    return sorted(x["metric"]["site"] for x in doc["data"]["result"])
+
+
+async def test_role_metrics_probes_and_prometheus_follow_a_switchover(
+    leader_on_a: LocalCluster,
+) -> None:
+    """#13: after a switchover to B, node B's rocars_node_role says active and its
+    /health/ready answers 200, node A's says standby and 503, and Prometheus (scraping every
+    5 s) sees site B active and only B within a few scrapes."""
+    c = leader_on_a
+    await asyncio.to_thread(
+        c.rocars, "failover", "switchover", "--to", "B", "--state-dir", str(c.state.root)
+    )
+    async with aiohttp.ClientSession() as s:
+        t0 = time.monotonic()
+        seen: tuple[dict[str, str], dict[str, int], list[str]] | None = None
+        while time.monotonic() - t0 < 60:
+            roles = await _role_gauges(s, c)
+            probes = {}
+            for site in c.topo.data_sites:
+                async with s.get(f"{c.topo.node_url(site)}/health/ready") as r:
+                    probes[site] = r.status
+            scraped = await _prometheus_active_sites(s, c)
+            seen = (roles, probes, scraped)
+            if seen == ({"A": "standby", "B": "active"}, {"A": 503, "B": 200}, ["B"]):
+                break
+            await asyncio.sleep(0.5)
+        print(f"\n[measure] Prometheus saw B active {time.monotonic() - t0:.1f}s after the switch")
+        assert seen == ({"A": "standby", "B": "active"}, {"A": 503, "B": 200}, ["B"])
+
+
 def test_up_again_is_harmless(running: LocalCluster) -> None:
     """Running `cluster up` on a running system starts nothing and changes no pid."""
     before = {n: running.pid(n) for n in ("etcd-A", "patroni-A", "node-B", "haproxy")}
     assert None not in before.values()
     out = running.up()
     assert "everything was already running" in out
+    assert "reloaded" not in out
     assert {n: running.pid(n) for n in before} == before
+
+
+def test_up_reloads_what_reads_a_changed_configuration(running: LocalCluster) -> None:
+    """#12 item 4: a generated file that differs from what the running process read (here
+    edited by hand; after an upgrade, a new pg_hba) is rewritten by `up`, and its process is
+    asked to reread it (SIGHUP), not restarted."""
+    cfg = running.state.member_dir("A") / "patroni.yaml"
+    prom = running.state.config / "prometheus.yml"
+    before = {n: running.pid(n) for n in ("patroni-A", "prometheus")}
+    for path in (cfg, prom):
+        path.write_text(path.read_text() + "# edited\n")
+    out = running.up()
+    assert "reloaded patroni-A" in out
+    assert "reloaded prometheus" in out
+    assert "reloaded patroni-B" not in out
+    assert "# edited" not in cfg.read_text()
+    assert {n: running.pid(n) for n in before} == before
+    _wait_status(running)
 
 
 def test_killed_member_comes_back_and_rejoins(leader_on_a: LocalCluster) -> None:

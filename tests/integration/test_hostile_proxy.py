@@ -139,6 +139,8 @@ def test_an_oversized_header_is_a_problem_json(cluster: LocalCluster) -> None:
     assert b"<html" not in answer.body.lower()
     assert "haproxy" not in json.dumps(doc).lower()
     assert b"aaaa" not in answer.body
+    # #13 item 5: the answer HAProxy put in place of the node's carries a request id it made.
+    assert len(answer.headers["x-request-id"]) == 36, answer.headers
 
 
 def test_headers_over_haproxys_buffer_get_its_fixed_page(cluster: LocalCluster) -> None:
@@ -185,10 +187,16 @@ def test_unauthenticated_requests_are_limited_per_address(
     key = accounts.trader.key
     for _ in range(LOW.unauthenticated_requests * 2):
         assert get(port, "/v1/consignments?limit=1", key=key).status == 200
-    answers = [get(port, "/v1/status") for _ in range(LOW.unauthenticated_requests + 1)]
+    answers = [
+        get(port, "/v1/status", extra=b"X-Request-Id: trace-%d\r\n" % i)
+        for i in range(LOW.unauthenticated_requests + 1)
+    ]
     assert [a.status for a in answers[:-1]] == [200] * LOW.unauthenticated_requests
     refused = answers[-1]
     assert refused.status == 429, refused
+    # #13 item 5: HAProxy's own answer echoes the request id like a node's does.
+    assert refused.headers["x-request-id"] == f"trace-{LOW.unauthenticated_requests}"
+    assert answers[0].headers["x-request-id"] == "trace-0"
     assert refused.headers["retry-after"] == str(LOW.unauthenticated_window_s)
     assert refused.problem()["retry_after_ms"] == LOW.unauthenticated_window_s * 1000
     assert get(port, "/v1/consignments?limit=1", key=key).status == 200

@@ -17,6 +17,7 @@ from kernel.cluster import (
     Etcd,
     EtcdMember,
     Member,
+    Monitoring,
     Node,
     Postgres,
     Redis,
@@ -68,9 +69,11 @@ def test_json_document_keeps_its_shape() -> None:
         "etcd",
         "redis",
         "contingency",
+        "monitoring",
         "problems",
         "healthy",
     ]
+    assert doc["monitoring"] is None  # a topology without monitoring
     assert doc["entry"] == {"url": "http://127.0.0.1:18080", "routes": True, "role": "active"}
     assert doc["nodes"][0] == {
         "name": "node-A",
@@ -218,6 +221,55 @@ def test_each_fault_is_named_as_a_problem(change: dict[str, object], problem: st
     assert view.to_dict()["problems"] == [problem]
     assert view.to_dict()["healthy"] is False
     assert f"  - {problem}" in render_table(view)
+
+
+WATCHED = dataclasses.replace(
+    HEALTHY,
+    monitoring=Monitoring(
+        "http://127.0.0.1:9090",
+        "http://127.0.0.1:9093",
+        prometheus_up=True,
+        alertmanager_up=True,
+        targets_up=14,
+        targets_down=("patroni 127.0.0.1:28008",),
+        alerts=("RocarsSyncStandbyMissing (page)",),
+    ),
+)
+
+
+def test_monitoring_is_listed_and_only_its_own_silence_is_a_problem() -> None:
+    """#13 item 1: status lists Prometheus (targets up and down) and Alertmanager (its active
+    alerts); a down target or a firing alert is not a problem of its own (the part it watches
+    is named already), Prometheus or Alertmanager not answering is."""
+    assert WATCHED.problems() == []
+    doc = WATCHED.to_dict()["monitoring"]
+    assert doc == {
+        "prometheus": {
+            "url": "http://127.0.0.1:9090",
+            "up": True,
+            "targets_up": 14,
+            "targets_down": ["patroni 127.0.0.1:28008"],
+        },
+        "alertmanager": {
+            "url": "http://127.0.0.1:9093",
+            "up": True,
+            "alerts": ["RocarsSyncStandbyMissing (page)"],
+        },
+    }
+    table = render_table(WATCHED)
+    assert "Prometheus: http://127.0.0.1:9090 (up, 14 targets up, down: patroni" in table
+    assert "alerts: RocarsSyncStandbyMissing (page)" in table
+    assert WATCHED.monitoring is not None
+    silent = dataclasses.replace(
+        WATCHED,
+        monitoring=dataclasses.replace(
+            WATCHED.monitoring, prometheus_up=False, alertmanager_up=False
+        ),
+    )
+    assert silent.problems() == [
+        "Prometheus does not answer at http://127.0.0.1:9090",
+        "Alertmanager does not answer at http://127.0.0.1:9093",
+    ]
 
 
 def test_node_is_read_from_its_health_document() -> None:

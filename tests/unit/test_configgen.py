@@ -100,7 +100,7 @@ def test_haproxy_reuses_idle_node_connections_for_any_request() -> None:
 def test_node_writes_only_through_its_own_site_member() -> None:
     """The node's database settings name exactly its own site's PostgreSQL member."""
     for site, port, rest in (("A", 15432, 18008), ("B", 25432, 28008)):
-        cfg = configgen.node_config(TOPO, site, state_root=Path("/s"), passwords=PASSWORDS)
+        cfg = configgen.node_config(TOPO, site, state_root=Path("/s"))
         assert cfg["database"]["port"] == port
         assert cfg["patroni_member"] == f"pg-{site}"
         assert cfg["patroni_url"] == f"http://127.0.0.1:{rest}"
@@ -111,9 +111,7 @@ def test_node_reads_the_leader_key_patroni_writes() -> None:
     write (namespace + scope + /leader), and the node's member is the name Patroni runs as."""
     for site in ("A", "B"):
         patroni = _patroni(site)
-        node = NodeConfig.model_validate(
-            configgen.node_config(TOPO, site, state_root=Path("/s"), passwords=PASSWORDS)
-        )
+        node = NodeConfig.model_validate(configgen.node_config(TOPO, site, state_root=Path("/s")))
         assert node.leader_key == f"{patroni['namespace']}{patroni['scope']}/leader"
         assert node.leader_key == leader_key(TOPO.name)
         assert node.patroni_member == patroni["name"] == member_name(site)

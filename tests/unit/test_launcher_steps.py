@@ -12,7 +12,7 @@ import pytest
 
 from deploy import launcher, processes
 from deploy.launcher import Launch, Step
-from deploy.process_specs import specs
+from deploy.process_specs import monitoring_names, specs
 from deploy.processes import ProcessSpec
 from deploy.state import DEFAULT_TOPOLOGY, NETNS_TOPOLOGY, StateDir
 from deploy.topology import Topology, load_topology
@@ -43,13 +43,17 @@ def test_every_process_is_started_exactly_once(topo: Topology, tmp_path: Path, f
 
 def test_start_order_follows_the_dependencies(topo: Topology) -> None:
     """etcd first (quorum before anything uses it), the primary's Patroni before the DR's, the
-    database prepared before the nodes start, HAProxy last."""
+    database prepared before the nodes start, HAProxy last of the service, then monitoring
+    (#13 item 1: its PostgreSQL exporters log in with the role the database step creates)."""
     plan = launcher.steps(topo, fresh=True)
     started = _started(plan)
     primary, dr = topo.data_sites
+    watchers = monitoring_names(topo)
+    assert watchers, "the shipped topologies run monitoring"
     assert started[: len(topo.sites)] == [f"etcd-{s}" for s in topo.sites]
     assert started.index(f"patroni-{primary}") < started.index(f"patroni-{dr}")
-    assert started[-1] == "haproxy"
+    assert started[-len(watchers) - 1] == "haproxy"
+    assert started[-len(watchers) :] == list(watchers)
     prepare = next(i for i, s in enumerate(plan) if s.what == "a Patroni leader")
     nodes = next(i for i, s in enumerate(plan) if any(n.startswith("node-") for n in s.start))
     assert prepare < nodes
@@ -69,10 +73,13 @@ def test_a_fresh_cluster_waits_for_the_primary_to_bootstrap(topo: Topology) -> N
 
 
 def test_the_last_step_moves_the_etcd_leadership_to_the_witness(topo: Topology) -> None:
-    """`up` ends by handing etcd's leadership to the witness, once the standby streams."""
-    last = launcher.steps(topo, fresh=False)[-1]
-    assert last.what == "a streaming synchronous standby"
-    assert last.then is launcher._etcd_leader_to_witness
+    """`up` ends by handing etcd's leadership to the witness, once the standby streams (only
+    monitoring starts after it, or nothing when the topology runs none)."""
+    for t in (topo, topo.without_monitoring()):
+        plan = launcher.steps(t, fresh=False)
+        last = plan[-2] if t.monitored else plan[-1]
+        assert last.what == "a streaming synchronous standby"
+        assert last.then is launcher._etcd_leader_to_witness
 
 
 def _spec(name: str) -> ProcessSpec:

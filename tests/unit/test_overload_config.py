@@ -16,7 +16,6 @@ from deploy.topology import Admission, load_topology, parse_topology
 from node.config import DEFAULT_MAX_IN_FLIGHT, NodeConfig
 
 TOPO = load_topology(DEFAULT_TOPOLOGY)
-PASSWORDS = {"superuser": "su", "replication": "rep", "rewind": "rw", "app": "app"}
 PROBLEMS = "https://rocars.example/problems/"
 
 
@@ -64,7 +63,7 @@ def test_the_node_limit_reaches_the_node_configuration(tmp_path: Path) -> None:
     """#11 target 3: each node's configuration carries the topology's node_max_in_flight."""
     topo = TOPO.with_admission(Admission(server_maxconn=5, node_max_in_flight=6))
     for site in topo.data_sites:
-        raw = configgen.node_config(topo, site, state_root=tmp_path, passwords=PASSWORDS)
+        raw = configgen.node_config(topo, site, state_root=tmp_path)
         assert NodeConfig.model_validate(raw).max_in_flight == 6
 
 

@@ -89,7 +89,7 @@ def test_witness_runs_no_database() -> None:
     """A witness site with a PostgreSQL port is refused."""
     raw = _raw()
     raw["sites"]["C"]["postgres"] = {"port": 35432}
-    with pytest.raises(TopologyError, match="witness site runs only etcd and sentinel"):
+    with pytest.raises(TopologyError, match="witness site runs only etcd, sentinel and monitoring"):
         parse_topology(raw)
 
 

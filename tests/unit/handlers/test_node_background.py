@@ -16,6 +16,7 @@ from contingency.runtime import ContingencyRuntime
 from failover.role_rule import RoleFacts
 from kernel.errors import DatabaseUnavailable
 from kernel.names import WRITE_HEARTBEAT_KEY
+from monitoring.metrics import NodeMetrics
 from node import background, stores
 
 
@@ -113,28 +114,43 @@ async def test_a_failed_write_probe_records_no_heartbeat(tmp_path: Path) -> None
     assert WRITE_HEARTBEAT_KEY not in etcd.data
 
 
-async def test_migrations_run_once_per_leader_and_only_when_active(
-    monkeypatch: pytest.MonkeyPatch,
+async def test_the_schema_is_checked_once_per_leader_and_only_when_active(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The active node migrates once under each leader; a standby never; a failed attempt is
-    retried on the next step."""
+    """#12 item 4: the active node, which may not change the schema, reads what migrations of
+    its code the database lacks once under each leader (again after a failed read), exports
+    the count and logs a `migrations_pending` event naming them; a standby does not look."""
     calls: list[object] = []
+    answers: list[list[str] | Exception] = [
+        DatabaseUnavailable("moving"),
+        ["0005_new.sql"],
+        [],
+    ]
 
-    async def apply(pool: object) -> list[str]:
+    async def pending(pool: object) -> list[str]:
         calls.append(pool)
-        if len(calls) == 1:
-            raise DatabaseUnavailable("moving")
-        return ["0004_new.sql"]
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
-    monkeypatch.setattr(background, "apply_migrations", apply)
+    monkeypatch.setattr(background, "pending_migrations", pending)
+    metrics = NodeMetrics()
     pool = Pool()
     standby = FixedRole("standby")
-    assert await background.migrate_once(pool, standby, None) is None
-    active = FixedRole("active", RoleFacts("pg-A", "primary", "running", "pg-A", True))
-    assert await background.migrate_once(pool, active, None) is None  # failed: retry
-    assert await background.migrate_once(pool, active, None) == "pg-A"
-    assert await background.migrate_once(pool, active, "pg-A") == "pg-A"
+    assert await background.check_schema_once(pool, standby, metrics, None) is None
+    assert calls == []
+    on_a = FixedRole("active", RoleFacts("pg-A", "primary", "running", "pg-A", True))
+    assert await background.check_schema_once(pool, on_a, metrics, None) is None  # retry
+    assert await background.check_schema_once(pool, on_a, metrics, None) == "pg-A"
+    assert metrics.migrations_pending._value.get() == 1
+    [said] = [r for r in caplog.records if getattr(r, "event", None) == "migrations_pending"]
+    assert "0005_new.sql" in said.getMessage()
+    assert await background.check_schema_once(pool, on_a, metrics, "pg-A") == "pg-A"
     assert len(calls) == 2
+    on_b = FixedRole("active", RoleFacts("pg-B", "primary", "running", "pg-B", True))
+    assert await background.check_schema_once(pool, on_b, metrics, "pg-A") == "pg-B"
+    assert metrics.migrations_pending._value.get() == 0
 
 
 async def test_the_account_store_reads_accounts_by_prefix() -> None:

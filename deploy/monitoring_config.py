@@ -1,0 +1,133 @@
+"""Prometheus's and Alertmanager's configuration, generated from the topology like every other
+process's (#13 item 1).
+
+Prometheus runs on the witness site, so it still sees, records and alerts on the loss of either
+data site. Its job names and the `site` label on every target are what the alert and recording
+rules in monitoring/rules/ are written against (and tested with promtool).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from deploy.topology import Topology
+
+# Every target is scraped, and every rule evaluated, each 5 s: a handful of targets, so cheap,
+# and an alert's `for` (30 s for the paging ones) is then counted in six samples, not two.
+SCRAPE_INTERVAL = "5s"
+EVALUATION_INTERVAL = "5s"
+# The SLO rules read up to 30 days back (monitoring/rules/recording.yml).
+RETENTION = "31d"
+RULES_DIR = Path(__file__).resolve().parent.parent / "monitoring" / "rules"
+CONSOLES_DIR = RULES_DIR.parent / "consoles"
+# Prometheus's own prom.lib (Debian installs it only among the documentation examples) and a
+# menu of ours.
+CONSOLE_LIBRARIES = CONSOLES_DIR / "libraries"
+
+# Job names the rules select on (monitoring/rules/alerts.yml).
+JOBS = (
+    "rocars-node",
+    "patroni",
+    "postgres",
+    "etcd",
+    "haproxy",
+    "redis",
+    "prometheus",
+    "alertmanager",
+)
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"{host}:{port}"
+
+
+def scrape_targets(topo: Topology) -> dict[str, list[tuple[str, str]]]:
+    """Per job, the (site, host:port) it scrapes; the Redis job's are redis:// addresses the
+    exporter is asked about (its multi-target /scrape endpoint)."""
+    witness = topo.witness_site
+    w = topo.sites[witness]
+    assert w.prometheus and w.alertmanager
+    out: dict[str, list[tuple[str, str]]] = {job: [] for job in JOBS}
+    for name in topo.data_sites:
+        s = topo.sites[name]
+        assert s.node and s.patroni and s.postgres_exporter and s.redis
+        out["rocars-node"].append((name, _hostport(s.host, s.node.port)))
+        out["patroni"].append((name, _hostport(s.host, s.patroni.port)))
+        out["postgres"].append((name, _hostport(s.host, s.postgres_exporter.port)))
+        out["redis"].append((name, f"redis://{_hostport(s.host, s.redis.port)}"))
+    for name, s in topo.sites.items():
+        out["etcd"].append((name, _hostport(s.host, s.etcd.client_port)))
+        out["redis"].append((name, f"redis://{_hostport(s.host, s.sentinel.port)}"))
+    out["haproxy"].append((topo.entry.site, _hostport(topo.entry_host(), topo.entry.stats_port)))
+    out["prometheus"].append((witness, _hostport(w.host, w.prometheus.port)))
+    out["alertmanager"].append((witness, _hostport(w.host, w.alertmanager.port)))
+    return out
+
+
+def prometheus_config(topo: Topology) -> dict[str, Any]:
+    w = topo.sites[topo.witness_site]
+    assert w.alertmanager and w.redis_exporter
+    jobs: list[dict[str, Any]] = []
+    for job, targets in scrape_targets(topo).items():
+        cfg: dict[str, Any] = {
+            "job_name": job,
+            "static_configs": [
+                {"targets": [addr], "labels": {"site": site}} for site, addr in targets
+            ],
+        }
+        if job == "redis":
+            # One exporter asks each Redis and Sentinel in turn (redis_exporter's multi-target
+            # pattern): the target becomes a parameter and the instance label, the exporter
+            # the address actually scraped.
+            cfg["metrics_path"] = "/scrape"
+            cfg["relabel_configs"] = [
+                {"source_labels": ["__address__"], "target_label": "__param_target"},
+                {"source_labels": ["__param_target"], "target_label": "instance"},
+                {
+                    "target_label": "__address__",
+                    "replacement": _hostport(w.host, w.redis_exporter.port),
+                },
+            ]
+        jobs.append(cfg)
+    return {
+        "global": {
+            "scrape_interval": SCRAPE_INTERVAL,
+            "scrape_timeout": "4s",
+            "evaluation_interval": EVALUATION_INTERVAL,
+            "external_labels": {"cluster": topo.name},
+        },
+        "rule_files": [str(RULES_DIR / "recording.yml"), str(RULES_DIR / "alerts.yml")],
+        "alerting": {
+            "alertmanagers": [
+                {"static_configs": [{"targets": [_hostport(w.host, w.alertmanager.port)]}]}
+            ]
+        },
+        "scrape_configs": jobs,
+    }
+
+
+def alertmanager_config(topo: Topology) -> dict[str, Any]:
+    """Routes by severity (the rules' `page` or `ticket`), grouped by site so one site's
+    trouble is one notification. The receivers have no destination here: production adds the
+    pager's and the ticket queue's webhooks to them (Alertmanager's own API shows the alerts
+    meanwhile: `rocars cluster status` lists where)."""
+    return {
+        "route": {
+            "receiver": "ticket",
+            "group_by": ["alertname", "site"],
+            "group_wait": "10s",
+            "group_interval": "1m",
+            "repeat_interval": "4h",
+            "routes": [
+                {
+                    "matchers": ['severity="page"'],
+                    "receiver": "page",
+                    "group_wait": "0s",
+                    "repeat_interval": "1h",
+                },
+                {"matchers": ['severity="ticket"'], "receiver": "ticket"},
+            ],
+        },
+        "receivers": [{"name": "page"}, {"name": "ticket"}],
+    }

@@ -1,0 +1,179 @@
+"""Prometheus's and Alertmanager's generated configuration, and the topology's monitoring
+section (#13 item 1)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from deploy import monitoring_config
+from deploy.process_specs import monitoring_names, specs
+from deploy.state import DEFAULT_TOPOLOGY, NETNS_TOPOLOGY, StateDir
+from deploy.topology import Topology, TopologyError, load_topology, parse_topology
+
+PRODUCTION = Path(__file__).resolve().parents[2] / "deploy" / "topology.production.yaml"
+RULES = monitoring_config.RULES_DIR
+
+
+@pytest.fixture(params=[DEFAULT_TOPOLOGY, NETNS_TOPOLOGY, PRODUCTION], ids=lambda p: p.stem)
+def topo(request: pytest.FixtureRequest) -> Topology:
+    path: Path = request.param
+    return load_topology(path)
+
+
+def _jobs(topo: Topology) -> dict[str, dict[str, Any]]:
+    cfg = monitoring_config.prometheus_config(topo)
+    return {j["job_name"]: j for j in cfg["scrape_configs"]}
+
+
+def test_every_job_the_rules_select_is_scraped_with_a_site_label(topo: Topology) -> None:
+    """#13 item 1: each job name the alert and recording rules select on is scraped, and every
+    target carries the `site` label the rules and Alertmanager's grouping use."""
+    jobs = _jobs(topo)
+    named = set()
+    for rules in ("alerts.yml", "recording.yml"):
+        named |= set(re.findall(r'job=~?"([^"]+)"', (RULES / rules).read_text()))
+    wanted = {j for pattern in named for j in pattern.split("|")}
+    assert wanted <= set(jobs), wanted - set(jobs)
+    for job in jobs.values():
+        for group in job["static_configs"]:
+            assert group["labels"]["site"] in topo.sites
+
+
+def test_every_part_of_the_system_is_a_target(topo: Topology) -> None:
+    """Both nodes, both Patroni members, both exporters, all etcd members, every Redis and
+    Sentinel, HAProxy, Prometheus and Alertmanager: nothing that can fail goes unwatched."""
+    targets = monitoring_config.scrape_targets(topo)
+    counts = {job: len(t) for job, t in targets.items()}
+    assert counts == {
+        "rocars-node": 2,
+        "patroni": 2,
+        "postgres": 2,
+        "etcd": 3,
+        "haproxy": 1,
+        "redis": 2 + 3,
+        "prometheus": 1,
+        "alertmanager": 1,
+    }
+    hosts = {s.host for s in topo.sites.values()} | {topo.entry_host()}
+    for job, pairs in targets.items():
+        for _site, addr in pairs:
+            host = addr.removeprefix("redis://").rsplit(":", 1)[0]
+            assert host in hosts, (job, addr)
+
+
+def test_redis_is_scraped_through_the_one_exporter(topo: Topology) -> None:
+    """The Redis job asks the exporter on the witness site about each Redis and Sentinel:
+    the real address becomes the `target` parameter and the instance label."""
+    job = _jobs(topo)["redis"]
+    assert job["metrics_path"] == "/scrape"
+    relabel = job["relabel_configs"]
+    assert relabel[0] == {"source_labels": ["__address__"], "target_label": "__param_target"}
+    assert relabel[1] == {"source_labels": ["__param_target"], "target_label": "instance"}
+    exporter = topo.monitoring_url("redis_exporter").removeprefix("http://")
+    assert relabel[2] == {"target_label": "__address__", "replacement": exporter}
+
+
+def test_promtool_and_amtool_accept_the_generated_files(tmp_path: Path) -> None:
+    """The generated prometheus.yml (with the project's rule files) and alertmanager.yml pass
+    Prometheus's and Alertmanager's own checkers."""
+    topo = load_topology(DEFAULT_TOPOLOGY)
+    prom = tmp_path / "prometheus.yml"
+    prom.write_text(yaml.safe_dump(monitoring_config.prometheus_config(topo)))
+    am = tmp_path / "alertmanager.yml"
+    am.write_text(yaml.safe_dump(monitoring_config.alertmanager_config(topo)))
+    for argv in (["promtool", "check", "config", str(prom)], ["amtool", "check-config", str(am)]):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_alertmanager_routes_by_severity_and_groups_by_site() -> None:
+    """Paging alerts go to the `page` receiver at once, tickets to `ticket`; one site's
+    trouble is one notification per alert name."""
+    route = monitoring_config.alertmanager_config(load_topology(DEFAULT_TOPOLOGY))["route"]
+    assert route["group_by"] == ["alertname", "site"]
+    by_matcher = {r["matchers"][0]: r for r in route["routes"]}
+    assert by_matcher['severity="page"']["receiver"] == "page"
+    assert by_matcher['severity="page"']["group_wait"] == "0s"
+    assert by_matcher['severity="ticket"']["receiver"] == "ticket"
+
+
+def test_monitoring_processes_listen_on_their_sites_address_only(
+    topo: Topology, tmp_path: Path
+) -> None:
+    """Prometheus, Alertmanager and the exporters bind the site's address (never every
+    address), Alertmanager opens no gossip port, and no password is on a command line."""
+    all_specs = specs(topo, StateDir(tmp_path))
+    names = monitoring_names(topo)
+    assert set(names) <= set(all_specs)
+    for name in names:
+        spec = all_specs[name]
+        argv = " ".join(spec.argv)
+        (what, host, port) = spec.ports[0]
+        assert f"{host}:{port}" in argv, what
+        assert host == topo.sites[spec.site].host
+        assert "password" not in argv.lower()
+    assert "--cluster.listen-address=" in all_specs["alertmanager"].argv
+    exporter = all_specs[f"postgres-exporter-{topo.data_sites[0]}"]
+    assert "DATA_SOURCE_PASS" not in exporter.env  # by file only
+    assert "DATA_SOURCE_PASS_FILE" in exporter.env
+
+
+def _raw() -> dict[str, Any]:
+    raw: dict[str, Any] = yaml.safe_load(DEFAULT_TOPOLOGY.read_text())
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (
+            lambda r: r["sites"]["A"].update(prometheus={"port": 9999}),
+            "run on the witness site",
+        ),
+        (
+            lambda r: r["sites"]["C"].pop("alertmanager"),
+            "prometheus, alertmanager and redis_exporter ports together",
+        ),
+        (
+            lambda r: r["sites"]["B"].pop("postgres_exporter"),
+            "every data site needs a postgres_exporter port",
+        ),
+        (
+            lambda r: r["sites"]["C"].update(postgres_exporter={"port": 9999}),
+            "a witness site runs only etcd, sentinel and monitoring",
+        ),
+        (
+            lambda r: r["sites"]["C"].update(prometheus={"port": 4379}),
+            "port clash",
+        ),
+    ],
+)
+def test_a_half_configured_monitoring_section_is_refused(edit: Any, fragment: str) -> None:
+    """Monitoring runs whole on the witness site with an exporter beside each database, or not
+    at all; a half-written topology is refused before anything starts."""
+    raw = _raw()
+    edit(raw)
+    with pytest.raises(TopologyError, match=fragment):
+        parse_topology(raw)
+
+
+def test_without_monitoring_and_port_offsets() -> None:
+    """Test clusters may run without monitoring (nothing of it started or generated), and a
+    port offset moves the monitoring ports with the rest."""
+    topo = load_topology(DEFAULT_TOPOLOGY)
+    assert topo.monitored
+    bare = topo.without_monitoring()
+    assert not bare.monitored
+    assert monitoring_names(bare) == ()
+    with pytest.raises(TopologyError, match="runs no prometheus"):
+        bare.monitoring_url("prometheus")
+    moved = topo.with_port_offset(1000)
+    assert moved.monitoring_url("prometheus") == "http://127.0.0.1:10090"
+    assert moved.sites["A"].postgres_exporter is not None
+    assert moved.sites["A"].postgres_exporter.port == 19187 + 1000
