@@ -13,7 +13,7 @@ import aiohttp
 import psycopg
 from psycopg.types.json import Jsonb
 
-from deploy import pg_roles
+from deploy import etcd_auth, pg_roles
 from deploy.state import StateDir
 from deploy.topology import Topology
 from kernel.errors import ComponentUnavailable, RocarsError
@@ -21,12 +21,11 @@ from kernel.names import leader_key, member_site
 from node import migrate
 from node.api.registrations import create_account
 from node.config import load_node_config
-from replication.etcd_gateway import EtcdGateway
 
 
 async def leader_site(topo: Topology) -> str:
     async with aiohttp.ClientSession() as session:
-        gw = EtcdGateway(session, topo.etcd_urls())
+        gw = etcd_auth.operator_gateway(session, topo)
         kv = await gw.get(leader_key(topo.name))
     if kv is None:
         raise ComponentUnavailable(

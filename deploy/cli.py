@@ -43,11 +43,12 @@ def _system(
 
     When the sites run in network namespaces the command moves into the hub namespace first
     (before any thread starts), from where it reaches every site like HAProxy does."""
-    from deploy import netns
+    from deploy import etcd_auth, netns
     from deploy.config_files import load_state_topology
 
     state = _state(state_dir)
     topo = load_state_topology(state, topology)
+    etcd_auth.use_state(topo, state)  # the commands log in to etcd as the operator (#12 item 3)
     if enter:
         netns.enter_hub(topo)
     return state, topo
@@ -148,7 +149,7 @@ def up(topology: Path | None, state_dir: Path | None, timeout: float) -> None:
     t0 = time.monotonic()
     asyncio.run(launcher.up(topo, state, click.echo, timeout=timeout))
     elapsed = time.monotonic() - t0
-    view = asyncio.run(status.collect(topo))
+    view = asyncio.run(status.collect(topo, state))
     click.echo(f"ready in {elapsed:.1f}s\n")
     click.echo(status.render_table(view))
     s = endpoints.summary(topo, state)
@@ -199,8 +200,8 @@ def status_cmd(topology: Path | None, state_dir: Path | None, as_json: bool) -> 
     """Show nodes, PostgreSQL, etcd, Redis and contingency mode; exit 0 only when healthy."""
     from deploy import status
 
-    _, topo = _system(state_dir, topology)
-    view = asyncio.run(status.collect(topo))
+    state, topo = _system(state_dir, topology)
+    view = asyncio.run(status.collect(topo, state))
     click.echo(json.dumps(view.to_dict(), indent=2) if as_json else status.render_table(view))
     sys.exit(0 if view.is_healthy else 1)
 
@@ -277,8 +278,8 @@ def failover_status(topology: Path | None, state_dir: Path | None, as_json: bool
     from deploy import failover_ops as switch
     from deploy import status
 
-    _, topo = _system(state_dir, topology)
-    view = asyncio.run(status.collect(topo))
+    state, topo = _system(state_dir, topology)
+    view = asyncio.run(status.collect(topo, state))
     click.echo(
         json.dumps(switch.failover_document(view), indent=2) if as_json else switch.render(view)
     )

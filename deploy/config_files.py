@@ -4,12 +4,13 @@ the copy of the topology they were generated from, which later commands read bac
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
 import yaml
 
-from deploy import configgen, monitoring_config
+from deploy import configgen, monitoring_config, redis_acl
 from deploy.state import DEFAULT_TOPOLOGY, DbUser, StateDir
 from deploy.topology import Topology, load_topology
 
@@ -22,10 +23,18 @@ def _write(path: Path, text: str, mode: int = 0o644) -> bool:
         changed = True
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, mode)
+    # Created with `mode` (narrowed first if left over): a 0600 file is never briefly wider.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.fchmod(fd, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
     tmp.replace(path)
     return changed
+
+
+def redis_exporter_passwords(state: StateDir) -> Path:
+    """The Redis exporter's `-redis.password-file` (JSON: target address -> password), 0600."""
+    return state.secrets_dir / "redis-exporter.json"
 
 
 def _chown(path: Path, user: DbUser) -> None:
@@ -62,20 +71,27 @@ def write_configs(topo: Topology, state: StateDir) -> list[str]:
             configgen.etcd_config(topo, name, state.data / f"etcd-{name}"),
         )
     # Redis and Sentinel rewrite their own files after a failover; regenerate them only when
-    # the topology changed, or a restart would undo Sentinel's choice of primary.
+    # the topology or their users (#12 item 3: new passwords, new rules) changed, or a restart
+    # would undo Sentinel's choice of primary. They hold passwords: 0600.
     stamp = state.config / ".redis-topology"
-    fresh = not stamp.exists() or stamp.read_text() != topo_hash
+    users = "\n".join(
+        redis_acl.redis_acl_lines(passwords) + redis_acl.sentinel_acl_lines("", passwords)
+    )
+    redis_stamp = f"{topo_hash} {hashlib.sha256(users.encode()).hexdigest()}"
+    fresh = not stamp.exists() or stamp.read_text() != redis_stamp
     for name, site in topo.sites.items():
         sentinel = state.config / f"sentinel-{name}.conf"
         if fresh or not sentinel.exists():
-            (state.data / f"sentinel-{name}").mkdir(parents=True, exist_ok=True)
-            _write(sentinel, configgen.sentinel_config(topo, name, state.data / f"sentinel-{name}"))
+            data = state.data / f"sentinel-{name}"
+            data.mkdir(parents=True, exist_ok=True)
+            _write(sentinel, configgen.sentinel_config(topo, name, data, passwords), 0o600)
         if site.redis is not None:
             redis = state.config / f"redis-{name}.conf"
             if fresh or not redis.exists():
-                (state.data / f"redis-{name}").mkdir(parents=True, exist_ok=True)
-                _write(redis, configgen.redis_config(topo, name, state.data / f"redis-{name}"))
-    stamp.write_text(topo_hash)
+                data = state.data / f"redis-{name}"
+                data.mkdir(parents=True, exist_ok=True)
+                _write(redis, configgen.redis_config(topo, name, data, passwords), 0o600)
+    stamp.write_text(redis_stamp)
 
     _write(state.config / "haproxy.cfg", configgen.haproxy_config(topo))
     if topo.monitored:
@@ -91,6 +107,13 @@ def write_configs(topo: Topology, state: StateDir) -> list[str]:
             yaml.safe_dump(monitoring_config.alertmanager_config(topo), sort_keys=False),
         ):
             reload.append("alertmanager")
+        # The Redis exporter's password for each Redis and Sentinel it scrapes (#12 item 3).
+        redis_targets = [t for _site, t in monitoring_config.scrape_targets(topo)["redis"]]
+        _write(
+            redis_exporter_passwords(state),
+            json.dumps(redis_acl.exporter_passwords(redis_targets, passwords), indent=2),
+            0o600,
+        )
     for name in topo.data_sites:
         member = state.member_dir(name)
         for sub in ("", "sock", "log"):

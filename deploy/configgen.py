@@ -8,11 +8,13 @@ state folder. Keeping generation pure lets the unit tests check the invariants t
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from deploy import etcd_auth, redis_acl
 from deploy.pg_roles import (
     APP_DATABASE,
     APP_USER,
@@ -24,6 +26,7 @@ from deploy.pg_roles import (
 from deploy.state import StateDir
 from deploy.topology import Topology
 from kernel.names import PATRONI_NAMESPACE, member_name
+from replication.patroni_rest import PATRONI_REST_USER
 
 REDIS_MASTER_NAME = "rocars"
 PG_BIN_DIR = "/usr/lib/postgresql/15/bin"
@@ -87,10 +90,21 @@ def patroni_config(
         "restapi": {
             "listen": f"{s.host}:{s.patroni.port}",
             "connect_address": f"{s.host}:{s.patroni.port}",
+            # #12 item 3: basic auth on the unsafe methods (switchover, failover, restart,
+            # reinitialize, reload, PATCH/PUT /config); GETs (/metrics for Prometheus,
+            # /cluster, /patroni, /primary for status and readiness) stay open.
+            "authentication": {
+                "username": PATRONI_REST_USER,
+                "password": passwords["patroni-rest"],
+            },
         },
         "etcd3": {
             "hosts": [f"{x.host}:{x.etcd.client_port}" for x in topo.sites.values()],
             "protocol": "http",
+            # #12 item 3: a user that may write Patroni's namespace and nothing else
+            # (deploy.etcd_auth); this file is 0600.
+            "username": etcd_auth.PATRONI_USER,
+            "password": passwords["etcd-patroni"],
         },
         "bootstrap": {
             "dcs": {
@@ -163,13 +177,16 @@ def patroni_config(
     }
 
 
-def redis_config(topo: Topology, site: str, data_dir: Path) -> str:
+def redis_config(topo: Topology, site: str, data_dir: Path, passwords: Mapping[str, str]) -> str:
+    """Redis of `site`; its users by role (#12 item 3, deploy.redis_acl): the file holds the
+    replica user's password in clear (`masterauth`), so it is written 0600."""
     s = topo.sites[site]
     assert s.redis is not None
     lines = [
         f"bind {s.host}",
         f"port {s.redis.port}",
-        "protected-mode no",
+        # Moot with the default user off (it has no password either), kept as a second lock.
+        "protected-mode yes",
         "daemonize no",
         f"dir {data_dir}",
         'logfile ""',
@@ -180,6 +197,7 @@ def redis_config(topo: Topology, site: str, data_dir: Path) -> str:
         "appendfsync everysec",
         "maxmemory 64mb",
         "maxmemory-policy allkeys-lru",
+        *redis_acl.redis_acl_lines(passwords),
     ]
     if topo.sites[site].role != "primary":
         p = topo.sites[topo.primary_site]
@@ -188,7 +206,9 @@ def redis_config(topo: Topology, site: str, data_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sentinel_config(topo: Topology, site: str, data_dir: Path) -> str:
+def sentinel_config(topo: Topology, site: str, data_dir: Path, passwords: Mapping[str, str]) -> str:
+    """Sentinel of `site`, with its users and the credentials it logs in to Redis and to the
+    other Sentinels with (#12 item 3, deploy.redis_acl); 0600, like Redis's."""
     s = topo.sites[site]
     p = topo.sites[topo.primary_site]
     assert p.redis is not None
@@ -197,7 +217,7 @@ def sentinel_config(topo: Topology, site: str, data_dir: Path) -> str:
             [
                 f"bind {s.host}",
                 f"port {s.sentinel.port}",
-                "protected-mode no",
+                "protected-mode yes",
                 "daemonize no",
                 f"dir {data_dir}",
                 'logfile ""',
@@ -206,6 +226,7 @@ def sentinel_config(topo: Topology, site: str, data_dir: Path) -> str:
                 f"sentinel down-after-milliseconds {REDIS_MASTER_NAME} 2000",
                 f"sentinel failover-timeout {REDIS_MASTER_NAME} 10000",
                 f"sentinel parallel-syncs {REDIS_MASTER_NAME} 1",
+                *redis_acl.sentinel_acl_lines(REDIS_MASTER_NAME, passwords),
             ]
         )
         + "\n"
@@ -340,6 +361,16 @@ def haproxy_config(topo: Topology) -> str:
             "    http-request set-var(txn.request_id) req.hdr(x-request-id)",
             "    http-after-response set-header X-Request-Id %[var(txn.request_id)]"
             " if { var(txn.request_id) -m found } !{ res.hdr(x-request-id) -m found }",
+            # The control plane's pages (metrics, the detailed health document, probes) only
+            # to the monitoring networks (#12 item 3): the nodes see HAProxy's own address,
+            # which is on them, so the client's is judged here. Clients get the API, the web
+            # pages and /v1/status.
+            f"    acl monitoring_network src {' '.join(topo.monitoring_networks())}",
+            "    acl control_page path /metrics /health",
+            "    acl control_page path_beg /health/",
+            '    http-request return status 404 content-type "application/problem+json" string'
+            f' "{_problem(404, "Not Found", "no such resource")}"'
+            " if control_page !monitoring_network",
             # Abuse limits per client address (topology `entry.limits`): requests without
             # credentials are counted in one table, 401 answers to requests with credentials
             # in the other; a request with a good key adds to neither.
@@ -453,12 +484,28 @@ def node_config(topo: Topology, site: str, *, state_root: Path) -> dict[str, Any
             "passfile": str(StateDir(state_root).pgpass("app")),
         },
         "patroni_url": topo.patroni_url(site),
+        # Patroni's REST password by file, never in this file (#12 item 3).
+        "patroni_auth_file": str(StateDir(state_root).secret_file("patroni-rest")),
         "patroni_member": member_name(site),
         "patroni_namespace": PATRONI_NAMESPACE,
         "etcd_urls": topo.etcd_urls(),
+        # The node's etcd user and its password's file, never the password (#12 item 3).
+        "etcd_user": etcd_auth.NODE_USER,
+        "etcd_password_file": str(StateDir(state_root).secret_file("etcd-node")),
         "etcd_witness_url": topo.etcd_url(topo.witness_site),
         "redis_sentinels": [[x.host, x.sentinel.port] for x in topo.sites.values()],
         "redis_master_name": REDIS_MASTER_NAME,
+        # The node's Redis and Sentinel user; its password by file, never here (#12 item 3).
+        "redis_auth": {
+            "username": redis_acl.NODE.name,
+            "password_file": str(StateDir(state_root).secret_file(redis_acl.NODE.secret)),
+            "sentinel_username": redis_acl.SENTINEL_NODE.name,
+            "sentinel_password_file": str(
+                StateDir(state_root).secret_file(redis_acl.SENTINEL_NODE.secret)
+            ),
+        },
         "peers": {n: topo.node_url(n) for n in topo.data_sites},
         "max_in_flight": topo.entry.admission.node_max_in_flight,
+        "monitoring_networks": topo.monitoring_networks(),
+        "monitoring_key_file": str(StateDir(state_root).secret_file("monitoring-key")),
     }

@@ -18,11 +18,10 @@ from contingency import state as cstate
 from contingency.override import clear_override, read_override, write_override
 from contingency.reconcile import journal_paths, reconcile
 from contingency.runtime import ContingencyRuntime, applies, await_nodes
-from deploy import admin
+from deploy import admin, etcd_auth
 from deploy.state import StateDir
 from deploy.status import node_health
 from deploy.topology import Topology
-from replication.etcd_gateway import EtcdGateway
 
 
 def actor(officer: str | None) -> str:
@@ -69,7 +68,7 @@ async def change(
     """Change the mode in etcd, then wait until the nodes apply it; the new state with `nodes`
     (the mode each applies, or "unreachable") and `not_applied` (who did not follow)."""
     async with aiohttp.ClientSession() as session:
-        rt = ContingencyRuntime(etcd=EtcdGateway(session, topo.etcd_urls()), override_path=None)
+        rt = ContingencyRuntime(etcd=etcd_auth.operator_gateway(session, topo), override_path=None)
         if on:
             new = await rt.activate(actor=who, reason=reason, lbcps=lbcps, message=message)
         else:
@@ -98,7 +97,7 @@ async def await_local(topo: Topology, sites: list[str], *, on: bool) -> dict[str
 
 async def status(topo: Topology, state: StateDir) -> dict[str, Any]:
     async with aiohttp.ClientSession() as session:
-        rt = ContingencyRuntime(etcd=EtcdGateway(session, topo.etcd_urls()), override_path=None)
+        rt = ContingencyRuntime(etcd=etcd_auth.operator_gateway(session, topo), override_path=None)
         await rt.refresh()
         doc: dict[str, Any] = {
             "etcd_reachable": rt.etcd_ok,

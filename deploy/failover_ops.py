@@ -4,6 +4,9 @@
 The request must pass `failover.precheck` (the candidate is the streaming synchronous standby
 with zero lag, the cluster is not paused, the target node is live); `planned_switchover` wires the
 topology to the one `failover.switchover`, which the drills use too.
+
+Patroni's switchover is an unsafe REST method: `operator_patroni` sends the operator's
+credentials, the "patroni-rest" secret read from its own file in the state folder (#12 item 3).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from deploy import admin, status
+from deploy import admin, etcd_auth, status
 from deploy.state import StateDir
 from deploy.topology import Topology
 from failover.precheck import precheck
@@ -24,8 +27,7 @@ from failover.switchover import LeaderWait, SwitchoverRefused, switchover
 from kernel.cluster import ClusterStatus
 from kernel.errors import RocarsError
 from kernel.names import leader_key
-from replication.etcd_gateway import EtcdGateway
-from replication.patroni_rest import PatroniRest
+from replication.patroni_rest import PatroniRest, read_credentials
 
 log = logging.getLogger("rocars.failover")
 
@@ -56,6 +58,12 @@ def render(view: ClusterStatus) -> str:
     return "\n".join(lines)
 
 
+def operator_patroni(session: aiohttp.ClientSession, state: StateDir) -> PatroniRest:
+    """Patroni's REST API with the credentials of the state folder's "patroni-rest" secret,
+    for the operator commands, drills and benches that use its unsafe methods (#12 item 3)."""
+    return PatroniRest(session, auth=read_credentials(state.secret_file("patroni-rest")))
+
+
 async def planned_switchover(
     topo: Topology,
     state: StateDir,
@@ -71,10 +79,10 @@ async def planned_switchover(
         return await switchover(
             target,
             leader=leader,
-            patroni=PatroniRest(s),
+            patroni=operator_patroni(s, state),
             patroni_url=topo.patroni_url(leader),
             checkpoint=lambda: admin.checkpoint_leader(topo, state),
-            wait=LeaderWait(EtcdGateway(s, topo.etcd_urls()), leader_key(topo.name))
+            wait=LeaderWait(etcd_auth.operator_gateway(s, topo), leader_key(topo.name))
             if wait
             else None,
             progress=progress,
@@ -86,7 +94,7 @@ async def run_switchover(
 ) -> float:
     """`rocars failover switchover --to target`: pre-checks, the switchover, then wait until the
     whole system is healthy with `target` active; returns the seconds it took."""
-    view = await status.collect(topo)
+    view = await status.collect(topo, state)
     why = precheck(view, target)
     if why is not None:
         raise SwitchoverRefused(f"switchover to {target} refused: {why}")
@@ -95,7 +103,7 @@ async def run_switchover(
     await planned_switchover(
         topo, state, target, leader=view.leader_site, wait=True, progress=progress
     )
-    view = await status.wait_healthy(topo, timeout=60)
+    view = await status.wait_healthy(topo, timeout=60, state=state)
     if view.leader_site != target or not view.is_healthy:
         raise RocarsError(f"switchover did not settle: {view.problems()}")
     return time.monotonic() - t0

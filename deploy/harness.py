@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from deploy import processes, teardown
+from deploy import etcd_auth, processes, teardown
 from deploy.process_specs import specs
 from deploy.state import DEFAULT_TOPOLOGY, NETNS_TOPOLOGY, StateDir
 from deploy.topology import AbuseLimits, Topology, load_topology
@@ -46,6 +46,11 @@ class LocalCluster:
     topo: Topology
     state: StateDir
     topology_file: Path
+
+    def __post_init__(self) -> None:
+        # In-process operations on this cluster (status, drills) log in to etcd as the
+        # operator with this state folder's password (#12 item 3).
+        etcd_auth.use_state(self.topo, self.state)
 
     @classmethod
     def create(

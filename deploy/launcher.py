@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from deploy import admin, netns, processes, readiness
+from deploy import admin, etcd_auth, netns, processes, readiness
 from deploy.binaries import check_binaries
 from deploy.config_files import write_configs
 from deploy.database_bootstrap import bootstrap_database
@@ -28,7 +28,6 @@ from deploy.processes import ProcessSpec
 from deploy.state import StateDir
 from deploy.topology import Topology
 from kernel.errors import EtcdUnavailable
-from replication.etcd_gateway import EtcdGateway
 
 Progress = Callable[[str], None]
 
@@ -76,6 +75,8 @@ def steps(topo: Topology, *, fresh: bool) -> list[Step]:
     )
     return [
         Step("etcd quorum", start=etcd, ready=_etcd_quorum, logs=etcd),
+        # Before anything else uses etcd: its users, roles and authentication (#12 item 3).
+        Step("etcd authentication", then=_etcd_auth),
         # A fresh cluster is initialised by the primary site, so it starts out as the leader.
         Step(
             f"Patroni bootstrap on site {primary}",
@@ -131,6 +132,7 @@ async def up(topo: Topology, state: StateDir, progress: Progress, *, timeout: fl
         # From here on this process talks to the sites from the hub, like HAProxy does.
         netns.enter_hub(topo)
     changed = write_configs(topo, state)
+    etcd_auth.use_state(topo, state)
     all_specs = specs(topo, state)
     for name in changed:
         if processes.reload(state, all_specs[name]):
@@ -194,14 +196,23 @@ async def _prepare_database(launch: Launch) -> None:
         launch.progress(f"applied migrations: {', '.join(applied)}")
 
 
+async def _etcd_auth(launch: Launch) -> None:
+    """#12 item 3: users, roles and grants as deploy.etcd_auth plans them, then authentication
+    on; on a cluster where it is on already, log in as root and repair what differs."""
+    await etcd_auth.ensure(launch.session, launch.topo, launch.state, launch.progress)
+
+
 async def _etcd_leader_to_witness(launch: Launch) -> None:
     """Start with etcd's raft leader on the witness site, so losing a data site never also
     loses the etcd leader (whose loss renews Patroni's leader key: a slower failover); the
-    active node keeps it there afterwards (failover/etcd_placement.py)."""
+    active node keeps it there afterwards (failover/etcd_placement.py). As root (#12 item 3):
+    etcd 3.4.42+ and 3.5.28+ allow moving the leader to an admin only, and this bootstrap step
+    is then the one place that still can (the node never holds root)."""
     topo = launch.topo
     witness = topo.witness_site
+    root = etcd_auth.gateway(launch.session, topo, launch.state, etcd_auth.ROOT_USER)
     try:
-        if await EtcdGateway(launch.session, topo.etcd_urls()).move_leader(topo.etcd_url(witness)):
+        if await root.move_leader(topo.etcd_url(witness)):
             launch.progress(f"moved the etcd leadership to the witness site {witness}")
     except EtcdUnavailable as exc:  # an optimisation, not a condition for being up
         launch.progress(f"etcd leadership stays where it is: {exc}")

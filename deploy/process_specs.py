@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import sys
 
-from deploy import configgen, monitoring_config, pg_roles
+from deploy import config_files, configgen, monitoring_config, pg_roles, redis_acl
 from deploy.binaries import patroni_bin
 from deploy.processes import ProcessSpec
 from deploy.state import DbUser, StateDir
 from deploy.topology import Topology
+
+# Redis and Sentinel write their configuration file anew (CONFIG REWRITE; Sentinel after every
+# failover) with mode 0644 & ~umask, and it holds passwords (#12 item 3): keep it 0600.
+REWRITES_SECRETS = 0o077
 
 
 def specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
@@ -62,6 +66,7 @@ def specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
                 argv=("redis-server", cfg),
                 marker=f"{site.host}:{site.redis.port}",
                 ports=(("Redis", site.host, site.redis.port),),
+                umask=REWRITES_SECRETS,
             )
     for name, site in topo.sites.items():
         cfg = str(state.config / f"sentinel-{name}.conf")
@@ -72,6 +77,7 @@ def specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
             argv=("redis-server", cfg, "--sentinel"),
             marker=f"{site.host}:{site.sentinel.port}",
             ports=(("Sentinel", site.host, site.sentinel.port),),
+            umask=REWRITES_SECRETS,
         )
     for name in topo.data_sites:
         site = topo.sites[name]
@@ -175,7 +181,15 @@ def monitoring_specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
         site=witness,
         netns=topo.netns(witness),
         # No address of its own to scrape: Prometheus names each Redis and Sentinel in turn.
-        argv=("prometheus-redis-exporter", f"-web.listen-address={listen}", "-redis.addr="),
+        # It logs in to each as the monitor user, with the password its file gives for that
+        # address (#12 item 3); the password is in no argument.
+        argv=(
+            "prometheus-redis-exporter",
+            f"-web.listen-address={listen}",
+            "-redis.addr=",
+            f"-redis.user={redis_acl.MONITOR.name}",
+            f"-redis.password-file={config_files.redis_exporter_passwords(state)}",
+        ),
         marker=f"-web.listen-address={listen}",
         ports=(("Redis exporter", w.host, w.redis_exporter.port),),
     )

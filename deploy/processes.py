@@ -37,6 +37,7 @@ class ProcessSpec:
     cwd: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
     netns: str | None = None  # the site's network namespace, when sites run in their own
+    umask: int = -1  # the process's umask (-1: ours); 0o077 for those that write secrets
 
 
 def _alive(proc: psutil.Process) -> bool:
@@ -105,6 +106,7 @@ def start(state: StateDir, spec: ProcessSpec) -> int:
                     cwd=spec.cwd,
                     env=env,
                     start_new_session=True,
+                    umask=spec.umask,
                     user=spec.user.uid if spec.user and spec.user.is_other else None,
                     group=spec.user.gid if spec.user and spec.user.is_other else None,
                     extra_groups=[] if spec.user and spec.user.is_other else None,

@@ -16,12 +16,11 @@ from tenacity import (
     wait_fixed,
 )
 
-from deploy import processes
+from deploy import etcd_auth, processes
 from deploy.state import StateDir
 from deploy.topology import Topology
 from kernel.errors import LaunchError
 from kernel.names import QUORUM_PROBE_KEY, leader_key, member_site
-from replication.etcd_gateway import EtcdGateway
 from replication.patroni_rest import PatroniRest
 
 POLL_S = 0.2
@@ -58,13 +57,13 @@ async def http_ok(session: aiohttp.ClientSession, url: str) -> bool:
 
 
 async def etcd_quorum(session: aiohttp.ClientSession, topo: Topology) -> bool:
-    await EtcdGateway(session, topo.etcd_urls()).get(QUORUM_PROBE_KEY)  # linearizable: a quorum
+    await etcd_auth.operator_gateway(session, topo).get(QUORUM_PROBE_KEY)  # linearizable: a quorum
     return True
 
 
 async def leader_site(session: aiohttp.ClientSession, topo: Topology) -> str | None:
     """The site whose member holds Patroni's leader key, if any."""
-    kv = await EtcdGateway(session, topo.etcd_urls()).get(leader_key(topo.name))
+    kv = await etcd_auth.operator_gateway(session, topo).get(leader_key(topo.name))
     return member_site(kv.value.decode()) if kv else None
 
 

@@ -27,7 +27,26 @@ DEFAULT_STATE_DIR = REPO_ROOT / "var"
 RUNTIME_BASE = Path("/var/lib/rocars")
 # Database passwords by account (#12 item 4): Patroni's superuser, replication and rewind users,
 # the application, the schema owner (migrations) and the monitoring role.
-SECRET_NAMES = ("superuser", "replication", "rewind", "app", "owner", "monitor")
+PG_SECRET_NAMES = ("superuser", "replication", "rewind", "app", "owner", "monitor")
+# The control plane's credentials (#12 item 3), each also in a file of its own
+# (`StateDir.secret_file`) that the process using it is given by path: Patroni's REST API
+# (unsafe methods), Redis users by role and Sentinel, etcd users, and the key that opens the
+# nodes' /metrics and /health to a tool outside the monitoring networks.
+CONTROL_SECRET_NAMES = (
+    "patroni-rest",
+    "redis-node",
+    "redis-replica",
+    "redis-sentinel",
+    "redis-monitor",
+    "redis-admin",
+    "sentinel",
+    "etcd-root",
+    "etcd-patroni",
+    "etcd-node",
+    "etcd-operator",
+    "monitoring-key",
+)
+SECRET_NAMES = PG_SECRET_NAMES + CONTROL_SECRET_NAMES
 # The secrets folder and every file in it: the launching user only.
 SECRETS_DIR_MODE = 0o700
 SECRET_FILE_MODE = 0o600
@@ -178,7 +197,16 @@ class StateDir:
         for account, user in PGPASS_ACCOUNTS.items():
             _write_secret(self.pgpass(account), pgpass_line(user, data[account]))
         _write_secret(self.pg_monitor_password, data["monitor"])
+        for name in CONTROL_SECRET_NAMES:
+            _write_secret(self.secret_file(name), data[name])
         return data
+
+    def secret_file(self, name: str) -> Path:
+        """The file holding the one password `name` (one of CONTROL_SECRET_NAMES), for a
+        process that is given it by path (never in argv or the environment)."""
+        if name not in CONTROL_SECRET_NAMES:
+            raise ValueError(f"no secret file for {name!r}")
+        return self.secrets_dir / f"{name}.password"
 
 
 def _write_secret(path: Path, text: str) -> None:

@@ -17,7 +17,9 @@ import aiohttp
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from deploy import etcd_auth, redis_acl
 from deploy.configgen import REDIS_MASTER_NAME
+from deploy.state import StateDir, default_state_dir
 from deploy.topology import Topology
 from kernel.cluster import (
     ClusterStatus,
@@ -153,13 +155,23 @@ async def _etcd(etcd: EtcdGateway) -> Etcd:
     )
 
 
-async def redis_status(topo: Topology) -> Redis:
-    """The primary the Sentinels name (confirmed by asking it) and its online replicas."""
+async def redis_status(topo: Topology, state: StateDir | None = None) -> Redis:
+    """The primary the Sentinels name (confirmed by asking it) and its online replicas, asked
+    as the operators' Redis and Sentinel user, its password from `state` (default: the
+    default state folder) (#12 item 3)."""
     primary: str | None = None
     replicas: list[str] = []
+    try:
+        login = redis_acl.login(state or StateDir(default_state_dir()), redis_acl.ADMIN)
+    except OSError:
+        return Redis(primary=None, replicas=())
     for site in topo.sites.values():
         r = aioredis.Redis(
-            host=site.host, port=site.sentinel.port, socket_timeout=1, socket_connect_timeout=1
+            host=site.host,
+            port=site.sentinel.port,
+            socket_timeout=1,
+            socket_connect_timeout=1,
+            **login,
         )
         try:
             addr = await r.execute_command(  # type: ignore[no-untyped-call]
@@ -174,7 +186,9 @@ async def redis_status(topo: Topology) -> Redis:
             await r.aclose()
     if primary:
         host, port = primary.rsplit(":", 1)
-        r = aioredis.Redis(host=host, port=int(port), socket_timeout=1, socket_connect_timeout=1)
+        r = aioredis.Redis(
+            host=host, port=int(port), socket_timeout=1, socket_connect_timeout=1, **login
+        )
         try:
             info = await r.info("replication")
             if info.get("role") == "master":
@@ -242,15 +256,16 @@ async def monitoring_status(session: aiohttp.ClientSession, topo: Topology) -> M
     return Monitoring(prom, am, prom_up, am_up, len(up), tuple(sorted(down)), tuple(alerts))
 
 
-async def collect(topo: Topology) -> ClusterStatus:
-    """The whole system as it is now; unreachable parts are described, never raised."""
+async def collect(topo: Topology, state: StateDir | None = None) -> ClusterStatus:
+    """The whole system as it is now; unreachable parts are described, never raised. `state`:
+    where the credentials are (default: the default state folder)."""
     async with aiohttp.ClientSession() as session:
-        etcd = EtcdGateway(session, topo.etcd_urls())
+        etcd = etcd_auth.operator_gateway(session, topo)
         node_list, pg, etcd_view, redis_view, contingency, entry = await asyncio.gather(
             nodes(session, topo),
             _postgres(session, topo, etcd),
             _etcd(etcd),
-            redis_status(topo),
+            redis_status(topo, state),
             _contingency(etcd),
             _entry(session, topo),
         )
@@ -268,14 +283,18 @@ async def collect(topo: Topology) -> ClusterStatus:
 
 
 async def wait_healthy(
-    topo: Topology, timeout: float = 120.0, *, interval_s: float = 1.0
+    topo: Topology,
+    timeout: float = 120.0,
+    *,
+    interval_s: float = 1.0,
+    state: StateDir | None = None,
 ) -> ClusterStatus:
     """The status once healthy, or the last one seen when `timeout` seconds pass first."""
     deadline = time.monotonic() + timeout
-    view = await collect(topo)
+    view = await collect(topo, state)
     while not view.is_healthy and time.monotonic() < deadline:
         await asyncio.sleep(interval_s)
-        view = await collect(topo)
+        view = await collect(topo, state)
     return view
 
 

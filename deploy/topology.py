@@ -255,6 +255,14 @@ class Topology(_Strict):
             return self.namespaces.hub_host
         return self.sites[self.entry.site].host
 
+    def monitoring_networks(self) -> list[str]:
+        """Where control-plane pages (/metrics, the detailed /health) may be read from without
+        the monitoring key: the system's own addresses (each site's, and the hub's where
+        HAProxy and the operators' commands run) and this host's 127.0.0.1, nothing else; so
+        locally another loopback address (127.0.0.2) is an outsider (#12 item 3)."""
+        hosts = {s.host for s in self.sites.values()} | {self.entry_host(), "127.0.0.1"}
+        return sorted(f"{h}/32" for h in hosts)
+
     def netns(self, site: str) -> str | None:
         """The network namespace a site's processes run in (None: the machine's own)."""
         return self.namespaces.of(site) if self.namespaces is not None else None

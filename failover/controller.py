@@ -3,6 +3,10 @@
 Serves the pure core `failover.decision`. It runs on every node; only the node on the target
 site acts on a "switchover" (the active node is the one that is down), and the time of the
 last switchover is kept in etcd so both nodes honour the minimum interval.
+
+The switchover request is an unsafe method of Patroni's REST API: the `PatroniRest` it is given
+carries the credentials (#12 item 3; node.app reads them from the file the node configuration
+names). Refused credentials are logged as an error and the controller keeps running.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from failover.decision import (
 )
 from failover.role import RoleWatcher
 from failover.switchover import SwitchoverRefused, switchover
-from kernel.errors import ComponentUnavailable
+from kernel.errors import ComponentUnavailable, ConfigError
 from kernel.names import LAST_SWITCHOVER_KEY, member_name, member_site
 from replication.etcd_gateway import EtcdGateway
 from replication.patroni_rest import PatroniCluster, PatroniRest
@@ -159,7 +163,7 @@ class FailoverController:
                 patroni_url=self._patroni_url,
                 progress=lambda line: log.warning("failover controller: %s", line),
             )
-        except (ComponentUnavailable, SwitchoverRefused) as exc:
+        except (ComponentUnavailable, SwitchoverRefused, ConfigError) as exc:
             log.error("switchover request failed: %s", exc)
 
     async def run(self) -> None:

@@ -42,12 +42,13 @@ from node.api import (
     risk_rules,
 )
 from node.config import NodeConfig
+from node.control_access import ControlAccess, control_access_middleware
 from node.deps import NodeDeps
 from node.problems import PROBLEM_JSON, problem_middleware
 from node.redis_client import RedisClient
 from node.stores import PgAccountStore, open_pool
-from replication.etcd_gateway import EtcdGateway
-from replication.patroni_rest import PatroniRest
+from replication.etcd_gateway import EtcdCredentials, EtcdGateway
+from replication.patroni_rest import PatroniRest, read_credentials
 
 log = logging.getLogger("rocars.node")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -69,8 +70,17 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
             session = await stack.enter_async_context(aiohttp.ClientSession())
         app[appkeys.HTTP] = session
         etcd, patroni = deps.etcd, deps.patroni
-        app[appkeys.ETCD] = EtcdGateway(session, cfg.etcd_urls) if etcd is None else etcd
-        app[appkeys.PATRONI] = PatroniRest(session) if patroni is None else patroni
+        if etcd is None:
+            creds = None  # #12 item 3: the node's own etcd user, its password read from a file
+            if cfg.etcd_user is not None and cfg.etcd_password_file is not None:
+                creds = EtcdCredentials.from_file(cfg.etcd_user, cfg.etcd_password_file)
+            etcd = EtcdGateway(session, cfg.etcd_urls, credentials=creds)
+        app[appkeys.ETCD] = etcd
+        if patroni is None:
+            # #12 item 3: the failover controller's switchover is an unsafe method.
+            path = cfg.patroni_auth_file
+            patroni = PatroniRest(session, auth=None if path is None else read_credentials(path))
+        app[appkeys.PATRONI] = patroni
         yield
 
 
@@ -89,6 +99,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
         name=f"node-{cfg.site}",
         timeout_s=cfg.redis_timeout_s,
         on_error=lambda _exc: metrics_.redis_errors.inc(),
+        auth=cfg.redis_auth,
     )
     app[appkeys.REDIS] = client
     tasks = []
@@ -351,6 +362,12 @@ async def _log_stopped(app: web.Application) -> None:
     log.info("node %s stopped", app[appkeys.CONFIG].site, extra={"event": "node_stopped"})
 
 
+def _control_access(config: NodeConfig) -> ControlAccess:
+    key_file = config.monitoring_key_file
+    key = key_file.read_text().strip() if key_file is not None else None
+    return ControlAccess.of(config.monitoring_networks, key)
+
+
 def create_app(config: NodeConfig, deps: NodeDeps | None = None) -> web.Application:
     """The node. `deps` None: every resource real, every loop running (production)."""
     # Metrics outermost, so they see the status the problem middleware answered.
@@ -362,6 +379,7 @@ def create_app(config: NodeConfig, deps: NodeDeps | None = None) -> web.Applicat
             request_metrics,
             admission_middleware(config.max_in_flight),
             problem_middleware,
+            control_access_middleware(_control_access(config)),
         ],
         client_max_size=1024**2,
     )

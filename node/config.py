@@ -38,6 +38,18 @@ class DatabaseSettings(BaseModel):
         )
 
 
+class RedisAuthSettings(BaseModel):
+    """Who the node is to Redis and to Sentinel (#12 item 3): an ACL user on each and the file
+    (0600) holding its password; the paths are here, never the passwords."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    username: str
+    password_file: Path
+    sentinel_username: str
+    sentinel_password_file: Path
+
+
 # Requests a node handles at once before it answers 503 at once (node.admission): its pool's 10
 # connections plus room for requests in authentication, parsing and answering, which hold none.
 # Through HAProxy a node sees fewer (the topology's entry.admission.server_maxconn).
@@ -54,14 +66,23 @@ class NodeConfig(BaseModel):
     state_dir: Path
     database: DatabaseSettings
     patroni_url: str
+    # The file holding Patroni's REST password (0600), sent with the failover controller's
+    # switchover request (#12 item 3); None: no credentials (a Patroni without authentication).
+    patroni_auth_file: Path | None = None
     patroni_member: str
     patroni_namespace: str = "/service/"
     etcd_urls: list[str]
+    # The node's etcd user and the file holding its password (0600), never the password itself
+    # (#12 item 3, deploy.etcd_auth); None: no credentials (an etcd without authentication).
+    etcd_user: str | None = None
+    etcd_password_file: Path | None = None
     # The witness site's etcd member: the active node keeps etcd's raft leader there
     # (failover/etcd_placement.py). None: leave etcd's leader wherever it is.
     etcd_witness_url: str | None = None
     redis_sentinels: list[tuple[str, int]]
     redis_master_name: str = "rocars"
+    # None: log in as nobody (a Redis and Sentinel without ACL users, e.g. the unit tests').
+    redis_auth: RedisAuthSettings | None = None
     # Redis socket connect/read timeout. A dead or frozen primary costs a request at most about
     # twice this; then the node skips Redis (fails open) until its probe reaches a primary.
     redis_timeout_s: float = Field(default=0.25, gt=0, le=5.0)
@@ -72,6 +93,10 @@ class NodeConfig(BaseModel):
     # Generous on purpose: it stops a runaway client, never normal traffic or the drills.
     rate_limit_per_s: int = Field(default=1000, ge=0)
     peers: dict[str, str] = {}
+    # Who may read /metrics and the detailed /health (node.control_access, #12 item 3): these
+    # networks, or a caller with the key in this file (0600; the path, never the key, is here).
+    monitoring_networks: list[str] = ["127.0.0.0/8"]
+    monitoring_key_file: Path | None = None
     # How often the role watcher looks at Patroni and etcd; a role change is seen within this.
     role_interval_s: float = Field(default=0.25, gt=0, le=1.0)
     # /health/live fails when the role loop has not completed for this long (frozen loop).

@@ -14,6 +14,11 @@ Serves the pure core `node.ratelimit` (per-account sliding-window counters). Rul
   succeeds again), so an outage costs one slow request per node, not one per request.
 - Every redis-py error is translated here into `RedisUnavailable` (`raise ... from`); callers
   decide what "unavailable" means for them (the rate limit fails open).
+- #12 item 3: the node logs in to Redis and to Sentinel as its own ACL users (`auth`), and may
+  run only what it uses here: `ACL_COMMANDS` on `ACL_KEYS` (deploy.redis_acl renders them into
+  the generated configuration, so the two cannot drift apart). Passwords are read from their
+  files at each new connection: never in the node's configuration, argv or environment, and a
+  rotated password is used without a restart.
 """
 
 from __future__ import annotations
@@ -24,20 +29,24 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.credentials import CredentialProvider
 from redis.exceptions import RedisError
 
 from kernel.errors import RedisUnavailable
 from node import ratelimit
+from node.config import RedisAuthSettings
 
 log = logging.getLogger("rocars.redis")
 T = TypeVar("T")
 HEARTBEAT_TTL_MS = 10_000
+HEARTBEAT_KEY_PREFIX = "rocars:heartbeat:"
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,30 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {current, tonumber(redis.call('GET', KEYS[2]) or '0')}
 """
 
+# What the node's Redis user may do (#12 item 3), and nothing more: the script above by its
+# digest, loading it again after a failover (NOSCRIPT), the three commands it runs (ACL checks
+# commands inside scripts too) and the heartbeat's SET. Keys: the rate-limit counters (read
+# and written) and the heartbeats (written only).
+ACL_COMMANDS = ("evalsha", "script|load", "incrby", "pexpire", "get", "set")
+RATE_LIMIT_KEYS = f"%RW~{ratelimit.KEY_PREFIX}:*"
+ACL_KEYS = (RATE_LIMIT_KEYS, f"%W~{HEARTBEAT_KEY_PREFIX}*")
+# On Sentinel: finding the primary (redis-py's discovery asks SENTINEL MASTERS).
+SENTINEL_ACL_COMMANDS = ("sentinel|masters", "sentinel|get-master-addr-by-name")
+
+
+class FilePassword(CredentialProvider):
+    """A user name and the file holding its password, read at each new connection."""
+
+    def __init__(self, username: str, password_file: Path) -> None:
+        self.username = username
+        self.password_file = password_file
+
+    def get_credentials(self) -> tuple[str, str]:
+        return self.username, self.password_file.read_text().strip()
+
+    async def get_credentials_async(self) -> tuple[str, str]:
+        return self.get_credentials()  # a few bytes from a local file: not worth a thread
+
 
 class RedisClient:
     def __init__(
@@ -77,6 +110,7 @@ class RedisClient:
         on_error: Callable[[RedisUnavailable], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        auth: RedisAuthSettings | None = None,
     ) -> None:
         self.master_name = master_name
         self.name = name
@@ -89,14 +123,22 @@ class RedisClient:
             "socket_timeout": timeout_s,
             "socket_connect_timeout": timeout_s,
         }
+        redis_auth: dict[str, Any] = {}
+        sentinel_auth: dict[str, Any] = {}
+        if auth is not None:
+            redis_auth["credential_provider"] = FilePassword(auth.username, auth.password_file)
+            sentinel_auth["credential_provider"] = FilePassword(
+                auth.sentinel_username, auth.sentinel_password_file
+            )
         # redis-py's default Retry (10 attempts, exponential backoff) would turn a dead Sentinel
         # or primary into seconds of waiting. A Sentinel that does not answer is skipped at once;
         # a command on a broken connection is retried once on a fresh one, which asks Sentinel
         # for the primary again (that is how a failover is followed).
         self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
             [(h, int(p)) for h, p in sentinels],
-            sentinel_kwargs={**socket_opts, "retry": Retry(NoBackoff(), 0)},
+            sentinel_kwargs={**socket_opts, **sentinel_auth, "retry": Retry(NoBackoff(), 0)},
             **socket_opts,
+            **redis_auth,
             retry=Retry(NoBackoff(), 1),
         )
         self._client: Redis = self._sentinel.master_for(master_name)
@@ -221,7 +263,7 @@ class RedisClient:
                 # No Sentinel answered: keep using the primary we know, if it still works.
                 log.debug("Sentinel discovery failed: %r", exc)
             await self._client.set(
-                f"rocars:heartbeat:{self.name}", repr(self._wall()), px=HEARTBEAT_TTL_MS
+                f"{HEARTBEAT_KEY_PREFIX}{self.name}", repr(self._wall()), px=HEARTBEAT_TTL_MS
             )
 
         await self._guarded("probe", op, deadline_s=self.probe_deadline_s, skip=False)

@@ -3,19 +3,59 @@
 Serves: the node's role watcher, cluster status, and the failover controller. Timeouts are short
 on purpose: a frozen Patroni (SIGSTOP) must read as "not known to be primary" within a second,
 never as a hang (DESIGN.md section 6, the zombie primary).
+
+Authentication (#12 item 3): Patroni checks `restapi.authentication` (HTTP basic auth) on every
+unsafe method (its handlers decorated `check_access`: POST /switchover, /failover, /restart,
+/reinitialize, /reload, PATCH and PUT /config, DELETE /switchover and /restart). GETs stay open,
+for Prometheus (/metrics), the readiness checks and `rocars cluster status` (/cluster,
+/patroni, /primary...). So credentials go with the unsafe requests only, and Patroni's refusal
+of them (401, or 403) becomes a ConfigError naming what to fix.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from kernel.cluster import Member
-from kernel.errors import PatroniUnavailable
+from kernel.errors import ConfigError, PatroniUnavailable
 
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=0.8, connect=0.4)
+# The one user of Patroni's REST API for unsafe methods (`restapi.authentication.username`);
+# its password is the "patroni-rest" secret (deploy.state.StateDir.secret_file).
+PATRONI_REST_USER = "rocars-admin"
+
+
+@dataclass(frozen=True)
+class RestCredentials:
+    """Basic-auth credentials for Patroni's unsafe methods; the password stays out of repr()
+    (and so out of logs and tracebacks)."""
+
+    username: str
+    password: str = field(repr=False)
+
+    @property
+    def header(self) -> str:
+        """The `Authorization` header's value."""
+        return aiohttp.encode_basic_auth(self.username, self.password)
+
+
+def read_credentials(password_file: Path, username: str = PATRONI_REST_USER) -> RestCredentials:
+    """Credentials for Patroni's unsafe methods, the password read from its own file (given by
+    path, so it never appears in a configuration file, argv or the environment)."""
+    try:
+        password = password_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read Patroni's REST password file {password_file}: {exc.strerror}; "
+            "run 'rocars cluster up' to generate it"
+        ) from exc
+    if not password:
+        raise ConfigError(f"Patroni's REST password file {password_file} is empty")
+    return RestCredentials(username, password)
 
 
 @dataclass(frozen=True)
@@ -49,9 +89,13 @@ class PatroniRest:
         session: aiohttp.ClientSession,
         *,
         timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
+        auth: RestCredentials | None = None,
     ) -> None:
+        """`auth`: sent with the unsafe requests only (GETs need none, and carrying the
+        password on every role-watcher poll would only widen where it travels)."""
         self._session = session
         self._timeout = timeout
+        self._auth = auth
 
     async def _get(self, url: str) -> tuple[int, dict[str, Any]]:
         try:
@@ -83,16 +127,44 @@ class PatroniRest:
         )
         return PatroniCluster(members=members, paused=bool(d.get("pause", False)))
 
+    async def _unsafe(
+        self, method: str, url: str, *, json: Any = None, timeout_s: float
+    ) -> tuple[int, str]:
+        """An unsafe request with the credentials; (HTTP status, Patroni's message). Raises
+        ConfigError when Patroni refuses the credentials, PatroniUnavailable when it does not
+        answer."""
+        try:
+            async with self._session.request(
+                method,
+                url,
+                json=json,
+                headers={} if self._auth is None else {"Authorization": self._auth.header},
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as r:
+                status, text = r.status, (await r.text()).strip()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise PatroniUnavailable(f"{url}: {exc!r}") from exc
+        if status in (401, 403):
+            given = "no credentials" if self._auth is None else f"user {self._auth.username!r}"
+            raise ConfigError(
+                f"Patroni refused {method} {url} ({status} {text}) with {given}: the caller "
+                "needs Patroni's REST credentials (the 'patroni-rest' secret, which is "
+                "restapi.authentication in patroni.yaml); regenerate them with "
+                "'rocars cluster up'"
+            )
+        return status, text
+
     async def switchover(
         self, base_url: str, *, leader: str, candidate: str, timeout_s: float = 30.0
     ) -> tuple[int, str]:
         """Ask Patroni for a planned switchover; returns (HTTP status, Patroni's message)."""
-        try:
-            async with self._session.post(
-                f"{base_url}/switchover",
-                json={"leader": leader, "candidate": candidate},
-                timeout=aiohttp.ClientTimeout(total=timeout_s),
-            ) as r:
-                return r.status, (await r.text()).strip()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise PatroniUnavailable(f"{base_url}/switchover: {exc!r}") from exc
+        return await self._unsafe(
+            "POST",
+            f"{base_url}/switchover",
+            json={"leader": leader, "candidate": candidate},
+            timeout_s=timeout_s,
+        )
+
+    async def reload(self, base_url: str, *, timeout_s: float = 10.0) -> tuple[int, str]:
+        """Ask a member to reread its configuration file (POST /reload)."""
+        return await self._unsafe("POST", f"{base_url}/reload", timeout_s=timeout_s)

@@ -5,9 +5,10 @@ loop is measured with 0, 2, 5 and 20 ms of latency added each way on that link.
 
 Routing: the primary's Patroni advertises `postgresql.connect_address`, and the standby's
 Patroni builds its `primary_conninfo` from it. The bench points that address at the proxy in
-the primary's patroni.yaml, asks Patroni to reload (REST `POST /reload`), and waits until the
-standby's WAL receiver streams from the proxy's port and is the synchronous standby again. The
-original file is put back and reloaded afterwards, also when a measurement fails.
+the primary's patroni.yaml, asks Patroni to reload (REST `POST /reload`, with the operator's
+credentials), and waits until the standby's WAL receiver streams from the proxy's port and is
+the synchronous standby again. The original file is put back and reloaded afterwards, also when
+a measurement fails.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import aiohttp
 import psycopg
 import yaml
 
 from deploy import admin
 from deploy.bench import closedloop
+from deploy.failover_ops import operator_patroni
 from deploy.state import REPO_ROOT, StateDir
 from deploy.topology import Topology
 from kernel.errors import RocarsError
@@ -127,8 +130,16 @@ def _wait_streaming(topo: Topology, state: StateDir, primary: str, standby: str,
         time.sleep(0.5)
 
 
-def _reload(topo: Topology, site: str) -> None:
-    _call(f"{topo.patroni_url(site)}/reload", "POST")
+def _reload(topo: Topology, state: StateDir, site: str) -> None:
+    """POST /reload, an unsafe method: with the operator's credentials (#12 item 3)."""
+
+    async def ask() -> tuple[int, str]:
+        async with aiohttp.ClientSession() as s:
+            return await operator_patroni(s, state).reload(topo.patroni_url(site))
+
+    code, text = asyncio.run(ask())
+    if code >= 300:
+        raise RocarsError(f"Patroni {site} refused to reload ({code}): {text}")
 
 
 @contextlib.contextmanager
@@ -143,12 +154,12 @@ def routed(
     cfg["postgresql"]["connect_address"] = listen
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     try:
-        _reload(topo, primary)
+        _reload(topo, state, primary)
         _wait_streaming(topo, state, primary, standby, int(listen.rsplit(":", 1)[1]))
         yield
     finally:
         path.write_text(original)
-        _reload(topo, primary)
+        _reload(topo, state, primary)
         _wait_streaming(topo, state, primary, standby, direct_port)
 
 

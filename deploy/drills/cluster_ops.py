@@ -44,7 +44,7 @@ async def restore(topo: Topology, state: StateDir, ctx: Context) -> str:
     out, _ = await proc.communicate()
     if proc.returncode != 0:
         raise DrillError(f"cluster up after the drill failed:\n{out.decode()[-2000:]}")
-    view = await status.wait_healthy(topo)
+    view = await status.wait_healthy(topo, state=state)
     if not view.is_healthy:
         raise DrillError(f"cluster did not recover after the drill: {view.problems()}")
     member = view.member(ctx.site)
@@ -66,6 +66,6 @@ async def ensure_leader(topo: Topology, state: StateDir, site: str) -> None:
         await planned_switchover(topo, state, site, leader=current, wait=True)
     except RocarsError as exc:
         raise DrillError(f"{why}: {exc}") from exc
-    view = await status.wait_healthy(topo, timeout=60, interval_s=0.5)
+    view = await status.wait_healthy(topo, timeout=60, interval_s=0.5, state=state)
     if not view.is_healthy or view.leader_site != site:
         raise DrillError(f"{why}: leader {view.postgres.leader}, problems {view.problems()}")

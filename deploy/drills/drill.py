@@ -26,13 +26,12 @@ from typing import Any
 import aiohttp
 from psycopg.rows import dict_row
 
-from deploy import admin
+from deploy import admin, etcd_auth
 from deploy.state import StateDir
 from deploy.topology import Topology
 from kernel.errors import ComponentUnavailable
 from kernel.names import leader_key
 from node.client import ApiError, ClientError, RocarsClient
-from replication.etcd_gateway import EtcdGateway
 
 log = logging.getLogger("rocars.drill")
 
@@ -183,7 +182,7 @@ class Drill:
             self.acks.append(Ack(key, resp.body["ccrn"], sent, self.now(), resp.node, resp.body))
 
     async def _watch(self, session: aiohttp.ClientSession) -> None:
-        gw = EtcdGateway(session, self.topo.etcd_urls())
+        gw = etcd_auth.operator_gateway(session, self.topo)
         leader: str | None = "?"
         roles: dict[str, str | None] = {}
         while not self._stop.is_set():

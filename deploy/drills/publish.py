@@ -11,6 +11,7 @@ import time
 
 import aiohttp
 
+from deploy import etcd_auth
 from deploy.drills.drill import DrillResult
 from deploy.topology import Topology
 from kernel.errors import EtcdUnavailable
@@ -48,7 +49,7 @@ async def publish(topo: Topology, result: DrillResult) -> None:
     """Publish `result` (finished now); a failure is noted in the result, never raised."""
     try:
         async with aiohttp.ClientSession() as session:
-            await publish_to(EtcdGateway(session, topo.etcd_urls()), result, time.time())
+            await publish_to(etcd_auth.operator_gateway(session, topo), result, time.time())
     except EtcdUnavailable as exc:
         log.warning("drill result not published to etcd: %s", exc)
         result.notes.append(f"not published for the nodes' /metrics: {exc}")

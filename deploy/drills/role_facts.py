@@ -19,10 +19,9 @@ from itertools import pairwise
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from deploy import status
+from deploy import etcd_auth, status
 from deploy.topology import Topology
 from kernel.names import leader_key
-from replication.etcd_gateway import EtcdGateway
 
 ROLE_CHANGES_METRIC = "rocars_node_role_changes"
 DOWN = "down"
@@ -83,7 +82,7 @@ async def _counter(session: aiohttp.ClientSession, url: str) -> float | None:
 
 async def snapshot(session: aiohttp.ClientSession, topo: Topology) -> RoleSnapshot:
     """The facts now (raises EtcdUnavailable when etcd gives no quorum answer)."""
-    kv = await EtcdGateway(session, topo.etcd_urls()).get(leader_key(topo.name))
+    kv = await etcd_auth.operator_gateway(session, topo).get(leader_key(topo.name))
     health = await status.node_health(session, topo)
     roles = {
         site: DOWN if isinstance(doc, Exception) else str(doc.get("role"))

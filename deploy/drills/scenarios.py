@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import aiohttp
 import psutil
 
-from deploy import netns, processes, status
+from deploy import etcd_auth, netns, processes, status
 from deploy.drills.drill import Drill
 from deploy.drills.fault_context import Context
 from deploy.failover_ops import planned_switchover
@@ -26,7 +26,6 @@ from deploy.topology import Topology
 from failover.switchover import SwitchoverRefused
 from kernel.errors import LaunchError, RocarsError
 from kernel.names import LAST_SWITCHOVER_KEY
-from replication.etcd_gateway import EtcdGateway
 
 Inject = Callable[[Drill, Context], Awaitable[None]]
 
@@ -116,7 +115,7 @@ async def hang_node(drill: Drill, ctx: Context) -> None:
     async with aiohttp.ClientSession() as s:
         # A drill is a deliberate test: forget earlier switchovers so the controller's minimum
         # interval (a guard against flapping) does not block this one.
-        await EtcdGateway(s, ctx.topo.etcd_urls()).delete(LAST_SWITCHOVER_KEY)
+        await etcd_auth.operator_gateway(s, ctx.topo).delete(LAST_SWITCHOVER_KEY)
     _freeze_tree(ctx, _pid(ctx, f"node-{ctx.site}"))
     drill.event(f"SIGSTOP the API node of site {ctx.site} and its supervisor")
 
@@ -159,7 +158,7 @@ async def isolate_site(drill: Drill, ctx: Context) -> None:
 
 
 async def kill_redis_primary(drill: Drill, ctx: Context) -> None:
-    primary = (await status.redis_status(ctx.topo)).primary
+    primary = (await status.redis_status(ctx.topo, ctx.state)).primary
     if primary is None:
         drill.result.checks_failed.append("no Redis primary before the fault")
         return

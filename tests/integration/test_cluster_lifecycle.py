@@ -20,10 +20,9 @@ import aiohttp
 import pytest
 import redis
 
-from deploy import processes
+from deploy import etcd_auth, processes, redis_acl
 from deploy.harness import TEST_PORT_OFFSETS, LocalCluster
 from kernel.names import member_name
-from replication.etcd_gateway import EtcdGateway
 
 pytestmark = pytest.mark.integration
 
@@ -150,9 +149,10 @@ def test_status_shows_three_healthy_etcd_members_and_redis_replication(
     assert primary in {f"127.0.0.1:{p}" for p in ports.values()}
     (replica,) = (p for p in ports.values() if f"127.0.0.1:{p}" != primary)
     assert doc["redis"]["replicas"] == [f"127.0.0.1:{replica}"]
-    r = redis.Redis(port=int(primary.rsplit(":", 1)[1]), socket_timeout=2)
+    admin = redis_acl.login(running.state, redis_acl.ADMIN)  # #12 item 3
+    r = redis.Redis(port=int(primary.rsplit(":", 1)[1]), socket_timeout=2, **admin)
     r.set("rocars:test:replication", "x")
-    rb = redis.Redis(port=replica, socket_timeout=2)
+    rb = redis.Redis(port=replica, socket_timeout=2, **admin)
     deadline = time.monotonic() + 5
     while rb.get("rocars:test:replication") != b"x" and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -165,7 +165,8 @@ async def test_active_node_hands_etcd_leadership_back_to_the_witness(
     """After etcd's leadership lands on a data site (here moved there on purpose), the active
     node hands it back to the witness within a few seconds."""
     async with aiohttp.ClientSession() as s:
-        gw = EtcdGateway(s, running.topo.etcd_urls())
+        # As root: moving etcd's leader is an admin's call on etcd 3.4.42+ (#12 item 3).
+        gw = etcd_auth.gateway(s, running.topo, running.state, etcd_auth.ROOT_USER)
         assert await gw.move_leader(running.topo.etcd_url("A"))
         t0 = time.monotonic()
         leader = None

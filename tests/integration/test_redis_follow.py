@@ -36,7 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pytest_aiohttp import AiohttpServer
 from redis.exceptions import RedisError, ResponseError
 
-from deploy import status
+from deploy import redis_acl, status
 from deploy.admin import leader_site
 from deploy.configgen import REDIS_MASTER_NAME
 from deploy.harness import LocalCluster
@@ -47,6 +47,8 @@ from node.config import load_node_config
 from node.redis_client import RedisClient
 
 pytestmark = pytest.mark.integration
+# Direct calls on Redis and Sentinel log in as the operators' user (#12 item 3).
+ADMIN = redis_acl.ADMIN
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -104,19 +106,19 @@ async def wait_for(
 
 async def wait_healthy(timeout: float = 120.0, *, cluster: LocalCluster) -> None:
     async def healthy() -> bool:
-        return (await status.collect(cluster.topo)).is_healthy
+        return (await status.collect(cluster.topo, cluster.state)).is_healthy
 
     try:
         await wait_for("a healthy cluster", healthy, timeout, 1.0)
     except AssertionError:
-        view = await status.collect(cluster.topo)
+        view = await status.collect(cluster.topo, cluster.state)
         raise AssertionError(f"cluster not healthy: {view.problems()}") from None
 
 
 async def sentinel_primary(cluster: LocalCluster) -> str | None:
     """What the Sentinels say, through the same check `rocars cluster status` makes (None while
     no promoted primary answers as one)."""
-    return (await status.redis_status(cluster.topo)).primary
+    return (await status.redis_status(cluster.topo, cluster.state)).primary
 
 
 async def restore(cluster: LocalCluster) -> None:
@@ -162,7 +164,9 @@ async def test_rate_limit_counters_in_the_real_redis(cluster: LocalCluster) -> N
     script (#11: one EVALSHA instead of a MULTI/EXEC pipeline) is loaded again when the primary
     no longer has it, as after a failover to a replica that never ran it."""
     cfg = load_node_config(cluster.state.node_config("A"))
-    bus = RedisClient(cfg.redis_sentinels, cfg.redis_master_name, name="test-limiter")
+    bus = RedisClient(
+        cfg.redis_sentinels, cfg.redis_master_name, name="test-limiter", auth=cfg.redis_auth
+    )
     # Start right after a window boundary so the burst stays in one window.
     await asyncio.sleep(1.02 - (time.time() % 1.0))
     me, other = -uuid.uuid4().int % 10**9, -uuid.uuid4().int % 10**9 - 10**9
@@ -175,7 +179,9 @@ async def test_rate_limit_counters_in_the_real_redis(cluster: LocalCluster) -> N
         assert bus.primary == await sentinel_primary(cluster)
 
         host, port = str(bus.primary).rsplit(":", 1)
-        direct = aioredis.Redis(host=host, port=int(port), socket_timeout=2)
+        direct = aioredis.Redis(
+            host=host, port=int(port), socket_timeout=2, **redis_acl.login(cluster.state, ADMIN)
+        )
         try:
             index = ratelimit.window_at(time.time()).index
             ttl = await direct.pttl(ratelimit.counter_key(me, index))
@@ -292,8 +298,9 @@ async def test_nodes_follow_a_killed_redis_primary_without_restart(
 
     async def watch_sentinel() -> None:
         # The first moment any Sentinel names another primary (every 20 ms, all three).
+        login = redis_acl.login(cluster.state, ADMIN)
         clients = [
-            aioredis.Redis(host=s.host, port=s.sentinel.port, socket_timeout=0.5)
+            aioredis.Redis(host=s.host, port=s.sentinel.port, socket_timeout=0.5, **login)
             for s in topo.sites.values()
         ]
 
@@ -364,7 +371,7 @@ async def test_nodes_follow_a_killed_redis_primary_without_restart(
         )
     finally:
         await restore(cluster)
-    after = await status.redis_status(topo)
+    after = await status.redis_status(topo, cluster.state)
     assert after.primary == new
     assert after.replicas == (old,)
     assert {s: worker_pid(cluster, s) for s in topo.data_sites} == workers, "a node restarted"
@@ -383,7 +390,12 @@ async def test_nodes_follow_a_planned_sentinel_failover(cluster: LocalCluster) -
     workers = {s: worker_pid(cluster, s) for s in topo.data_sites}
     await wait_for("both nodes using the current Redis primary", lambda: _all_use(topo, old), 10)
     witness = topo.sites["C"]
-    sentinel = aioredis.Redis(host=witness.host, port=witness.sentinel.port, socket_timeout=2)
+    sentinel = aioredis.Redis(
+        host=witness.host,
+        port=witness.sentinel.port,
+        socket_timeout=2,
+        **redis_acl.login(cluster.state, ADMIN),
+    )
 
     async def failover() -> bool:
         try:

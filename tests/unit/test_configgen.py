@@ -7,13 +7,20 @@ from pathlib import Path
 import yaml
 
 from deploy import configgen
-from deploy.state import DEFAULT_TOPOLOGY
+from deploy.state import CONTROL_SECRET_NAMES, DEFAULT_TOPOLOGY
 from deploy.topology import load_topology
 from kernel.names import leader_key, member_name
 from node.config import NodeConfig
 
 TOPO = load_topology(DEFAULT_TOPOLOGY)
-PASSWORDS = {"superuser": "su", "replication": "rep", "rewind": "rw", "app": "app"}
+PASSWORDS = {
+    "superuser": "su",
+    "replication": "rep",
+    "rewind": "rw",
+    "app": "app",
+    "patroni-rest": "rest",
+    "etcd-patroni": "etcd",
+}
 
 
 def _patroni(site: str) -> dict:  # type: ignore[type-arg]
@@ -68,10 +75,11 @@ def test_etcd_history_is_compacted_and_its_raft_log_kept_short() -> None:
 
 def test_redis_replica_follows_the_primary_site_and_sentinels_need_quorum_two() -> None:
     """Redis on B replicates from A; every Sentinel monitors A with quorum 2."""
-    assert "replicaof 127.0.0.1 16379" in configgen.redis_config(TOPO, "B", Path("/d"))
-    assert "replicaof" not in configgen.redis_config(TOPO, "A", Path("/d"))
+    pw = {name: f"pw-{name}" for name in CONTROL_SECRET_NAMES}
+    assert "replicaof 127.0.0.1 16379" in configgen.redis_config(TOPO, "B", Path("/d"), pw)
+    assert "replicaof" not in configgen.redis_config(TOPO, "A", Path("/d"), pw)
     for site in "ABC":
-        text = configgen.sentinel_config(TOPO, site, Path("/d"))
+        text = configgen.sentinel_config(TOPO, site, Path("/d"), pw)
         assert "sentinel monitor rocars 127.0.0.1 16379 2" in text
 
 

@@ -16,7 +16,14 @@ import pytest
 
 from deploy import configgen, pg_roles
 from deploy.pg_roles import APP_USER, MONITOR_USER, OWNER_USER, REPLICATION_USER, REWIND_USER
-from deploy.state import DEFAULT_TOPOLOGY, NETNS_TOPOLOGY, REPO_ROOT, SECRET_NAMES, StateDir
+from deploy.state import (
+    CONTROL_SECRET_NAMES,
+    DEFAULT_TOPOLOGY,
+    NETNS_TOPOLOGY,
+    REPO_ROOT,
+    SECRET_NAMES,
+    StateDir,
+)
 from deploy.topology import Topology, load_topology
 from node.config import NodeConfig
 from node.migrate import LEDGER_DDL
@@ -240,14 +247,19 @@ def test_secrets_live_0600_in_a_0700_folder_with_one_password_file_per_account(
     assert set(pw) == set(SECRET_NAMES)
     assert _mode(state.secrets_dir) == 0o700
     files = sorted(state.secrets_dir.iterdir())
-    assert [f.name for f in files] == [
-        "pg-monitor.password",
-        "pgpass-app",
-        "pgpass-owner",
-        "pgpass-superuser",
-        "secrets.json",
-    ]
+    assert [f.name for f in files] == sorted(
+        [
+            "pg-monitor.password",
+            "pgpass-app",
+            "pgpass-owner",
+            "pgpass-superuser",
+            "secrets.json",
+            *(f"{name}.password" for name in CONTROL_SECRET_NAMES),
+        ]
+    )
     assert all(_mode(f) == 0o600 for f in files)
+    for name in CONTROL_SECRET_NAMES:  # #12 item 3: one password per file
+        assert state.secret_file(name).read_text() == pw[name]
     assert state.pg_monitor_password.read_text() == pw["monitor"]
     for account, user in pg_roles.PGPASS_ACCOUNTS.items():
         text = state.pgpass(account).read_text()

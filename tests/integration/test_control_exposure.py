@@ -1,0 +1,58 @@
+"""The control plane's pages on the running system (#12 item 3): a client off the monitoring
+networks (here 127.0.0.2: locally only 127.0.0.1 and the sites' addresses are on them) gets
+the API and the public notice through HAProxy but not /metrics or /health, neither through
+HAProxy nor from a node directly unless it holds the monitoring key."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from deploy.harness import LocalCluster
+
+pytestmark = pytest.mark.integration
+
+OUTSIDER = "127.0.0.2"
+
+
+@pytest.fixture
+async def outsider() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client whose connections come from 127.0.0.2."""
+    connector = aiohttp.TCPConnector(local_addr=(OUTSIDER, 0))
+    async with aiohttp.ClientSession(connector=connector) as s:
+        yield s
+
+
+async def test_the_entry_serves_an_outsider_the_notice_but_no_control_page(
+    cluster: LocalCluster, outsider: aiohttp.ClientSession
+) -> None:
+    """#12 item 3: through HAProxy, /v1/status answers anyone; /metrics, /health and the
+    probes answer an outsider 404 problem+json (and 127.0.0.1, a monitoring address, 200)."""
+    entry = cluster.topo.entry_url()
+    async with outsider.get(f"{entry}/v1/status") as r:
+        assert r.status == 200
+    for path in ("/metrics", "/health", "/health/ready", "/health/live"):
+        async with outsider.get(f"{entry}{path}") as r:
+            assert r.status == 404, path
+            assert r.content_type == "application/problem+json"
+            assert "X-Request-Id" in r.headers
+    async with aiohttp.ClientSession() as inside, inside.get(f"{entry}/health/ready") as r:
+        assert r.status == 200
+
+
+async def test_a_node_opens_its_control_pages_to_an_outsider_only_with_the_key(
+    cluster: LocalCluster, outsider: aiohttp.ClientSession
+) -> None:
+    """#12 item 3: straight to a node, an outsider gets 403 on /metrics and /health, 200 with
+    the monitoring key from the secrets folder; the probes stay open (HAProxy's checks)."""
+    key = cluster.state.secret_file("monitoring-key").read_text().strip()
+    node = cluster.topo.node_url(cluster.topo.data_sites[0])
+    for path in ("/metrics", "/health"):
+        async with outsider.get(f"{node}{path}") as r:
+            assert r.status == 403, path
+        async with outsider.get(f"{node}{path}", headers={"Authorization": f"Bearer {key}"}) as r:
+            assert r.status == 200, path
+    async with outsider.get(f"{node}/health/live") as r:
+        assert r.status == 200
