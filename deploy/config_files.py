@@ -93,7 +93,12 @@ def write_configs(topo: Topology, state: StateDir) -> list[str]:
                 _write(redis, configgen.redis_config(topo, name, data, passwords), 0o600)
     stamp.write_text(redis_stamp)
 
-    _write(state.config / "haproxy.cfg", configgen.haproxy_config(topo))
+    # 0600: it holds the stats page's password.
+    _write(
+        state.config / "haproxy.cfg",
+        configgen.haproxy_config(topo, stats_password=passwords["haproxy-stats"]),
+        0o600,
+    )
     if topo.monitored:
         for name in ("prometheus", "alertmanager"):
             (state.data / name).mkdir(parents=True, exist_ok=True)

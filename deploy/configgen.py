@@ -272,7 +272,9 @@ def _problem_return(status: int, retry_after_s: int, title: str, detail: str) ->
     )
 
 
-def haproxy_config(topo: Topology) -> str:
+def haproxy_config(topo: Topology, *, stats_password: str | None = None) -> str:
+    """HAProxy's file. `stats_password`: the stats page's password (user `rocars-admin`);
+    without it the page is off (only /metrics is served on the stats port)."""
     entry_host = topo.entry_host()
     limits = topo.entry.limits
     admission = topo.entry.admission
@@ -452,10 +454,21 @@ def haproxy_config(topo: Topology) -> str:
             "",
             "frontend stats",
             f"    bind {entry_host}:{topo.entry.stats_port}",
-            "    stats enable",
-            "    stats uri /stats",
-            "    stats refresh 2s",
-            "    stats hide-version",
+            # Internal only (#12 item 3): the stats port answers the monitoring networks
+            # (Prometheus reads /metrics here) and nobody else; the page wants a password too.
+            "    http-request deny deny_status 403"
+            f" unless {{ src {' '.join(topo.monitoring_networks())} }}",
+            *(
+                [
+                    "    stats enable",
+                    "    stats uri /stats",
+                    "    stats refresh 2s",
+                    "    stats hide-version",
+                    f"    stats auth rocars-admin:{stats_password}",
+                ]
+                if stats_password
+                else []
+            ),
             # HAProxy's built-in Prometheus exporter (USE_PROMEX, Debian's build has it), for
             # the `haproxy` scrape job (#13 item 1).
             "    http-request use-service prometheus-exporter if { path /metrics }",

@@ -31,7 +31,7 @@ PG_SECRET_NAMES = ("superuser", "replication", "rewind", "app", "owner", "monito
 # The control plane's credentials (#12 item 3), each also in a file of its own
 # (`StateDir.secret_file`) that the process using it is given by path: Patroni's REST API
 # (unsafe methods), Redis users by role and Sentinel, etcd users, and the key that opens the
-# nodes' /metrics and /health to a tool outside the monitoring networks.
+# nodes' /metrics and /health to a tool outside the monitoring networks; HAProxy's stats page.
 CONTROL_SECRET_NAMES = (
     "patroni-rest",
     "redis-node",
@@ -45,6 +45,7 @@ CONTROL_SECRET_NAMES = (
     "etcd-node",
     "etcd-operator",
     "monitoring-key",
+    "haproxy-stats",
 )
 SECRET_NAMES = PG_SECRET_NAMES + CONTROL_SECRET_NAMES
 # The secrets folder and every file in it: the launching user only.

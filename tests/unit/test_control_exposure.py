@@ -63,3 +63,18 @@ def test_nodes_get_the_networks_and_the_keys_path_never_the_key(
         assert key not in repr(cfg)
     assert state.secret_file("monitoring-key").read_text() == key
     assert state.secret_file("monitoring-key").stat().st_mode & 0o077 == 0
+
+
+def test_haproxys_stats_port_is_internal_and_its_page_wants_a_password(topo: Topology) -> None:
+    """#12 item 3: the stats port refuses every address off the monitoring networks before
+    anything else (Prometheus, on them, reads /metrics there); the stats page asks for the
+    password it is given, and is off without one."""
+    cfg = configgen.haproxy_config(topo, stats_password="pw-123")
+    stats = [x.strip() for x in cfg.split("frontend stats", 1)[1].splitlines() if x.strip()]
+    nets = " ".join(topo.monitoring_networks())
+    assert stats[1] == f"http-request deny deny_status 403 unless {{ src {nets} }}"
+    assert "stats auth rocars-admin:pw-123" in stats
+    assert stats[-1] == "http-request use-service prometheus-exporter if { path /metrics }"
+    off = configgen.haproxy_config(topo).split("frontend stats", 1)[1]
+    assert "stats enable" not in off
+    assert "prometheus-exporter" in off

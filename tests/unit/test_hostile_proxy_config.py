@@ -38,7 +38,7 @@ def test_every_error_haproxy_answers_itself_is_problem_json(status: int) -> None
 
 def test_no_version_is_shown() -> None:
     """#10 item 6: the stats page hides HAProxy's version and nothing else names one."""
-    text = configgen.haproxy_config(TOPO)
+    text = configgen.haproxy_config(TOPO, stats_password="pw")
     assert "stats hide-version" in sections(text)["frontend stats"]
     assert "version" not in text.replace("stats hide-version", "")
 

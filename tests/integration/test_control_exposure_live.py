@@ -56,3 +56,25 @@ async def test_a_node_opens_its_control_pages_to_an_outsider_only_with_the_key(
             assert r.status == 200, path
     async with outsider.get(f"{node}/health/live") as r:
         assert r.status == 200
+
+
+async def test_haproxys_stats_port_answers_only_the_inside_and_its_page_a_password(
+    cluster: LocalCluster, outsider: aiohttp.ClientSession
+) -> None:
+    """#12 item 3: HAProxy's stats port refuses an outsider (403); from a monitoring address
+    /metrics answers (Prometheus reads it) and the stats page wants the password from the
+    secrets folder."""
+    topo = cluster.topo
+    stats = f"http://{topo.entry_host()}:{topo.entry.stats_port}"
+    for path in ("/stats", "/metrics"):
+        async with outsider.get(f"{stats}{path}") as r:
+            assert r.status == 403, path
+    password = cluster.state.secret_file("haproxy-stats").read_text().strip()
+    async with aiohttp.ClientSession() as inside:
+        async with inside.get(f"{stats}/metrics") as r:
+            assert r.status == 200
+        async with inside.get(f"{stats}/stats") as r:
+            assert r.status == 401
+        auth = {"Authorization": aiohttp.encode_basic_auth("rocars-admin", password)}
+        async with inside.get(f"{stats}/stats", headers=auth) as r:
+            assert r.status == 200
