@@ -250,7 +250,8 @@ def test_no_password_in_argv_environment_logs_or_readable_files(cluster: LocalCl
     """#12 item 4: no process on the machine has a password in its argv; none of the
     cluster's processes (PostgreSQL's included) has one in its environment; no log has one;
     the only files that hold one are the secrets folder (0700), Patroni's configuration and
-    its password file, each 0600 and owned by the account that uses it."""
+    its password file, Redis's, Sentinel's and HAProxy's configuration (#12 item 3), each
+    0600 and owned by the account that uses it."""
     secrets = _secrets(cluster)
     state = cluster.state
     roots = (str(state.root), str(state.runtime))
@@ -280,8 +281,20 @@ def test_no_password_in_argv_environment_logs_or_readable_files(cluster: LocalCl
         holders.append(path)
         in_secrets = path.parent == state.secrets_dir
         patroni_own = path.name in allowed_names and path.parent.parent == state.runtime
+        # Redis and Sentinel need the replication and Sentinel passwords in clear in their own
+        # files (masterauth, auth-pass, sentinel-pass), HAProxy its stats password (#12 item 3).
+        config_own = path.parent == state.config and (
+            path.name == "haproxy.cfg" or path.name.startswith(("redis-", "sentinel-"))
+        )
+        # etcd 3.4 replicates a new user's password in clear through its raft log (3.5
+        # hashes it first): the WAL holds it until purged, inside etcd's own 0700 folder.
+        etcd_dir = next((p for p in path.parents if p.parent == state.data), None)
+        etcd_own = etcd_dir is not None and etcd_dir.name.startswith("etcd-")
+        if etcd_own:
+            assert etcd_dir is not None
+            assert stat.S_IMODE(etcd_dir.stat().st_mode) == 0o700, etcd_dir
         # Patroni's files belong to the account PostgreSQL runs as, which may be another.
-        assert in_secrets or patroni_own, f"a password in {path}"
+        assert in_secrets or patroni_own or config_own or etcd_own, f"a password in {path}"
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert state.pgpass("app") in holders
     assert all(stat.S_IMODE(d.stat().st_mode) == 0o700 for d in allowed)
