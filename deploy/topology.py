@@ -25,6 +25,8 @@ SiteRole = Literal["primary", "dr", "witness"]
 PATRONI_MIN_TTL = 20
 PATRONI_MIN_LOOP_WAIT = 1
 PATRONI_MIN_RETRY_TIMEOUT = 3
+# A site's monitoring ports (#13): the first three on the witness site, the last on data sites.
+MONITORING_SERVICES = ("prometheus", "alertmanager", "redis_exporter", "postgres_exporter")
 
 
 class TopologyError(ConfigError, ValueError):
@@ -276,16 +278,7 @@ class Topology(_Strict):
             yield f"sites.{name}.etcd.client_port", site.host, site.etcd.client_port
             yield f"sites.{name}.etcd.peer_port", site.host, site.etcd.peer_port
             yield f"sites.{name}.sentinel.port", site.host, site.sentinel.port
-            for svc in (
-                "postgres",
-                "patroni",
-                "redis",
-                "node",
-                "prometheus",
-                "alertmanager",
-                "redis_exporter",
-                "postgres_exporter",
-            ):
+            for svc in ("postgres", "patroni", "redis", "node", *MONITORING_SERVICES):
                 p = getattr(site, svc)
                 if p is not None:
                     yield f"sites.{name}.{svc}.port", site.host, p.port
@@ -318,7 +311,7 @@ class Topology(_Strict):
         do not look at monitoring stay lean)."""
         raw = self.model_dump()
         for site in raw["sites"].values():
-            for svc in ("prometheus", "alertmanager", "redis_exporter", "postgres_exporter"):
+            for svc in MONITORING_SERVICES:
                 site[svc] = None
         return Topology.model_validate(raw)
 

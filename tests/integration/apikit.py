@@ -7,15 +7,18 @@ Fixtures live in conftest.py next to this module; test modules import these help
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json as jsonlib
 import re
 import secrets
 import string
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import psycopg
@@ -234,3 +237,21 @@ async def node_metric(session: aiohttp.ClientSession, node_url: str, name: str) 
     m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     assert m is not None, name
     return float(m.group(1))
+
+
+T = TypeVar("T")
+
+
+async def until(
+    what: str, probe: Callable[[], Awaitable[T | None]], timeout_s: float
+) -> tuple[T, float]:
+    """Poll `probe` every 0.5 s until it returns something true; (that, seconds it took).
+    Fails naming `what` and the last answer."""
+    t0 = time.monotonic()
+    last: T | None = None
+    while time.monotonic() - t0 < timeout_s:
+        last = await probe()
+        if last:
+            return last, time.monotonic() - t0
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{what} not seen within {timeout_s:.0f}s (last: {last})")

@@ -5,12 +5,11 @@ travels from a stopped standby to Alertmanager and back."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
+from apikit import until
 
 from deploy import processes
 from deploy.harness import LocalCluster
@@ -19,27 +18,12 @@ from deploy.process_specs import specs
 from kernel.names import member_name
 
 pytestmark = pytest.mark.integration
-T = TypeVar("T")
 
 
 async def _get(s: aiohttp.ClientSession, url: str) -> Any:
     async with s.get(url, timeout=aiohttp.ClientTimeout(total=5)) as r:
         assert r.status == 200, f"{url}: {r.status}"
         return await r.json()
-
-
-async def _until(
-    what: str, probe: Callable[[], Awaitable[T | None]], timeout_s: float
-) -> tuple[T, float]:
-    """Poll `probe` until it returns something; (that, seconds it took)."""
-    t0 = time.monotonic()
-    last: T | None = None
-    while time.monotonic() - t0 < timeout_s:
-        last = await probe()
-        if last is not None:
-            return last, time.monotonic() - t0
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"{what} not seen within {timeout_s:.0f}s")
 
 
 async def _targets(s: aiohttp.ClientSession, prom: str) -> list[dict[str, Any]]:
@@ -64,7 +48,7 @@ async def test_every_scrape_target_is_up(cluster: LocalCluster) -> None:
             return targets if ok else None
 
         try:
-            targets, took = await _until("every target up", all_up, 60)
+            targets, took = await until("every target up", all_up, 60)
         except AssertionError:
             bad = [(t["labels"]["job"], t["scrapeUrl"], t["lastError"]) for t in await _targets(
                 s, prom) if t["health"] != "up"]  # fmt: skip
@@ -124,7 +108,7 @@ async def test_a_stopped_standby_pages_through_alertmanager_and_resolves(
 
         try:
             processes.stop_many(cluster.state, [spec])
-            _, took = await _until("the alert in Alertmanager", lambda: paged(True), 30 + 30)
+            _, took = await until("the alert in Alertmanager", lambda: paged(True), 30 + 30)
             print(f"\n[measure] RocarsSyncStandbyMissing in Alertmanager {took:.1f}s after stop")
         finally:
             cluster.up()
@@ -133,6 +117,6 @@ async def test_a_stopped_standby_pages_through_alertmanager_and_resolves(
             code, _ = await asyncio.to_thread(cluster.status)
             return True if code == 0 else None
 
-        await _until("the standby streaming again", streaming, 90)
-        _, took = await _until("the alert resolved", lambda: paged(False), 30)
+        await until("the standby streaming again", streaming, 90)
+        _, took = await until("the alert resolved", lambda: paged(False), 30)
         print(f"[measure] the alert resolved {took:.1f}s after the standby streamed again")

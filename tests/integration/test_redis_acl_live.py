@@ -7,15 +7,14 @@ tests/unit/test_redis_acl.py."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from apikit import until
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 
 from deploy import processes, redis_acl
@@ -66,17 +65,6 @@ async def _primary(cluster: LocalCluster) -> Address:
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-async def _until(what: str, probe: Callable[[], Awaitable[Any]], timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"{what} not seen within {timeout_s:.0f}s (last: {last})")
 
 
 @asynccontextmanager
@@ -201,7 +189,7 @@ async def test_no_role_is_refused_what_it_uses(cluster: LocalCluster) -> None:
     """#12 item 3: while the cluster works (nodes counting and probing, replication, Sentinels
     watching Redis and each other, the exporter scraping), no Redis and no Sentinel logs an
     ACL refusal, except the exporter's CONFIG GET, refused on purpose."""
-    await _until(
+    await until(
         "a healthy cluster", lambda: asyncio.to_thread(lambda: cluster.status()[0] == 0), 90
     )
     admin = redis_acl.login(cluster.state, redis_acl.ADMIN)
@@ -239,7 +227,7 @@ async def test_the_cluster_is_healthy_with_every_link_authenticated(cluster: Loc
                     return False
             return True
 
-        await _until("both nodes using Redis", nodes_ok, 10)
+        await until("both nodes using Redis", nodes_ok, 10)
     admin = redis_acl.login(cluster.state, redis_acl.ADMIN)
     for address in _sentinels(cluster):
         async with _client(address, admin) as s:
@@ -289,7 +277,7 @@ async def test_the_exporter_scrapes_every_redis_and_sentinel(cluster: LocalClust
             up = await query('redis_up{job="redis"}')
             return up if set(up) == targets and all(v == 1 for v in up.values()) else None
 
-        await _until("redis_up 1 for every Redis and Sentinel", all_up, 60)
+        await until("redis_up 1 for every Redis and Sentinel", all_up, 60)
         slaves = await query('redis_connected_slaves{job="redis"}')
         assert sorted(v for k, v in slaves.items() if k in targets) == [0, 1], slaves
         ok_sentinels = await query('redis_sentinel_master_ok_sentinels{job="redis"}')
@@ -316,7 +304,7 @@ async def test_redis_failover_is_authenticated_end_to_end(cluster: LocalCluster)
                     return False
             return True
 
-        await _until("Sentinel accepting a failover", failover, 30)
+        await until("Sentinel accepting a failover", failover, 30)
 
         async def moved(old: Address = old) -> bool:
             try:
@@ -327,4 +315,4 @@ async def test_redis_failover_is_authenticated_end_to_end(cluster: LocalCluster)
                 return False
             return new != old and info["role"] == "master" and info["connected_slaves"] == 1
 
-        await _until("the other Redis primary, with the old one as its replica", moved, 30)
+        await until("the other Redis primary, with the old one as its replica", moved, 30)
