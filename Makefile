@@ -62,5 +62,7 @@ lock:
 	@$(VENV)/bin/pip freeze --exclude-editable | grep -vi '^rocars' | \
 	  { echo "# Fully pinned dependency set for rocars (runtime + dev). Regenerate with: make lock"; cat; } > requirements.lock
 
-clean: stop
+## Stop everything and remove the state: var/ and PostgreSQL's folder under /var/lib/rocars.
+clean:
+	@if [ -x $(PY) ]; then $(ROCARS) cluster down --purge; fi
 	rm -rf var

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 LOCK=requirements.lock
-PKGS=(etcd-server etcd-client redis-server redis-sentinel haproxy postgresql-15 postgresql-client-15 nftables iproute2 python3-venv wrk prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter)
+PKGS=(etcd-server etcd-client redis-server redis-sentinel haproxy postgresql-15 postgresql-client-15 nftables iproute2 python3-venv wrk prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter espeak-ng chromium)
 
 need=()
 for p in "${PKGS[@]}"; do
