@@ -52,7 +52,7 @@ def test_quiet_cluster_never_fails_over(drill_cluster: LocalCluster, drill_key: 
         async def nothing(_d: Drill) -> None:
             return None
 
-        async with aiohttp.ClientSession() as session:
+        async with drill_cluster.session() as session:
             sampler = asyncio.create_task(sample(session))
             try:
                 r = await drill.run(nothing, drill_key)

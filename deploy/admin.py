@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import aiohttp
 import psycopg
 from psycopg.types.json import Jsonb
 
-from deploy import etcd_auth, pg_roles
+from deploy import etcd_auth, http_client, pg_roles
 from deploy.state import StateDir
 from deploy.topology import Topology
 from kernel.errors import ComponentUnavailable, RocarsError
@@ -24,7 +23,7 @@ from node.config import load_node_config
 
 
 async def leader_site(topo: Topology) -> str:
-    async with aiohttp.ClientSession() as session:
+    async with http_client.session(topo) as session:
         gw = etcd_auth.operator_gateway(session, topo)
         kv = await gw.get(leader_key(topo.name))
     if kv is None:

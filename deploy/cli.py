@@ -126,6 +126,7 @@ def serve(site: str, state_dir: Path | None, config_path: Path | None, supervise
         app,
         host=cfg.listen_host,
         port=cfg.listen_port,
+        ssl_context=None if cfg.tls is None else cfg.tls.server_context(),
         access_log=None,
         print=None,
         shutdown_timeout=5.0,

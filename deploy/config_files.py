@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from deploy import configgen, monitoring_config, redis_acl
+from deploy import configgen, monitoring_config, pki, redis_acl
 from deploy.state import DEFAULT_TOPOLOGY, DbUser, StateDir
 from deploy.topology import Topology, load_topology
 
@@ -51,6 +51,10 @@ def write_configs(topo: Topology, state: StateDir) -> list[str]:
     state.ensure()
     user = DbUser.current()
     passwords = state.secrets()
+    # The CA and every certificate the topology needs (#12 items 1 and 2); what is there and
+    # still right is kept, so this is a no-op on a running system.
+    folder = pki.PkiDir(state.pki)
+    pki.issue_all(folder, pki.plan(topo), label=topo.name)
     _write(state.topology_copy, yaml.safe_dump(topo.model_dump(), sort_keys=False))
     topo_hash = hashlib.sha256(state.topology_copy.read_bytes()).hexdigest()
 
@@ -68,14 +72,17 @@ def write_configs(topo: Topology, state: StateDir) -> list[str]:
     for name in topo.sites:
         _write(
             state.config / f"etcd-{name}.yaml",
-            configgen.etcd_config(topo, name, state.data / f"etcd-{name}"),
+            configgen.etcd_config(topo, name, state.data / f"etcd-{name}", folder),
         )
     # Redis and Sentinel rewrite their own files after a failover; regenerate them only when
-    # the topology or their users (#12 item 3: new passwords, new rules) changed, or a restart
-    # would undo Sentinel's choice of primary. They hold passwords: 0600.
+    # the topology, their users (#12 item 3: new passwords, new rules) or their TLS settings
+    # (#12 item 2) changed, or a restart would undo Sentinel's choice of primary. They hold
+    # passwords: 0600.
     stamp = state.config / ".redis-topology"
     users = "\n".join(
-        redis_acl.redis_acl_lines(passwords) + redis_acl.sentinel_acl_lines("", passwords)
+        redis_acl.redis_acl_lines(passwords)
+        + redis_acl.sentinel_acl_lines("", passwords)
+        + configgen.redis_tls_lines(0, folder, "")
     )
     redis_stamp = f"{topo_hash} {hashlib.sha256(users.encode()).hexdigest()}"
     fresh = not stamp.exists() or stamp.read_text() != redis_stamp
@@ -84,19 +91,31 @@ def write_configs(topo: Topology, state: StateDir) -> list[str]:
         if fresh or not sentinel.exists():
             data = state.data / f"sentinel-{name}"
             data.mkdir(parents=True, exist_ok=True)
-            _write(sentinel, configgen.sentinel_config(topo, name, data, passwords), 0o600)
+            _write(
+                sentinel, configgen.sentinel_config(topo, name, data, passwords, pki=folder), 0o600
+            )
         if site.redis is not None:
             redis = state.config / f"redis-{name}.conf"
             if fresh or not redis.exists():
                 data = state.data / f"redis-{name}"
                 data.mkdir(parents=True, exist_ok=True)
-                _write(redis, configgen.redis_config(topo, name, data, passwords), 0o600)
+                _write(
+                    redis, configgen.redis_config(topo, name, data, passwords, pki=folder), 0o600
+                )
     stamp.write_text(redis_stamp)
 
     # 0600: it holds the stats page's password.
     _write(
         state.config / "haproxy.cfg",
-        configgen.haproxy_config(topo, stats_password=passwords["haproxy-stats"]),
+        configgen.haproxy_config(
+            topo,
+            configgen.HaproxyTls(
+                server_pem=folder.combined("haproxy"),
+                ca_bundle=folder.bundle,
+                client_pem=folder.combined("client-haproxy"),
+            ),
+            stats_password=passwords["haproxy-stats"],
+        ),
         0o600,
     )
     if topo.monitored:
@@ -104,7 +123,7 @@ def write_configs(topo: Topology, state: StateDir) -> list[str]:
             (state.data / name).mkdir(parents=True, exist_ok=True)
         if _write(
             state.config / "prometheus.yml",
-            yaml.safe_dump(monitoring_config.prometheus_config(topo), sort_keys=False),
+            yaml.safe_dump(monitoring_config.prometheus_config(topo, pki=folder), sort_keys=False),
         ):
             reload.append("prometheus")
         if _write(
@@ -121,7 +140,7 @@ def write_configs(topo: Topology, state: StateDir) -> list[str]:
         )
     for name in topo.data_sites:
         member = state.member_dir(name)
-        for sub in ("", "sock", "log"):
+        for sub in ("", "sock", "log", "tls"):
             d = member / sub
             d.mkdir(parents=True, exist_ok=True)
             os.chmod(d, 0o700)
@@ -131,9 +150,16 @@ def write_configs(topo: Topology, state: StateDir) -> list[str]:
         pg_logs = state.logs / f"postgresql-{name}"
         if not pg_logs.is_symlink():
             pg_logs.symlink_to(member / "log")
+        tls = configgen.MemberTls.of(member)
+        tls_changed = False
+        for src, dst, mode in tls.copies(folder, name):
+            tls_changed |= _write(dst, src.read_text(), mode)
+            _chown(dst, user)
+        _chown(tls.folder, user)
         cfg = configgen.patroni_config(topo, name, member, passwords)
         path = member / "patroni.yaml"
-        if _write(path, yaml.safe_dump(cfg, sort_keys=False), 0o600):
+        # A SIGHUP makes Patroni reload PostgreSQL, which rereads its certificate files.
+        if _write(path, yaml.safe_dump(cfg, sort_keys=False), 0o600) or tls_changed:
             reload.append(f"patroni-{name}")
         _chown(path, user)
         _write(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from deploy.pg_roles import (
     SUPERUSER,
     hba_lines,
 )
+from deploy.pki import PkiDir
 from deploy.state import StateDir
 from deploy.topology import Topology
 from kernel.names import PATRONI_NAMESPACE, member_name
@@ -30,20 +32,59 @@ from replication.patroni_rest import PATRONI_REST_USER
 
 REDIS_MASTER_NAME = "rocars"
 PG_BIN_DIR = "/usr/lib/postgresql/15/bin"
+# HAProxy's own /status page while no node answers (#15 item 5), shipped with the project.
+STATUS_FALLBACK_PAGE = Path(__file__).resolve().parent / "pages" / "status-unreachable.html"
 
 
-def etcd_config(topo: Topology, site: str, data_dir: Path) -> str:
+# etcd 3.4 refuses TLS below 1.2 by itself (its transport's floor); within TLS 1.2 it would
+# also take CBC suites without forward-secret AEAD, which these leave out (#12 item 2; TLS 1.3
+# ignores the list and uses its own AEAD suites). ECDSA because the private CA issues P-256
+# keys (deploy/pki.py).
+ETCD_CIPHER_SUITES = (
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
+)
+
+
+def _etcd_tls(cert: Path, key: Path, ca: Path) -> dict[str, Any]:
+    return {
+        "cert-file": str(cert),
+        "key-file": str(key),
+        "trusted-ca-file": str(ca),
+        # Only a client (or peer) with a certificate from the system's CA may even connect.
+        "client-cert-auth": True,
+        "auto-tls": False,
+    }
+
+
+def etcd_config(topo: Topology, site: str, data_dir: Path, pki: PkiDir) -> str:
+    """One etcd member's file: clients and peers over TLS, each side presenting a certificate
+    from the system's CA (#12 item 2), besides the password users of deploy.etcd_auth.
+
+    etcd reads its certificate and key again for every new connection (so leaf rotation needs
+    nothing), but its trusted CA file only at start (deploy/pki.py). Its JSON gateway dials the
+    member itself with the server certificate (hence its clientAuth usage, etcd #9785); etcd
+    3.4 ignores the CN of that certificate for authorization (a gateway request is marked), so
+    requests through the gateway act as the user of their token, never as the gateway."""
     s = topo.sites[site]
     initial = ",".join(
-        f"etcd-{n}=http://{x.host}:{x.etcd.peer_port}" for n, x in topo.sites.items()
+        f"etcd-{n}=https://{x.host}:{x.etcd.peer_port}" for n, x in topo.sites.items()
     )
     cfg = {
         "name": f"etcd-{site}",
         "data-dir": str(data_dir),
-        "listen-client-urls": f"http://{s.host}:{s.etcd.client_port}",
-        "advertise-client-urls": f"http://{s.host}:{s.etcd.client_port}",
-        "listen-peer-urls": f"http://{s.host}:{s.etcd.peer_port}",
-        "initial-advertise-peer-urls": f"http://{s.host}:{s.etcd.peer_port}",
+        "listen-client-urls": f"https://{s.host}:{s.etcd.client_port}",
+        "advertise-client-urls": f"https://{s.host}:{s.etcd.client_port}",
+        "listen-peer-urls": f"https://{s.host}:{s.etcd.peer_port}",
+        "initial-advertise-peer-urls": f"https://{s.host}:{s.etcd.peer_port}",
+        "client-transport-security": _etcd_tls(
+            pki.cert(f"etcd-{site}"), pki.key(f"etcd-{site}"), pki.bundle
+        ),
+        "peer-transport-security": _etcd_tls(
+            pki.cert(f"etcd-peer-{site}"), pki.key(f"etcd-peer-{site}"), pki.bundle
+        ),
+        "cipher-suites": list(ETCD_CIPHER_SUITES),
         "initial-cluster": initial,
         "initial-cluster-token": topo.name,
         "initial-cluster-state": "new",
@@ -72,6 +113,61 @@ def etcd_config(topo: Topology, site: str, data_dir: Path) -> str:
     return yaml.safe_dump(cfg, sort_keys=False)
 
 
+@dataclass(frozen=True)
+class MemberTls:
+    """PostgreSQL's certificate, key and trusted CAs, and Patroni's (its REST API's server
+    certificate, its etcd client certificate), copied from the state's pki folder into the
+    member's folder (#12 item 2): PostgreSQL and Patroni run as another user, who must own
+    their keys (PostgreSQL refuses a key others can read) and cannot enter the 0700 pki
+    folder."""
+
+    folder: Path
+
+    @classmethod
+    def of(cls, member_dir: Path) -> MemberTls:
+        return cls(member_dir / "tls")
+
+    @property
+    def cert(self) -> Path:
+        return self.folder / "server.crt"
+
+    @property
+    def key(self) -> Path:
+        return self.folder / "server.key"
+
+    @property
+    def ca(self) -> Path:
+        return self.folder / "ca.pem"
+
+    @property
+    def rest_cert(self) -> Path:
+        return self.folder / "rest.crt"
+
+    @property
+    def rest_key(self) -> Path:
+        return self.folder / "rest.key"
+
+    @property
+    def etcd_cert(self) -> Path:
+        return self.folder / "etcd-client.crt"
+
+    @property
+    def etcd_key(self) -> Path:
+        return self.folder / "etcd-client.key"
+
+    def copies(self, pki: PkiDir, site: str) -> tuple[tuple[Path, Path, int], ...]:
+        """(file in the pki folder, its copy here, the copy's mode) for every file above."""
+        return (
+            (pki.cert(f"postgres-{site}"), self.cert, 0o644),
+            (pki.key(f"postgres-{site}"), self.key, 0o600),
+            (pki.bundle, self.ca, 0o644),
+            (pki.cert(f"patroni-{site}"), self.rest_cert, 0o644),
+            (pki.key(f"patroni-{site}"), self.rest_key, 0o600),
+            (pki.cert("etcd-client-patroni"), self.etcd_cert, 0o644),
+            (pki.key("etcd-client-patroni"), self.etcd_key, 0o600),
+        )
+
+
 def patroni_config(
     topo: Topology, site: str, member_dir: Path, passwords: dict[str, str]
 ) -> dict[str, Any]:
@@ -82,6 +178,10 @@ def patroni_config(
     # Operator commands (migrations, drills' checks) run in the hub namespace when there is one.
     hub = [topo.namespaces.hub_host] if topo.namespaces is not None else []
     hba = hba_lines(data_hosts, [*data_hosts, *hub])
+    tls = MemberTls.of(member_dir)
+    # Patroni's own connections (local checks, replication, pg_rewind) check the server's
+    # certificate like every other client does.
+    verify = {"sslmode": "verify-full", "sslrootcert": str(tls.ca)}
     return {
         "scope": topo.name,
         "namespace": PATRONI_NAMESPACE,
@@ -97,10 +197,30 @@ def patroni_config(
                 "username": PATRONI_REST_USER,
                 "password": passwords["patroni-rest"],
             },
+            # #12 item 2: HTTPS only, and every client shows a certificate from the system's
+            # CA (the nodes, Prometheus, the operator commands and the other member all have
+            # one); unsafe methods want the password above as well. Patroni rebuilds this
+            # listener on SIGHUP when the certificate's serial changes (deploy/pki.py).
+            "certfile": str(tls.rest_cert),
+            "keyfile": str(tls.rest_key),
+            "cafile": str(tls.ca),
+            "verify_client": "required",
+        },
+        # Patroni's own requests to the other member's REST API (leader race, switchover
+        # checks) and patronictl's: they present this member's certificate (server and client
+        # usage) and check the other's against the CA.
+        "ctl": {
+            "certfile": str(tls.rest_cert),
+            "keyfile": str(tls.rest_key),
+            "cacert": str(tls.ca),
         },
         "etcd3": {
             "hosts": [f"{x.host}:{x.etcd.client_port}" for x in topo.sites.values()],
-            "protocol": "http",
+            # #12 item 2: TLS with the client certificate etcd requires (client-cert-auth).
+            "protocol": "https",
+            "cacert": str(tls.ca),
+            "cert": str(tls.etcd_cert),
+            "key": str(tls.etcd_key),
             # #12 item 3: a user that may write Patroni's namespace and nothing else
             # (deploy.etcd_auth); this file is 0600.
             "username": etcd_auth.PATRONI_USER,
@@ -155,12 +275,17 @@ def patroni_config(
             "authentication": {
                 # Patroni creates the replication and rewind roles with only what they need
                 # (REPLICATION; EXECUTE on pg_rewind's file functions) on bootstrap.
-                "superuser": {"username": SUPERUSER, "password": passwords["superuser"]},
+                "superuser": {
+                    "username": SUPERUSER,
+                    "password": passwords["superuser"],
+                    **verify,
+                },
                 "replication": {
                     "username": REPLICATION_USER,
                     "password": passwords["replication"],
+                    **verify,
                 },
-                "rewind": {"username": REWIND_USER, "password": passwords["rewind"]},
+                "rewind": {"username": REWIND_USER, "password": passwords["rewind"], **verify},
             },
             "parameters": {
                 "unix_socket_directories": str(member_dir / "sock"),
@@ -170,6 +295,13 @@ def patroni_config(
                 "log_line_prefix": "%m [%p] %q%u@%d ",
                 # PostgreSQL 15's default, named: pg_hba accepts only SCRAM (#12 item 4).
                 "password_encryption": "scram-sha-256",
+                # TLS only (#12 item 2): pg_hba has `hostssl` lines and no `host` ones, so the
+                # synchronous stream to the DR site and every client session are encrypted.
+                "ssl": "on",
+                "ssl_cert_file": str(tls.cert),
+                "ssl_key_file": str(tls.key),
+                "ssl_ca_file": str(tls.ca),
+                "ssl_min_protocol_version": "TLSv1.2",
             },
             "pg_hba": hba,
         },
@@ -177,14 +309,38 @@ def patroni_config(
     }
 
 
-def redis_config(topo: Topology, site: str, data_dir: Path, passwords: Mapping[str, str]) -> str:
+def redis_tls_lines(port: int, pki: PkiDir, cert: str) -> list[str]:
+    """Redis's or Sentinel's TLS (#12 item 2): TLS only on `port` (`port 0`: no plain
+    listener), its certificate `cert` from the system's CA, TLS for what it dials too (a
+    replica to its primary, Sentinel to Redis and to the other Sentinels, presenting the same
+    certificate: both usages), and a client certificate from the CA required of everyone.
+    ACL passwords alone would gate the commands; the certificate also turns away, before any
+    Redis command is parsed, whoever holds a stolen password but no certificate of ours. Redis
+    rereads these files on `CONFIG SET tls-cert-file` (deploy/pki.py); Sentinel only on a
+    restart."""
+    return [
+        "port 0",
+        f"tls-port {port}",
+        f"tls-cert-file {pki.cert(cert)}",
+        f"tls-key-file {pki.key(cert)}",
+        f"tls-ca-cert-file {pki.bundle}",
+        "tls-auth-clients yes",
+        "tls-replication yes",
+        'tls-protocols "TLSv1.2 TLSv1.3"',
+    ]
+
+
+def redis_config(
+    topo: Topology, site: str, data_dir: Path, passwords: Mapping[str, str], *, pki: PkiDir
+) -> str:
     """Redis of `site`; its users by role (#12 item 3, deploy.redis_acl): the file holds the
-    replica user's password in clear (`masterauth`), so it is written 0600."""
+    replica user's password in clear (`masterauth`), so it is written 0600. TLS only
+    (`redis_tls_lines`), replication included."""
     s = topo.sites[site]
     assert s.redis is not None
     lines = [
         f"bind {s.host}",
-        f"port {s.redis.port}",
+        *redis_tls_lines(s.redis.port, pki, f"redis-{site}"),
         # Moot with the default user off (it has no password either), kept as a second lock.
         "protected-mode yes",
         "daemonize no",
@@ -206,9 +362,12 @@ def redis_config(topo: Topology, site: str, data_dir: Path, passwords: Mapping[s
     return "\n".join(lines) + "\n"
 
 
-def sentinel_config(topo: Topology, site: str, data_dir: Path, passwords: Mapping[str, str]) -> str:
+def sentinel_config(
+    topo: Topology, site: str, data_dir: Path, passwords: Mapping[str, str], *, pki: PkiDir
+) -> str:
     """Sentinel of `site`, with its users and the credentials it logs in to Redis and to the
-    other Sentinels with (#12 item 3, deploy.redis_acl); 0600, like Redis's."""
+    other Sentinels with (#12 item 3, deploy.redis_acl); 0600, like Redis's. TLS only, to its
+    clients, to Redis and to the other Sentinels (`redis_tls_lines`)."""
     s = topo.sites[site]
     p = topo.sites[topo.primary_site]
     assert p.redis is not None
@@ -216,7 +375,7 @@ def sentinel_config(topo: Topology, site: str, data_dir: Path, passwords: Mappin
         "\n".join(
             [
                 f"bind {s.host}",
-                f"port {s.sentinel.port}",
+                *redis_tls_lines(s.sentinel.port, pki, f"sentinel-{site}"),
                 "protected-mode yes",
                 "daemonize no",
                 f"dir {data_dir}",
@@ -272,7 +431,27 @@ def _problem_return(status: int, retry_after_s: int, title: str, detail: str) ->
     )
 
 
-def haproxy_config(topo: Topology, *, stats_password: str | None = None) -> str:
+@dataclass(frozen=True)
+class HaproxyTls:
+    """HAProxy's TLS files (#12 item 2), from the state's pki folder: its server certificate
+    and key in one PEM (clients' HTTPS, the stats port), the CA bundle it checks the nodes'
+    certificates against, and its client certificate and key in one PEM (to the nodes)."""
+
+    server_pem: Path
+    ca_bundle: Path
+    client_pem: Path
+
+    def bind(self) -> str:
+        return f"ssl crt {self.server_pem} ssl-min-ver TLSv1.2 alpn http/1.1"
+
+    def to_node(self) -> str:
+        """A backend server's TLS to a node: its certificate must chain to the system's CA.
+        Not `verifyhost`: HAProxy matches it against DNS names only, and a node's certificate
+        names its address; the private CA issues to this system's processes alone."""
+        return f"ssl verify required ca-file {self.ca_bundle} crt {self.client_pem}"
+
+
+def haproxy_config(topo: Topology, tls: HaproxyTls, *, stats_password: str | None = None) -> str:
     """HAProxy's file. `stats_password`: the stats page's password (user `rocars-admin`);
     without it the page is off (only /metrics is served on the stats port)."""
     entry_host = topo.entry_host()
@@ -282,7 +461,8 @@ def haproxy_config(topo: Topology, *, stats_password: str | None = None) -> str:
     for name in topo.data_sites:
         s = topo.sites[name]
         assert s.node is not None
-        servers.append(f"    server node-{name} {s.host}:{s.node.port} check")
+        # Health checks go the same way (HAProxy checks over the server's TLS settings).
+        servers.append(f"    server node-{name} {s.host}:{s.node.port} check {tls.to_node()}")
     unavailable = (
         '{\\"type\\":\\"https://rocars.example/problems/not-writable\\",'
         '\\"title\\":\\"Service Unavailable\\",\\"status\\":503,\\"retry_after_ms\\":200,'
@@ -353,8 +533,23 @@ def haproxy_config(topo: Topology, *, stats_password: str | None = None) -> str:
             f'hdr Retry-After 1 string "{busy}"',
             *errors,
             "",
+            *(
+                [
+                    "frontend http_redirect",
+                    f"    bind {entry_host}:{topo.entry.http_port}",
+                    # Plain HTTP serves nothing, not even an error that echoes the request:
+                    # every request is sent to the HTTPS entry (#12 item 2).
+                    f"    http-request redirect prefix https://{entry_host}:{topo.entry.port}"
+                    " code 308",
+                    "",
+                ]
+                if topo.entry.http_port is not None
+                else []
+            ),
             "frontend api",
-            f"    bind {entry_host}:{topo.entry.port}",
+            f"    bind {entry_host}:{topo.entry.port} {tls.bind()}",
+            # Browsers remember to use HTTPS only (a year; HAProxy's own answers too).
+            '    http-after-response set-header Strict-Transport-Security "max-age=31536000"',
             # Every request carries an X-Request-Id (#13 item 5): the client's, else one made
             # here; the node keeps a sane one (and replaces the rest) and echoes it, and
             # HAProxy's own answers (limits, overload, replaced errors) echo it too.
@@ -377,6 +572,8 @@ def haproxy_config(topo: Topology, *, stats_password: str | None = None) -> str:
             # credentials are counted in one table, 401 answers to requests with credentials
             # in the other; a request with a good key adds to neither.
             "    acl has_credentials req.hdr(authorization) -m found",
+            # A signed-in browser's pages carry the session cookie instead (#15).
+            "    acl has_credentials req.cook(rocars_session) -m found",
             "    http-request track-sc0 src table limit_unauthenticated if !has_credentials",
             "    http-request track-sc1 src table limit_auth_failures if has_credentials",
             f"    http-request {too_many_unauth} if !has_credentials"
@@ -395,7 +592,13 @@ def haproxy_config(topo: Topology, *, stats_password: str | None = None) -> str:
             ),
             # The public notice and liveness must answer from any live node, also when no node
             # is active (manual clearance with the database down).
-            "    acl public_read path /v1/status /health /health/live",
+            "    acl public_read path /v1/status /status /health /health/live",
+            # The web pages' stylesheet and script, for the public status page (#15 item 5).
+            "    acl public_read path_beg /static/",
+            # No node alive at all: the public status page is HAProxy's own, saying so.
+            '    http-request return status 200 content-type "text/html; charset=utf-8"'
+            f" file {STATUS_FALLBACK_PAGE} hdr Cache-Control no-store"
+            " if { path /status } { nbsrv(any_live_node) eq 0 }",
             # With no node ready, answer every other request like a node would: problem+json,
             # Retry-After, and the manual-mode hint.
             "    acl no_active_node nbsrv(nodes) eq 0",
@@ -452,8 +655,9 @@ def haproxy_config(topo: Topology, *, stats_password: str | None = None) -> str:
             "    default-server inter 500ms fastinter 250ms rise 1 fall 3",
             *servers,
             "",
+            *_phone_sections(topo, tls),
             "frontend stats",
-            f"    bind {entry_host}:{topo.entry.stats_port}",
+            f"    bind {entry_host}:{topo.entry.stats_port} {tls.bind()}",
             # Internal only (#12 item 3): the stats port answers the monitoring networks
             # (Prometheus reads /metrics here) and nobody else; the page wants a password too.
             "    http-request deny deny_status 403"
@@ -477,6 +681,43 @@ def haproxy_config(topo: Topology, *, stats_password: str | None = None) -> str:
     )
 
 
+def _phone_sections(topo: Topology, tls: HaproxyTls) -> list[str]:
+    """The phone channel's entry (issue 16): FastAGI in mode tcp to the active node's phone
+    port, chosen by the API backend's own check (GET /health/ready on the node's HTTP port).
+    A call holds its connection for minutes, so the timeouts are a call's, not a request's."""
+    if topo.entry.phone_port is None:
+        return []
+    servers = [
+        f"    server phone-{name} {s.host}:{s.phone.port} check port {s.node.port}"
+        # FastAGI itself is plain TCP (Asterisk has no TLS for AGI); the check is HTTPS.
+        f" check-ssl verify required ca-file {tls.ca_bundle} crt {tls.client_pem}"
+        for name in topo.data_sites
+        if (s := topo.sites[name]).phone is not None and s.node is not None
+    ]
+    return [
+        "frontend phone",
+        "    mode tcp",
+        "    option tcplog",
+        "    no option http-buffer-request",
+        f"    bind {topo.entry_host()}:{topo.entry.phone_port}",
+        "    timeout client 20m",
+        "    default_backend phone_nodes",
+        "",
+        "backend phone_nodes",
+        "    mode tcp",
+        "    timeout server 20m",
+        "    no option http-buffer-request",
+        "    option httpchk GET /health/ready",
+        "    http-check expect status 200",
+        # As the API backend: a node that stops being active is out within about 1 s and its
+        # calls are cut (the dialplan calls again; the bundle's key makes that safe).
+        "    default-server inter 250ms fastinter 250ms downinter 250ms rise 1 fall 3 "
+        "on-marked-down shutdown-sessions",
+        *servers,
+        "",
+    ]
+
+
 def node_config(topo: Topology, site: str, *, state_root: Path) -> dict[str, Any]:
     s = topo.sites[site]
     assert s.node is not None and s.postgres is not None and s.patroni is not None
@@ -485,6 +726,7 @@ def node_config(topo: Topology, site: str, *, state_root: Path) -> dict[str, Any
         "cluster": topo.name,
         "listen_host": s.host,
         "listen_port": s.node.port,
+        "phone_port": None if s.phone is None else s.phone.port,
         "state_dir": str(state_root),
         # The node writes only through its own site's member (DESIGN.md section 2): a node
         # whose member is a replica cannot write, so the database fences the API tier.
@@ -495,6 +737,7 @@ def node_config(topo: Topology, site: str, *, state_root: Path) -> dict[str, Any
             "user": APP_USER,
             # The password by libpq password file, never in this file (#12 item 4).
             "passfile": str(StateDir(state_root).pgpass("app")),
+            "sslrootcert": str(StateDir(state_root).ca_bundle),
         },
         "patroni_url": topo.patroni_url(site),
         # Patroni's REST password by file, never in this file (#12 item 3).
@@ -517,8 +760,21 @@ def node_config(topo: Topology, site: str, *, state_root: Path) -> dict[str, Any
                 StateDir(state_root).secret_file(redis_acl.SENTINEL_NODE.secret)
             ),
         },
+        # TLS only to both, with the node's client certificate (#12 item 2).
+        "redis_tls": redis_acl.node_tls_paths(StateDir(state_root)),
         "peers": {n: topo.node_url(n) for n in topo.data_sites},
+        "tls": {
+            "cert": str(StateDir(state_root).pki / f"node-{site}.crt"),
+            "key": str(StateDir(state_root).pki / f"node-{site}.key"),
+            "ca": str(StateDir(state_root).ca_bundle),
+            "client_cert": str(StateDir(state_root).pki / "client-rocars-node.crt"),
+            "client_key": str(StateDir(state_root).pki / "client-rocars-node.key"),
+            # etcd's gateway refuses a certificate with a CN (deploy.pki.ETCD_CLIENT_ROLES).
+            "etcd_client_cert": str(StateDir(state_root).pki / "etcd-client-rocars-node.crt"),
+            "etcd_client_key": str(StateDir(state_root).pki / "etcd-client-rocars-node.key"),
+        },
         "max_in_flight": topo.entry.admission.node_max_in_flight,
         "monitoring_networks": topo.monitoring_networks(),
         "monitoring_key_file": str(StateDir(state_root).secret_file("monitoring-key")),
+        "web_session_key_file": str(StateDir(state_root).secret_file("web-session")),
     }

@@ -18,7 +18,7 @@ from contingency import state as cstate
 from contingency.override import clear_override, read_override, write_override
 from contingency.reconcile import journal_paths, reconcile
 from contingency.runtime import ContingencyRuntime, applies, await_nodes
-from deploy import admin, etcd_auth
+from deploy import admin, etcd_auth, http_client
 from deploy.state import StateDir
 from deploy.status import node_health
 from deploy.topology import Topology
@@ -67,7 +67,7 @@ async def change(
 ) -> dict[str, Any]:
     """Change the mode in etcd, then wait until the nodes apply it; the new state with `nodes`
     (the mode each applies, or "unreachable") and `not_applied` (who did not follow)."""
-    async with aiohttp.ClientSession() as session:
+    async with http_client.session(topo) as session:
         rt = ContingencyRuntime(etcd=etcd_auth.operator_gateway(session, topo), override_path=None)
         if on:
             new = await rt.activate(actor=who, reason=reason, lbcps=lbcps, message=message)
@@ -86,7 +86,7 @@ async def await_local(topo: Topology, sites: list[str], *, on: bool) -> dict[str
     def wanted(section: Mapping[str, Any]) -> bool:
         return section.get("local_override") is on and (section.get("mode") == "manual" or not on)
 
-    async with aiohttp.ClientSession() as session:
+    async with http_client.session(topo) as session:
 
         async def read() -> dict[str, Mapping[str, Any] | None]:
             sections = await node_sections(session, topo)
@@ -96,7 +96,7 @@ async def await_local(topo: Topology, sites: list[str], *, on: bool) -> dict[str
 
 
 async def status(topo: Topology, state: StateDir) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as session:
+    async with http_client.session(topo) as session:
         rt = ContingencyRuntime(etcd=etcd_auth.operator_gateway(session, topo), override_path=None)
         await rt.refresh()
         doc: dict[str, Any] = {

@@ -48,6 +48,8 @@ def _connect(topo: Topology, state: StateDir, site: str, dbname: str) -> psycopg
         dbname=dbname,
         connect_timeout=3,
         autocommit=True,
+        sslmode="verify-full",  # #12 item 2, as StateDir.pg_tls says
+        sslrootcert=str(state.ca_bundle),
     )
 
 

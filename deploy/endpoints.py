@@ -12,7 +12,7 @@ def summary(topo: Topology, state: StateDir) -> dict[str, object]:
         "nodes": {n: topo.node_url(n) for n in topo.data_sites},
         "patroni": {n: topo.patroni_url(n) for n in topo.data_sites},
         "metrics": {n: f"{topo.node_url(n)}/metrics" for n in topo.data_sites},
-        "haproxy_stats": f"http://{topo.entry_host()}:{topo.entry.stats_port}/stats",
+        "haproxy_stats": f"https://{topo.entry_host()}:{topo.entry.stats_port}/stats",
         "logs": str(state.logs),
         "state_dir": str(state.root),
         "prometheus": topo.monitoring_url("prometheus") if topo.monitored else None,

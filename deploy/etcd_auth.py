@@ -19,6 +19,10 @@ the one in the secrets folder gets it, and then authentication is switched on (a
 Operations (status, contingency, drills, readiness) run as `operator`: `use_state` tells this
 module where the cluster's secrets folder is (the CLI, the launcher and the test harness call it),
 and `operator_gateway` builds their gateways.
+
+TLS (#12 item 2): etcd requires a client certificate from the system's CA on every connection
+(`client-cert-auth`). Each user dials with its own role's certificate (`CERT_ROLE_OF`); the
+password login still decides what the connection may do.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from typing import Any, Literal
 
 import aiohttp
 
-from deploy.state import StateDir
+from deploy import control_tls
+from deploy.state import DEFAULT_STATE_DIR, StateDir
 from deploy.topology import Topology
 from kernel.errors import LaunchError
 from kernel.names import (
@@ -57,6 +62,21 @@ SECRET_OF = {
     NODE_USER: "etcd-node",
     OPERATOR_USER: "etcd-operator",
 }
+
+# The client certificate (deploy.pki.ETCD_CLIENT_ROLES: without CN, which etcd's gateway
+# refuses) each user's connections present.
+CERT_ROLE_OF = {
+    ROOT_USER: "etcd-root",
+    PATRONI_USER: "patroni",
+    NODE_USER: "rocars-node",
+    OPERATOR_USER: control_tls.OPERATOR_ROLE,
+}
+
+
+def cert_of(user: str) -> str:
+    """The pki file stem of `user`'s etcd client certificate."""
+    return f"etcd-client-{CERT_ROLE_OF[user]}"
+
 
 Perm = Literal["READ", "WRITE", "READWRITE"]
 
@@ -155,6 +175,11 @@ def use_state(topo: Topology, state: StateDir) -> None:
     _STATES[tuple(topo.etcd_urls())] = state
 
 
+def state_of(topo: Topology) -> StateDir | None:
+    """The state folder `use_state` registered for `topo`, if any."""
+    return _STATES.get(tuple(topo.etcd_urls()))
+
+
 def gateway(
     session: aiohttp.ClientSession, topo: Topology, state: StateDir, user: str
 ) -> EtcdGateway:
@@ -162,16 +187,22 @@ def gateway(
     short-lived ones of status and readiness checks do not log in each time."""
     urls = topo.etcd_urls()
     tokens = _TOKENS.setdefault((",".join(urls), user), {})
-    return EtcdGateway(session, urls, credentials=credentials(state, user), tokens=tokens)
+    return EtcdGateway(
+        session,
+        urls,
+        credentials=credentials(state, user),
+        tokens=tokens,
+        ssl=control_tls.context(state, cert_of(user)),
+    )
 
 
 def operator_gateway(session: aiohttp.ClientSession, topo: Topology) -> EtcdGateway:
-    """A gateway as `operator` (see `use_state`); without a known state folder, one without
-    credentials (etcd then refuses with "user name is empty")."""
+    """A gateway as `operator` (see `use_state`); without a known state folder, the default
+    one's (`var/`) credentials and certificate."""
     state = _STATES.get(tuple(topo.etcd_urls()))
     if state is None:
-        log.warning("no state folder known for this cluster: etcd calls without credentials")
-        return EtcdGateway(session, topo.etcd_urls())
+        log.warning("no state folder known for this cluster: using %s", DEFAULT_STATE_DIR)
+        state = StateDir(DEFAULT_STATE_DIR)
     return gateway(session, topo, state, OPERATOR_USER)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from deploy import admin, etcd_auth, status
+from deploy import admin, control_tls, etcd_auth, http_client, status
 from deploy.state import StateDir
 from deploy.topology import Topology
 from failover.precheck import precheck
@@ -61,7 +61,8 @@ def render(view: ClusterStatus) -> str:
 def operator_patroni(session: aiohttp.ClientSession, state: StateDir) -> PatroniRest:
     """Patroni's REST API with the credentials of the state folder's "patroni-rest" secret,
     for the operator commands, drills and benches that use its unsafe methods (#12 item 3)."""
-    return PatroniRest(session, auth=read_credentials(state.secret_file("patroni-rest")))
+    auth = read_credentials(state.secret_file("patroni-rest"))
+    return control_tls.patroni(session, state, auth=auth)  # over TLS (#12 item 2)
 
 
 async def planned_switchover(
@@ -75,7 +76,7 @@ async def planned_switchover(
 ) -> str:
     """Checkpoint the leader on site `leader`, ask its Patroni to switch over to `target`, and
     with `wait`, wait until `target` holds the leader key; returns Patroni's answer."""
-    async with aiohttp.ClientSession() as s:
+    async with http_client.session(topo, state) as s:
         return await switchover(
             target,
             leader=leader,

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
 
-from deploy import etcd_auth, processes, teardown
+from deploy import etcd_auth, http_client, processes, teardown
 from deploy.process_specs import specs
 from deploy.state import DEFAULT_TOPOLOGY, NETNS_TOPOLOGY, StateDir
 from deploy.topology import AbuseLimits, Topology, load_topology
@@ -34,6 +35,7 @@ TEST_PORT_OFFSETS = {
     "drills": 3000,
     "contingency": 500,
     "fuzz": 1500,
+    "checker-scale": 2500,
 }
 # Every test client is 127.0.0.1 and the suites make many deliberate 401s, so test clusters
 # raise HAProxy's per-address limits far above what they send (tests/integration/
@@ -116,6 +118,11 @@ class LocalCluster:
                 f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
             )
         return proc.stdout + proc.stderr
+
+    def session(self, **kwargs: Any) -> aiohttp.ClientSession:
+        """An HTTP client for this cluster's links: TLS checked against its CA, with the
+        operator's client certificate (deploy.http_client); `kwargs` as there."""
+        return http_client.session(self.topo, self.state, **kwargs)
 
     def create_account(self, kind: str, name: str) -> tuple[int, str]:
         """A new account made with `rocars admin create-account`: (its id, its API key)."""

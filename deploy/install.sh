@@ -71,3 +71,9 @@ if [[ $EUID -eq 0 && ! -f $PATRONI_VENV/.complete ]]; then
   touch "$PATRONI_VENV/.complete"
 fi
 echo "$PATRONI_VENV" > .venv/.patroni-venv
+
+# The phone channel's prompts (issue 16), English and Cantonese, 8 kHz WAV in Asterisk's sound
+# layout under var/sounds; a file already there (a studio recording) is kept.
+if command -v espeak-ng >/dev/null; then
+  .venv/bin/python -m deploy.phone_prompts var/sounds
+fi

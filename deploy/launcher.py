@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from deploy import admin, etcd_auth, netns, processes, readiness
+from deploy import admin, etcd_auth, http_client, netns, processes, readiness
 from deploy.binaries import check_binaries
 from deploy.config_files import write_configs
 from deploy.database_bootstrap import bootstrap_database
@@ -138,7 +138,7 @@ async def up(topo: Topology, state: StateDir, progress: Progress, *, timeout: fl
         if processes.reload(state, all_specs[name]):
             progress(f"reloaded {name} (its configuration changed)")
     fresh = not (state.member_dir(topo.data_sites[0]) / "data" / "PG_VERSION").exists()
-    async with aiohttp.ClientSession() as session:
+    async with http_client.session(topo, state) as session:
         launch = Launch(topo, state, session, progress)
         started = await run_steps(launch, steps(topo, fresh=fresh), all_specs, timeout=timeout)
     if not started:
@@ -184,7 +184,9 @@ async def _monitoring(launch: Launch) -> bool:
 
 async def _sync_standby(launch: Launch) -> bool:
     assert launch.leader is not None, "the leader step runs first"
-    return await readiness.sync_standby_streams(launch.session, launch.topo, launch.leader)
+    return await readiness.sync_standby_streams(
+        launch.session, launch.topo, launch.state, launch.leader
+    )
 
 
 async def _prepare_database(launch: Launch) -> None:

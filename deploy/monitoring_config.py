@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from deploy.pki import PkiDir
 from deploy.topology import Topology
 
 # Every target is scraped, and every rule evaluated, each 5 s: a handful of targets, so cheap,
@@ -38,13 +39,20 @@ JOBS = (
 )
 
 
+# Jobs whose targets serve HTTPS only and require a client certificate from the system's CA
+# (#12 item 2): Prometheus presents its own (`client-prometheus`, deploy/pki.py) and checks
+# theirs against the CA bundle and the address it scrapes.
+# The nodes and HAProxy's stats port serve HTTPS too (no client certificate asked for).
+MUTUAL_TLS_JOBS = frozenset({"etcd", "patroni", "rocars-node", "haproxy"})
+
+
 def _hostport(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
 def scrape_targets(topo: Topology) -> dict[str, list[tuple[str, str]]]:
-    """Per job, the (site, host:port) it scrapes; the Redis job's are redis:// addresses the
-    exporter is asked about (its multi-target /scrape endpoint)."""
+    """Per job, the (site, host:port) it scrapes; the Redis job's are rediss:// addresses (TLS
+    only, #12 item 2) the exporter is asked about (its multi-target /scrape endpoint)."""
     witness = topo.witness_site
     w = topo.sites[witness]
     assert w.prometheus and w.alertmanager
@@ -55,17 +63,29 @@ def scrape_targets(topo: Topology) -> dict[str, list[tuple[str, str]]]:
         out["rocars-node"].append((name, _hostport(s.host, s.node.port)))
         out["patroni"].append((name, _hostport(s.host, s.patroni.port)))
         out["postgres"].append((name, _hostport(s.host, s.postgres_exporter.port)))
-        out["redis"].append((name, f"redis://{_hostport(s.host, s.redis.port)}"))
+        out["redis"].append((name, f"rediss://{_hostport(s.host, s.redis.port)}"))
     for name, s in topo.sites.items():
         out["etcd"].append((name, _hostport(s.host, s.etcd.client_port)))
-        out["redis"].append((name, f"redis://{_hostport(s.host, s.sentinel.port)}"))
+        out["redis"].append((name, f"rediss://{_hostport(s.host, s.sentinel.port)}"))
     out["haproxy"].append((topo.entry.site, _hostport(topo.entry_host(), topo.entry.stats_port)))
     out["prometheus"].append((witness, _hostport(w.host, w.prometheus.port)))
     out["alertmanager"].append((witness, _hostport(w.host, w.alertmanager.port)))
     return out
 
 
-def prometheus_config(topo: Topology) -> dict[str, Any]:
+def scrape_tls(pki: PkiDir) -> dict[str, str]:
+    """A scrape job's `tls_config` for the system's HTTPS targets."""
+    return {
+        "ca_file": str(pki.bundle),
+        "cert_file": str(pki.cert("client-prometheus")),
+        "key_file": str(pki.key("client-prometheus")),
+        "min_version": "TLS12",
+    }
+
+
+def prometheus_config(topo: Topology, *, pki: PkiDir) -> dict[str, Any]:
+    """`pki`: the state's pki folder, whose CA bundle and client certificate the HTTPS
+    scrapes use."""
     w = topo.sites[topo.witness_site]
     assert w.alertmanager and w.redis_exporter
     jobs: list[dict[str, Any]] = []
@@ -76,6 +96,9 @@ def prometheus_config(topo: Topology) -> dict[str, Any]:
                 {"targets": [addr], "labels": {"site": site}} for site, addr in targets
             ],
         }
+        if job in MUTUAL_TLS_JOBS:
+            cfg["scheme"] = "https"
+            cfg["tls_config"] = scrape_tls(pki)
         if job == "redis":
             # One exporter asks each Redis and Sentinel in turn (redis_exporter's multi-target
             # pattern): the target becomes a parameter and the instance label, the exporter

@@ -25,6 +25,7 @@ NETNS_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
 BRIDGE = "br0"
 PARTITION_TABLE = "rocars_partition"
+PERIMETER_TABLE = "rocars_perimeter"
 VETH_PEER = ("type", "veth", "peer", "name", "eth0")  # the site's end is eth0 in its namespace
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -92,6 +93,32 @@ def partition_ruleset(topo: Topology, site: str) -> str:
     )
 
 
+def _system_hosts(topo: Topology) -> list[str]:
+    return sorted({s.host for s in topo.sites.values()} | {_ns(topo).hub_host})
+
+
+def perimeter_ruleset(topo: Topology, where: str | None) -> str:
+    """nftables rules that make the sites' network private (#12 item 5): a site's namespace
+    (`where` = its name) takes new connections only from the system's own addresses (the
+    sites and the hub); the hub (`where` None), which holds HAProxy, takes them from anyone
+    only on the client ports (HTTPS, the HTTP redirect, the phone channel), the rest only from
+    the system's own addresses. Replies to connections the namespace opened always pass."""
+    own = ", ".join(_system_hosts(topo))
+    rules = [
+        f"table inet {PERIMETER_TABLE} {{",
+        "  chain input {",
+        "    type filter hook input priority 0; policy drop;",
+        '    iifname "lo" accept',
+        "    ct state established,related accept",
+        f"    ip saddr {{ {own} }} accept",
+    ]
+    if where is None:
+        e = topo.entry
+        ports = sorted(p for p in (e.port, e.http_port, e.phone_port) if p is not None)
+        rules.append(f"    tcp dport {{ {', '.join(str(p) for p in ports)} }} accept")
+    return "\n".join([*rules, "  }", "}", ""])
+
+
 def _run(argv: list[str], *, stdin: str | None = None) -> None:
     try:
         proc = subprocess.run(
@@ -123,6 +150,10 @@ def create(topo: Topology) -> bool:
     try:
         for argv in setup_commands(topo):
             _run(argv)
+        ns = _ns(topo)
+        for name, site in [(ns.hub(), None), *((ns.of(n), n) for n in topo.sites)]:
+            argv = ["ip", "netns", "exec", name, "nft", "-f", "-"]
+            _run(argv, stdin=perimeter_ruleset(topo, site))
     except BaseException:
         destroy(topo)
         raise

@@ -50,8 +50,9 @@ LEDGER_TABLE = "schema_migrations"
 
 
 def hba_lines(data_hosts: Iterable[str], operator_hosts: Iterable[str]) -> list[str]:
-    """pg_hba.conf: SCRAM on every line, each role only to its database and only from where it
-    runs. `data_hosts`: the PostgreSQL/Patroni/node/exporter sites; `operator_hosts`: where
+    """pg_hba.conf: TLS (`hostssl`, #12 item 2) and SCRAM on every network line, each role only
+    to its database and only from where it runs. `data_hosts`: the PostgreSQL, Patroni, node
+    and exporter sites; `operator_hosts`: where
     `rocars` commands and tests run as well (the data hosts, plus the hub with namespaces)."""
     data = sorted(set(data_hosts))
     operators = sorted(set(operator_hosts) | set(data))
@@ -60,14 +61,14 @@ def hba_lines(data_hosts: Iterable[str], operator_hosts: Iterable[str]) -> list[
     lines = ["local all all scram-sha-256"]
     for host in data:
         lines += [
-            f"host replication {REPLICATION_USER} {host}/32 scram-sha-256",
-            f"host postgres {REWIND_USER} {host}/32 scram-sha-256",
-            f"host postgres {MONITOR_USER} {host}/32 scram-sha-256",
+            f"hostssl replication {REPLICATION_USER} {host}/32 scram-sha-256",
+            f"hostssl postgres {REWIND_USER} {host}/32 scram-sha-256",
+            f"hostssl postgres {MONITOR_USER} {host}/32 scram-sha-256",
         ]
     for host in operators:
         lines += [
-            f"host all {SUPERUSER} {host}/32 scram-sha-256",
-            f"host {APP_DATABASE} {OWNER_USER},{APP_USER} {host}/32 scram-sha-256",
+            f"hostssl all {SUPERUSER} {host}/32 scram-sha-256",
+            f"hostssl {APP_DATABASE} {OWNER_USER},{APP_USER} {host}/32 scram-sha-256",
         ]
     return lines
 

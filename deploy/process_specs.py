@@ -189,6 +189,11 @@ def monitoring_specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
             "-redis.addr=",
             f"-redis.user={redis_acl.MONITOR.name}",
             f"-redis.password-file={config_files.redis_exporter_passwords(state)}",
+            # TLS only (#12 item 2): rediss:// targets, checked against the system's CA, with
+            # its own client certificate (both Redis and Sentinel require one).
+            f"-tls-ca-cert-file={state.ca_bundle}",
+            f"-tls-client-cert-file={state.pki / f'client-{redis_acl.EXPORTER_ROLE}.crt'}",
+            f"-tls-client-key-file={state.pki / f'client-{redis_acl.EXPORTER_ROLE}.key'}",
         ),
         marker=f"-web.listen-address={listen}",
         ports=(("Redis exporter", w.host, w.redis_exporter.port),),
@@ -206,7 +211,8 @@ def monitoring_specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
             ports=(("PostgreSQL exporter", site.host, site.postgres_exporter.port),),
             # The password by file, never in argv or the environment (#12 item 4).
             env={
-                "DATA_SOURCE_URI": f"{site.host}:{site.postgres.port}/postgres?sslmode=disable",
+                "DATA_SOURCE_URI": f"{site.host}:{site.postgres.port}/postgres"
+                f"?sslmode=verify-full&sslrootcert={state.ca_bundle}",
                 "DATA_SOURCE_USER": pg_roles.MONITOR_USER,
                 "DATA_SOURCE_PASS_FILE": str(state.pg_monitor_password),
             },

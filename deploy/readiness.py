@@ -16,12 +16,11 @@ from tenacity import (
     wait_fixed,
 )
 
-from deploy import etcd_auth, processes
+from deploy import control_tls, etcd_auth, processes
 from deploy.state import StateDir
 from deploy.topology import Topology
 from kernel.errors import LaunchError
 from kernel.names import QUORUM_PROBE_KEY, leader_key, member_site
-from replication.patroni_rest import PatroniRest
 
 POLL_S = 0.2
 _TIMEOUT = aiohttp.ClientTimeout(total=1)
@@ -81,6 +80,8 @@ async def accepts_writes(topo: Topology, state: StateDir, site: str) -> bool:
         dbname="postgres",
         connect_timeout=2,
         autocommit=True,
+        sslmode="verify-full",  # #12 item 2, as StateDir.pg_tls says
+        sslrootcert=str(state.ca_bundle),
     ) as conn:
         row = await (await conn.execute("SELECT pg_is_in_recovery()")).fetchone()
     return row is not None and row[0] is False
@@ -91,12 +92,16 @@ async def serving_leader(
 ) -> str | None:
     """The leader's site once its PostgreSQL serves as primary and takes writes, else None."""
     site = await leader_site(session, topo)
-    if site is None or not await http_ok(session, f"{topo.patroni_url(site)}/primary"):
+    rest = control_tls.patroni(session, state, timeout=_TIMEOUT)  # TLS (#12 item 2)
+    if site is None or not await rest.is_primary(topo.patroni_url(site)):
         return None
     return site if await accepts_writes(topo, state, site) else None
 
 
-async def sync_standby_streams(session: aiohttp.ClientSession, topo: Topology, leader: str) -> bool:
+async def sync_standby_streams(
+    session: aiohttp.ClientSession, topo: Topology, state: StateDir, leader: str
+) -> bool:
     """The leader's Patroni lists a synchronous standby that is streaming."""
-    view = await PatroniRest(session, timeout=_TIMEOUT).cluster(topo.patroni_url(leader))
+    rest = control_tls.patroni(session, state, timeout=_TIMEOUT)
+    view = await rest.cluster(topo.patroni_url(leader))
     return any(m.is_streaming_sync_standby for m in view.members)

@@ -11,14 +11,21 @@ REWRITE, which Sentinel runs after every failover, makes the file anew with mode
 0644 & ~umask).
 
 Each user's password is the `deploy.state` secret named in `secret`, in its own 0600 file.
+
+Both also require TLS with a client certificate from the system's CA (#12 item 2,
+deploy.configgen.redis_tls_lines): `node_tls_paths` is what the nodes present, `operator_tls`
+the operators' context (`connect`), and the exporter has its own role's (`EXPORTER_ROLE`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Any, TypedDict
+
+from redis.asyncio import Redis
 
 from deploy.state import StateDir
 from node.redis_client import (
@@ -26,6 +33,7 @@ from node.redis_client import (
     ACL_KEYS,
     RATE_LIMIT_KEYS,
     SENTINEL_ACL_COMMANDS,
+    tls_redis,
 )
 
 # The channel Sentinels announce themselves on, through Redis and to each other.
@@ -171,3 +179,34 @@ def login(state: StateDir, user: AclUser) -> Login:
     """`user`'s login (on Redis, or the Sentinel user of that name), the password read from
     its file in `state`'s secrets folder."""
     return {"username": user.name, "password": state.secret_file(user.secret).read_text().strip()}
+
+
+# The client certificates (deploy.pki.CLIENT_ROLES) presented to Redis and Sentinel.
+NODE_ROLE = "rocars-node"
+OPERATOR_ROLE = "rocars-admin"
+EXPORTER_ROLE = "redis-exporter"
+
+
+def node_tls_paths(state: StateDir) -> dict[str, str]:
+    """The node's `redis_tls` settings (node.config.RedisTlsSettings): the CA bundle and its
+    client certificate and key, by path."""
+    return {
+        "ca_file": str(state.ca_bundle),
+        "cert_file": str(state.pki / f"client-{NODE_ROLE}.crt"),
+        "key_file": str(state.pki / f"client-{NODE_ROLE}.key"),
+    }
+
+
+def operator_tls(state: StateDir) -> ssl.SSLContext:
+    """The operators' TLS context for Redis and Sentinel: the system's CA, their certificate."""
+    return state.tls_client(OPERATOR_ROLE)
+
+
+def connect(
+    state: StateDir, host: str, port: int, *, user: AclUser | None = ADMIN, **kwargs: Any
+) -> Redis:
+    """A client of one Redis or Sentinel at host:port over TLS with the operators'
+    certificate, logged in as `user` (None: as nobody); `kwargs` are the connection's."""
+    if user is not None:
+        kwargs = {**kwargs, **login(state, user)}
+    return tls_redis(host, port, operator_tls(state), **kwargs)

@@ -13,11 +13,13 @@ import json
 import os
 import pwd
 import secrets
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from deploy.pg_roles import PGPASS_ACCOUNTS, pgpass_line
+from kernel import tls
 from kernel.names import member_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +48,9 @@ CONTROL_SECRET_NAMES = (
     "etcd-operator",
     "monitoring-key",
     "haproxy-stats",
+    # The web pages' session secret (#15), the same on both nodes so a session outlives a
+    # failover.
+    "web-session",
 )
 SECRET_NAMES = PG_SECRET_NAMES + CONTROL_SECRET_NAMES
 # The secrets folder and every file in it: the launching user only.
@@ -118,6 +123,29 @@ class StateDir:
     def pki(self) -> Path:
         """The private CA and every certificate and key (deploy/pki.py); mode 0700."""
         return self.root / "pki"
+
+    @property
+    def ca_bundle(self) -> Path:
+        """The certificates every client trusts (deploy/pki.py: the current CA, plus the
+        previous one during a CA rotation)."""
+        return self.pki / "ca-bundle.pem"
+
+    def tls_client(self, role: str | None = None) -> ssl.SSLContext:
+        """An operator tool's TLS context for the system's links (#12 item 2): trusts the CA
+        bundle; with `role` (deploy.pki.CLIENT_ROLES, e.g. "rocars-admin"), presents that
+        role's client certificate."""
+        if role is None:
+            return tls.client_context(self.ca_bundle)
+        return tls.client_context(
+            self.ca_bundle,
+            cert=self.pki / f"client-{role}.crt",
+            key=self.pki / f"client-{role}.key",
+        )
+
+    def pg_tls(self) -> dict[str, str]:
+        """libpq settings of every connection to PostgreSQL (#12 item 2): TLS only, and the
+        server's certificate checked against the system's CA and the address dialled."""
+        return {"sslmode": "verify-full", "sslrootcert": str(self.ca_bundle)}
 
     @property
     def runtime(self) -> Path:

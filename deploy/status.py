@@ -14,10 +14,9 @@ import time
 from typing import Any
 
 import aiohttp
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from deploy import etcd_auth, redis_acl
+from deploy import control_tls, etcd_auth, http_client, redis_acl
 from deploy.configgen import REDIS_MASTER_NAME
 from deploy.state import StateDir, default_state_dir
 from deploy.topology import Topology
@@ -37,7 +36,6 @@ from kernel.cluster import (
 from kernel.errors import ComponentUnavailable, RocarsError
 from kernel.names import CONTINGENCY_STATE_KEY, leader_key, member_name
 from replication.etcd_gateway import EtcdGateway
-from replication.patroni_rest import PatroniRest
 
 TIMEOUT = aiohttp.ClientTimeout(total=1.5)
 
@@ -93,7 +91,7 @@ async def nodes(session: aiohttp.ClientSession, topo: Topology) -> tuple[Node, .
 async def nodes_redis_primaries(topo: Topology) -> dict[str, str | None]:
     """Each API node's Redis primary (host:port) from its /health, by site: None when the node
     does not answer or its last Redis operation failed."""
-    async with aiohttp.ClientSession() as session:
+    async with http_client.session(topo) as session:
         return {n.site: n.redis_primary for n in await nodes(session, topo)}
 
 
@@ -118,8 +116,10 @@ async def wait_nodes_follow_redis(
     )
 
 
-async def _postgres(session: aiohttp.ClientSession, topo: Topology, etcd: EtcdGateway) -> Postgres:
-    rest = PatroniRest(session)
+async def _postgres(
+    session: aiohttp.ClientSession, topo: Topology, etcd: EtcdGateway, state: StateDir
+) -> Postgres:
+    rest = control_tls.patroni(session, state)  # TLS with the operator's certificate
     leader: str | None = None
     with contextlib.suppress(ComponentUnavailable):
         kv = await etcd.get(leader_key(topo.name))
@@ -161,17 +161,16 @@ async def redis_status(topo: Topology, state: StateDir | None = None) -> Redis:
     default state folder) (#12 item 3)."""
     primary: str | None = None
     replicas: list[str] = []
+    state = state or StateDir(default_state_dir())
     try:
-        login = redis_acl.login(state or StateDir(default_state_dir()), redis_acl.ADMIN)
-    except OSError:
+        # Over TLS with the operators' certificate (#12 item 2); no state, no Redis to ask.
+        redis_acl.login(state, redis_acl.ADMIN)
+        redis_acl.operator_tls(state)
+    except OSError:  # ssl.SSLError included
         return Redis(primary=None, replicas=())
     for site in topo.sites.values():
-        r = aioredis.Redis(
-            host=site.host,
-            port=site.sentinel.port,
-            socket_timeout=1,
-            socket_connect_timeout=1,
-            **login,
+        r = redis_acl.connect(
+            state, site.host, site.sentinel.port, socket_timeout=1, socket_connect_timeout=1
         )
         try:
             addr = await r.execute_command(  # type: ignore[no-untyped-call]
@@ -186,9 +185,7 @@ async def redis_status(topo: Topology, state: StateDir | None = None) -> Redis:
             await r.aclose()
     if primary:
         host, port = primary.rsplit(":", 1)
-        r = aioredis.Redis(
-            host=host, port=int(port), socket_timeout=1, socket_connect_timeout=1, **login
-        )
+        r = redis_acl.connect(state, host, int(port), socket_timeout=1, socket_connect_timeout=1)
         try:
             info = await r.info("replication")
             if info.get("role") == "master":
@@ -259,11 +256,11 @@ async def monitoring_status(session: aiohttp.ClientSession, topo: Topology) -> M
 async def collect(topo: Topology, state: StateDir | None = None) -> ClusterStatus:
     """The whole system as it is now; unreachable parts are described, never raised. `state`:
     where the credentials are (default: the default state folder)."""
-    async with aiohttp.ClientSession() as session:
+    async with http_client.session(topo, state) as session:
         etcd = etcd_auth.operator_gateway(session, topo)
         node_list, pg, etcd_view, redis_view, contingency, entry = await asyncio.gather(
             nodes(session, topo),
-            _postgres(session, topo, etcd),
+            _postgres(session, topo, etcd, http_client.state_for(topo, state)),
             _etcd(etcd),
             redis_status(topo, state),
             _contingency(etcd),
@@ -279,6 +276,8 @@ async def collect(topo: Topology, state: StateDir | None = None) -> ClusterStatu
         redis=redis_view,
         contingency=contingency,
         monitoring=monitoring,
+        phone=topo.phone_url(),
+        ca=str(http_client.state_for(topo, state).ca_bundle),
     )
 
 

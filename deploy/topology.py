@@ -55,6 +55,8 @@ class Site(_Strict):
     patroni: Port | None = None
     redis: Port | None = None
     node: Port | None = None
+    # The node's FastAGI phone channel (issue 16, node.phone.agi_server); None: no phone.
+    phone: Port | None = None
     # Monitoring (#13): Prometheus, Alertmanager and the Redis exporter on the witness site
     # (it survives the loss of either data site); a PostgreSQL exporter beside each database.
     prometheus: Port | None = None
@@ -67,7 +69,7 @@ class Site(_Strict):
         data = (self.postgres, self.patroni, self.redis, self.node)
         watchers = (self.prometheus, self.alertmanager, self.redis_exporter)
         if self.role == "witness":
-            if any(x is not None for x in (*data, self.postgres_exporter)):
+            if any(x is not None for x in (*data, self.postgres_exporter, self.phone)):
                 raise ValueError("a witness site runs only etcd, sentinel and monitoring")
             if any(x is not None for x in watchers) and any(x is None for x in watchers):
                 raise ValueError(
@@ -165,8 +167,13 @@ class Admission(_Strict):
 
 class Entry(_Strict):
     site: str
+    # HTTPS (#12 item 2): the one port clients use.
     port: int = Field(ge=1, le=65535)
+    # Plain HTTP that answers nothing but a redirect to `port` (None: no such listener).
+    http_port: int | None = Field(default=None, ge=1, le=65535)
     stats_port: int = Field(ge=1, le=65535)
+    # FastAGI (issue 16): HAProxy in mode tcp to the active node's phone port; None: no phone.
+    phone_port: int | None = Field(default=None, ge=1, le=65535)
     limits: AbuseLimits = AbuseLimits()
     admission: Admission = Admission()
 
@@ -274,11 +281,15 @@ class Topology(_Strict):
         entry_host = self.entry_host()
         yield "entry.port", entry_host, self.entry.port
         yield "entry.stats_port", entry_host, self.entry.stats_port
+        if self.entry.http_port is not None:
+            yield "entry.http_port", entry_host, self.entry.http_port
+        if self.entry.phone_port is not None:
+            yield "entry.phone_port", entry_host, self.entry.phone_port
         for name, site in self.sites.items():
             yield f"sites.{name}.etcd.client_port", site.host, site.etcd.client_port
             yield f"sites.{name}.etcd.peer_port", site.host, site.etcd.peer_port
             yield f"sites.{name}.sentinel.port", site.host, site.sentinel.port
-            for svc in ("postgres", "patroni", "redis", "node", *MONITORING_SERVICES):
+            for svc in ("postgres", "patroni", "redis", "node", "phone", *MONITORING_SERVICES):
                 p = getattr(site, svc)
                 if p is not None:
                     yield f"sites.{name}.{svc}.port", site.host, p.port
@@ -325,23 +336,31 @@ class Topology(_Strict):
 
     def etcd_url(self, site: str) -> str:
         s = self.sites[site]
-        return f"http://{s.host}:{s.etcd.client_port}"
+        # TLS with client certificates (#12 item 2): clients pass an SSLContext (kernel.tls).
+        return f"https://{s.host}:{s.etcd.client_port}"
 
     def etcd_urls(self) -> list[str]:
         return [self.etcd_url(n) for n in self.sites]
 
     def entry_url(self) -> str:
-        return f"http://{self.entry_host()}:{self.entry.port}"
+        """The API's address for clients: HTTPS only (#12 items 2 and 5)."""
+        return f"https://{self.entry_host()}:{self.entry.port}"
+
+    def phone_url(self) -> str | None:
+        """The phone channel's entry, as a dialplan names it (agi://host:port/bundle)."""
+        if self.entry.phone_port is None:
+            return None
+        return f"agi://{self.entry_host()}:{self.entry.phone_port}/bundle"
 
     def node_url(self, site: str) -> str:
         s = self.sites[site]
         assert s.node is not None
-        return f"http://{s.host}:{s.node.port}"
+        return f"https://{s.host}:{s.node.port}"
 
     def patroni_url(self, site: str) -> str:
         s = self.sites[site]
         assert s.patroni is not None
-        return f"http://{s.host}:{s.patroni.port}"
+        return f"https://{s.host}:{s.patroni.port}"  # TLS only (#12 item 2)
 
     def with_port_offset(self, offset: int) -> Topology:
         """This topology with every port shifted, so a test cluster can run beside `make run`."""

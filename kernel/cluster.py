@@ -229,6 +229,9 @@ class ClusterStatus:
     redis: Redis
     contingency: Contingency
     monitoring: Monitoring | None = None  # None: the topology runs no monitoring
+    phone: str | None = None  # agi://host:port/bundle (issue 16); None: no phone channel
+    # What clients must trust to reach `api` (#12 item 5): the CA certificate(s) file.
+    ca: str | None = None
 
     @property
     def leader_site(self) -> str | None:
@@ -277,6 +280,8 @@ class ClusterStatus:
         problems = self.problems()
         return {
             "api": self.api,
+            "tls": {"ca": self.ca},
+            "phone": self.phone,
             "entry": self.entry.to_dict(),
             "nodes": [n.to_dict() for n in self.nodes],
             "postgres": self.postgres.to_dict(),

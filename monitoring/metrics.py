@@ -27,6 +27,7 @@ ARRIVAL_DECISIONS: Final = ("release", "inspect", "hold", "manual")
 SUBMISSION_KINDS: Final = ("single", "batch")
 CONSIGNMENT_CHANGES: Final = ("amend", "cancel")
 BUNDLE_ACTIONS: Final = ("create", "cancel", "revoke")
+PHONE_CALL_OUTCOMES: Final = ("cross_now", "cross_after", "failed", "refused", "hung_up", "error")
 # One request's outcome counter per outcome, created up front (node.api.outcomes).
 OutcomeCounters = Mapping[Outcome, Counter]
 
@@ -202,6 +203,15 @@ class NodeMetrics:
             registry=r,
         )
         self.arrival_decisions = {d: decisions.labels(decision=d) for d in ARRIVAL_DECISIONS}
+        calls = Counter(
+            "rocars_phone_calls",
+            "Calls to the phone channel (FastAGI) by how they ended: cross_now, cross_after,"
+            " failed (the caller heard why), refused (not the active node, or too many calls),"
+            " hung_up (before an answer), error",
+            ["outcome"],
+            registry=r,
+        )
+        self.phone_calls = {o: calls.labels(outcome=o) for o in PHONE_CALL_OUTCOMES}
 
     def _state_metrics(self) -> None:
         r = self.registry

@@ -38,15 +38,18 @@ from node.api import (
     lbcp,
     metrics,
     openapi,
+    phone_pin,
     registrations,
     risk_rules,
 )
 from node.config import NodeConfig
 from node.control_access import ControlAccess, control_access_middleware
 from node.deps import NodeDeps
+from node.phone.agi_server import phone_ctx
 from node.problems import PROBLEM_JSON, problem_middleware
 from node.redis_client import RedisClient
 from node.stores import PgAccountStore, open_pool
+from node.web import setup_web
 from replication.etcd_gateway import EtcdCredentials, EtcdGateway
 from replication.patroni_rest import PatroniRest, read_credentials
 
@@ -66,20 +69,26 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     deps, cfg = app[appkeys.DEPS], app[appkeys.CONFIG]
     async with contextlib.AsyncExitStack() as stack:
         session = deps.http
+        # One client context for etcd, Patroni and the peers: TLS checked against the
+        # system's CA, with the node's client certificate (#12 item 2).
+        client_tls = None if cfg.tls is None else cfg.tls.client_context()
         if session is None:
-            session = await stack.enter_async_context(aiohttp.ClientSession())
+            connector = None if client_tls is None else aiohttp.TCPConnector(ssl=client_tls)
+            session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
         app[appkeys.HTTP] = session
         etcd, patroni = deps.etcd, deps.patroni
         if etcd is None:
             creds = None  # #12 item 3: the node's own etcd user, its password read from a file
             if cfg.etcd_user is not None and cfg.etcd_password_file is not None:
                 creds = EtcdCredentials.from_file(cfg.etcd_user, cfg.etcd_password_file)
-            etcd = EtcdGateway(session, cfg.etcd_urls, credentials=creds)
+            etcd_tls = None if cfg.tls is None else cfg.tls.etcd_context()
+            etcd = EtcdGateway(session, cfg.etcd_urls, credentials=creds, ssl=etcd_tls)
         app[appkeys.ETCD] = etcd
         if patroni is None:
             # #12 item 3: the failover controller's switchover is an unsafe method.
             path = cfg.patroni_auth_file
-            patroni = PatroniRest(session, auth=None if path is None else read_credentials(path))
+            auth = None if path is None else read_credentials(path)
+            patroni = PatroniRest(session, auth=auth, ssl=client_tls)
         app[appkeys.PATRONI] = patroni
         yield
 
@@ -100,6 +109,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
         timeout_s=cfg.redis_timeout_s,
         on_error=lambda _exc: metrics_.redis_errors.inc(),
         auth=cfg.redis_auth,
+        tls_settings=cfg.redis_tls,
     )
     app[appkeys.REDIS] = client
     tasks = []
@@ -398,6 +408,7 @@ def create_app(config: NodeConfig, deps: NodeDeps | None = None) -> web.Applicat
     app.cleanup_ctx.append(_role_ctx)
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_contingency_ctx)
+    app.cleanup_ctx.append(phone_ctx)
     app.on_response_prepare.append(_stamp_node)
     # After cleanup_ctx's own steps (aiohttp runs those first): started once every resource is
     # open, stopped once every one is closed.
@@ -415,7 +426,9 @@ def create_app(config: NodeConfig, deps: NodeDeps | None = None) -> web.Applicat
         itfs,
         openapi,
         contingency,
+        phone_pin,
     )
     for module in modules:
         module.add_routes(app)
+    setup_web(app)
     return app

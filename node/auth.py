@@ -170,7 +170,14 @@ async def _lookup(request: web.Request, key: str, digest: str) -> Account:
 
 
 async def authenticate(request: web.Request) -> Account:
-    key = _parse_bearer(request.headers.get("Authorization"))
+    return await account_for_key(request, _parse_bearer(request.headers.get("Authorization")))
+
+
+async def account_for_key(request: web.Request, key: str) -> Account:
+    """The active account holding `key`, counted against its rate limit: what every channel
+    (the API's bearer header, the web pages' session, node.web.session) authenticates with."""
+    if not _is_key_text(key):
+        raise _unknown_key()
     digest = hash_key(key)
     cache = request.app[appkeys.ACCOUNT_CACHE]
     hit = cache.get(digest)
@@ -231,7 +238,11 @@ async def enforce_rate_limit(request: web.Request, account: Account, cost: int =
 
 
 async def require(request: web.Request, *kinds: str) -> Account:
-    account = await authenticate(request)
+    return require_kind(await authenticate(request), *kinds)
+
+
+def require_kind(account: Account, *kinds: str) -> Account:
+    """`account`, or 403 when it is none of `kinds` (no kinds: any)."""
     if kinds and account.kind not in kinds:
         raise Problem(
             403,

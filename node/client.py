@@ -270,10 +270,11 @@ class RocarsClient:
         ) as resp:
             raw = await resp.read()
             resp_headers = dict(resp.headers)
+            # HAProxy passes header names on in lower case: look up case-insensitively.
+            record.node = resp.headers.get(NODE_HEADER)
             status = resp.status
             ctype = resp.content_type
         record.status = status
-        record.node = resp_headers.get(NODE_HEADER)
         text = raw.decode("utf-8", errors="replace")
         body: Any = text or None
         if text and (ctype == "application/json" or ctype.endswith("+json")):

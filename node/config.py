@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from kernel import names
+from kernel import names, tls
 from kernel.errors import ConfigError
 
 
@@ -21,6 +22,9 @@ class DatabaseSettings(BaseModel):
     # A libpq password file (mode 0600) with this user's password: the password is read by
     # libpq when it connects and appears in no setting, DSN, argv or environment (#12 item 4).
     passfile: Path
+    # The CA certificates the server's must chain to (#12 item 2): TLS with `verify-full`, so
+    # the stream is encrypted and the node talks to its site's member and nobody posing as it.
+    sslrootcert: Path
 
     def conninfo(self, *, application_name: str) -> str:
         from psycopg.conninfo import make_conninfo
@@ -33,6 +37,8 @@ class DatabaseSettings(BaseModel):
             dbname=self.dbname,
             user=self.user,
             passfile=str(self.passfile),
+            sslmode="verify-full",
+            sslrootcert=str(self.sslrootcert),
             application_name=application_name,
             connect_timeout=2,
         )
@@ -50,6 +56,47 @@ class RedisAuthSettings(BaseModel):
     sentinel_password_file: Path
 
 
+class NodeTls(BaseModel):
+    """The node's TLS files (#12 item 2), paths into the state's pki folder: it serves HTTPS
+    with `cert`/`key`, and every link it opens (etcd, Patroni, its peers) checks the server
+    against `ca` and presents `client_cert`/`client_key` (its role, `rocars-node`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cert: Path
+    key: Path
+    ca: Path
+    client_cert: Path
+    client_key: Path
+    # etcd's JSON gateway refuses a client certificate with a CN (deploy.pki.ETCD_CLIENT_ROLES):
+    # the node shows etcd its CN-less one; None: the one above.
+    etcd_client_cert: Path | None = None
+    etcd_client_key: Path | None = None
+
+    def server_context(self) -> ssl.SSLContext:
+        return tls.server_context(self.cert, self.key)
+
+    def client_context(self) -> ssl.SSLContext:
+        return tls.client_context(self.ca, cert=self.client_cert, key=self.client_key)
+
+    def etcd_context(self) -> ssl.SSLContext:
+        if self.etcd_client_cert is None:
+            return self.client_context()
+        return tls.client_context(self.ca, cert=self.etcd_client_cert, key=self.etcd_client_key)
+
+
+class RedisTlsSettings(BaseModel):
+    """The node's TLS to Redis and to Sentinel (#12 item 2): the CA certificates theirs must
+    chain to (and name the address dialled), and the node's client certificate and key, which
+    both require."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
 # Requests a node handles at once before it answers 503 at once (node.admission): its pool's 10
 # connections plus room for requests in authentication, parsing and answering, which hold none.
 # Through HAProxy a node sees fewer (the topology's entry.admission.server_maxconn).
@@ -63,6 +110,8 @@ class NodeConfig(BaseModel):
     cluster: str
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(ge=0, le=65535)
+    # The FastAGI phone channel (node.phone.agi_server) on listen_host; None: no phone channel.
+    phone_port: int | None = Field(default=None, ge=0, le=65535)
     state_dir: Path
     database: DatabaseSettings
     patroni_url: str
@@ -83,6 +132,8 @@ class NodeConfig(BaseModel):
     redis_master_name: str = "rocars"
     # None: log in as nobody (a Redis and Sentinel without ACL users, e.g. the unit tests').
     redis_auth: RedisAuthSettings | None = None
+    # None: plain TCP (only the unit tests' fakes; the generated configuration always has it).
+    redis_tls: RedisTlsSettings | None = None
     # Redis socket connect/read timeout. A dead or frozen primary costs a request at most about
     # twice this; then the node skips Redis (fails open) until its probe reaches a primary.
     redis_timeout_s: float = Field(default=0.25, gt=0, le=5.0)
@@ -93,10 +144,17 @@ class NodeConfig(BaseModel):
     # Generous on purpose: it stops a runaway client, never normal traffic or the drills.
     rate_limit_per_s: int = Field(default=1000, ge=0)
     peers: dict[str, str] = {}
+    # HTTPS and TLS clients (#12 item 2); None: plain HTTP (in-process tests only: the
+    # generated configuration always has it).
+    tls: NodeTls | None = None
     # Who may read /metrics and the detailed /health (node.control_access, #12 item 3): these
     # networks, or a caller with the key in this file (0600; the path, never the key, is here).
     monitoring_networks: list[str] = ["127.0.0.0/8"]
     monitoring_key_file: Path | None = None
+    # The web pages' session secret (node.web.session), the same file content on every node so
+    # a session survives a failover (0600; the path, never the secret, is here). None: a random
+    # secret per process (sessions then end when the node restarts or the active site moves).
+    web_session_key_file: Path | None = None
     # How often the role watcher looks at Patroni and etcd; a role change is seen within this.
     role_interval_s: float = Field(default=0.25, gt=0, le=1.0)
     # /health/live fails when the role loop has not completed for this long (frozen loop).

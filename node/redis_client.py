@@ -19,6 +19,8 @@ Serves the pure core `node.ratelimit` (per-account sliding-window counters). Rul
   the generated configuration, so the two cannot drift apart). Passwords are read from their
   files at each new connection: never in the node's configuration, argv or environment, and a
   rotated password is used without a restart.
+- #12 item 2: TLS only, to Sentinel and to Redis (neither has a plain port), with the node's
+  client certificate (both require one) and only the system's CA trusted (`TlsConnection`).
 """
 
 from __future__ import annotations
@@ -26,22 +28,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import NoBackoff
 from redis.credentials import CredentialProvider
 from redis.exceptions import RedisError
 
+from kernel import tls
 from kernel.errors import RedisUnavailable
 from node import ratelimit
-from node.config import RedisAuthSettings
+from node.config import RedisAuthSettings, RedisTlsSettings
 
 log = logging.getLogger("rocars.redis")
 T = TypeVar("T")
@@ -98,6 +103,52 @@ class FilePassword(CredentialProvider):
         return self.get_credentials()  # a few bytes from a local file: not worth a thread
 
 
+# A context, or what builds one for each new connection.
+TlsSource = ssl.SSLContext | Callable[[], ssl.SSLContext]
+
+
+class TlsConnection(SSLConnection):
+    """redis-py's TLS connection with our own context (kernel.tls): only the system's CA is
+    trusted, TLS 1.2 or later, the address dialled checked against the certificate. redis-py's
+    own context would also trust every public CA of the host (and cost 60 ms a connection to
+    load them)."""
+
+    def __init__(self, *, tls_source: TlsSource, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.tls_source = tls_source
+
+    def _connection_arguments(self) -> Mapping[str, Any]:
+        src = self.tls_source
+        return {
+            "host": self.host,
+            "port": self.port,
+            "ssl": src if isinstance(src, ssl.SSLContext) else src(),
+        }
+
+
+class SentinelManagedTlsConnection(SentinelManagedConnection, TlsConnection):
+    """A connection to the primary Sentinel names, over TLS like every other."""
+
+
+def tls_redis(host: str, port: int, source: TlsSource, **kwargs: Any) -> Redis:
+    """A client of one Redis or Sentinel over TLS (`TlsConnection`); `kwargs` are the
+    connection's (socket timeouts, login, protocol, retry)."""
+    pool = ConnectionPool(
+        connection_class=TlsConnection, host=host, port=port, tls_source=source, **kwargs
+    )
+    return Redis.from_pool(pool)
+
+
+def file_tls(settings: RedisTlsSettings) -> Callable[[], ssl.SSLContext]:
+    """Contexts built from the node's files at each new connection (about a millisecond), so
+    a rotated certificate or CA bundle is used without a restart."""
+
+    def build() -> ssl.SSLContext:
+        return tls.client_context(settings.ca_file, cert=settings.cert_file, key=settings.key_file)
+
+    return build
+
+
 class RedisClient:
     def __init__(
         self,
@@ -111,6 +162,7 @@ class RedisClient:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         auth: RedisAuthSettings | None = None,
+        tls_settings: RedisTlsSettings | None = None,
     ) -> None:
         self.master_name = master_name
         self.name = name
@@ -134,13 +186,25 @@ class RedisClient:
         # or primary into seconds of waiting. A Sentinel that does not answer is skipped at once;
         # a command on a broken connection is retried once on a fresh one, which asks Sentinel
         # for the primary again (that is how a failover is followed).
+        sentinel_kwargs = {**socket_opts, **sentinel_auth, "retry": Retry(NoBackoff(), 0)}
+        addresses = [(h, int(p)) for h, p in sentinels]
+        primary_tls: dict[str, Any] = {}
+        if tls_settings is not None:
+            source = file_tls(tls_settings)
+            primary_tls = {"connection_class": SentinelManagedTlsConnection, "tls_source": source}
         self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            [(h, int(p)) for h, p in sentinels],
-            sentinel_kwargs={**socket_opts, **sentinel_auth, "retry": Retry(NoBackoff(), 0)},
+            [] if tls_settings is not None else addresses,
+            sentinel_kwargs=sentinel_kwargs,
             **socket_opts,
             **redis_auth,
+            **primary_tls,
             retry=Retry(NoBackoff(), 1),
         )
+        if tls_settings is not None:
+            # redis-py makes its Sentinel clients with its own TLS (see TlsConnection): ours.
+            self._sentinel.sentinels = [
+                tls_redis(h, p, source, **sentinel_kwargs) for h, p in addresses
+            ]
         self._client: Redis = self._sentinel.master_for(master_name)
         self._count = self._client.register_script(_COUNT_LUA)
         self.errors_total = 0

@@ -59,16 +59,24 @@ IDEMPOTENCY_TABLES = ("idempotency_keys", "public_idempotency_keys")
 
 
 def ensure_active(request: web.Request) -> None:
-    watcher = request.app[appkeys.ROLE]
+    ensure_app_active(request.app)
+
+
+def ensure_app_active(app: web.Application) -> None:
+    watcher = app[appkeys.ROLE]
     if watcher.role != "active":
         raise DatabaseReadOnly(
-            f"this node (site {request.app[appkeys.CONFIG].site}) is the standby and does not"
+            f"this node (site {app[appkeys.CONFIG].site}) is the standby and does not"
             " accept writes; retry through the API entry point"
         )
 
 
+# An Idempotency-Key a channel gives other than in the header (a web form's token, node.web).
+CHANNEL_IDEMPOTENCY_KEY = web.RequestKey("rocars.channel_idempotency_key", str)
+
+
 def idempotency_key(request: web.Request) -> str | None:
-    key = request.headers.get("Idempotency-Key")
+    key = request.get(CHANNEL_IDEMPOTENCY_KEY) or request.headers.get("Idempotency-Key")
     if key is None:
         return None
     key = key.strip()
@@ -83,10 +91,15 @@ def idempotency_key(request: web.Request) -> str | None:
 
 
 def request_fingerprint(request: web.Request, body: bytes) -> str:
+    return fingerprint(request.method, request.path, body)
+
+
+def fingerprint(method: str, path: str, body: bytes) -> str:
+    """What an idempotency record remembers of its request: method, path and body."""
     h = hashlib.sha256()
-    h.update(request.method.encode())
+    h.update(method.encode())
     h.update(b"\0")
-    h.update(request.path.encode())
+    h.update(path.encode())
     h.update(b"\0")
     h.update(body)
     return h.hexdigest()
@@ -244,8 +257,30 @@ async def run_write(
     COMMIT, and nothing of the transaction stays either way."""
     ensure_active(request)
     key = idempotency_key(request)
-    scope = None if key is None else _scope(account, key, request_fingerprint(request, body))
-    pool = request.app[appkeys.POOL]
+    print_ = None if key is None else request_fingerprint(request, body)
+    status, answer, text, replay = await write_once(
+        request.app, account, key, print_, fn, redact=redact, pipeline=pipeline
+    )
+    if _in_manual_mode(request):
+        answer, text = {**answer, "mode": "manual"}, None
+    return _respond(status, text or await encode(answer), replayed=replay)
+
+
+async def write_once(
+    app: web.Application,
+    account: Account | None,
+    key: str | None,
+    request_print: str | None,
+    fn: WriteFn,
+    *,
+    redact: Redact | None = None,
+    pipeline: bool = False,
+) -> tuple[int, dict[str, Any], str | None, bool]:
+    """`run_write` without the HTTP request, for the other channels (node.phone): `key` the
+    idempotency key (None: none), `request_print` the request's `fingerprint`. Answers
+    (status, answer, its JSON when already encoded, replayed). The caller checks the role."""
+    scope = None if key is None or request_print is None else _scope(account, key, request_print)
+    pool = app[appkeys.POOL]
     replay = False
     text: str | None = None  # the answer's JSON, once encoded
     async with pool.connection() as conn, _pipelined(conn, pipeline), conn.transaction():
@@ -267,9 +302,7 @@ async def run_write(
                 else:
                     stored = await encode(redact(answer))
                 await _store(conn, scope, status, stored)
-    if _in_manual_mode(request):
-        answer, text = {**answer, "mode": "manual"}, None
-    return _respond(status, text or await encode(answer), replayed=replay)
+    return status, answer, text, replay
 
 
 @dataclass(frozen=True)

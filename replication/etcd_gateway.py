@@ -11,6 +11,12 @@ tokens are local to the member that issued them and expire (`--auth-token-ttl`, 
 any change to the users or roles makes them old: on such an answer the gateway logs in again at
 that member and retries once. A member with authentication off answers the login with
 "authentication is not enabled": the gateway then sends no token until that member asks for one.
+
+TLS (#12 item 2): etcd serves its clients over TLS and requires a client certificate signed by
+the system's CA (`client-cert-auth`), so the gateway is given the SSLContext to dial with
+(kernel.tls.client_context with the caller's role certificate); an `https://` URL without one
+is a configuration error, never a silent fallback to the system's trust store. The password
+login above still decides who the caller is (etcd reads the token before the certificate's CN).
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from ssl import SSLContext
 from typing import Any
 
 import aiohttp
 
-from kernel.errors import EtcdUnavailable
+from kernel.errors import ConfigError, EtcdUnavailable
 
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=1.0, connect=0.5)
 # etcd answers a leadership transfer only once the transferee has caught up and won its
@@ -119,9 +126,13 @@ class EtcdGateway:
         move_timeout: aiohttp.ClientTimeout = MOVE_TIMEOUT,
         credentials: EtcdCredentials | None = None,
         tokens: TokenCache | None = None,
+        ssl: SSLContext | None = None,
     ) -> None:
+        """`ssl`: the context to dial `https://` members with (required for them)."""
         if not urls:
             raise ValueError("at least one etcd URL is needed")
+        if ssl is None and any(u.startswith("https://") for u in urls):
+            raise ConfigError("etcd over https needs a TLS context (kernel.tls.client_context)")
         self._session = session
         self._urls = list(urls)
         self._timeout = timeout
@@ -129,6 +140,7 @@ class EtcdGateway:
         self._credentials = credentials
         self._tokens: TokenCache = {} if tokens is None else tokens
         self._login_locks: dict[str, asyncio.Lock] = {}
+        self._ssl: SSLContext | bool = True if ssl is None else ssl
 
     @property
     def user(self) -> str | None:
@@ -144,7 +156,7 @@ class EtcdGateway:
     ) -> dict[str, Any]:
         headers = {"Authorization": token} if token else None
         async with self._session.post(
-            f"{url}{path}", json=body, timeout=timeout, headers=headers
+            f"{url}{path}", json=body, timeout=timeout, headers=headers, ssl=self._ssl
         ) as r:
             data: dict[str, Any] = await r.json(content_type=None)
             if r.status != 200:

@@ -10,12 +10,19 @@ unsafe method (its handlers decorated `check_access`: POST /switchover, /failove
 for Prometheus (/metrics), the readiness checks and `rocars cluster status` (/cluster,
 /patroni, /primary...). So credentials go with the unsafe requests only, and Patroni's refusal
 of them (401, or 403) becomes a ConfigError naming what to fix.
+
+TLS (#12 item 2): Patroni serves its REST API over TLS only and asks every client for a
+certificate signed by the system's CA (`restapi.verify_client: required`), so the client is
+given the SSLContext to dial with (kernel.tls.client_context with the caller's role
+certificate); an `https://` URL without one is a ConfigError, never a silent fallback to the
+system's trust store.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from ssl import SSLContext
 from typing import Any
 
 import aiohttp
@@ -90,20 +97,39 @@ class PatroniRest:
         *,
         timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
         auth: RestCredentials | None = None,
+        ssl: SSLContext | None = None,
     ) -> None:
         """`auth`: sent with the unsafe requests only (GETs need none, and carrying the
-        password on every role-watcher poll would only widen where it travels)."""
+        password on every role-watcher poll would only widen where it travels). `ssl`: the
+        context to dial `https://` members with (required for them)."""
         self._session = session
         self._timeout = timeout
         self._auth = auth
+        self._ssl = ssl
+
+    def _tls(self, url: str) -> SSLContext | bool:
+        """What to pass aiohttp as `ssl` for `url`."""
+        if self._ssl is not None:
+            return self._ssl
+        if url.startswith("https://"):
+            raise ConfigError(
+                f"{url}: Patroni over https needs a TLS context (kernel.tls.client_context)"
+            )
+        return True
 
     async def _get(self, url: str) -> tuple[int, dict[str, Any]]:
+        tls = self._tls(url)
         try:
-            async with self._session.get(url, timeout=self._timeout) as r:
+            async with self._session.get(url, timeout=self._timeout, ssl=tls) as r:
                 data = await r.json(content_type=None)
                 return r.status, data if isinstance(data, dict) else {}
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise PatroniUnavailable(f"{url}: {exc!r}") from exc
+
+    async def is_primary(self, base_url: str) -> bool:
+        """The member answers 200 on GET /primary: it runs as the primary with the lock."""
+        status, _ = await self._get(f"{base_url}/primary")
+        return status == 200
 
     async def member(self, base_url: str) -> MemberView:
         _, d = await self._get(f"{base_url}/patroni")
@@ -133,6 +159,7 @@ class PatroniRest:
         """An unsafe request with the credentials; (HTTP status, Patroni's message). Raises
         ConfigError when Patroni refuses the credentials, PatroniUnavailable when it does not
         answer."""
+        tls = self._tls(url)
         try:
             async with self._session.request(
                 method,
@@ -140,6 +167,7 @@ class PatroniRest:
                 json=json,
                 headers={} if self._auth is None else {"Authorization": self._auth.header},
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
+                ssl=tls,
             ) as r:
                 status, text = r.status, (await r.text()).strip()
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from deploy import pki
+from deploy.configgen import HaproxyTls
+from deploy.topology import Topology
 from kernel.errors import EtcdUnavailable
 from node.config import DatabaseSettings, NodeConfig
 from replication.etcd_gateway import KeyValue
@@ -18,7 +21,12 @@ def node_config(state_dir: Path, **overrides: object) -> NodeConfig:
         "listen_port": 0,
         "state_dir": state_dir,
         "database": DatabaseSettings(
-            host="h", port=1, dbname="d", user="u", passfile=Path("/nonexistent")
+            host="h",
+            port=1,
+            dbname="d",
+            user="u",
+            passfile=Path("/nonexistent"),
+            sslrootcert=Path("/nonexistent"),
         ),
         "patroni_url": "http://127.0.0.1:1",
         "patroni_member": "pg-A",
@@ -64,3 +72,21 @@ class MemoryEtcd:
             return False
         await self.put(key, value)
         return True
+
+
+# HAProxy's TLS files for configuration tests (deploy.configgen.haproxy_config): paths only.
+HAPROXY_TLS = HaproxyTls(
+    server_pem=Path("/pki/haproxy.pem"),
+    ca_bundle=Path("/pki/ca-bundle.pem"),
+    client_pem=Path("/pki/client-haproxy.pem"),
+)
+
+
+def haproxy_tls_files(folder: Path, topo: Topology) -> HaproxyTls:
+    """Real certificates for `topo` under `folder` (a private CA of the test's own), for
+    tests that make HAProxy itself read its configuration (`haproxy -c` opens the files)."""
+    pki_dir = pki.PkiDir(folder / "pki")
+    pki.issue_all(pki_dir, pki.plan(topo))
+    return HaproxyTls(
+        pki_dir.combined("haproxy"), pki_dir.bundle, pki_dir.combined("client-haproxy")
+    )

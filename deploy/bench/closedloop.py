@@ -231,7 +231,13 @@ def run_pgbench(
              f"--log-prefix={tmp}/tx", "-h", db.host, "-p", str(db.port), "-U", db.user,
              db.dbname],
             capture_output=True, text=True, timeout=seconds + 60, check=False,
-            env={**os.environ, "PGPASSFILE": str(db.passfile), "PGAPPNAME": "rocars-bench"},
+            env={
+                **os.environ,
+                "PGPASSFILE": str(db.passfile),
+                "PGSSLMODE": "verify-full",  # as the node connects (#12 item 2)
+                "PGSSLROOTCERT": str(db.sslrootcert),
+                "PGAPPNAME": "rocars-bench",
+            },
         )  # fmt: skip
         cpu = _children_cpu() - cpu0
         if proc.returncode != 0:

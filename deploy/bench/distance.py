@@ -25,11 +25,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import aiohttp
 import psycopg
 import yaml
 
-from deploy import admin
+from deploy import admin, http_client
 from deploy.bench import closedloop
 from deploy.failover_ops import operator_patroni
 from deploy.state import REPO_ROOT, StateDir
@@ -134,7 +133,7 @@ def _reload(topo: Topology, state: StateDir, site: str) -> None:
     """POST /reload, an unsafe method: with the operator's credentials (#12 item 3)."""
 
     async def ask() -> tuple[int, str]:
-        async with aiohttp.ClientSession() as s:
+        async with http_client.session(topo, state) as s:
             return await operator_patroni(s, state).reload(topo.patroni_url(site))
 
     code, text = asyncio.run(ask())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from dataclasses import dataclass
 
 
@@ -76,8 +77,17 @@ class Pool:
     """At most `size` keep-alive connections to host:port; a request waits for a free one (the
     wait is part of its latency in the open loop)."""
 
-    def __init__(self, host: str, port: int, size: int, *, timeout: float) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        size: int,
+        *,
+        timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.host, self.port, self.timeout = host, port, timeout
+        self.ssl_context = ssl_context
         self._idle: list[_Conn] = []
         self._slots = asyncio.Semaphore(size)
 
@@ -89,7 +99,9 @@ class Pool:
             try:
                 async with asyncio.timeout(self.timeout):
                     if conn is None:
-                        conn = await asyncio.open_connection(self.host, self.port)
+                        conn = await asyncio.open_connection(
+                            self.host, self.port, ssl=self.ssl_context
+                        )
                     conn[1].write(raw)
                     answer = await read_answer(conn[0])
             except BaseException:

@@ -16,11 +16,13 @@ import resource
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from deploy.bench import http
 from deploy.bench.schedule import NO_ANSWER, Outcome, Phase, Shot, build_schedule, keep_schedule
 from deploy.bench.schedule import share as share_of
+from kernel import tls
 
 SUBMISSION = "submission"
 ARRIVAL = "arrival"
@@ -34,13 +36,14 @@ START_DELAY_S = 0.5
 class Target:
     """Everything a generator process needs to build its requests."""
 
-    api: str  # http://host:port of HAProxy
+    api: str  # https://host:port of HAProxy
     run: str  # unique per run: part of every Idempotency-Key
     trader_keys: tuple[str, ...]
     officer_key: str
     consignment: bytes  # the submission body
     lbcp: str
     vrns: tuple[str, ...]  # trucks with bundles, for arrival decisions
+    ca: str | None = None  # the CA bundle HAProxy's certificate chains to (None: plain HTTP)
 
 
 def request_for(target: Target, shot: Shot, host: str) -> bytes:
@@ -74,7 +77,10 @@ async def _run_share(target: Target, shots: list[Shot], start: float) -> list[Ou
     url = urlsplit(target.api)
     assert url.hostname is not None and url.port is not None
     host = f"{url.hostname}:{url.port}"
-    pool = http.Pool(url.hostname, url.port, POOL_SIZE, timeout=REQUEST_TIMEOUT_S)
+    # Built in the worker process (a context does not pickle); one per process, so TLS
+    # sessions are resumed across its connections.
+    ctx = None if target.ca is None else tls.client_context(Path(target.ca))
+    pool = http.Pool(url.hostname, url.port, POOL_SIZE, timeout=REQUEST_TIMEOUT_S, ssl_context=ctx)
 
     async def send(shot: Shot) -> tuple[int, bool]:
         try:

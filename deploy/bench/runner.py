@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import psutil
 
-from deploy import admin
+from deploy import admin, http_client
 from deploy.bench import closedloop, distance, memory, openloop, report, workload
 from deploy.bench.schedule import Phase, by_kind, recovery_seconds, summarize, timeline
 from deploy.bench.stats import COMPARED, Change, compare, median, percentile
@@ -141,7 +141,7 @@ class Bench:
         self.accounts = await workload.make_accounts(
             self.topo, self.state, traders=workload.traders_for(most), run=self.run
         )
-        async with aiohttp.ClientSession() as session:
+        async with http_client.session(self.topo, self.state) as session:
             self.vrns = await workload.make_bundles(
                 session, self.api, self.accounts, count=self.s.bundles, run=self.run
             )
@@ -170,6 +170,7 @@ class Bench:
     def _target(self, trader_keys: list[str]) -> openloop.Target:
         return openloop.Target(
             api=self.api,
+            ca=str(self.state.ca_bundle) if self.api.startswith("https:") else None,
             run=self.run + secrets.token_hex(2),
             trader_keys=tuple(trader_keys),
             officer_key=self.accounts.officer,
@@ -258,7 +259,7 @@ class Bench:
         runs: list[float] = []
         accepted: list[int] = []
         timeout = aiohttp.ClientTimeout(total=300)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with http_client.session(self.topo, self.state, timeout=timeout) as session:
             for i in range(self.s.batch_runs):
                 # A batch counts its items against the account's rate limit: one account each.
                 _, key = await workload.make_account(

@@ -9,9 +9,7 @@ from __future__ import annotations
 import logging
 import time
 
-import aiohttp
-
-from deploy import etcd_auth
+from deploy import etcd_auth, http_client
 from deploy.drills.drill import DrillResult
 from deploy.topology import Topology
 from kernel.errors import EtcdUnavailable
@@ -48,7 +46,7 @@ async def publish_to(etcd: EtcdGateway, result: DrillResult, finished_at: float)
 async def publish(topo: Topology, result: DrillResult) -> None:
     """Publish `result` (finished now); a failure is noted in the result, never raised."""
     try:
-        async with aiohttp.ClientSession() as session:
+        async with http_client.session(topo) as session:
             await publish_to(etcd_auth.operator_gateway(session, topo), result, time.time())
     except EtcdUnavailable as exc:
         log.warning("drill result not published to etcd: %s", exc)

@@ -14,10 +14,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import aiohttp
 import psutil
 
-from deploy import etcd_auth, netns, processes, status
+from deploy import etcd_auth, http_client, netns, processes, status
 from deploy.drills.drill import Drill
 from deploy.drills.fault_context import Context
 from deploy.failover_ops import planned_switchover
@@ -112,7 +111,7 @@ async def kill_node(drill: Drill, ctx: Context) -> None:
 async def hang_node(drill: Drill, ctx: Context) -> None:
     # Freeze the active node and its supervisor: nothing restarts it, the database is fine,
     # so only the failover controller on the other site can move the active site.
-    async with aiohttp.ClientSession() as s:
+    async with http_client.session(ctx.topo) as s:
         # A drill is a deliberate test: forget earlier switchovers so the controller's minimum
         # interval (a guard against flapping) does not block this one.
         await etcd_auth.operator_gateway(s, ctx.topo).delete(LAST_SWITCHOVER_KEY)

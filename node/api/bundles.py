@@ -8,6 +8,7 @@ arrival decision is one indexed lookup; database constraints keep a CCRN in one 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -18,12 +19,13 @@ from kernel.domain import risk
 from kernel.domain.bundling import ConsignmentFacts, bundle_conflicts, bundling_instruction
 from kernel.domain.ccrn import validate_ccrn
 from node import appkeys
+from node.account import Account
 from node.api import common
 from node.api.outcomes import counted
 from node.auth import require
 from node.schemas import BundleIn, iso
 from node.validation import invalid, read_model
-from node.writes import Conn, run_write
+from node.writes import Conn, WriteFn, run_write
 
 ACTIVE = ("open", "inspecting")
 
@@ -106,6 +108,19 @@ async def recompute_bundle(conn: Conn, bundle_id: int, rules: list[risk.Rule]) -
 async def create(request: web.Request) -> web.Response:
     account = await require(request, "trucker")
     body, b = await read_model(request, BundleIn)
+    return await create_bundle(request, account, body, b)
+
+
+async def create_bundle(
+    request: web.Request, account: Account, body: bytes, b: BundleIn
+) -> web.Response:
+    """`create` once the caller and the bundle are known (the API's handler, the web pages)."""
+    check_bundle(b)
+    return await run_write(request, account, body, bundle_write(account, b, common.now(request)))
+
+
+def check_bundle(b: BundleIn) -> None:
+    """The request's own checks, before any lookup (422): LBCP, CCRN forms, empty or not."""
     common.check_lbcp(b.lbcp)
     errors = [
         {"field": f"ccrns[{i}]", "message": err}
@@ -118,7 +133,10 @@ async def create(request: web.Request) -> web.Response:
         errors.append({"field": "ccrns", "message": "an empty truck carries no CCRNs"})
     if errors:
         raise invalid(errors)
-    at = common.now(request)
+
+
+def bundle_write(account: Account, b: BundleIn, at: datetime) -> WriteFn:
+    """The bundle's transaction: `run_write`'s for the API, `write_once`'s for the phone."""
 
     async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
         dcur = conn.cursor(row_factory=dict_row)
@@ -193,7 +211,7 @@ async def create(request: web.Request) -> web.Response:
         )
         return 201, out
 
-    return await run_write(request, account, body, write)
+    return write
 
 
 async def _load(conn: Conn, bundle_id: int, *, lock: bool = False) -> tuple[Any, list[str]]:
@@ -216,19 +234,28 @@ def _bundle_id(request: web.Request) -> int:
 
 async def get_one(request: web.Request) -> web.Response:
     account = await require(request, "trucker", "officer")
-    bid = _bundle_id(request)
+    return web.json_response(await visible_bundle(request, account, _bundle_id(request)))
+
+
+async def visible_bundle(request: web.Request, account: Account, bid: int) -> dict[str, Any]:
+    """Bundle `bid` as `account` may see it (`bundle_json`), else 404."""
     async with request.app[appkeys.POOL].connection() as conn:
         b, ccrns = await _load(conn, bid)
     if b is None or (account.kind == "trucker" and b["trucker_id"] != account.id):
         raise common.not_found(f"bundle {bid}")
-    return web.json_response(bundle_json(b, ccrns, officer=account.kind == "officer"))
+    return bundle_json(b, ccrns, officer=account.kind == "officer")
 
 
 @counted(lambda m: m.bundle_outcomes["cancel"])
 async def cancel(request: web.Request) -> web.Response:
     account = await require(request, "trucker")
-    bid = _bundle_id(request)
-    body = await request.read()
+    return await cancel_bundle(request, account, _bundle_id(request), await request.read())
+
+
+async def cancel_bundle(
+    request: web.Request, account: Account, bid: int, body: bytes
+) -> web.Response:
+    """`cancel` once the caller is known."""
 
     async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
         b, ccrns = await _load(conn, bid, lock=True)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from functools import partial
@@ -351,6 +352,13 @@ async def submit(request: web.Request) -> web.Response:
     same statement, without the record) under run_write, which keeps the record."""
     account = await require(request, "trader")
     body, c = await read_model(request, ConsignmentIn)
+    return await submit_one(request, account, body, c)
+
+
+async def submit_one(
+    request: web.Request, account: Account, body: bytes, c: ConsignmentIn
+) -> web.Response:
+    """`submit` once the caller and the item are known (the API's handler, the web pages)."""
     common.check_lbcp(c.lbcp)
     at = common.now(request)
     _window_error(c.expected_at, at, lead=min_lead(request, at))
@@ -381,6 +389,17 @@ async def submit_batch(request: web.Request) -> web.Response:
     on them), and the batch counts its items against the account's rate limit (#10 items 2, 5).
     """
     account = await require(request, "trader")
+    async with batch_slot(request):
+        body = await read_body(request, limit=MAX_BATCH_BODY)
+        return await write_batch(
+            request, account, body, csv_body=request.content_type == "text/csv"
+        )
+
+
+@asynccontextmanager
+async def batch_slot(request: web.Request) -> AsyncIterator[None]:
+    """One of the node's BATCH_SLOTS for a batch, or 503 after BATCH_SLOT_WAIT_S; held while
+    its body is read and written."""
     slots = request.app[appkeys.BATCH_SLOTS]
     try:
         async with asyncio.timeout(BATCH_SLOT_WAIT_S):
@@ -394,14 +413,15 @@ async def submit_batch(request: web.Request) -> web.Response:
             headers={"Retry-After": "2"},
         ) from None
     try:
-        return await _submit_batch(request, account)
+        yield
     finally:
         slots.release()
 
 
-async def _submit_batch(request: web.Request, account: Account) -> web.Response:
-    body = await read_body(request, limit=MAX_BATCH_BODY)
-    csv_body = request.content_type == "text/csv"
+async def write_batch(
+    request: web.Request, account: Account, body: bytes, *, csv_body: bool
+) -> web.Response:
+    """A batch's body (JSON array or CSV) parsed, checked and written, under a `batch_slot`."""
     items = await batch_body.run_off_loop(
         lambda: batch_body.parse_batch(body, csv_body=csv_body, max_items=MAX_BATCH)
     )
@@ -468,12 +488,17 @@ def _checked(
 
 async def _visible(request: web.Request, ccrn: str) -> tuple[Any, dict[str, Any]]:
     account = await require(request, "trader", "officer")
+    return account, await visible_row(request, account, ccrn)
+
+
+async def visible_row(request: web.Request, account: Account, ccrn: str) -> dict[str, Any]:
+    """The consignment `ccrn` if `account` may see it, else 404."""
     common.check_ccrn(ccrn)
     async with request.app[appkeys.POOL].connection() as conn:
         row = await common.fetch_consignment(conn, ccrn)
     if row is None or (account.kind == "trader" and row["owner_id"] != account.id):
         raise common.not_found(f"consignment {ccrn}")
-    return account, row
+    return row
 
 
 async def get_one(request: web.Request) -> web.Response:
@@ -483,6 +508,11 @@ async def get_one(request: web.Request) -> web.Response:
 
 async def history(request: web.Request) -> web.Response:
     _, row = await _visible(request, request.match_info["ccrn"])
+    return web.json_response(await history_of(request, row))
+
+
+async def history_of(request: web.Request, row: dict[str, Any]) -> dict[str, Any]:
+    """The versions of a consignment the caller may see (`visible_row`), oldest first."""
     async with request.app[appkeys.POOL].connection() as conn:
         cur = await conn.execute(
             "SELECT version, data, changed_at, changed_by FROM consignment_versions"
@@ -493,7 +523,7 @@ async def history(request: web.Request) -> web.Response:
             {"version": v, "data": d, "changed_at": iso(at), "changed_by": by}
             for v, d, at, by in await cur.fetchall()
         ]
-    return web.json_response({"ccrn": row["ccrn"], "versions": versions})
+    return {"ccrn": row["ccrn"], "versions": versions}
 
 
 def _cursor_encode(created_at: datetime, ccrn: str) -> str:
@@ -515,7 +545,13 @@ def _cursor_decode(text: str) -> tuple[datetime, str]:
 
 async def list_own(request: web.Request) -> web.Response:
     account = await require(request, "trader")
-    q = request.query
+    return web.json_response(await own_consignments(request, account, request.query))
+
+
+async def own_consignments(
+    request: web.Request, account: Account, q: Mapping[str, str]
+) -> dict[str, Any]:
+    """A page of `account`'s consignments filtered by `q` (status, since, limit, cursor)."""
     errors = []
     status = q.get("status")
     if status is not None and status not in (
@@ -563,16 +599,18 @@ async def list_own(request: web.Request) -> web.Response:
     more = len(rows) > limit
     rows = rows[:limit]
     nxt = _cursor_encode(rows[-1]["created_at"], rows[-1]["ccrn"]) if more and rows else None
-    return web.json_response(
-        {"items": [common.consignment_json(r) for r in rows], "next_cursor": nxt}
-    )
+    return {"items": [common.consignment_json(r) for r in rows], "next_cursor": nxt}
 
 
 @counted(lambda m: m.change_outcomes["amend"])
 async def amend(request: web.Request) -> web.Response:
     account = await require(request, "trader")
-    ccrn = common.check_ccrn(request.match_info["ccrn"])
-    body = await read_body(request)
+    return await amend_one(request, account, request.match_info["ccrn"], await read_body(request))
+
+
+async def amend_one(request: web.Request, account: Account, ccrn: str, body: bytes) -> web.Response:
+    """`amend` once the caller is known; `body` is the patch's JSON."""
+    ccrn = common.check_ccrn(ccrn)
     patch = parse_model(ConsignmentPatch, await load_json(body))
     at = common.now(request)
     if patch.expected_at is not None:
@@ -620,8 +658,14 @@ async def amend(request: web.Request) -> web.Response:
 @counted(lambda m: m.change_outcomes["cancel"])
 async def cancel(request: web.Request) -> web.Response:
     account = await require(request, "trader")
-    ccrn = common.check_ccrn(request.match_info["ccrn"])
-    body = await request.read()
+    return await cancel_one(request, account, request.match_info["ccrn"], await request.read())
+
+
+async def cancel_one(
+    request: web.Request, account: Account, ccrn: str, body: bytes
+) -> web.Response:
+    """`cancel` once the caller is known."""
+    ccrn = common.check_ccrn(ccrn)
 
     async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
         row = await common.fetch_consignment(conn, ccrn, lock=True)

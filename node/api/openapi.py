@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from monitoring.health import HEALTH_JSON
 from node import schemas
-from node.api import contingency
+from node.api import contingency, phone_pin
 from node.api.openapi_schemas import CCRN, LBCP, LBCPS, REGISTRATION_STATUSES, RESPONSES, ref
 from node.api.openapi_schemas import CONSIGNMENT_STATUSES as STATUSES
 
@@ -168,6 +168,31 @@ OPERATIONS: tuple[Op, ...] = (
         OFFICER,
         {200: ("the account", ref("AccountStatus"))},
         errors=(404, 422),
+        write=True,
+    ),
+    Op(
+        "put",
+        phone_pin.PATH,
+        "setPhonePin",
+        "Set the 6-digit PIN of the phone (IVR) channel; stored hashed, clears a lockout",
+        TRUCKER,
+        {
+            200: (
+                "the PIN is set",
+                {
+                    "type": "object",
+                    "required": ["account_id", "phone_pin", "updated_at"],
+                    "properties": {
+                        "account_id": {"type": "integer"},
+                        "phone_pin": {"type": "string", "enum": ["set"]},
+                        "updated_at": {"type": "string", "format": "date-time"},
+                    },
+                    "additionalProperties": False,
+                },
+            )
+        },
+        errors=(422,),
+        body=phone_pin.PhonePinIn,
         write=True,
     ),
     # Consignments.

@@ -52,12 +52,17 @@ def entry_url(cluster: LocalCluster) -> str:
 
 
 @pytest.fixture(scope="module")
-def caller(entry_url: str, fuzz_accounts: dict[str, FuzzAccount]) -> Iterator[Caller]:
+def caller(
+    cluster: LocalCluster, entry_url: str, fuzz_accounts: dict[str, FuzzAccount]
+) -> Iterator[Caller]:
     with requests.Session() as session:
+        session.verify = str(cluster.state.ca_bundle)
         yield Caller(entry_url, fuzz_accounts, session)
 
 
 @pytest.fixture(scope="module")
-def fuzz_schema(entry_url: str, fuzz_accounts: dict[str, FuzzAccount]) -> OpenApiSchema:
+def fuzz_schema(
+    cluster: LocalCluster, entry_url: str, fuzz_accounts: dict[str, FuzzAccount]
+) -> OpenApiSchema:
     schemathesis.serializer.alias("text/csv", "text/plain")
-    return load_schema(entry_url, fuzz_accounts)
+    return load_schema(entry_url, fuzz_accounts, str(cluster.state.ca_bundle))

@@ -133,10 +133,13 @@ def _reach_valid_consignments(schema: OpenApiSchema) -> None:
         return st.sampled_from([body, moved])
 
 
-def load_schema(entry_url: str, accounts: dict[str, FuzzAccount]) -> OpenApiSchema:
-    """The live document, set up for the run: base URL, both generation modes, the checks."""
-    schema = schemathesis.openapi.from_url(f"{entry_url}/openapi.json", wait_for_schema=30)
-    schema.config.update(base_url=entry_url, request_timeout=60)
+def load_schema(entry_url: str, accounts: dict[str, FuzzAccount], ca: str) -> OpenApiSchema:
+    """The live document, set up for the run: base URL (HTTPS, checked against the system's
+    CA bundle `ca`), both generation modes, the checks."""
+    schema = schemathesis.openapi.from_url(
+        f"{entry_url}/openapi.json", wait_for_schema=30, verify=ca
+    )
+    schema.config.update(base_url=entry_url, request_timeout=60, tls_verify=ca)
     schema.config.generation.update(
         modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
         with_security_parameters=False,

@@ -53,8 +53,7 @@ def accounts(new_account: Callable[[str], Account]) -> Accounts:
 async def api(cluster: LocalCluster) -> AsyncIterator[Api]:
     """An HTTP client on the HAProxy entry point (one aiohttp session per test)."""
     timeout = aiohttp.ClientTimeout(total=60)
-    connector = aiohttp.TCPConnector(limit=50)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+    async with cluster.session(timeout=timeout, limit=50) as session:
         yield Api(session, cluster.topo.entry_url().rstrip("/"))
 
 

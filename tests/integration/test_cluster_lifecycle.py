@@ -81,7 +81,8 @@ def leader_on_a(running: LocalCluster) -> LocalCluster:
 def _entry_node(c: LocalCluster) -> str | None:
     """The node behind the entry's /health/ready when it answers 200, else None."""
     try:
-        with urllib.request.urlopen(f"{c.topo.entry_url()}/health/ready", timeout=2) as r:
+        url = f"{c.topo.entry_url()}/health/ready"
+        with urllib.request.urlopen(url, timeout=2, context=c.state.tls_client()) as r:
             return r.headers.get("X-Rocars-Node")
     except OSError:
         return None
@@ -150,9 +151,24 @@ def test_status_shows_three_healthy_etcd_members_and_redis_replication(
     (replica,) = (p for p in ports.values() if f"127.0.0.1:{p}" != primary)
     assert doc["redis"]["replicas"] == [f"127.0.0.1:{replica}"]
     admin = redis_acl.login(running.state, redis_acl.ADMIN)  # #12 item 3
-    r = redis.Redis(port=int(primary.rsplit(":", 1)[1]), socket_timeout=2, **admin)
-    r.set("rocars:test:replication", "x")
-    rb = redis.Redis(port=replica, socket_timeout=2, **admin)
+    # TLS only, with the operators' certificate (#12 item 2).
+    pki = running.state.pki
+
+    def client(port: int) -> redis.Redis:
+        return redis.Redis(
+            host="127.0.0.1",
+            port=port,
+            socket_timeout=2,
+            ssl=True,
+            ssl_ca_certs=str(running.state.ca_bundle),
+            ssl_certfile=str(pki / f"client-{redis_acl.OPERATOR_ROLE}.crt"),
+            ssl_keyfile=str(pki / f"client-{redis_acl.OPERATOR_ROLE}.key"),
+            **admin,
+        )
+
+    primary_client = client(int(primary.rsplit(":", 1)[1]))
+    primary_client.set("rocars:test:replication", "x")
+    rb = client(replica)
     deadline = time.monotonic() + 5
     while rb.get("rocars:test:replication") != b"x" and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -164,7 +180,7 @@ async def test_active_node_hands_etcd_leadership_back_to_the_witness(
 ) -> None:
     """After etcd's leadership lands on a data site (here moved there on purpose), the active
     node hands it back to the witness within a few seconds."""
-    async with aiohttp.ClientSession() as s:
+    async with running.session() as s:
         # As root: moving etcd's leader is an admin's call on etcd 3.4.42+ (#12 item 3).
         gw = etcd_auth.gateway(s, running.topo, running.state, etcd_auth.ROOT_USER)
         assert await gw.move_leader(running.topo.etcd_url("A"))
@@ -184,7 +200,7 @@ async def test_active_node_hands_etcd_leadership_back_to_the_witness(
 async def test_exactly_one_node_ready_and_haproxy_reaches_it(leader_on_a: LocalCluster) -> None:
     """Only the node on the leader's site answers /health/ready; HAProxy routes there."""
     c = leader_on_a
-    async with aiohttp.ClientSession() as s:
+    async with c.session() as s:
         ready = {}
         for site in ("A", "B"):
             async with s.get(f"{c.topo.node_url(site)}/health/ready") as r:
@@ -246,7 +262,7 @@ async def test_role_metrics_probes_and_prometheus_follow_a_switchover(
     await asyncio.to_thread(
         c.rocars, "failover", "switchover", "--to", "B", "--state-dir", str(c.state.root)
     )
-    async with aiohttp.ClientSession() as s:
+    async with c.session() as s:
         t0 = time.monotonic()
         seen: tuple[dict[str, str], dict[str, int], list[str]] | None = None
         while time.monotonic() - t0 < 60:

@@ -117,7 +117,7 @@ class StatusPoller:
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
-        async with aiohttp.ClientSession() as s:
+        async with self.c.session() as s:
             while not self._stop.is_set():
                 for site in self.c.topo.data_sites:
                     url = f"{self.c.topo.node_url(site)}/v1/status"
@@ -159,7 +159,7 @@ async def _post(
 async def _gate_answers(c: LocalCluster, officer: str, lbcp: str) -> dict[str, str]:
     """What each node's gate answers for a truck at `lbcp`, asked once (no polling)."""
     out = {}
-    async with aiohttp.ClientSession() as s:
+    async with c.session() as s:
         for site in c.topo.data_sites:
             code, doc = await _post(
                 s, f"{c.topo.node_url(site)}/v1/lbcp/{lbcp}/arrivals", officer, {"vrn": "ZZ1"}
@@ -181,7 +181,7 @@ def test_manual_clearance_through_a_full_outage(outage_cluster: LocalCluster) ->
     async def scenario() -> None:
         poller = StatusPoller(c)
         poll_task = asyncio.create_task(poller.run())
-        async with aiohttp.ClientSession() as s:
+        async with c.session() as s:
             entry = c.topo.entry_url()
             # A truck bundled before the outage, to be matched by reconciliation.
             body = {
@@ -295,7 +295,7 @@ def test_manual_clearance_through_a_full_outage(outage_cluster: LocalCluster) ->
 
             # Everything back: PostgreSQL and etcd restart and rejoin.
         await asyncio.to_thread(c.up)
-        async with aiohttp.ClientSession() as s:
+        async with c.session() as s:
             r1 = json.loads(c.rocars("contingency", "reconcile", "--state-dir", str(c.state.root)))
             r2 = json.loads(c.rocars("contingency", "reconcile", "--state-dir", str(c.state.root)))
             assert r1["imported"] == 50, r1
@@ -383,7 +383,7 @@ def test_local_override_is_a_file_per_node_applied_at_once(outage_cluster: Local
     assert sorted(p.name for p in folder.glob("override-*.json")) == ["override-A.json"]
 
     async def sections() -> dict[str, dict[str, Any]]:
-        async with aiohttp.ClientSession() as s:
+        async with c.session() as s:
             return {site: await _health(s, c, site) for site in c.topo.data_sites}
 
     health = asyncio.run(sections())

@@ -95,7 +95,7 @@ async def test_every_dashboard_query_returns_data(
     await _traffic(api, accounts)
     pending = {name: v for name, v in queries.items() if not _allowed_empty(name)}
     t0 = time.monotonic()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+    async with cluster.session(timeout=aiohttp.ClientTimeout(total=10)) as s:
         # Allow-listed ones must still be valid PromQL.
         empty = []
         for name, variants in queries.items():
@@ -125,7 +125,7 @@ async def test_console_page_shows_the_overview(cluster: LocalCluster) -> None:
     the active site."""
     prom = cluster.topo.monitoring_url("prometheus")
     active = await leader_site(cluster.topo)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+    async with cluster.session(timeout=aiohttp.ClientTimeout(total=10)) as s:
 
         async def page() -> tuple[int, str]:
             async with s.get(f"{prom}/consoles/rocars.html") as r:

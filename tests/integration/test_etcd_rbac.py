@@ -20,7 +20,7 @@ import aiohttp
 import psutil
 import pytest
 
-from deploy import etcd_auth
+from deploy import control_tls, etcd_auth
 from deploy.harness import LocalCluster
 from kernel.names import CONTINGENCY_STATE_KEY, DRILL_RESULTS_KEY, leader_key
 from replication.etcd_gateway import EtcdGateway, EtcdRefused
@@ -32,7 +32,11 @@ NEVER = 2**62  # a mod_revision no key has
 
 def _as(s: aiohttp.ClientSession, cluster: LocalCluster, user: str | None) -> EtcdGateway:
     if user is None:
-        return EtcdGateway(s, cluster.topo.etcd_urls())
+        return EtcdGateway(
+            s,
+            cluster.topo.etcd_urls(),
+            ssl=control_tls.context(cluster.state, etcd_auth.cert_of(etcd_auth.OPERATOR_USER)),
+        )
     return etcd_auth.gateway(s, cluster.topo, cluster.state, user)
 
 
@@ -54,7 +58,7 @@ async def test_without_credentials_etcd_refuses_the_leader_and_contingency_keys(
 ) -> None:
     """#12 item 3: with the right address but no credentials, a plain put of Patroni's
     leader key or of /rocars/contingency/state is refused, and so is reading them."""
-    async with aiohttp.ClientSession() as s:
+    async with cluster.session() as s:
         anon = _as(s, cluster, None)
         for key in (leader_key(cluster.topo.name), CONTINGENCY_STATE_KEY):
             with pytest.raises(EtcdRefused, match="user name is empty"):
@@ -72,7 +76,7 @@ async def test_each_user_writes_only_its_own_keys(cluster: LocalCluster) -> None
     Patroni's user writes its leader key but not the contingency state; the operator writes
     the contingency state and the drill results but not the leader key."""
     leader = leader_key(cluster.topo.name)
-    async with aiohttp.ClientSession() as s:
+    async with cluster.session() as s:
         node = _as(s, cluster, etcd_auth.NODE_USER)
         patroni = _as(s, cluster, etcd_auth.PATRONI_USER)
         operator = _as(s, cluster, etcd_auth.OPERATOR_USER)
@@ -90,7 +94,7 @@ async def test_each_user_writes_only_its_own_keys(cluster: LocalCluster) -> None
 async def test_only_root_administers_users_and_authentication(cluster: LocalCluster) -> None:
     """#12 item 3: the node's (and the operator's) user cannot add a user, grant a role or
     switch authentication off."""
-    async with aiohttp.ClientSession() as s:
+    async with cluster.session() as s:
         for user in (etcd_auth.NODE_USER, etcd_auth.OPERATOR_USER, etcd_auth.PATRONI_USER):
             gw = _as(s, cluster, user)
             for path, body in (
@@ -139,7 +143,7 @@ async def test_cluster_healthy_and_etcd_metrics_open_to_prometheus(cluster: Loca
     """#12 item 3: with authentication on, etcd's /metrics (on its client port) answers
     without credentials and Prometheus' three etcd targets are up; every member is healthy
     and `rocars cluster status` is happy."""
-    async with aiohttp.ClientSession() as s:
+    async with cluster.session() as s:
         for url in cluster.topo.etcd_urls():
             async with s.get(f"{url}/metrics") as r:
                 assert r.status == 200

@@ -126,7 +126,7 @@ async def test_hostile_batches_do_not_stall_the_node(
     log = Log()
     stop = asyncio.Event()
     timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with cluster.session(timeout=timeout) as session:
         tasks = [
             asyncio.create_task(writer(session, f"{entry}/v1/consignments", writer_key, log, stop)),
             asyncio.create_task(poll(session, f"{node}/health/live", "live", log, stop)),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 from apikit import Accounts
 
-from deploy import configgen
+from deploy import configgen, pki
 from deploy.harness import LocalCluster
 from deploy.topology import AbuseLimits, Entry, Topology
 
@@ -51,10 +52,24 @@ class Raw:
         return doc
 
 
+# The session cluster's TLS client (HAProxy speaks HTTPS only, #12 item 2); set by `_tls`.
+TLS: list[ssl.SSLContext] = []
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tls(cluster: LocalCluster) -> Iterator[None]:
+    TLS.append(cluster.state.tls_client())
+    yield
+    TLS.clear()
+
+
 def raw_request(port: int, head: bytes, host: str = "127.0.0.1") -> Raw:
-    """Send `head` (a request without body) as is, over a fresh connection, and read the
+    """Send `head` (a request without body) as is, over a fresh TLS connection, and read the
     answer to its end (Connection: close): the client libraries refuse to send such headers."""
-    with socket.create_connection((host, port), timeout=10) as s:
+    with (
+        socket.create_connection((host, port), timeout=10) as plain,
+        TLS[0].wrap_socket(plain, server_hostname=host) as s,
+    ):
         s.sendall(head)
         chunks = []
         while chunk := s.recv(65536):
@@ -107,7 +122,11 @@ def low_limit_port(
         }
     )
     cfg = Path(tmp_path_factory.mktemp("low-limit-haproxy")) / "haproxy.cfg"
-    cfg.write_text(configgen.haproxy_config(topo))
+    folder = pki.PkiDir(cluster.state.pki)
+    tls = configgen.HaproxyTls(
+        folder.combined("haproxy"), folder.bundle, folder.combined("client-haproxy")
+    )
+    cfg.write_text(configgen.haproxy_config(topo, tls))
     subprocess.run(["haproxy", "-c", "-q", "-f", str(cfg)], check=True)
     proc = subprocess.Popen(
         ["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -49,7 +49,7 @@ async def connect(
         dbname=dbname,
         connect_timeout=5,
         autocommit=True,
-        **(auth | kw),
+        **(cluster.state.pg_tls() | auth | kw),
     )
     async with conn:
         yield conn
@@ -302,3 +302,30 @@ def test_no_password_in_argv_environment_logs_or_readable_files(cluster: LocalCl
         member = state.member_dir(site)
         assert member / "patroni.yaml" in holders
         assert stat.S_IMODE(member.stat().st_mode) == 0o700
+
+
+def test_private_keys_are_only_in_the_pki_folder_and_postgresqls_own_copy(
+    cluster: LocalCluster,
+) -> None:
+    """#12 items 1 and 2: every TLS private key of the system is in the state's pki folder
+    (0700), or in a member's tls folder (0700, PostgreSQL's and Patroni's own copy, owned by
+    the account they run as); each key file (HAProxy's combined PEMs too) is 0600."""
+    state = cluster.state
+    keys = []
+    for path in _files(state.root, state.runtime):
+        try:
+            text = path.read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "PRIVATE KEY-----" not in text:
+            continue
+        keys.append(path)
+        member_copy = path.parent.name == "tls" and path.parent.parent.parent == state.runtime
+        assert path.parent == state.pki or member_copy, f"a private key in {path}"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700, path.parent
+        if member_copy:
+            owner = path.parent.parent.stat().st_uid
+            assert path.stat().st_uid == owner, path
+    assert state.pki / "haproxy.pem" in keys
+    assert len(keys) > len(cluster.topo.sites) * 3

@@ -52,7 +52,7 @@ async def test_domain_and_state_metrics_move_on_the_active_node(
     decision; a synchronous standby streams and its lag is exported in bytes and seconds."""
     site = await leader_site(cluster.topo)
     node = cluster.topo.node_url(site).rstrip("/")
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+    async with cluster.session(timeout=aiohttp.ClientTimeout(total=10)) as session:
         before = await scrape(session, node)
 
         key = str(uuid.uuid4())

@@ -40,7 +40,7 @@ async def test_every_scrape_target_is_up(cluster: LocalCluster) -> None:
     expected = {
         (job, addr) for job, pairs in scrape_targets(cluster.topo).items() for _s, addr in pairs
     }
-    async with aiohttp.ClientSession() as s:
+    async with cluster.session() as s:
 
         async def all_up() -> list[dict[str, Any]] | None:
             targets = await _targets(s, prom)
@@ -98,7 +98,7 @@ async def test_a_stopped_standby_pages_through_alertmanager_and_resolves(
     spec = specs(cluster.topo, cluster.state)[f"patroni-{standby}"]
     am = cluster.topo.monitoring_url("alertmanager")
 
-    async with aiohttp.ClientSession() as s:
+    async with cluster.session() as s:
 
         async def paged(active: bool) -> bool | None:
             alerts = await _get(s, f"{am}/api/v2/alerts?active=true")

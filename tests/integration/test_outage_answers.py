@@ -300,8 +300,7 @@ def test_every_route_answers_a_database_and_etcd_outage(
     async def scenario() -> None:
         await _wait(lambda: _keys_cached(c, list(keys.values())), "keys in every key cache")
         timeout = aiohttp.ClientTimeout(total=30)
-        connector = aiohttp.TCPConnector(limit=200)
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        async with c.session(timeout=timeout, limit=200) as session:
             api = Api(session, c.topo.entry_url().rstrip("/"))
             kill_postgresql(c)
 

@@ -142,8 +142,7 @@ async def test_overload_is_shed_quickly_and_accepted_requests_stay_fast(
     url = cluster.topo.entry_url().rstrip("/") + "/v1/consignments"
     active = cluster.topo.node_url(await leader_site(cluster.topo)).rstrip("/")
     timeout = aiohttp.ClientTimeout(total=15)
-    connector = aiohttp.TCPConnector(limit=2000)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+    async with cluster.session(timeout=timeout, limit=2000) as session:
         sustained = await _closed_loop_rate(session, url, keys)
         rate = min(MAX_RATE, max(MIN_RATE, OVERLOAD_FACTOR * sustained))
         shed_before = await node_metric(session, active, "rocars_http_shed_total")

@@ -26,8 +26,8 @@ WRONG_PASSWORD = RestCredentials(PATRONI_REST_USER, "not-the-password")
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
+async def http(cluster: LocalCluster) -> AsyncIterator[aiohttp.ClientSession]:
+    async with cluster.session(timeout=aiohttp.ClientTimeout(total=30)) as s:
         yield s
 
 

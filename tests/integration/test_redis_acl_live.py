@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from apikit import until
@@ -21,9 +20,10 @@ from deploy import processes, redis_acl
 from deploy.configgen import REDIS_MASTER_NAME
 from deploy.harness import LocalCluster
 from deploy.process_specs import specs
+from deploy.state import StateDir
 from node import ratelimit
 from node.config import load_node_config
-from node.redis_client import HEARTBEAT_KEY_PREFIX, RedisClient
+from node.redis_client import HEARTBEAT_KEY_PREFIX, RedisClient, tls_redis
 
 pytestmark = pytest.mark.integration
 
@@ -40,14 +40,16 @@ def _sentinels(cluster: LocalCluster) -> list[Address]:
 
 @asynccontextmanager
 async def _client(
-    address: Address, login: redis_acl.Login | None = None
+    state: StateDir, address: Address, login: redis_acl.Login | None = None
 ) -> AsyncIterator[aioredis.Redis]:
+    """A client over TLS with the operators' certificate (#12 item 2), logged in as `login`."""
     host, port = address
+    tls = redis_acl.operator_tls(state)
     if login is None:
         # RESP2: with RESP3 redis-py's HELLO would be refused first, and no command sent.
-        c = aioredis.Redis(host=host, port=port, socket_timeout=2, protocol=2)
+        c = tls_redis(host, port, tls, socket_timeout=2, protocol=2)
     else:
-        c = aioredis.Redis(host=host, port=port, socket_timeout=2, **login)
+        c = tls_redis(host, port, tls, socket_timeout=2, **login)
     try:
         yield c
     finally:
@@ -56,7 +58,7 @@ async def _client(
 
 async def _primary(cluster: LocalCluster) -> Address:
     admin = redis_acl.login(cluster.state, redis_acl.ADMIN)
-    async with _client(_sentinels(cluster)[0], admin) as s:
+    async with _client(cluster.state, _sentinels(cluster)[0], admin) as s:
         host, port = await s.execute_command(  # type: ignore[no-untyped-call]
             "SENTINEL", "get-master-addr-by-name", REDIS_MASTER_NAME
         )
@@ -76,7 +78,7 @@ async def _refusals_forgotten(cluster: LocalCluster) -> AsyncIterator[None]:
     finally:
         admin = redis_acl.login(cluster.state, redis_acl.ADMIN)
         for address in _redis(cluster) + _sentinels(cluster):
-            async with _client(address, admin) as c:
+            async with _client(cluster.state, address, admin) as c:
                 await c.acl_log_reset()
 
 
@@ -87,7 +89,7 @@ async def test_without_credentials_redis_and_sentinel_refuse(cluster: LocalClust
         on_redis = [(a, ("GET", "k")) for a in _redis(cluster)]
         on_sentinel = [(a, ("SENTINEL", "MASTERS")) for a in _sentinels(cluster)]
         for address, own in on_redis + on_sentinel:
-            async with _client(address) as anonymous:
+            async with _client(cluster.state, address) as anonymous:
                 for command in (("PING",), ("INFO",), own):
                     # NOAUTH, which redis-py turns into this error with the message after it.
                     with pytest.raises(AuthenticationError, match="Authentication required"):
@@ -96,7 +98,7 @@ async def test_without_credentials_redis_and_sentinel_refuse(cluster: LocalClust
                 redis_acl.Login(username="admin", password="wrong"),
                 redis_acl.Login(username="default", password=""),
             ):
-                async with _client(address, login) as c:
+                async with _client(cluster.state, address, login) as c:
                     with pytest.raises(AuthenticationError):
                         await c.ping()
 
@@ -109,7 +111,11 @@ async def test_the_node_user_may_count_and_nothing_else(cluster: LocalCluster) -
     cfg = load_node_config(cluster.state.node_config(cluster.topo.data_sites[0]))
     assert cfg.redis_auth is not None
     bus = RedisClient(
-        cfg.redis_sentinels, cfg.redis_master_name, name="acl-test", auth=cfg.redis_auth
+        cfg.redis_sentinels,
+        cfg.redis_master_name,
+        name="acl-test",
+        auth=cfg.redis_auth,
+        tls_settings=cfg.redis_tls,
     )
     try:
         assert (await bus.count_request(-7, limit=100)).allowed
@@ -119,7 +125,10 @@ async def test_the_node_user_may_count_and_nothing_else(cluster: LocalCluster) -
         await bus.aclose()
     node = redis_acl.login(cluster.state, redis_acl.NODE)
     counter = ratelimit.counter_key(-7, 1)
-    async with _refusals_forgotten(cluster), _client(await _primary(cluster), node) as r:
+    async with (
+        _refusals_forgotten(cluster),
+        _client(cluster.state, await _primary(cluster), node) as r,
+    ):
         await r.incrby(counter, 1)
         await r.pexpire(counter, 1000)
         await r.set(f"{HEARTBEAT_KEY_PREFIX}acl-test", "1", px=1000)
@@ -139,7 +148,7 @@ async def test_the_node_user_may_count_and_nothing_else(cluster: LocalCluster) -
         outside = await r.script_load("return redis.call('SET', 'rocars:other', '1')")
         with pytest.raises(ResponseError, match="can't access"):
             await r.evalsha(outside, 0)
-        async with _client(_sentinels(cluster)[0], node) as s:
+        async with _client(cluster.state, _sentinels(cluster)[0], node) as s:
             addr = await s.execute_command(  # type: ignore[no-untyped-call]
                 "SENTINEL", "get-master-addr-by-name", REDIS_MASTER_NAME
             )
@@ -161,7 +170,7 @@ async def test_the_exporter_user_reads_and_cannot_write(cluster: LocalCluster) -
     monitor = redis_acl.login(cluster.state, redis_acl.MONITOR)
     async with _refusals_forgotten(cluster):
         for address in _redis(cluster):
-            async with _client(address, monitor) as r:
+            async with _client(cluster.state, address, monitor) as r:
                 assert "role" in await r.info("replication")
                 for refused in (
                     ("SET", "rocars:rl:x", "1"),
@@ -174,7 +183,7 @@ async def test_the_exporter_user_reads_and_cannot_write(cluster: LocalCluster) -
                     with pytest.raises(NoPermissionError):
                         await r.execute_command(*refused)  # type: ignore[no-untyped-call]
         for address in _sentinels(cluster):
-            async with _client(address, monitor) as s:
+            async with _client(cluster.state, address, monitor) as s:
                 assert await s.execute_command("SENTINEL", "MASTERS")  # type: ignore[no-untyped-call]
                 for command in (
                     ("SENTINEL", "FAILOVER", REDIS_MASTER_NAME),
@@ -197,7 +206,7 @@ async def test_no_role_is_refused_what_it_uses(cluster: LocalCluster) -> None:
     await asyncio.sleep(6)
     refused: dict[str, list[str]] = {}
     for host, port in _redis(cluster) + _sentinels(cluster):
-        async with _client((host, port), admin) as c:
+        async with _client(cluster.state, (host, port), admin) as c:
             log = await c.acl_log()
         for entry in log:
             who = (_text(entry["username"]), _text(entry["object"]))
@@ -216,7 +225,7 @@ async def test_the_cluster_is_healthy_with_every_link_authenticated(cluster: Loc
     primary = doc["redis"]["primary"]
     assert primary, doc["redis"]
     assert doc["redis"]["replicas"], doc["redis"]
-    async with aiohttp.ClientSession() as session:
+    async with cluster.session() as session:
 
         async def nodes_ok() -> bool:
             for site in cluster.topo.data_sites:
@@ -230,7 +239,7 @@ async def test_the_cluster_is_healthy_with_every_link_authenticated(cluster: Loc
         await until("both nodes using Redis", nodes_ok, 10)
     admin = redis_acl.login(cluster.state, redis_acl.ADMIN)
     for address in _sentinels(cluster):
-        async with _client(address, admin) as s:
+        async with _client(cluster.state, address, admin) as s:
             master = await s.sentinel_master(REDIS_MASTER_NAME)
             assert isinstance(master, dict), master
             assert master["num-other-sentinels"] == 2, master
@@ -264,9 +273,9 @@ async def test_the_exporter_scrapes_every_redis_and_sentinel(cluster: LocalClust
     three Sentinels): Prometheus shows redis_up 1 for each, the primary's replica count and
     each Sentinel's view of the master."""
     prom = cluster.topo.monitoring_url("prometheus")
-    targets = {f"redis://{h}:{p}" for h, p in _redis(cluster) + _sentinels(cluster)}
+    targets = {f"rediss://{h}:{p}" for h, p in _redis(cluster) + _sentinels(cluster)}
 
-    async with aiohttp.ClientSession() as s:
+    async with cluster.session() as s:
 
         async def query(q: str) -> dict[str, float]:
             async with s.get(f"{prom}/api/v1/query", params={"query": q}) as r:
@@ -295,7 +304,7 @@ async def test_redis_failover_is_authenticated_end_to_end(cluster: LocalCluster)
         old = await _primary(cluster)
 
         async def failover() -> bool:
-            async with _client((witness.host, witness.sentinel.port), admin) as s:
+            async with _client(cluster.state, (witness.host, witness.sentinel.port), admin) as s:
                 try:
                     await s.execute_command(  # type: ignore[no-untyped-call]
                         "SENTINEL", "FAILOVER", REDIS_MASTER_NAME
@@ -309,7 +318,7 @@ async def test_redis_failover_is_authenticated_end_to_end(cluster: LocalCluster)
         async def moved(old: Address = old) -> bool:
             try:
                 new = await _primary(cluster)
-                async with _client(new, admin) as r:
+                async with _client(cluster.state, new, admin) as r:
                     info = await r.info("replication")
             except RedisError:
                 return False

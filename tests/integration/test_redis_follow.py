@@ -129,17 +129,20 @@ async def restore(cluster: LocalCluster) -> None:
 
 
 @contextlib.asynccontextmanager
-async def reads_through_haproxy(key: str, base: str, seen: list[tuple[float, int, float]]) -> Any:
+async def reads_through_haproxy(
+    cluster: LocalCluster, key: str, seen: list[tuple[float, int, float]]
+) -> Any:
     """Authenticated reads through HAProxy every 50 ms while the block runs: (time, status,
     seconds taken) of each."""
     stop = asyncio.Event()
 
     async def loop() -> None:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+        async with cluster.session(timeout=aiohttp.ClientTimeout(total=10)) as s:
             while not stop.is_set():
                 started = time.monotonic()
                 async with s.get(
-                    f"{base}/v1/consignments", headers={"Authorization": f"Bearer {key}"}
+                    f"{cluster.topo.entry_url()}/v1/consignments",
+                    headers={"Authorization": f"Bearer {key}"},
                 ) as r:
                     await r.read()
                     seen.append((started, r.status, time.monotonic() - started))
@@ -165,7 +168,11 @@ async def test_rate_limit_counters_in_the_real_redis(cluster: LocalCluster) -> N
     no longer has it, as after a failover to a replica that never ran it."""
     cfg = load_node_config(cluster.state.node_config("A"))
     bus = RedisClient(
-        cfg.redis_sentinels, cfg.redis_master_name, name="test-limiter", auth=cfg.redis_auth
+        cfg.redis_sentinels,
+        cfg.redis_master_name,
+        name="test-limiter",
+        auth=cfg.redis_auth,
+        tls_settings=cfg.redis_tls,
     )
     # Start right after a window boundary so the burst stays in one window.
     await asyncio.sleep(1.02 - (time.time() % 1.0))
@@ -179,9 +186,7 @@ async def test_rate_limit_counters_in_the_real_redis(cluster: LocalCluster) -> N
         assert bus.primary == await sentinel_primary(cluster)
 
         host, port = str(bus.primary).rsplit(":", 1)
-        direct = aioredis.Redis(
-            host=host, port=int(port), socket_timeout=2, **redis_acl.login(cluster.state, ADMIN)
-        )
+        direct = redis_acl.connect(cluster.state, host, int(port), socket_timeout=2)
         try:
             index = ratelimit.window_at(time.time()).index
             ttl = await direct.pttl(ratelimit.counter_key(me, index))
@@ -214,6 +219,7 @@ async def test_node_answers_429_problem_json_over_a_low_limit(
         update={
             "state_dir": tmp_path,
             "listen_port": 0,
+            "phone_port": None,
             "rate_limit_per_s": 3,
             # An extra node must never ask Patroni for a switchover.
             "failover_grace_s": 1e9,
@@ -229,7 +235,7 @@ async def test_node_answers_429_problem_json_over_a_low_limit(
 
     await wait_for("the extra node reaching Redis", redis_ok, 10)
 
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+    async with cluster.session(timeout=aiohttp.ClientTimeout(total=30)) as session:
         api = Api(session, base)
         await asyncio.sleep(1.02 - (time.time() % 1.0))
         burst = await asyncio.gather(*(api.get("/v1/consignments", trader.key) for _ in range(12)))
@@ -298,9 +304,8 @@ async def test_nodes_follow_a_killed_redis_primary_without_restart(
 
     async def watch_sentinel() -> None:
         # The first moment any Sentinel names another primary (every 20 ms, all three).
-        login = redis_acl.login(cluster.state, ADMIN)
         clients = [
-            aioredis.Redis(host=s.host, port=s.sentinel.port, socket_timeout=0.5, **login)
+            redis_acl.connect(cluster.state, s.host, s.sentinel.port, socket_timeout=0.5)
             for s in topo.sites.values()
         ]
 
@@ -325,7 +330,7 @@ async def test_nodes_follow_a_killed_redis_primary_without_restart(
                 await c.aclose()
 
     try:
-        async with reads_through_haproxy(trader.key, topo.entry_url().rstrip("/"), seen):
+        async with reads_through_haproxy(cluster, trader.key, seen):
             await asyncio.sleep(0.5)
             killed_at = time.monotonic()
             watcher = asyncio.create_task(watch_sentinel())
@@ -337,7 +342,7 @@ async def test_nodes_follow_a_killed_redis_primary_without_restart(
         assert new == await sentinel_primary(cluster)
         assert site_of(cluster, new) != old_site
 
-        async with aiohttp.ClientSession() as session:
+        async with cluster.session() as session:
             for site in topo.data_sites:
                 url = topo.node_url(site).rstrip("/")
                 doc = await get_json(session, f"{url}/health")
@@ -390,11 +395,8 @@ async def test_nodes_follow_a_planned_sentinel_failover(cluster: LocalCluster) -
     workers = {s: worker_pid(cluster, s) for s in topo.data_sites}
     await wait_for("both nodes using the current Redis primary", lambda: _all_use(topo, old), 10)
     witness = topo.sites["C"]
-    sentinel = aioredis.Redis(
-        host=witness.host,
-        port=witness.sentinel.port,
-        socket_timeout=2,
-        **redis_acl.login(cluster.state, ADMIN),
+    sentinel = redis_acl.connect(
+        cluster.state, witness.host, witness.sentinel.port, socket_timeout=2
     )
 
     async def failover() -> bool:

@@ -71,7 +71,7 @@ async def test_a_burst_shares_statements_and_stores_every_submission_whole(
     holding that same answer."""
     node_url = cluster.topo.node_url(await leader_site(cluster.topo)).rstrip("/")
     traders = (accounts.trader, accounts.trader2)
-    async with aiohttp.ClientSession() as plain:
+    async with cluster.session() as plain:
         statements0, items0 = await _shared(plain, node_url)
         deadline, shared, acked = time.monotonic() + DEADLINE_S, False, []
         while not shared:
@@ -119,7 +119,7 @@ async def test_a_used_key_in_a_shared_statement_is_replayed_and_the_others_are_s
     one by one, which the metrics show."""
     node_url = cluster.topo.node_url(await leader_site(cluster.topo)).rstrip("/")
     trader = accounts.trader
-    async with aiohttp.ClientSession() as plain:
+    async with cluster.session() as plain:
         splits0 = await node_metric(plain, node_url, "rocars_group_commit_splits_total")
         deadline, split = time.monotonic() + DEADLINE_S, False
         while not split:

@@ -65,10 +65,11 @@ async def scripted(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(0.5)
         return web.json_response({"late": True})
     assert isinstance(action, Reply)
+    named = any(k.lower() == "x-rocars-node" for k in action.headers)
     return web.json_response(
         action.body,
         status=action.status,
-        headers={"X-Rocars-Node": "A", **action.headers},
+        headers={**({} if named else {"X-Rocars-Node": "A"}), **action.headers},
         content_type=action.content_type,
     )
 
@@ -382,3 +383,13 @@ async def test_given_session_is_left_open(base_url: str, script: Script) -> None
     assert inner is not None
     assert inner.closed
     assert all("Authorization" not in s.headers for s in script.seen)
+
+
+async def test_the_answering_node_is_read_whatever_the_header_case(
+    make_client: MakeClient, script: Script
+) -> None:
+    """The node named by the answer is found however a proxy spelled the header's name
+    (HAProxy sends `x-rocars-node`): drills and the history checker rely on it (I3)."""
+    script.default = Reply(200, {"ok": True}, headers={"x-rocars-node": "B"})
+    resp = await make_client().request("GET", "/v1/status")
+    assert resp.node == "B"

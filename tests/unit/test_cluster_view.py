@@ -63,6 +63,8 @@ def test_json_document_keeps_its_shape() -> None:
     assert json.loads(json.dumps(doc)) == doc
     assert list(doc) == [
         "api",
+        "tls",
+        "phone",
         "entry",
         "nodes",
         "postgres",
@@ -74,6 +76,8 @@ def test_json_document_keeps_its_shape() -> None:
         "healthy",
     ]
     assert doc["monitoring"] is None  # a topology without monitoring
+    assert doc["phone"] is None  # a topology without a phone channel (issue 16)
+    assert doc["tls"] == {"ca": None}  # #12 item 5: what clients trust (none known here)
     assert doc["entry"] == {"url": "http://127.0.0.1:18080", "routes": True, "role": "active"}
     assert doc["nodes"][0] == {
         "name": "node-A",

@@ -5,14 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from unit_fakes import HAPROXY_TLS
 
 from deploy import configgen
+from deploy.pki import PkiDir
 from deploy.state import CONTROL_SECRET_NAMES, DEFAULT_TOPOLOGY
 from deploy.topology import load_topology
 from kernel.names import leader_key, member_name
 from node.config import NodeConfig
 
 TOPO = load_topology(DEFAULT_TOPOLOGY)
+PKI = PkiDir(Path("/state/pki"))
 PASSWORDS = {
     "superuser": "su",
     "replication": "rep",
@@ -50,25 +53,27 @@ def test_each_member_lists_all_three_etcd_members_and_its_own_ports() -> None:
 
 
 def test_database_access_is_password_protected_from_site_hosts_only() -> None:
-    """pg_hba allows replication and clients only from data-site hosts, with SCRAM."""
+    """pg_hba allows replication and clients only from data-site hosts, with SCRAM, over TLS
+    (#12 item 2)."""
     hba = _patroni("A")["postgresql"]["pg_hba"]
-    assert "host replication replicator 127.0.0.1/32 scram-sha-256" in hba
+    assert "hostssl replication replicator 127.0.0.1/32 scram-sha-256" in hba
+    assert not [line for line in hba if line.split()[0] == "host"]
     assert not any("0.0.0.0" in line or ("trust" in line and "host" in line) for line in hba)
 
 
 def test_etcd_cluster_has_one_member_per_site_with_gateway_on() -> None:
     """Each etcd member knows all three peers; the JSON gateway the nodes use is enabled."""
-    cfg = yaml.safe_load(configgen.etcd_config(TOPO, "C", Path("/d")))
+    cfg = yaml.safe_load(configgen.etcd_config(TOPO, "C", Path("/d"), PKI))
     assert cfg["initial-cluster"].count("etcd-") == 3
     assert cfg["enable-grpc-gateway"] is True
-    assert cfg["listen-client-urls"] == "http://127.0.0.1:4379"
+    assert cfg["listen-client-urls"] == "https://127.0.0.1:4379"
 
 
 def test_etcd_history_is_compacted_and_its_raft_log_kept_short() -> None:
     """#11 target 5 and availability: etcd compacts its history every hour (else the nodes'
     heartbeat revisions fill the backend quota and every write stops) and snapshots every
     10,000 entries (3.4's 100,000 kept tens of MiB of raft log in memory per member)."""
-    cfg = yaml.safe_load(configgen.etcd_config(TOPO, "A", Path("/d")))
+    cfg = yaml.safe_load(configgen.etcd_config(TOPO, "A", Path("/d"), PKI))
     assert (cfg["auto-compaction-mode"], cfg["auto-compaction-retention"]) == ("periodic", "1h")
     assert cfg["snapshot-count"] == 10000
 
@@ -76,17 +81,17 @@ def test_etcd_history_is_compacted_and_its_raft_log_kept_short() -> None:
 def test_redis_replica_follows_the_primary_site_and_sentinels_need_quorum_two() -> None:
     """Redis on B replicates from A; every Sentinel monitors A with quorum 2."""
     pw = {name: f"pw-{name}" for name in CONTROL_SECRET_NAMES}
-    assert "replicaof 127.0.0.1 16379" in configgen.redis_config(TOPO, "B", Path("/d"), pw)
-    assert "replicaof" not in configgen.redis_config(TOPO, "A", Path("/d"), pw)
+    assert "replicaof 127.0.0.1 16379" in configgen.redis_config(TOPO, "B", Path("/d"), pw, pki=PKI)
+    assert "replicaof" not in configgen.redis_config(TOPO, "A", Path("/d"), pw, pki=PKI)
     for site in "ABC":
-        text = configgen.sentinel_config(TOPO, site, Path("/d"), pw)
+        text = configgen.sentinel_config(TOPO, site, Path("/d"), pw, pki=PKI)
         assert "sentinel monitor rocars 127.0.0.1 16379 2" in text
 
 
 def test_haproxy_routes_by_readiness_and_cuts_sessions_of_a_node_marked_down() -> None:
     """HAProxy checks /health/ready every 250 ms on both nodes, marks a node down after 3
     failed checks (late ones included: `timeout check`) and kills its sessions then."""
-    text = configgen.haproxy_config(TOPO)
+    text = configgen.haproxy_config(TOPO, HAPROXY_TLS)
     assert "option httpchk GET /health/ready" in text
     assert "on-marked-down shutdown-sessions" in text
     assert "inter 250ms" in text
@@ -102,7 +107,7 @@ def test_haproxy_reuses_idle_node_connections_for_any_request() -> None:
     """#11 target 2: any request may use any idle connection to the node (not only those its
     own client connection opened), so many client connections do not cost the node an accept
     per request."""
-    assert "    http-reuse always\n" in configgen.haproxy_config(TOPO)
+    assert "    http-reuse always\n" in configgen.haproxy_config(TOPO, HAPROXY_TLS)
 
 
 def test_node_writes_only_through_its_own_site_member() -> None:
@@ -111,7 +116,7 @@ def test_node_writes_only_through_its_own_site_member() -> None:
         cfg = configgen.node_config(TOPO, site, state_root=Path("/s"))
         assert cfg["database"]["port"] == port
         assert cfg["patroni_member"] == f"pg-{site}"
-        assert cfg["patroni_url"] == f"http://127.0.0.1:{rest}"
+        assert cfg["patroni_url"] == f"https://127.0.0.1:{rest}"
 
 
 def test_node_reads_the_leader_key_patroni_writes() -> None:
@@ -123,3 +128,40 @@ def test_node_reads_the_leader_key_patroni_writes() -> None:
         assert node.leader_key == f"{patroni['namespace']}{patroni['scope']}/leader"
         assert node.leader_key == leader_key(TOPO.name)
         assert node.patroni_member == patroni["name"] == member_name(site)
+
+
+def test_postgresql_serves_tls_only_and_patroni_checks_its_certificate() -> None:
+    """#12 item 2: ssl on with the member's own copy of its certificate (PostgreSQL runs as
+    another user and must own its key), TLS 1.2 at least, and each of Patroni's connections
+    (local, replication, pg_rewind) verifying the server against the CA by name."""
+    cfg = _patroni("A")
+    params = cfg["postgresql"]["parameters"]
+    assert params["ssl"] == "on"
+    assert params["ssl_min_protocol_version"] == "TLSv1.2"
+    assert params["ssl_key_file"] == "/rt/pg-A/tls/server.key"
+    assert params["ssl_ca_file"] == "/rt/pg-A/tls/ca.pem"
+    for account in ("superuser", "replication", "rewind"):
+        auth = cfg["postgresql"]["authentication"][account]
+        assert auth["sslmode"] == "verify-full", account
+        assert auth["sslrootcert"] == "/rt/pg-A/tls/ca.pem", account
+
+
+def test_the_phone_entry_reaches_only_the_active_node_over_tcp() -> None:
+    """#16 item 6: HAProxy's FastAGI entry is `mode tcp`, on the topology's phone port, and
+    sends calls to the node that answers /health/ready (the active one) on its HTTP port,
+    cutting calls to a node marked down so Asterisk calls again."""
+    text = configgen.haproxy_config(TOPO, HAPROXY_TLS)
+    front = text.split("frontend phone\n", 1)[1].split("\n\n", 1)[0]
+    back = text.split("backend phone_nodes\n", 1)[1].split("\n\n", 1)[0]
+    assert "    mode tcp" in front
+    assert "    mode tcp" in back
+    assert f"    bind {TOPO.entry_host()}:{TOPO.entry.phone_port}" in front
+    assert "    option httpchk GET /health/ready" in back
+    assert "on-marked-down shutdown-sessions" in back
+    for name in TOPO.data_sites:
+        site = TOPO.sites[name]
+        assert site.phone is not None
+        assert site.node is not None
+        assert (
+            f"server phone-{name} {site.host}:{site.phone.port} check port {site.node.port}" in back
+        )

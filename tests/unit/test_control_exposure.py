@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from unit_fakes import HAPROXY_TLS, haproxy_tls_files
 
 from deploy import configgen
 from deploy.state import DEFAULT_TOPOLOGY, NETNS_TOPOLOGY, StateDir
@@ -32,7 +33,7 @@ def test_the_entry_refuses_control_pages_to_other_addresses(topo: Topology, tmp_
     """#12 item 3: the public frontend answers /metrics, /health and /health/* with a 404
     problem+json unless the client is on the monitoring networks, before any backend is
     chosen; HAProxy accepts the file."""
-    cfg = configgen.haproxy_config(topo)
+    cfg = configgen.haproxy_config(topo, haproxy_tls_files(tmp_path, topo))
     frontend = cfg.split("frontend api", 1)[1].split("\nbackend ", 1)[0]
     lines = [x.strip() for x in frontend.splitlines()]
     assert f"acl monitoring_network src {' '.join(topo.monitoring_networks())}" in lines
@@ -69,12 +70,12 @@ def test_haproxys_stats_port_is_internal_and_its_page_wants_a_password(topo: Top
     """#12 item 3: the stats port refuses every address off the monitoring networks before
     anything else (Prometheus, on them, reads /metrics there); the stats page asks for the
     password it is given, and is off without one."""
-    cfg = configgen.haproxy_config(topo, stats_password="pw-123")
+    cfg = configgen.haproxy_config(topo, HAPROXY_TLS, stats_password="pw-123")
     stats = [x.strip() for x in cfg.split("frontend stats", 1)[1].splitlines() if x.strip()]
     nets = " ".join(topo.monitoring_networks())
     assert stats[1] == f"http-request deny deny_status 403 unless {{ src {nets} }}"
     assert "stats auth rocars-admin:pw-123" in stats
     assert stats[-1] == "http-request use-service prometheus-exporter if { path /metrics }"
-    off = configgen.haproxy_config(topo).split("frontend stats", 1)[1]
+    off = configgen.haproxy_config(topo, HAPROXY_TLS).split("frontend stats", 1)[1]
     assert "stats enable" not in off
     assert "prometheus-exporter" in off

@@ -8,6 +8,7 @@ import re
 
 import pytest
 from haproxy_text import sections, string_arg
+from unit_fakes import HAPROXY_TLS
 
 from deploy import configgen
 from deploy.harness import TEST_ABUSE_LIMITS
@@ -20,7 +21,7 @@ HAPROXY_OWN_ERRORS = (400, 403, 405, 408, 413, 425, 429, 500, 501, 502, 503, 504
 
 def _config(**limits: int) -> dict[str, list[str]]:
     topo = TOPO.with_abuse_limits(AbuseLimits(**limits)) if limits else TOPO
-    return sections(configgen.haproxy_config(topo))
+    return sections(configgen.haproxy_config(topo, HAPROXY_TLS))
 
 
 @pytest.mark.parametrize("status", HAPROXY_OWN_ERRORS)
@@ -38,7 +39,7 @@ def test_every_error_haproxy_answers_itself_is_problem_json(status: int) -> None
 
 def test_no_version_is_shown() -> None:
     """#10 item 6: the stats page hides HAProxy's version and nothing else names one."""
-    text = configgen.haproxy_config(TOPO, stats_password="pw")
+    text = configgen.haproxy_config(TOPO, HAPROXY_TLS, stats_password="pw")
     assert "stats hide-version" in sections(text)["frontend stats"]
     assert "version" not in text.replace("stats hide-version", "")
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from deploy import monitoring_config
+from deploy import monitoring_config, pki
 from deploy.process_specs import monitoring_names, specs
 from deploy.state import DEFAULT_TOPOLOGY, NETNS_TOPOLOGY, StateDir
 from deploy.topology import Topology, TopologyError, load_topology, parse_topology
@@ -27,7 +27,7 @@ def topo(request: pytest.FixtureRequest) -> Topology:
 
 
 def _jobs(topo: Topology) -> dict[str, dict[str, Any]]:
-    cfg = monitoring_config.prometheus_config(topo)
+    cfg = monitoring_config.prometheus_config(topo, pki=pki.PkiDir(Path("/pki")))
     return {j["job_name"]: j for j in cfg["scrape_configs"]}
 
 
@@ -63,7 +63,7 @@ def test_every_part_of_the_system_is_a_target(topo: Topology) -> None:
     hosts = {s.host for s in topo.sites.values()} | {topo.entry_host()}
     for job, pairs in targets.items():
         for _site, addr in pairs:
-            host = addr.removeprefix("redis://").rsplit(":", 1)[0]
+            host = addr.removeprefix("rediss://").rsplit(":", 1)[0]
             assert host in hosts, (job, addr)
 
 
@@ -84,7 +84,9 @@ def test_promtool_and_amtool_accept_the_generated_files(tmp_path: Path) -> None:
     Prometheus's and Alertmanager's own checkers."""
     topo = load_topology(DEFAULT_TOPOLOGY)
     prom = tmp_path / "prometheus.yml"
-    prom.write_text(yaml.safe_dump(monitoring_config.prometheus_config(topo)))
+    folder = pki.PkiDir(tmp_path / "pki")  # promtool checks the TLS files exist
+    pki.issue_all(folder, pki.plan(topo))
+    prom.write_text(yaml.safe_dump(monitoring_config.prometheus_config(topo, pki=folder)))
     am = tmp_path / "alertmanager.yml"
     am.write_text(yaml.safe_dump(monitoring_config.alertmanager_config(topo)))
     for argv in (["promtool", "check", "config", str(prom)], ["amtool", "check-config", str(am)]):
@@ -178,3 +180,20 @@ def test_without_monitoring_and_port_offsets() -> None:
     assert moved.monitoring_url("prometheus") == "http://127.0.0.1:10090"
     assert moved.sites["A"].postgres_exporter is not None
     assert moved.sites["A"].postgres_exporter.port == 19187 + 1000
+
+
+def test_etcd_and_patroni_are_scraped_over_https_with_a_client_certificate(
+    topo: Topology,
+) -> None:
+    """#12 item 2: etcd and Patroni serve HTTPS only and require a client certificate, so
+    their jobs scrape https with the CA bundle and Prometheus' own certificate (TLS 1.2+)."""
+    jobs = _jobs(topo)
+    for name in ("etcd", "patroni"):
+        job = jobs[name]
+        assert job["scheme"] == "https"
+        assert job["tls_config"] == {
+            "ca_file": "/pki/ca-bundle.pem",
+            "cert_file": "/pki/client-prometheus.crt",
+            "key_file": "/pki/client-prometheus.key",
+            "min_version": "TLS12",
+        }

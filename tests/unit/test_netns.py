@@ -23,7 +23,7 @@ def _raw() -> dict[str, Any]:
 def test_namespaced_topology_puts_haproxy_in_the_hub() -> None:
     """HAProxy (the entry URL) listens on the hub's address; each site has a namespace."""
     topo = load_topology(NETNS_TOPOLOGY)
-    assert topo.entry_url() == "http://10.77.13.254:18080"
+    assert topo.entry_url() == "https://10.77.13.254:18080"
     assert topo.netns("A") == "rnet-a"
     assert netns.all_namespaces(topo) == ["rnet-hub", "rnet-a", "rnet-b", "rnet-c"]
 
@@ -113,3 +113,21 @@ def test_drill_command_offers_every_scenario() -> None:
 
     choices = next(p for p in drill.params if p.name == "scenario").type.choices  # type: ignore[attr-defined]
     assert sorted(choices) == sorted(SCENARIOS)
+
+
+def test_the_sites_take_connections_only_from_the_systems_own_addresses() -> None:
+    """#12 item 5: each site's namespace drops new connections from any address but the
+    sites' and the hub's; the hub opens only the client ports (HTTPS, the HTTP redirect, the
+    phone channel) to others, so HAProxy's stats port stays internal."""
+    topo = load_topology(NETNS_TOPOLOGY)
+    own = "ip saddr { 10.77.13.1, 10.77.13.2, 10.77.13.254, 10.77.13.3 } accept"
+    for site in topo.sites:
+        rules = [x.strip() for x in netns.perimeter_ruleset(topo, site).splitlines()]
+        assert "type filter hook input priority 0; policy drop;" in rules
+        assert own in rules
+        assert not [x for x in rules if x.startswith("tcp dport")], site
+    hub = [x.strip() for x in netns.perimeter_ruleset(topo, None).splitlines()]
+    assert own in hub
+    e = topo.entry
+    assert f"tcp dport {{ {e.phone_port}, {e.http_port}, {e.port} }} accept" in hub
+    assert str(e.stats_port) not in " ".join(hub)

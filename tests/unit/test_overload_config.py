@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from haproxy_text import sections, string_arg
+from unit_fakes import HAPROXY_TLS
 
 from deploy import configgen
 from deploy.state import DEFAULT_TOPOLOGY
@@ -21,7 +22,7 @@ PROBLEMS = "https://rocars.example/problems/"
 
 def _config(admission: Admission | None = None) -> dict[str, list[str]]:
     topo = TOPO.with_admission(admission) if admission else TOPO
-    return sections(configgen.haproxy_config(topo))
+    return sections(configgen.haproxy_config(topo, HAPROXY_TLS))
 
 
 def test_each_node_gets_at_most_maxconn_and_waits_at_most_the_queue_timeout() -> None:

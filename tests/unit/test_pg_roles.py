@@ -53,7 +53,9 @@ def test_every_pg_hba_line_asks_for_a_scram_password(name: str) -> None:
         fields = line.split()
         assert fields[-1] == "scram-sha-256", line
         assert not {"trust", "peer", "ident", "md5", "password"} & set(fields), line
-        if fields[0] == "host":
+        # #12 item 2: TLS on every network line, no plain `host` line at all.
+        assert fields[0] in ("local", "hostssl"), line
+        if fields[0] == "hostssl":
             assert fields[3].endswith("/32"), line
             assert not fields[3].startswith("0.0.0.0"), line
     assert "local all all scram-sha-256" in hba
@@ -68,7 +70,7 @@ def test_each_role_may_connect_only_to_its_own_database(name: str) -> None:
     allowed: dict[str, set[str]] = {}
     for line in _hba(topo):
         kind, database, users = line.split()[:3]
-        if kind == "host":
+        if kind == "hostssl":
             for user in users.split(","):
                 allowed.setdefault(user, set()).add(database)
     assert allowed == {

@@ -95,6 +95,7 @@ def test_plan_lists_every_process_of_every_site_and_each_client_role(loopback: T
     for site in ("A", "B"):
         expected |= {f"node-{site}", f"postgres-{site}", f"patroni-{site}", f"redis-{site}"}
     expected |= {f"client-{role}" for role in pki.CLIENT_ROLES}
+    expected |= {f"etcd-client-{role}" for role in pki.ETCD_CLIENT_ROLES}
     assert set(names) == expected
     by = _by_name(specs)
     for role in ("rocars-node", "patroni", "replicator", "rewind", "etcd-root", "haproxy"):
@@ -283,7 +284,9 @@ def test_issue_replaces_only_what_is_missing_or_no_longer_matches(
     assert report.issued == ("redis-B",)
     report = pki.issue_all(issued, pki.plan(netns), now=T0)
     assert "etcd-A" in report.issued
-    assert set(report.kept) == {f"client-{r}" for r in pki.CLIENT_ROLES}
+    assert set(report.kept) == {f"client-{r}" for r in pki.CLIENT_ROLES} | {
+        f"etcd-client-{r}" for r in pki.ETCD_CLIENT_ROLES
+    }
     assert issued.ca_key.read_bytes() == ca_key
 
 

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from deploy import config_files, configgen, monitoring_config, redis_acl
+from deploy.pki import PkiDir
 from deploy.process_specs import REWRITES_SECRETS, specs
 from deploy.state import DEFAULT_TOPOLOGY, NETNS_TOPOLOGY, REPO_ROOT, SECRET_NAMES, DbUser, StateDir
 from deploy.topology import Topology, load_topology
@@ -28,6 +29,7 @@ TOPOLOGIES = {
     "production": load_topology(REPO_ROOT / "deploy" / "topology.production.yaml"),
 }
 PASSWORDS = {k: f"pw-{k}-{'x' * 8}" for k in SECRET_NAMES}
+PKI = PkiDir(Path("/state/pki"))
 REDIS_SECRETS = {u.secret for u in redis_acl.REDIS_USERS + redis_acl.SENTINEL_USERS}
 
 
@@ -49,9 +51,13 @@ def _sha(secret: str) -> str:
 def _configs(topo: Topology) -> dict[str, str]:
     out = {}
     for site, s in topo.sites.items():
-        out[f"sentinel-{site}"] = configgen.sentinel_config(topo, site, Path("/d"), PASSWORDS)
+        out[f"sentinel-{site}"] = configgen.sentinel_config(
+            topo, site, Path("/d"), PASSWORDS, pki=PKI
+        )
         if s.redis is not None:
-            out[f"redis-{site}"] = configgen.redis_config(topo, site, Path("/d"), PASSWORDS)
+            out[f"redis-{site}"] = configgen.redis_config(
+                topo, site, Path("/d"), PASSWORDS, pki=PKI
+            )
     return out
 
 
@@ -79,7 +85,7 @@ def test_each_redis_user_has_only_its_rules() -> None:
     a write-only heartbeat; the replica user PSYNC/REPLCONF/PING; Sentinel what Redis's ACL
     documentation lists, on its hello channel only; the exporter read-only commands without
     CONFIG GET (it would show `masterauth`); operators everything."""
-    text = configgen.redis_config(TOPOLOGIES["local"], "A", Path("/d"), PASSWORDS)
+    text = configgen.redis_config(TOPOLOGIES["local"], "A", Path("/d"), PASSWORDS, pki=PKI)
     users = _users(text)
     expected = {
         "node": (
@@ -129,7 +135,7 @@ def test_each_redis_user_has_only_its_rules() -> None:
         assert users[name] == ["reset", "on", _sha(secret), *rules], name
     # Replication logs in as the replica user, on both sites (either may be a replica).
     for site in ("A", "B"):
-        lines = configgen.redis_config(TOPOLOGIES["local"], site, Path("/d"), PASSWORDS)
+        lines = configgen.redis_config(TOPOLOGIES["local"], site, Path("/d"), PASSWORDS, pki=PKI)
         assert "masteruser replica" in lines.splitlines()
         assert f"masterauth {PASSWORDS['redis-replica']}" in lines.splitlines()
 
@@ -138,7 +144,7 @@ def test_the_default_user_may_replay_only_the_rate_limit_scripts_effects() -> No
     """Redis 7.0 replays MULTI/EXEC blocks of its append-only file as the default user (redis
     #14541): off and without a password, it may run only INCRBY, PEXPIREAT and DEL (the
     counting script's effects) on the rate-limit counters, so a restarted Redis keeps them."""
-    text = configgen.redis_config(TOPOLOGIES["local"], "A", Path("/d"), PASSWORDS)
+    text = configgen.redis_config(TOPOLOGIES["local"], "A", Path("/d"), PASSWORDS, pki=PKI)
     default = _users(text)["default"]
     assert default == ["reset", "off", "%RW~rocars:rl:*", "+incrby", "+pexpireat", "+del"]
 
@@ -161,7 +167,7 @@ def test_sentinel_logs_in_to_redis_and_to_its_peers_and_serves_users_by_role() -
     exporter only read the state, peers only what Sentinels send each other."""
     topo = TOPOLOGIES["local"]
     for site in topo.sites:
-        text = configgen.sentinel_config(topo, site, Path("/d"), PASSWORDS)
+        text = configgen.sentinel_config(topo, site, Path("/d"), PASSWORDS, pki=PKI)
         lines = text.splitlines()
         monitor = lines.index("sentinel monitor rocars 127.0.0.1 16379 2")
         for line in (

@@ -23,7 +23,7 @@ def test_default_topology_has_three_sites_with_roles() -> None:
     topo = load_topology(DEFAULT_TOPOLOGY)
     assert {n: s.role for n, s in topo.sites.items()} == {"A": "primary", "B": "dr", "C": "witness"}
     assert topo.data_sites == ["A", "B"]
-    assert topo.entry_url() == "http://127.0.0.1:18080"
+    assert topo.entry_url() == "https://127.0.0.1:18080"
     assert len(topo.etcd_urls()) == 3
 
 

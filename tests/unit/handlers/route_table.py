@@ -144,6 +144,15 @@ ROUTES: tuple[Route, ...] = (
         write=True,
         database=True,
     ),
+    Route(
+        "PUT",
+        "/v1/accounts/me/phone-pin",
+        TRUCKER,
+        body={"pin": "246810"},
+        wrong_type=("pin", 246810),
+        write=True,
+        database=True,
+    ),
     # Consignments.
     Route(
         "POST",

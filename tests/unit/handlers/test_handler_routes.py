@@ -22,6 +22,8 @@ from route_table import (
     rid,
 )
 
+from node.web import is_web_page
+
 BAD_AUTHORIZATION = {
     "missing": None,
     "empty": "",
@@ -34,12 +36,13 @@ BAD_AUTHORIZATION = {
 
 def test_every_route_is_in_the_table(fakes: Fakes) -> None:
     """The table the tests below run over names every route the app serves (HEAD aside, which
-    aiohttp adds to each GET), and nothing the app does not serve."""
+    aiohttp adds to each GET), and nothing the app does not serve. The web pages (node.web,
+    tests/unit/handlers/test_web_pages.py) are not API routes."""
     app = fakes.app()
     served = {
         (r.method, r.resource.canonical)
         for r in app.router.routes()
-        if r.resource is not None and r.method != "HEAD"
+        if r.resource is not None and r.method != "HEAD" and not is_web_page(r)
     }
     assert served == set(BY_KEY)
 

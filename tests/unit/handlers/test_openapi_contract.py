@@ -15,6 +15,7 @@ from problem_checks import Client
 from route_table import ROUTES
 
 from node.api.openapi import build
+from node.web import is_web_page
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 ERRORS_FOR_EVERY_KEYED_ROUTE = {"400", "401", "403", "429", "503"}
@@ -31,10 +32,12 @@ def operations(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
 
 def served(fakes: Fakes) -> set[tuple[str, str]]:
     """(method, template) of every route of the real app; HEAD is aiohttp's twin of each GET,
-    which the document states once for all."""
+    which the document states once for all. The web pages (node.web) are not the API's."""
     app = fakes.app()
     routes = {
-        (r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None
+        (r.method, r.resource.canonical)
+        for r in app.router.routes()
+        if r.resource is not None and not is_web_page(r)
     }
     heads = {(m, p) for m, p in routes if m == "HEAD"}
     assert heads == {("HEAD", p) for m, p in routes if m == "GET"}
