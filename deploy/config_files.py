@@ -121,6 +121,12 @@ def write_configs(topo: Topology, state: StateDir) -> list[str]:
     if topo.monitored:
         for name in ("prometheus", "alertmanager"):
             (state.data / name).mkdir(parents=True, exist_ok=True)
+        # Their pages over HTTPS (#12 item 2); the toolkit rereads this file per connection.
+        for process, cert in monitoring_config.web_configs(topo).items():
+            _write(
+                monitoring_config.web_config_file(state.config, process),
+                yaml.safe_dump(monitoring_config.web_config(folder, cert), sort_keys=False),
+            )
         if _write(
             state.config / "prometheus.yml",
             yaml.safe_dump(monitoring_config.prometheus_config(topo, pki=folder), sort_keys=False),

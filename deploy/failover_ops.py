@@ -11,6 +11,7 @@ credentials, the "patroni-rest" secret read from its own file in the state folde
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ import aiohttp
 from deploy import admin, control_tls, etcd_auth, http_client, status
 from deploy.state import StateDir
 from deploy.topology import Topology
-from failover.precheck import precheck
+from failover.precheck import only_lag, precheck
 from failover.switchover import LeaderWait, SwitchoverRefused, switchover
 from kernel.cluster import ClusterStatus
 from kernel.errors import RocarsError
@@ -30,6 +31,8 @@ from kernel.names import leader_key
 from replication.patroni_rest import PatroniRest, read_credentials
 
 log = logging.getLogger("rocars.failover")
+# How long a switchover waits for a standby's lag to reach zero before refusing.
+LAG_SETTLE_S = 5.0
 
 
 def failover_document(view: ClusterStatus) -> dict[str, Any]:
@@ -95,10 +98,17 @@ async def run_switchover(
 ) -> float:
     """`rocars failover switchover --to target`: pre-checks, the switchover, then wait until the
     whole system is healthy with `target` active; returns the seconds it took."""
-    view = await status.collect(topo, state)
-    why = precheck(view, target)
-    if why is not None:
-        raise SwitchoverRefused(f"switchover to {target} refused: {why}")
+    # A busy primary's standby is a few bytes behind now and then (a write in flight): lag
+    # alone is looked at again for a moment before it refuses.
+    settle_until = time.monotonic() + LAG_SETTLE_S
+    while True:
+        view = await status.collect(topo, state)
+        why = precheck(view, target)
+        if why is None:
+            break
+        if not only_lag(view, target) or time.monotonic() >= settle_until:
+            raise SwitchoverRefused(f"switchover to {target} refused: {why}")
+        await asyncio.sleep(0.2)
     assert view.leader_site is not None  # precheck refuses a cluster without a leader
     t0 = time.monotonic()
     await planned_switchover(

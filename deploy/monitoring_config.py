@@ -44,6 +44,8 @@ JOBS = (
 # theirs against the CA bundle and the address it scrapes.
 # The nodes and HAProxy's stats port serve HTTPS too (no client certificate asked for).
 MUTUAL_TLS_JOBS = frozenset({"etcd", "patroni", "rocars-node", "haproxy"})
+# Every job is HTTPS (#12 item 2); the monitoring processes' pages ask for no client
+# certificate (what they show is readable from the monitoring networks only).
 
 
 def _hostport(host: str, port: int) -> str:
@@ -83,6 +85,37 @@ def scrape_tls(pki: PkiDir) -> dict[str, str]:
     }
 
 
+def server_tls(pki: PkiDir) -> dict[str, str]:
+    """A `tls_config` that checks the server only (no client certificate)."""
+    return {"ca_file": str(pki.bundle), "min_version": "TLS12"}
+
+
+def web_config_file(config_dir: Path, process: str) -> Path:
+    """Where `process`'s `--web.config.file` is written."""
+    return config_dir / f"web-{process}.yml"
+
+
+def web_configs(topo: Topology) -> dict[str, str]:
+    """The processes that read a `--web.config.file`, with the certificate each serves."""
+    witness = topo.witness_site
+    out = {"prometheus": f"prometheus-{witness}", "alertmanager": f"alertmanager-{witness}"}
+    for site in topo.data_sites:
+        out[f"postgres-exporter-{site}"] = f"postgres-exporter-{site}"
+    return out
+
+
+def web_config(pki: PkiDir, name: str) -> dict[str, Any]:
+    """A Prometheus-toolkit `--web.config.file` (Prometheus, Alertmanager, the PostgreSQL
+    exporter): HTTPS with the process's own certificate `name`, TLS 1.2 at least."""
+    return {
+        "tls_server_config": {
+            "cert_file": str(pki.cert(name)),
+            "key_file": str(pki.key(name)),
+            "min_version": "TLS12",
+        }
+    }
+
+
 def prometheus_config(topo: Topology, *, pki: PkiDir) -> dict[str, Any]:
     """`pki`: the state's pki folder, whose CA bundle and client certificate the HTTPS
     scrapes use."""
@@ -96,9 +129,8 @@ def prometheus_config(topo: Topology, *, pki: PkiDir) -> dict[str, Any]:
                 {"targets": [addr], "labels": {"site": site}} for site, addr in targets
             ],
         }
-        if job in MUTUAL_TLS_JOBS:
-            cfg["scheme"] = "https"
-            cfg["tls_config"] = scrape_tls(pki)
+        cfg["scheme"] = "https"
+        cfg["tls_config"] = scrape_tls(pki) if job in MUTUAL_TLS_JOBS else server_tls(pki)
         if job == "redis":
             # One exporter asks each Redis and Sentinel in turn (redis_exporter's multi-target
             # pattern): the target becomes a parameter and the instance label, the exporter
@@ -123,7 +155,11 @@ def prometheus_config(topo: Topology, *, pki: PkiDir) -> dict[str, Any]:
         "rule_files": [str(RULES_DIR / "recording.yml"), str(RULES_DIR / "alerts.yml")],
         "alerting": {
             "alertmanagers": [
-                {"static_configs": [{"targets": [_hostport(w.host, w.alertmanager.port)]}]}
+                {
+                    "scheme": "https",
+                    "tls_config": server_tls(pki),
+                    "static_configs": [{"targets": [_hostport(w.host, w.alertmanager.port)]}],
+                }
             ]
         },
         "scrape_configs": jobs,

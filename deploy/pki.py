@@ -87,7 +87,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from deploy.topology import Topology
+from deploy.topology import MONITORING_SERVICES, Topology
 from kernel.errors import ConfigError
 
 DIR_MODE = 0o700
@@ -273,6 +273,13 @@ def plan(topo: Topology) -> tuple[CertSpec, ...]:
                 _server(f"patroni-{name}", both, host, name),
                 _server(f"redis-{name}", both, host, name),
             ]
+        # The monitoring processes' own pages (Prometheus, Alertmanager, the exporters).
+        site = topo.sites[name]
+        out += [
+            _server(f"{svc.replace('_', '-')}-{name}", server, host, name)
+            for svc in MONITORING_SERVICES
+            if getattr(site, svc, None) is not None
+        ]
     out += [
         CertSpec(f"client-{role}", role, Usage.CLIENT, combined_pem=role == "haproxy")
         for role in CLIENT_ROLES

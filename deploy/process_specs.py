@@ -152,6 +152,7 @@ def monitoring_specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
             f"--storage.tsdb.path={state.data / 'prometheus'}",
             f"--storage.tsdb.retention.time={monitoring_config.RETENTION}",
             f"--web.listen-address={w.host}:{w.prometheus.port}",
+            f"--web.config.file={monitoring_config.web_config_file(state.config, 'prometheus')}",
             # The overview without Grafana: /consoles/rocars.html (#13 item 4).
             f"--web.console.templates={monitoring_config.CONSOLES_DIR}",
             f"--web.console.libraries={monitoring_config.CONSOLE_LIBRARIES}",
@@ -169,6 +170,7 @@ def monitoring_specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
             f"--config.file={am_cfg}",
             f"--storage.path={state.data / 'alertmanager'}",
             f"--web.listen-address={w.host}:{w.alertmanager.port}",
+            f"--web.config.file={monitoring_config.web_config_file(state.config, 'alertmanager')}",
             # One Alertmanager: no gossip port (it would listen on every address, 0.0.0.0:9094).
             "--cluster.listen-address=",
         ),
@@ -194,6 +196,10 @@ def monitoring_specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
             f"-tls-ca-cert-file={state.ca_bundle}",
             f"-tls-client-cert-file={state.pki / f'client-{redis_acl.EXPORTER_ROLE}.crt'}",
             f"-tls-client-key-file={state.pki / f'client-{redis_acl.EXPORTER_ROLE}.key'}",
+            # Its own page over HTTPS too.
+            f"-tls-server-cert-file={state.pki / f'redis-exporter-{witness}.crt'}",
+            f"-tls-server-key-file={state.pki / f'redis-exporter-{witness}.key'}",
+            "-tls-server-min-version=TLS1.2",
         ),
         marker=f"-web.listen-address={listen}",
         ports=(("Redis exporter", w.host, w.redis_exporter.port),),
@@ -206,7 +212,12 @@ def monitoring_specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
             name=f"postgres-exporter-{name}",
             site=name,
             netns=topo.netns(name),
-            argv=("prometheus-postgres-exporter", f"--web.listen-address={listen}"),
+            argv=(
+                "prometheus-postgres-exporter",
+                f"--web.listen-address={listen}",
+                "--web.config.file="
+                f"{monitoring_config.web_config_file(state.config, f'postgres-exporter-{name}')}",
+            ),
             marker=f"--web.listen-address={listen}",
             ports=(("PostgreSQL exporter", site.host, site.postgres_exporter.port),),
             # The password by file, never in argv or the environment (#12 item 4).

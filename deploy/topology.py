@@ -309,13 +309,13 @@ class Topology(_Strict):
         return self.sites[self.witness_site].prometheus is not None
 
     def monitoring_url(self, service: str) -> str:
-        """http://host:port of a monitoring service of the witness site: prometheus,
-        alertmanager or redis_exporter."""
+        """https://host:port of a monitoring service of the witness site: prometheus,
+        alertmanager or redis_exporter (#12 item 2: TLS, the system's CA)."""
         site = self.sites[self.witness_site]
         port: Port | None = getattr(site, service)
         if port is None:
             raise TopologyError(f"topology {self.name!r} runs no {service}")
-        return f"http://{site.host}:{port.port}"
+        return f"https://{site.host}:{port.port}"
 
     def without_monitoring(self) -> Topology:
         """This topology without Prometheus, Alertmanager and the exporters (test clusters that

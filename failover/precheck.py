@@ -7,8 +7,23 @@ moves (`failover.decision`). First failing check wins, so the answer names one t
 
 from __future__ import annotations
 
+import dataclasses
+
 from kernel.cluster import ClusterStatus
 from kernel.names import member_name
+
+
+def only_lag(view: ClusterStatus, target: str) -> bool:
+    """Whether the one objection to a switchover to `target` is lag (unknown or above zero)
+    of a streaming synchronous standby: a state that passes by itself within moments (a write
+    in flight, Patroni's next report), so the caller may look again before refusing."""
+    member = view.postgres.member(target)
+    if member is None or member.lag_bytes == 0 or precheck(view, target) is None:
+        return False
+    caught_up = dataclasses.replace(member, lag_bytes=0)
+    members = tuple(caught_up if m is member else m for m in view.postgres.members)
+    postgres = dataclasses.replace(view.postgres, members=members)
+    return precheck(dataclasses.replace(view, postgres=postgres), target) is None
 
 
 def precheck(view: ClusterStatus, target: str) -> str | None:

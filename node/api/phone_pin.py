@@ -17,7 +17,7 @@ import hashlib
 from typing import Any
 
 from aiohttp import web
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from kernel.domain.phone_pin import hash_pin, pin_error
 from node.api import common
@@ -32,7 +32,9 @@ PATH = "/v1/accounts/me/phone-pin"
 class PhonePinIn(_Strict):
     """The phone channel's PIN: exactly 6 digits."""
 
-    pin: str
+    # The pattern is for the published schema (clients and the fuzzer read the rule there);
+    # the validator below checks it first and names the rule in the problem.
+    pin: str = Field(pattern=r"^[0-9]{6}$", json_schema_extra={"example": "314159"})
 
     @field_validator("pin", mode="before")
     @classmethod

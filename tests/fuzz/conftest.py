@@ -56,6 +56,9 @@ def caller(
     cluster: LocalCluster, entry_url: str, fuzz_accounts: dict[str, FuzzAccount]
 ) -> Iterator[Caller]:
     with requests.Session() as session:
+        # The cluster's own CA; not the environment's REQUESTS_CA_BUNDLE (which requests lets
+        # win over `verify`), nor its proxies (everything here is on loopback).
+        session.trust_env = False
         session.verify = str(cluster.state.ca_bundle)
         yield Caller(entry_url, fuzz_accounts, session)
 

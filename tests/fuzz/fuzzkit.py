@@ -103,8 +103,8 @@ def _protect_own_accounts(schema: OpenApiSchema, ids: set[int]) -> None:
     @schema.hook
     def filter_path_parameters(context: Any, path_parameters: dict[str, Any]) -> bool:
         op = context.operation
-        if op is None or not op.path.startswith("/v1/accounts/"):
-            return True
+        if op is None or not op.path.startswith("/v1/accounts/") or not path_parameters:
+            return True  # (`/v1/accounts/me/...` has no id)
         try:
             return int(path_parameters.get("id")) not in ids
         except (TypeError, ValueError):

@@ -120,7 +120,7 @@ def test_starts_from_nothing_and_is_healthy(empty: LocalCluster) -> None:
         "postgres-exporter-B",
     ):
         assert f"started {name}" in out
-    assert "Prometheus: http://" in out
+    assert "Prometheus: https://" in out
 
 
 def test_status_shows_one_leader_and_a_streaming_sync_standby(leader_on_a: LocalCluster) -> None:

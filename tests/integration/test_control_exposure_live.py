@@ -6,6 +6,7 @@ HAProxy nor from a node directly unless it holds the monitoring key."""
 from __future__ import annotations
 
 import ssl
+import warnings
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -110,8 +111,10 @@ async def test_the_entry_speaks_https_only_and_plain_http_only_redirects(
                 await r.read()
     old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     old.load_verify_locations(cafile=str(cluster.state.ca_bundle))
-    old.maximum_version = ssl.TLSVersion.TLSv1_1
-    old.minimum_version = ssl.TLSVersion.TLSv1
+    with warnings.catch_warnings():  # naming the old versions is deprecated: that is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+        old.minimum_version = ssl.TLSVersion.TLSv1
     async with aiohttp.ClientSession() as s:
         with pytest.raises(aiohttp.ClientError):
             async with s.get(f"{entry}/v1/status", ssl=old) as r:

@@ -31,6 +31,7 @@ from deploy.harness import LocalCluster
 from kernel.domain.ccrn import make_ccrn
 from node.app import create_app
 from node.config import load_node_config
+from node.web import is_web_page
 
 pytestmark = pytest.mark.integration
 
@@ -86,6 +87,13 @@ def openapi(r: Reply) -> None:
     assert r.json["openapi"].startswith("3.")
 
 
+def status_page(r: Reply) -> None:
+    """#15 item 5: the public status page is served without PostgreSQL, as HTML."""
+    assert r.status == 200, r.text
+    assert r.content_type == "text/html"
+    assert "<html" in r.text
+
+
 def public_notice(r: Reply) -> None:
     assert r.status == 200, r.text
     assert r.json["mode"] in ("normal", "manual")
@@ -135,6 +143,7 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/v1/registrations/{id}/reject"): Call("officer", database_outage, {"reason": "no"}),
     ("POST", "/v1/accounts/{id}/suspend"): Call("officer", database_outage),
     ("POST", "/v1/accounts/{id}/reinstate"): Call("officer", database_outage),
+    ("PUT", "/v1/accounts/me/phone-pin"): Call("trucker", database_outage, {"pin": "314159"}),
     ("POST", "/v1/consignments"): Call("trader", database_outage, consignment_body()),
     ("POST", "/v1/consignments:batch"): Call("trader", database_outage, [consignment_body()]),
     ("GET", "/v1/consignments"): Call("trader", database_outage),
@@ -164,6 +173,9 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/v1/itfs/{ccrn}"): Call("officer", database_outage),
     ("POST", "/v1/itfs/{ccrn}/airport-inspections"): Call("officer", database_outage),
     ("GET", "/v1/status"): Call(None, public_notice),
+    # The web pages' outage answers are pinned in process (tests/unit/handlers/
+    # test_web_pages.py); the public one is checked here, on the real nodes, too.
+    ("GET", "/status"): Call(None, status_page),
     ("GET", "/v1/contingency"): Call(None, public_notice),
     # Deactivation reconciles the journal into PostgreSQL first: refused, manual mode stays on.
     ("POST", "/v1/contingency/deactivate"): Call("officer", database_outage, {"reason": "back"}),
@@ -185,12 +197,15 @@ def _url(template: str) -> str:
 
 
 def app_routes(c: LocalCluster) -> set[tuple[str, str]]:
-    """(method, path template) of every route the node serves, from its router."""
+    """(method, path template) of every API route the node serves, from its router, and
+    the public status page (the other web pages are checked in process)."""
     app = create_app(load_node_config(c.state.node_config(c.topo.data_sites[0])))
     return {
         (route.method, route.resource.canonical)
         for route in app.router.routes()
-        if route.method != "HEAD" and route.resource is not None
+        if route.method != "HEAD"
+        and route.resource is not None
+        and (not is_web_page(route) or route.resource.canonical == "/status")
     }
 
 

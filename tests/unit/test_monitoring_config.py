@@ -75,7 +75,7 @@ def test_redis_is_scraped_through_the_one_exporter(topo: Topology) -> None:
     relabel = job["relabel_configs"]
     assert relabel[0] == {"source_labels": ["__address__"], "target_label": "__param_target"}
     assert relabel[1] == {"source_labels": ["__param_target"], "target_label": "instance"}
-    exporter = topo.monitoring_url("redis_exporter").removeprefix("http://")
+    exporter = topo.monitoring_url("redis_exporter").removeprefix("https://")
     assert relabel[2] == {"target_label": "__address__", "replacement": exporter}
 
 
@@ -177,7 +177,7 @@ def test_without_monitoring_and_port_offsets() -> None:
     with pytest.raises(TopologyError, match="runs no prometheus"):
         bare.monitoring_url("prometheus")
     moved = topo.with_port_offset(1000)
-    assert moved.monitoring_url("prometheus") == "http://127.0.0.1:10090"
+    assert moved.monitoring_url("prometheus") == "https://127.0.0.1:10090"
     assert moved.sites["A"].postgres_exporter is not None
     assert moved.sites["A"].postgres_exporter.port == 19187 + 1000
 
@@ -197,3 +197,26 @@ def test_etcd_and_patroni_are_scraped_over_https_with_a_client_certificate(
             "key_file": "/pki/client-prometheus.key",
             "min_version": "TLS12",
         }
+
+
+def test_every_scrape_and_the_alertmanager_link_are_https(topo: Topology) -> None:
+    """#12 item 2: Prometheus scrapes every job over HTTPS, checking each server against the
+    system's CA (presenting its client certificate where the target asks for one), and sends
+    alerts to Alertmanager over HTTPS; Prometheus, Alertmanager and the PostgreSQL exporters
+    serve their pages with their own certificates, TLS 1.2 at least."""
+    folder = pki.PkiDir(Path("/pki"))
+    cfg = monitoring_config.prometheus_config(topo, pki=folder)
+    for job in cfg["scrape_configs"]:
+        assert job["scheme"] == "https", job["job_name"]
+        assert job["tls_config"]["ca_file"] == "/pki/ca-bundle.pem", job["job_name"]
+    [am] = cfg["alerting"]["alertmanagers"]
+    assert am["scheme"] == "https"
+    webs = monitoring_config.web_configs(topo)
+    assert set(webs) == {
+        "prometheus",
+        "alertmanager",
+        *(f"postgres-exporter-{s}" for s in topo.data_sites),
+    }
+    server = monitoring_config.web_config(folder, webs["prometheus"])["tls_server_config"]
+    assert server["cert_file"] == f"/pki/prometheus-{topo.witness_site}.crt"
+    assert server["min_version"] == "TLS12"

@@ -96,6 +96,10 @@ def test_plan_lists_every_process_of_every_site_and_each_client_role(loopback: T
         expected |= {f"node-{site}", f"postgres-{site}", f"patroni-{site}", f"redis-{site}"}
     expected |= {f"client-{role}" for role in pki.CLIENT_ROLES}
     expected |= {f"etcd-client-{role}" for role in pki.ETCD_CLIENT_ROLES}
+    # The monitoring processes' pages (#12 item 2), where the topology runs them.
+    w = loopback.witness_site
+    expected |= {f"prometheus-{w}", f"alertmanager-{w}", f"redis-exporter-{w}"}
+    expected |= {f"postgres-exporter-{s}" for s in loopback.data_sites}
     assert set(names) == expected
     by = _by_name(specs)
     for role in ("rocars-node", "patroni", "replicator", "rewind", "etcd-root", "haproxy"):
@@ -222,7 +226,9 @@ def test_server_certificates_verify_for_their_address_with_server_auth(
             chain = verifier.verify(cert, [])
             assert chain[-1] == pki.load_bundle(issued)[0]
         assert SERVER_AUTH in _ekus(cert)
-        serves_only = spec.name.startswith(("haproxy", "node-", "postgres-"))
+        serves_only = spec.name.startswith(
+            ("haproxy", "node-", "postgres-", "prometheus-", "alertmanager-", "redis-exporter-")
+        )
         assert (CLIENT_AUTH in _ekus(cert)) != serves_only, spec.name
 
 

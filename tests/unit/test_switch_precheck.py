@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from failover.precheck import precheck
+from failover.precheck import only_lag, precheck
 from kernel.cluster import (
     ClusterStatus,
     Contingency,
@@ -151,3 +151,29 @@ def test_accepted_exactly_when_every_condition_holds() -> None:
         got = precheck(view, "B")
         assert (got is None) == want, (view, got)
         assert got is None or (got and "\n" not in got)
+
+
+def test_only_lag_of_a_streaming_sync_standby_is_worth_waiting_for() -> None:
+    """Over every combination of the inputs, `only_lag` holds exactly when the switchover is
+    refused and the target is the streaming synchronous standby with a lag above zero or not
+    yet known, and nothing else objects: what passes by itself, so the command looks again
+    before refusing."""
+    for leader, paused, role, state, lag, node_b_up in itertools.product(
+        ("pg-A", "pg-B", None),
+        (False, True),
+        ("sync_standby", "replica", None),
+        ("streaming", "stopped"),
+        (0, 40, None),
+        (True, False),
+    ):
+        view = _view(
+            leader=leader,
+            paused=paused,
+            b=_b(role=role, state=state, lag_bytes=lag),
+            node_b_up=node_b_up,
+        )
+        refused = precheck(view, "B") is not None
+        lagging = role == "sync_standby" and state == "streaming" and lag != 0
+        rest_fine = leader == "pg-A" and not paused and node_b_up
+        expected = refused and lagging and rest_fine
+        assert only_lag(view, "B") == expected, (leader, paused, role, state, lag, node_b_up)
