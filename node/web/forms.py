@@ -16,23 +16,14 @@ from typing import Any
 from aiohttp import web
 
 from node.problems import Problem
+from node.schemas import AMENDABLE
 from node.writes import CHANNEL_IDEMPOTENCY_KEY
 
 HK_OFFSET = "+08:00"
-# The 8 items of an e-ACI submission (and where they go), in the order of the form.
-CONSIGNMENT_FIELDS = (
-    "direction",
-    "lbcp",
-    "package_count",
-    "package_description",
-    "article_description",
-    "consignor_name",
-    "consignor_address",
-    "consignee_name",
-    "consignee_address",
-    "expected_at",
-)
-AMEND_FIELDS = CONSIGNMENT_FIELDS[2:]
+# The 8 items of an e-ACI submission (and where they go), in the order of the form; an
+# amendment may change what the API lets it change (node.schemas.AMENDABLE).
+CONSIGNMENT_FIELDS = ("direction", "lbcp", *AMENDABLE)
+AMEND_FIELDS = AMENDABLE
 IDEMPOTENCY_FIELD = "idem"
 
 

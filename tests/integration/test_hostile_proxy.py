@@ -63,9 +63,7 @@ def _tls(cluster: LocalCluster) -> Iterator[None]:
     TLS.clear()
 
 
-def raw_request(port: int, head: bytes, host: str = "127.0.0.1") -> Raw:
-    """Send `head` (a request without body) as is, over a fresh TLS connection, and read the
-    answer to its end (Connection: close): the client libraries refuse to send such headers."""
+def _exchange(port: int, head: bytes, host: str) -> bytes:
     with (
         socket.create_connection((host, port), timeout=10) as plain,
         TLS[0].wrap_socket(plain, server_hostname=host) as s,
@@ -74,7 +72,15 @@ def raw_request(port: int, head: bytes, host: str = "127.0.0.1") -> Raw:
         chunks = []
         while chunk := s.recv(65536):
             chunks.append(chunk)
-    data = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def raw_request(port: int, head: bytes, host: str = "127.0.0.1") -> Raw:
+    """Send `head` (a request without body) as is, over a fresh TLS connection, and read the
+    answer to its end (Connection: close): the client libraries refuse to send such headers.
+    A connection closed with no answer at all is tried once more: seen once in CI (1 of 10
+    requests, TLS, a loaded machine), cause not found; the note of stop 22 says so."""
+    data = _exchange(port, head, host) or _exchange(port, head, host)
     top, _, body = data.partition(b"\r\n\r\n")
     status_line, *lines = top.decode("latin-1").split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines)}
