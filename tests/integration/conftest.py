@@ -8,6 +8,7 @@ the audit log and simulating the passage of time (the app's clock cannot be set 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -75,3 +76,12 @@ async def standby_url(cluster: LocalCluster) -> str:
     leader = await leader_site(cluster.topo)
     other = next(s for s in cluster.topo.data_sites if s != leader)
     return cluster.topo.node_url(other).rstrip("/")
+
+
+@pytest.fixture(autouse=True)
+async def _tls_connections_close() -> AsyncIterator[None]:
+    """aiohttp's graceful shutdown: a closed session's TLS connections finish their TLS
+    shutdown on the event loop a moment later; give them that moment before the test's loop
+    ends (aiohttp's documentation, "Graceful Shutdown")."""
+    yield
+    await asyncio.sleep(0.25)
