@@ -12,11 +12,9 @@ from typing import Any
 
 import aiohttp
 
-from deploy import etcd_auth
+from deploy import control_tls, etcd_auth
 from deploy.state import DEFAULT_STATE_DIR, StateDir
 from deploy.topology import Topology
-
-OPERATOR_ROLE = "rocars-admin"
 
 
 def state_for(topo: Topology, state: StateDir | None = None) -> StateDir:
@@ -27,10 +25,10 @@ def state_for(topo: Topology, state: StateDir | None = None) -> StateDir:
 
 def session(topo: Topology, state: StateDir | None = None, **kwargs: Any) -> aiohttp.ClientSession:
     """An aiohttp session for `topo`'s links; `kwargs` go to aiohttp.ClientSession (timeout,
-    ...), `limit` to its connector. Before the system has a CA (nothing generated yet), a plain
-    session: its HTTPS calls then fail as unreachable, which is the truth."""
-    folder = state_for(topo, state)
+    ...), `limit` to its connector. The operator's context is deploy.control_tls's (built once
+    per certificate, rebuilt after a rotation; before the system has a CA, one that trusts no
+    server, so HTTPS calls fail as unreachable, which is the truth)."""
     limit = kwargs.pop("limit", 100)
-    ssl_ctx = folder.tls_client(OPERATOR_ROLE) if folder.ca_bundle.exists() else None
-    connector = aiohttp.TCPConnector(limit=limit, ssl=ssl_ctx if ssl_ctx is not None else True)
+    ssl_ctx = control_tls.context(state_for(topo, state))
+    connector = aiohttp.TCPConnector(limit=limit, ssl=ssl_ctx)
     return aiohttp.ClientSession(connector=connector, **kwargs)
