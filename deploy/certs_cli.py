@@ -1,8 +1,11 @@
 """`rocars certs`: the private CA and every certificate (deploy/pki.py says what and why).
 
-Only files in the state folder are touched: no process is contacted, so these commands work
-whether the system runs or not. After `rotate`, tell the components to reload as the rotation
-procedure in deploy/pki.py says.
+`issue` and `list` touch only files in the state folder. `rotate` then makes a running system
+use the new files (deploy/cert_reload.py: reloads where the component allows, one-at-a-time
+restarts where it does not), so a rotation is finished when the command returns; `--files-only`
+leaves that to a later `rocars certs reload`. Applying is the default because a rotation whose
+files are not loaded is a trap: the system runs on with the old certificates, and the next CA
+rotation step is safe only once every component has loaded the previous one.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import click
 from deploy.state import StateDir, default_state_dir
 
 if TYPE_CHECKING:
-    from deploy import pki
+    from deploy import cert_reload, pki
     from deploy.topology import Topology
 
 _STATE_DIR = click.option(
@@ -98,11 +101,50 @@ def issue_cmd(
     click.echo(f"trust:  {folder.bundle}")
 
 
+_FILES_ONLY = click.option(
+    "--files-only",
+    is_flag=True,
+    help="Only write the files; do not tell the running components (run 'reload' later).",
+)
+
+
+def _apply(state_dir: Path | None, topo: Topology, change: cert_reload.Change) -> None:
+    """Make the running system use the files, one line per component."""
+    from deploy import cert_reload
+
+    state = StateDir((state_dir or default_state_dir()).resolve())
+    if not cert_reload.running(topo, state):
+        click.echo("the system is not running: it uses the new files when it starts")
+        return
+    try:
+        cert_reload.apply_sync(topo, state, change, click.echo)
+    except cert_reload.ReloadError as exc:
+        raise CertsError(
+            f"{exc}\nThe new files are in place; the components listed above use them. Fix "
+            "the cause, then run 'rocars certs reload"
+            f"{' --trust' if change is cert_reload.Change.TRUST else ''}' to finish."
+        ) from exc
+
+
+@certs.command("reload")
+@click.option("--trust", is_flag=True, help="The CA bundle changed (after --ca/--drop-old-ca).")
+@_TOPOLOGY
+@_STATE_DIR
+def reload_cmd(trust: bool, topology: Path | None, state_dir: Path | None) -> None:
+    """Make every running component use the certificate files as they are now (what
+    'rotate' does after writing them); safe to rerun."""
+    from deploy import cert_reload
+
+    _, topo = _setup(state_dir, topology)
+    _apply(state_dir, topo, cert_reload.Change.TRUST if trust else cert_reload.Change.LEAVES)
+
+
 @certs.command("rotate")
 @click.option("--ca", "new_ca", is_flag=True, help="Make a new CA; old and new both trusted.")
 @click.option(
     "--drop-old-ca", is_flag=True, help="Trust only the current CA (the last rotation step)."
 )
+@_FILES_ONLY
 @_CA_CERT
 @_CA_KEY
 @_TOPOLOGY
@@ -110,14 +152,15 @@ def issue_cmd(
 def rotate_cmd(
     new_ca: bool,
     drop_old_ca: bool,
+    files_only: bool,
     ca_cert: Path | None,
     ca_key: Path | None,
     topology: Path | None,
     state_dir: Path | None,
 ) -> None:
     """Reissue every certificate with new keys from the current CA; with --ca, start a CA
-    rotation instead (see deploy/pki.py for the steps and which component reloads)."""
-    from deploy import pki
+    rotation instead (deploy/pki.py has the steps); then make the running system use them."""
+    from deploy import cert_reload, pki
 
     if new_ca and drop_old_ca:
         raise click.UsageError("--ca starts a CA rotation and --drop-old-ca ends one: pick one")
@@ -129,20 +172,29 @@ def rotate_cmd(
         if new_ca:
             pki.rotate_ca(folder, external=external, label=topo.name)
             click.echo(f"new CA in {folder.ca_cert}; {folder.bundle} trusts the new and old CAs")
-            click.echo(
-                "next: make every component load the bundle (reload, or restart etcd, Sentinel "
-                "and the nodes one at a time), then run 'rocars certs rotate', then "
+            nxt = (
+                f"give API clients the new {folder.bundle.name} (their trust must include the "
+                "new CA before any server presents it), then 'rocars certs rotate', then "
                 "'rocars certs rotate --drop-old-ca'"
             )
         elif drop_old_ca:
             pki.drop_old_ca(folder)
-            click.echo(f"{folder.bundle} trusts only {folder.ca_cert}; reload every component")
+            click.echo(f"{folder.bundle} trusts only {folder.ca_cert}")
+            nxt = ""
         else:
             names = pki.rotate_leaves(folder, pki.plan(topo))
             click.echo(f"reissued {len(names)} certificates: {', '.join(names)}")
-            click.echo("next: reload every component (deploy/pki.py says how)")
+            nxt = ""
     except pki.PkiError as exc:
         raise CertsError(str(exc)) from exc
+    change = cert_reload.Change.TRUST if new_ca or drop_old_ca else cert_reload.Change.LEAVES
+    if files_only:
+        trust = " --trust" if change is cert_reload.Change.TRUST else ""
+        click.echo(f"next: 'rocars certs reload{trust}' makes the running system use them")
+    else:
+        _apply(state_dir, topo, change)
+    if nxt:
+        click.echo(f"next: {nxt}")
 
 
 @certs.command("list")

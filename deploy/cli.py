@@ -12,7 +12,9 @@ from pathlib import Path
 
 import click
 
+from deploy.backup_cli import backup
 from deploy.certs_cli import certs
+from deploy.host_render_cli import deploy
 from deploy.state import StateDir, default_state_dir
 from deploy.topology import Topology
 from kernel import redact
@@ -109,15 +111,21 @@ def serve(site: str, state_dir: Path | None, config_path: Path | None, supervise
         return
     from aiohttp import web
 
+    from node import memory_tuning, tls_reload
     from node.app import create_app
     from node.config import load_node_config
 
+    memory_tuning.limit_arenas()  # before any thread starts
     state = _state(state_dir)
     _setup_node_logging(state, site)
     cfg = load_node_config(config_path or state.node_config(site))
     if cfg.site != site:
         raise click.UsageError(f"{config_path} is the configuration of site {cfg.site}, not {site}")
     app = create_app(cfg)
+    server_tls = None
+    if cfg.tls is not None:  # HTTPS, reloaded on SIGHUP (#12 item 1, node/tls_reload.py)
+        server_tls = tls_reload.server_context(cfg.tls)
+        app.on_startup.append(tls_reload.on_startup)
     # Everything imported and built so far lives as long as the process: out of the collector's
     # reach, a full collection (triggered by whichever request allocates) scans only what
     # requests made, instead of holding the interpreter lock for 70-100 ms (#10 item 2).
@@ -126,11 +134,20 @@ def serve(site: str, state_dir: Path | None, config_path: Path | None, supervise
         app,
         host=cfg.listen_host,
         port=cfg.listen_port,
-        ssl_context=None if cfg.tls is None else cfg.tls.server_context(),
+        ssl_context=server_tls,
         access_log=None,
         print=None,
         shutdown_timeout=5.0,
+        loop=_event_loop(cfg.event_loop),
     )
+
+
+def _event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 @cli.group()
@@ -446,6 +463,7 @@ def contingency_reconcile(topology: Path | None, state_dir: Path | None) -> None
             "kill-site",
             "isolate-site",
             "kill-redis-primary",
+            "restore",
         ]
     ),
 )
@@ -469,6 +487,12 @@ def drill(
 
     _setup_logging(logging.WARNING)
     state, topo = _system(state_dir, topology)
+    if scenario == "restore":  # #17 item 3: backup, writes, point-in-time restore, check
+        from deploy.drills import restore
+
+        report = asyncio.run(restore.run_drill(topo, state, progress=click.echo))
+        click.echo(report.text())
+        sys.exit(0 if report.passed else 1)
     scenarios.check_runnable(topo, scenario)
 
     async def go() -> list[DrillResult]:
@@ -529,7 +553,9 @@ def bench(
     click.echo(f"written: {path} and {path.with_suffix('.svg')}")
 
 
+cli.add_command(backup)
 cli.add_command(certs)
+cli.add_command(deploy)
 
 
 def main() -> None:

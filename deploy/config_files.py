@@ -176,6 +176,10 @@ def write_configs(topo: Topology, state: StateDir) -> list[str]:
             ),
             0o600,
         )
+    if topo.backups is not None:  # pgBackRest's files, before PostgreSQL archives (#17 item 3)
+        from deploy import backups
+
+        backups.write_files(topo, state)
     return reload
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from deploy import etcd_auth, redis_acl
+from deploy import backup_config, chaos_links, etcd_auth, redis_acl
 from deploy.pg_roles import (
     APP_DATABASE,
     APP_USER,
@@ -215,7 +215,8 @@ def patroni_config(
             "cacert": str(tls.ca),
         },
         "etcd3": {
-            "hosts": [f"{x.host}:{x.etcd.client_port}" for x in topo.sites.values()],
+            "hosts": [chaos_links.hostport(topo, "patroni-etcd", site, n) for n in topo.sites],
+            **chaos_links.patroni_etcd_options(topo),
             # #12 item 2: TLS with the client certificate etcd requires (client-cert-auth).
             "protocol": "https",
             "cacert": str(tls.ca),
@@ -266,7 +267,7 @@ def patroni_config(
         },
         "postgresql": {
             "listen": f"{s.host}:{s.postgres.port}",
-            "connect_address": f"{s.host}:{s.postgres.port}",
+            "connect_address": chaos_links.replication_address(topo, site),
             "data_dir": str(member_dir / "data"),
             "bin_dir": PG_BIN_DIR,
             "pgpass": str(member_dir / "pgpass"),
@@ -302,6 +303,8 @@ def patroni_config(
                 "ssl_key_file": str(tls.key),
                 "ssl_ca_file": str(tls.ca),
                 "ssl_min_protocol_version": "TLSv1.2",
+                # WAL archiving to the backup repository, when the topology has backups (#17).
+                **backup_config.archive_parameters(topo, member_dir),
             },
             "pg_hba": hba,
         },
@@ -354,11 +357,11 @@ def redis_config(
         "maxmemory 64mb",
         "maxmemory-policy allkeys-lru",
         *redis_acl.redis_acl_lines(passwords),
+        *chaos_links.redis_announce_lines(topo, site),
     ]
     if topo.sites[site].role != "primary":
-        p = topo.sites[topo.primary_site]
-        assert p.redis is not None
-        lines.append(f"replicaof {p.host} {p.redis.port}")
+        host, port = chaos_links.redis_address(topo, topo.primary_site)
+        lines.append(f"replicaof {host} {port}")
     return "\n".join(lines) + "\n"
 
 
@@ -369,8 +372,7 @@ def sentinel_config(
     other Sentinels with (#12 item 3, deploy.redis_acl); 0600, like Redis's. TLS only, to its
     clients, to Redis and to the other Sentinels (`redis_tls_lines`)."""
     s = topo.sites[site]
-    p = topo.sites[topo.primary_site]
-    assert p.redis is not None
+    primary_host, primary_port = chaos_links.redis_address(topo, topo.primary_site)
     return (
         "\n".join(
             [
@@ -381,7 +383,7 @@ def sentinel_config(
                 f"dir {data_dir}",
                 'logfile ""',
                 # Quorum 2 of the 3 sentinels, one per site, like etcd.
-                f"sentinel monitor {REDIS_MASTER_NAME} {p.host} {p.redis.port} 2",
+                f"sentinel monitor {REDIS_MASTER_NAME} {primary_host} {primary_port} 2",
                 f"sentinel down-after-milliseconds {REDIS_MASTER_NAME} 2000",
                 f"sentinel failover-timeout {REDIS_MASTER_NAME} 10000",
                 f"sentinel parallel-syncs {REDIS_MASTER_NAME} 1",
@@ -462,7 +464,8 @@ def haproxy_config(topo: Topology, tls: HaproxyTls, *, stats_password: str | Non
         s = topo.sites[name]
         assert s.node is not None
         # Health checks go the same way (HAProxy checks over the server's TLS settings).
-        servers.append(f"    server node-{name} {s.host}:{s.node.port} check {tls.to_node()}")
+        to = chaos_links.hostport(topo, "haproxy-node", topo.entry.site, name)
+        servers.append(f"    server node-{name} {to} check {tls.to_node()}")
     unavailable = (
         '{\\"type\\":\\"https://rocars.example/problems/not-writable\\",'
         '\\"title\\":\\"Service Unavailable\\",\\"status\\":503,\\"retry_after_ms\\":200,'
@@ -526,6 +529,10 @@ def haproxy_config(topo: Topology, tls: HaproxyTls, *, stats_password: str | Non
             "    option redispatch 1",
             "    option http-buffer-request",
             "    retry-on conn-failure empty-response 503",
+            # On a reload (`rocars certs rotate`) the old process keeps its idle client
+            # connections until their next request, which it answers with Connection: close,
+            # instead of closing them under a client that is sending one (#12 item 1).
+            "    option idle-close-on-response",
             "",
             # HAProxy's own 503 when a node was ready: the request waited `timeout queue` for
             # one of the active node's `maxconn` slots (overload), or no node is up at all.
@@ -602,12 +609,18 @@ def haproxy_config(topo: Topology, tls: HaproxyTls, *, stats_password: str | Non
             # With no node ready, answer every other request like a node would: problem+json,
             # Retry-After, and the manual-mode hint.
             "    acl no_active_node nbsrv(nodes) eq 0",
+            # ... except manual clearance itself (#15 item 4): the officers' contingency API
+            # and pages, and signing in to them, need no database (keys from the key cache,
+            # clearances to the journal), so with no node active any live node serves them.
+            "    acl manual_ops path_beg /v1/contingency /officer/contingency",
+            "    acl manual_ops path /signin /signout",
             '    http-request return status 503 content-type "application/problem+json" '
             f'hdr Retry-After 1 string "{unavailable}" '
-            "if no_active_node !public_read || no_active_node !METH_GET",
+            "if no_active_node !public_read !manual_ops || no_active_node !METH_GET !manual_ops",
             # Under overload the active node's queue serves manual clearance (I4) and the gates'
             # arrival decisions (a truck waits at the boundary) before anything else.
             "    http-request set-priority-class int(-1) if { path_beg /v1/contingency /v1/lbcp/ }",
+            "    use_backend any_live_node if no_active_node manual_ops",
             "    use_backend any_live_node if public_read METH_GET",
             "    default_backend nodes",
             "",
@@ -650,6 +663,10 @@ def haproxy_config(topo: Topology, tls: HaproxyTls, *, stats_password: str | Non
             *servers,
             "",
             "backend any_live_node",
+            # One client, one node while it lives: in manual clearance each node lists the
+            # clearances its own journal holds, so an officer's form and the page after it
+            # must come from the same node.
+            "    balance source",
             "    option httpchk GET /health/live",
             "    http-check expect status 200",
             "    default-server inter 500ms fastinter 250ms rise 1 fall 3",
@@ -721,6 +738,7 @@ def _phone_sections(topo: Topology, tls: HaproxyTls) -> list[str]:
 def node_config(topo: Topology, site: str, *, state_root: Path) -> dict[str, Any]:
     s = topo.sites[site]
     assert s.node is not None and s.postgres is not None and s.patroni is not None
+    db_host, db_port = chaos_links.address(topo, "node-postgres", site, site)
     return {
         "site": site,
         "cluster": topo.name,
@@ -731,8 +749,8 @@ def node_config(topo: Topology, site: str, *, state_root: Path) -> dict[str, Any
         # The node writes only through its own site's member (DESIGN.md section 2): a node
         # whose member is a replica cannot write, so the database fences the API tier.
         "database": {
-            "host": s.host,
-            "port": s.postgres.port,
+            "host": db_host,
+            "port": db_port,
             "dbname": APP_DATABASE,
             "user": APP_USER,
             # The password by libpq password file, never in this file (#12 item 4).
@@ -744,11 +762,15 @@ def node_config(topo: Topology, site: str, *, state_root: Path) -> dict[str, Any
         "patroni_auth_file": str(StateDir(state_root).secret_file("patroni-rest")),
         "patroni_member": member_name(site),
         "patroni_namespace": PATRONI_NAMESPACE,
-        "etcd_urls": topo.etcd_urls(),
+        "etcd_urls": [
+            f"https://{chaos_links.hostport(topo, 'node-etcd', site, n)}" for n in topo.sites
+        ],
         # The node's etcd user and its password's file, never the password (#12 item 3).
         "etcd_user": etcd_auth.NODE_USER,
         "etcd_password_file": str(StateDir(state_root).secret_file("etcd-node")),
-        "etcd_witness_url": topo.etcd_url(topo.witness_site),
+        "etcd_witness_url": (
+            f"https://{chaos_links.hostport(topo, 'node-etcd', site, topo.witness_site)}"
+        ),
         "redis_sentinels": [[x.host, x.sentinel.port] for x in topo.sites.values()],
         "redis_master_name": REDIS_MASTER_NAME,
         # The node's Redis and Sentinel user; its password by file, never here (#12 item 3).

@@ -344,6 +344,15 @@ def nodes() -> Dashboard:
                 ),
             ),
             graph(
+                "Web pages by page and status",
+                "reqps",
+                (
+                    sum_rate("site, page, status", f"rocars_web_requests_total{{{NODE}}}"),
+                    "{{site}} {{page}} {{status}}",
+                ),
+                description="The web channel's pages (#15), by route template.",
+            ),
+            graph(
                 "Latency p99 by route",
                 "s",
                 (

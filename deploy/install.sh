@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the local system needs, idempotently:
-#   - Debian packages (etcd, Redis + Sentinel, HAProxy, PostgreSQL 15, nftables) without letting
-#     their packaged services start on the default ports;
+#   - Debian packages (etcd, Redis + Sentinel, HAProxy, PostgreSQL 15, pgBackRest, nftables)
+#     without letting their packaged services start on the default ports;
 #   - the project's Python packages from requirements.lock into .venv (built from the system
 #     interpreter so the unprivileged PostgreSQL user could read it);
 #   - a separate Patroni virtualenv under /opt/rocars that the postgres user can always read,
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 LOCK=requirements.lock
-PKGS=(etcd-server etcd-client redis-server redis-sentinel haproxy postgresql-15 postgresql-client-15 nftables iproute2 python3-venv wrk prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter espeak-ng chromium)
+PKGS=(etcd-server etcd-client redis-server redis-sentinel haproxy postgresql-15 postgresql-client-15 pgbackrest nftables iproute2 python3-venv wrk prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter espeak-ng chromium)
 
 need=()
 for p in "${PKGS[@]}"; do

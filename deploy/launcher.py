@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from deploy import admin, etcd_auth, http_client, netns, processes, readiness
+from deploy import admin, chaos_proxies, etcd_auth, http_client, netns, processes, readiness
 from deploy.binaries import check_binaries
 from deploy.config_files import write_configs
 from deploy.database_bootstrap import bootstrap_database
@@ -73,7 +73,23 @@ def steps(topo: Topology, *, fresh: bool) -> list[Step]:
         if watchers
         else []
     )
+    # A chaos topology (#14 item 1): its proxies exist before anything dials them.
+    proxies = chaos_proxies.PROCESS
+    chaos = (
+        [
+            Step(
+                "the chaos proxies",
+                start=(proxies,),
+                ready=_toxiproxy,
+                logs=(proxies,),
+                then=_proxy,
+            )
+        ]
+        if topo.chaos_proxies
+        else []
+    )
     return [
+        *chaos,
         Step("etcd quorum", start=etcd, ready=_etcd_quorum, logs=etcd),
         # Before anything else uses etcd: its users, roles and authentication (#12 item 3).
         Step("etcd authentication", then=_etcd_auth),
@@ -133,7 +149,7 @@ async def up(topo: Topology, state: StateDir, progress: Progress, *, timeout: fl
         netns.enter_hub(topo)
     changed = write_configs(topo, state)
     etcd_auth.use_state(topo, state)
-    all_specs = specs(topo, state)
+    all_specs = specs(topo, state) | chaos_proxies.prepare(topo, state)
     for name in changed:
         if processes.reload(state, all_specs[name]):
             progress(f"reloaded {name} (its configuration changed)")
@@ -146,6 +162,16 @@ async def up(topo: Topology, state: StateDir, progress: Progress, *, timeout: fl
 
 
 # -- what the steps check and do --------------------------------------------------------------
+
+
+async def _toxiproxy(launch: Launch) -> bool:
+    return await asyncio.to_thread(chaos_proxies.api_ready, launch.topo)
+
+
+async def _proxy(launch: Launch) -> None:
+    made = await asyncio.to_thread(chaos_proxies.ensure_proxies, launch.topo)
+    if made:
+        launch.progress(f"created {len(made)} chaos proxies")
 
 
 async def _etcd_quorum(launch: Launch) -> bool:

@@ -28,7 +28,11 @@ both are staged first and replaced back to back, so the window in which a per-ha
 (etcd) can see a new key with the old certificate is two system calls wide; that handshake
 fails and the next one succeeds.
 
-Rotation (`rocars certs rotate`), no downtime where the component allows:
+Rotation (`rocars certs rotate`), no downtime where the component allows. Every step below
+is automatic on a running system: after writing the files, `rotate` (and `--ca`,
+`--drop-old-ca`) tells each component as listed here (deploy/cert_reload.py), waits for each
+(a listener presenting the new serial, a restarted member back in its quorum) and prints one
+line per component; `--files-only` leaves that to `rocars certs reload [--trust]`.
 
 1. Leaf certificates (`rocars certs rotate`): every leaf gets a new key and certificate from
    the current CA, whose trust is unchanged. Then tell each component:
@@ -46,20 +50,27 @@ Rotation (`rocars certs rotate`), no downtime where the component allows:
      "volatile" since 7.0.0, redis #10713; 7.0.0 alone skipped an unchanged path).
    - Redis Sentinel: cannot change TLS settings at runtime (redis #12028, #12691): restart each
      sentinel in turn (a quorum of the others stays).
-   - HAProxy: reload (master-worker mode: SIGUSR2 to the master or `reload` on its master CLI;
-     new workers read the new files, old ones finish their connections).
-   - API nodes: load their certificate at start; restart the standby node, then the active one
-     (HAProxy retries the other), unless the node reloads its SSL context on SIGHUP.
+   - HAProxy: reload. It runs without master-worker mode (`-db`), so a new process started
+     with `-sf <old>` binds beside the old one, which stops listening and finishes its
+     connections (in master-worker mode it would be SIGUSR2 to the master).
+   - API nodes: SIGHUP (to the node, not its supervisor) reloads the HTTPS server's context
+     and the client contexts of its etcd/Patroni/peer links in place (node/tls_reload.py);
+     PostgreSQL (libpq) and Redis connections read their files per connection anyway.
+   - Prometheus, Alertmanager and the exporters: nothing; they read their files per
+     connection (the Redis exporter is restarted after a CA change).
 2. The CA (`rocars certs rotate --ca`), in three steps so that at every moment each side trusts
    what the other presents:
    a. `rotate --ca` makes a new CA and writes ca-bundle.pem = new + old. Leaves are untouched
       (still signed by the old CA, still trusted). Make every component load the bundle:
-      reloads as in 1 for PostgreSQL, Redis and HAProxy; a rolling restart for etcd (one
-      member at a time; quorum holds), Sentinel and the nodes. Patroni rebuilds its listener
+      reloads as in 1 for PostgreSQL, Redis, HAProxy and the nodes; a rolling restart for
+      etcd (one member at a time, the raft leader last; quorum holds) and Sentinel. A node's
+      context learns the new CA but cannot forget the old one: after c, its links still
+      accept the old CA until it restarts. Patroni rebuilds its listener
       (and so its trust) only when its certificate changes, which step b does; until then no
       one presents a certificate from the new CA.
    b. `rotate`: reissue every leaf from the new CA; reload as in 1. Old and new leaves are both
-      trusted through the bundle, in whatever order components reload.
+      trusted through the bundle, in whatever order components reload, except by Patroni's
+      REST API, which takes the new CA now: Patroni reloads first.
    c. `rotate --drop-old-ca`: ca-bundle.pem = the new CA only; reload/restart as in a.
    A production CA is rotated the same way with `--ca --ca-cert NEW --ca-key NEW`.
 """

@@ -5,6 +5,7 @@ monitoring `prometheus`, `alertmanager`, `redis-exporter`, `postgres-exporter-A`
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 
 from deploy import config_files, configgen, monitoring_config, pg_roles, redis_acl
 from deploy.binaries import patroni_bin
@@ -15,10 +16,34 @@ from deploy.topology import Topology
 # Redis and Sentinel write their configuration file anew (CONFIG REWRITE; Sentinel after every
 # failover) with mode 0644 & ~umask, and it holds passwords (#12 item 3): keep it 0600.
 REWRITES_SECRETS = 0o077
+# Go's collector lets the heap grow to twice what is live (GOGC=100). For the Go programs here
+# (etcd, Prometheus, Alertmanager, the exporters) the live heap is a few tens of MiB, so half
+# that headroom saves about a third of each one's memory for a little more collection (#11
+# target 5: the idle system within 500 MiB PSS).
+GO_HEAP = {"GOGC": "50"}
 
 
-def specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
-    user = DbUser.current()
+@dataclass(frozen=True)
+class Programs:
+    """What the command lines name besides the state folder's files: the Python the nodes run
+    under, Patroni's program, and the user PostgreSQL and Patroni run as (None on a production
+    host, where the service manager sets it: deploy.host_render)."""
+
+    python: str
+    patroni: str
+    db_user: DbUser | None
+
+    @classmethod
+    def local(cls) -> Programs:
+        """This machine's: the running interpreter, Patroni from the install step's venv."""
+        return cls(sys.executable, patroni_bin(), DbUser.current())
+
+
+def specs(
+    topo: Topology, state: StateDir, programs: Programs | None = None
+) -> dict[str, ProcessSpec]:
+    prog = programs or Programs.local()
+    user = prog.db_user
     out: dict[str, ProcessSpec] = {}
     for name, site in topo.sites.items():
         cfg = str(state.config / f"etcd-{name}.yaml")
@@ -28,10 +53,7 @@ def specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
             netns=topo.netns(name),
             argv=("etcd", "--config-file", cfg),
             marker=cfg,
-            # Go's collector lets the heap grow to twice what is live (GOGC=100); etcd's live
-            # heap is a few tens of MiB of mostly raft log, so half that headroom saves about a
-            # third of each member's memory for a little more collection (#11 target 5).
-            env={"GOGC": "50"},
+            env=GO_HEAP,
             ports=(
                 ("etcd client", site.host, site.etcd.client_port),
                 ("etcd peer", site.host, site.etcd.peer_port),
@@ -46,7 +68,7 @@ def specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
             name=f"patroni-{name}",
             site=name,
             netns=topo.netns(name),
-            argv=(patroni_bin(), cfg),
+            argv=(prog.patroni, cfg),
             marker=cfg,
             ports=(
                 ("Patroni REST", site.host, site.patroni.port),
@@ -88,10 +110,10 @@ def specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
             netns=topo.netns(name),
             # The supervisor's own entry point, not `rocars serve --supervise`: it stays small.
             argv=(
-                sys.executable,
+                prog.python,
                 "-m",
                 "node.supervise",
-                sys.executable,
+                prog.python,
                 "-m",
                 "deploy",
                 "serve",
@@ -158,6 +180,7 @@ def monitoring_specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
             f"--web.console.libraries={monitoring_config.CONSOLE_LIBRARIES}",
         ),
         marker=prom_cfg,
+        env=GO_HEAP,
         ports=(("Prometheus", w.host, w.prometheus.port),),
     )
     am_cfg = str(state.config / "alertmanager.yml")
@@ -175,6 +198,7 @@ def monitoring_specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
             "--cluster.listen-address=",
         ),
         marker=am_cfg,
+        env=GO_HEAP,
         ports=(("Alertmanager", w.host, w.alertmanager.port),),
     )
     listen = f"{w.host}:{w.redis_exporter.port}"
@@ -202,6 +226,7 @@ def monitoring_specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
             "-tls-server-min-version=TLS1.2",
         ),
         marker=f"-web.listen-address={listen}",
+        env=GO_HEAP,
         ports=(("Redis exporter", w.host, w.redis_exporter.port),),
     )
     for name in topo.data_sites:
@@ -222,6 +247,7 @@ def monitoring_specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
             ports=(("PostgreSQL exporter", site.host, site.postgres_exporter.port),),
             # The password by file, never in argv or the environment (#12 item 4).
             env={
+                **GO_HEAP,
                 "DATA_SOURCE_URI": f"{site.host}:{site.postgres.port}/postgres"
                 f"?sslmode=verify-full&sslrootcert={state.ca_bundle}",
                 "DATA_SOURCE_USER": pg_roles.MONITOR_USER,

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from kernel.errors import ConfigError
 from node.config import DEFAULT_MAX_IN_FLIGHT
@@ -197,12 +205,61 @@ class Namespaces(_Strict):
         return f"{self.prefix}-{site.lower()}"
 
 
+class Chaos(_Strict):
+    """#14 item 1: with `proxies`, every link the chaos suite breaks (node -> PostgreSQL, Redis
+    and etcd; Patroni -> etcd; standby -> primary replication; HAProxy -> node) goes through a
+    Toxiproxy proxy (deploy/chaos_links.py plans them). The Toxiproxy API listens on
+    `toxiproxy_port` and the proxies on the `CHAOS_PROXY_PORTS` ports after it, on loopback:
+    a test topology only, never production."""
+
+    proxies: bool = False
+    toxiproxy_port: int = Field(ge=1, le=65535 - 32)
+
+
+CHAOS_PROXY_PORTS = 32  # ports reserved after chaos.toxiproxy_port for the proxies
+
+
+class Backups(_Strict):
+    """#17 item 3: pgBackRest backups (deploy/backup_config.py generates its files). With this
+    section, PostgreSQL archives WAL through pgBackRest from whichever member is primary into
+    the repository on the witness site (outside both database hosts); without it (the local
+    default) nothing is archived. `full_schedule`/`incr_schedule` are systemd OnCalendar
+    expressions for `rocars backup run --type full|incr`."""
+
+    archive: bool = True
+    # The repository on the witness host; None: the witness's folder in the runtime folder.
+    repo_path: str | None = Field(default=None, pattern=r"^/")
+    retention_full: int = Field(default=2, ge=1, le=99)
+    # A WAL switch at least this often, so a quiet system's last writes reach the repository.
+    archive_timeout_s: int = Field(default=60, ge=0, le=3600)
+    full_schedule: str = "Sun *-*-* 01:00:00"
+    incr_schedule: str = "Mon..Sat *-*-* 01:00:00"
+
+
 class Topology(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")
     patroni: PatroniTiming = PatroniTiming()
     entry: Entry
     sites: dict[str, Site]
     namespaces: Namespaces | None = None
+    chaos: Chaos | None = None
+    backups: Backups | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_chaos(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A topology without chaos dumps as it did before the option existed (its state copy,
+        # whose hash decides whether Redis's files are regenerated, stays the same).
+        data: dict[str, Any] = handler(self)
+        if self.chaos is None:
+            data.pop("chaos", None)
+        if self.backups is None:  # likewise (#17 item 3)
+            data.pop("backups", None)
+        return data
+
+    @property
+    def chaos_proxies(self) -> bool:
+        """Whether the links run through Toxiproxy proxies (#14 item 1)."""
+        return self.chaos is not None and self.chaos.proxies
 
     @model_validator(mode="after")
     def _shape(self) -> Topology:
@@ -216,6 +273,10 @@ class Topology(_Strict):
             raise ValueError(f"entry.site {self.entry.site!r} is not a site")
         if self.namespaces is not None:
             self._check_namespace_addresses(self.namespaces)
+        if self.chaos_proxies and (
+            self.namespaces is not None or any(s.host != "127.0.0.1" for s in self.sites.values())
+        ):
+            raise ValueError("chaos proxies need every site on 127.0.0.1 and no namespaces")
         exporters = [self.sites[n].postgres_exporter is not None for n in self.data_sites]
         if exporters != [self.monitored] * len(exporters):
             raise ValueError(
@@ -293,6 +354,10 @@ class Topology(_Strict):
                 p = getattr(site, svc)
                 if p is not None:
                     yield f"sites.{name}.{svc}.port", site.host, p.port
+        if self.chaos is not None and self.chaos.proxies:
+            first = self.chaos.toxiproxy_port
+            for i in range(CHAOS_PROXY_PORTS + 1):
+                yield f"chaos.toxiproxy_port+{i}", "127.0.0.1", first + i
 
     @property
     def data_sites(self) -> list[str]:

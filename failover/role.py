@@ -4,6 +4,8 @@
 `role_interval_s` from the local Patroni member (short timeout, so a frozen Patroni reads as
 "unknown", never as a hang) and a linearizable read of the leader key in etcd (so a minority
 etcd member cannot name a stale leader). Both must agree before a node calls itself active.
+When the local Patroni is silent but the key is this member's, it asks the member's own
+PostgreSQL whether it is the primary (`pg_primary`, short timeout), as the rule allows.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from failover.role_rule import Role, RoleDecision, RoleFacts, decide_role
 from kernel.errors import ComponentUnavailable
@@ -33,6 +35,7 @@ class RoleWatcher:
         interval_s: float,
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[RoleDecision, RoleDecision | None], None] | None = None,
+        pg_primary: Callable[[], Awaitable[bool | None]] | None = None,
     ) -> None:
         self._patroni = patroni
         self._patroni_url = patroni_url
@@ -42,6 +45,7 @@ class RoleWatcher:
         self._interval = interval_s
         self._clock = clock
         self._on_change = on_change
+        self._pg_primary = pg_primary
         self.decision = RoleDecision("standby", "starting: role not yet observed")
         self.facts: RoleFacts | None = None
         self._leader_seen: str | None = "not yet observed"
@@ -71,7 +75,10 @@ class RoleWatcher:
                 return None, False
 
         (role, state, paused), (holder, known) = await asyncio.gather(local(), leader())
-        return RoleFacts(self._my_member, role, state, holder, known, paused)
+        pg_primary = None
+        if role is None and known and holder == self._my_member and self._pg_primary:
+            pg_primary = await self._pg_primary()
+        return RoleFacts(self._my_member, role, state, holder, known, paused, pg_primary)
 
     async def cycle(self) -> RoleDecision:
         facts = await self.observe()

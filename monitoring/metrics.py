@@ -21,6 +21,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily
 from monitoring.outcomes import OUTCOMES, Outcome
 from monitoring.pool_stats import PoolCollector
 from monitoring.snapshots import SnapshotCollector
+from monitoring.write_history import WriteHistory
 
 # kernel.domain.gate.GateDecision's decisions.
 ARRIVAL_DECISIONS: Final = ("release", "inspect", "hold", "manual")
@@ -153,6 +154,8 @@ class NodeMetrics:
 
         self._domain_metrics()
         self._state_metrics()
+        # The last hour of write answers, for the SRE page (#15 item 6); not exported.
+        self.write_history = WriteHistory()
 
     def _domain_metrics(self) -> None:
         """What the users' requests came to (#13 item 2), by outcome (monitoring.outcomes).
@@ -212,6 +215,13 @@ class NodeMetrics:
             registry=r,
         )
         self.phone_calls = {o: calls.labels(outcome=o) for o in PHONE_CALL_OUTCOMES}
+        # The web channel's pages (node.web.page_metrics): by route template, never the path.
+        self.web_requests = Counter(
+            "rocars_web_requests",
+            "Web pages answered, by page (route template) and HTTP status",
+            ["page", "status"],
+            registry=r,
+        )
 
     def _state_metrics(self) -> None:
         r = self.registry

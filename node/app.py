@@ -27,7 +27,7 @@ from failover.role_rule import RoleDecision
 from kernel.errors import RedisUnavailable
 from monitoring import logs
 from monitoring.metrics import NodeMetrics
-from node import appkeys, background
+from node import appkeys, background, tls_reload
 from node.admission import admission_middleware
 from node.api import (
     bundles,
@@ -45,6 +45,7 @@ from node.api import (
 from node.config import NodeConfig
 from node.control_access import ControlAccess, control_access_middleware
 from node.deps import NodeDeps
+from node.pg_probe import PrimaryProbe
 from node.phone.agi_server import phone_ctx
 from node.problems import PROBLEM_JSON, problem_middleware
 from node.redis_client import RedisClient
@@ -71,7 +72,7 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         session = deps.http
         # One client context for etcd, Patroni and the peers: TLS checked against the
         # system's CA, with the node's client certificate (#12 item 2).
-        client_tls = None if cfg.tls is None else cfg.tls.client_context()
+        client_tls = None if cfg.tls is None else tls_reload.client_context(cfg.tls)
         if session is None:
             connector = None if client_tls is None else aiohttp.TCPConnector(ssl=client_tls)
             session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
@@ -81,7 +82,7 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
             creds = None  # #12 item 3: the node's own etcd user, its password read from a file
             if cfg.etcd_user is not None and cfg.etcd_password_file is not None:
                 creds = EtcdCredentials.from_file(cfg.etcd_user, cfg.etcd_password_file)
-            etcd_tls = None if cfg.tls is None else cfg.tls.etcd_context()
+            etcd_tls = None if cfg.tls is None else tls_reload.etcd_context(cfg.tls)
             etcd = EtcdGateway(session, cfg.etcd_urls, credentials=creds, ssl=etcd_tls)
         app[appkeys.ETCD] = etcd
         if patroni is None:
@@ -142,6 +143,7 @@ async def _role_ctx(app: web.Application) -> AsyncIterator[None]:
         metrics_.set_role(cfg.site, new.role)
         metrics_.role_changes.inc()
 
+    probe = PrimaryProbe(cfg, timeout_s=max(0.5, cfg.role_interval_s))
     watcher = RoleWatcher(
         patroni=app[appkeys.PATRONI],
         patroni_url=cfg.patroni_url,
@@ -150,6 +152,7 @@ async def _role_ctx(app: web.Application) -> AsyncIterator[None]:
         my_member=cfg.patroni_member,
         interval_s=cfg.role_interval_s,
         on_change=changed,
+        pg_primary=probe,
     )
     app[appkeys.ROLE] = watcher
     metrics_.set_role(cfg.site, watcher.role)
@@ -159,6 +162,7 @@ async def _role_ctx(app: web.Application) -> AsyncIterator[None]:
         tasks.extend(_failover_tasks(app, watcher))
     yield
     await _stop(tasks)
+    await probe.close()
 
 
 def _failover_tasks(app: web.Application, watcher: RoleWatcher) -> list[asyncio.Task[None]]:

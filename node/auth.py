@@ -126,15 +126,14 @@ def _database_presumed_down(request: web.Request) -> bool:
 async def _from_key_cache(request: web.Request, key: str) -> Account:
     # Database down: the node's on-disk cache of key hashes. A key it cannot verify is
     # refused, never waved through, and not remembered as a miss (see the module's text).
+    # Refused as unavailable (503, retry), not as invalid (401): the key may well be good,
+    # and a client that took a 401 for an answer would give up on a write that an earlier,
+    # unanswered attempt may have stored (#14: the history checker found one).
     cached = await asyncio.to_thread(request.app[appkeys.KEYCACHE].verify, key)
     if cached is None:
-        raise Problem(
-            401,
-            "Unauthorized",
-            "the database is unreachable and this key is not in the node's key"
-            " cache, so it cannot be verified",
-            errors=[{"field": "Authorization", "message": "cannot verify key"}],
-            headers={"WWW-Authenticate": _REALM},
+        raise DatabaseUnavailable(
+            "the database is unreachable and this key is not in the node's key cache, so it"
+            " cannot be verified now"
         )
     return Account(int(cached.account_id), cached.role, cached.name, cached.status)
 

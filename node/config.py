@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -143,6 +144,10 @@ class NodeConfig(BaseModel):
     # Requests per second per account (sliding window, counted in Redis); 0 switches it off.
     # Generous on purpose: it stops a runaway client, never normal traffic or the drills.
     rate_limit_per_s: int = Field(default=1000, ge=0)
+    # uvloop's event loop (libuv, its own TLS transport) costs the node less CPU per request
+    # than asyncio's (#11, measured by `make bench`); "asyncio" is the fallback should uvloop
+    # misbehave with a driver.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     peers: dict[str, str] = {}
     # HTTPS and TLS clients (#12 item 2); None: plain HTTP (in-process tests only: the
     # generated configuration always has it).

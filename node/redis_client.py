@@ -47,6 +47,7 @@ from kernel import tls
 from kernel.errors import RedisUnavailable
 from node import ratelimit
 from node.config import RedisAuthSettings, RedisTlsSettings
+from node.rate_counts import CountBatcher, CountGroup
 
 log = logging.getLogger("rocars.redis")
 T = TypeVar("T")
@@ -72,10 +73,17 @@ class RedisView:
 # three commands: five commands to pack and five replies to parse per request, 12% of the
 # node's CPU in a submission profile, #11.)
 # redis-py sends EVALSHA and loads the script on NOSCRIPT (a new primary after a failover).
+# Several counters in one call (node.rate_counts): KEYS are (current, previous) pairs, ARGV
+# the counters' time to live then one cost per pair; the answer is (current, previous) pairs.
 _COUNT_LUA = """
-local current = redis.call('INCRBY', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return {current, tonumber(redis.call('GET', KEYS[2]) or '0')}
+local out = {}
+for i = 1, #KEYS, 2 do
+  local current = redis.call('INCRBY', KEYS[i], ARGV[(i + 1) / 2 + 1])
+  redis.call('PEXPIRE', KEYS[i], ARGV[1])
+  out[#out + 1] = current
+  out[#out + 1] = tonumber(redis.call('GET', KEYS[i + 1]) or '0')
+end
+return out
 """
 
 # What the node's Redis user may do (#12 item 3), and nothing more: the script above by its
@@ -207,6 +215,7 @@ class RedisClient:
             ]
         self._client: Redis = self._sentinel.master_for(master_name)
         self._count = self._client.register_script(_COUNT_LUA)
+        self._counts = CountBatcher(self._count_many, deadline_s=2 * self.timeout_s)
         self.errors_total = 0
         self.ok: bool | None = None
         self.last_error: str | None = None
@@ -301,13 +310,9 @@ class RedisClient:
         w = ratelimit.window_at(now)
         current_key = ratelimit.counter_key(account_id, w.index)
         previous_key = ratelimit.counter_key(account_id, w.index - 1)
-        ttl_ms = ratelimit.counter_ttl_ms()
 
         async def op() -> tuple[int, int]:
-            current, previous = await self._count(
-                keys=[current_key, previous_key], args=[cost, ttl_ms]
-            )
-            return int(current), int(previous)
+            return await self._counts.count(current_key, previous_key, cost)
 
         current, previous = await self._guarded(
             "rate-limit count", op, deadline_s=2 * self.timeout_s, skip=True
@@ -315,6 +320,12 @@ class RedisClient:
         return ratelimit.decide(
             limit=limit, current=current, previous=previous, fraction=w.fraction, cost=paid + cost
         )
+
+    async def _count_many(self, groups: Sequence[CountGroup]) -> list[tuple[int, int]]:
+        keys = [key for g in groups for key in (g.current_key, g.previous_key)]
+        args = [ratelimit.counter_ttl_ms(), *(g.cost for g in groups)]
+        flat = await self._count(keys=keys, args=args)
+        return [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     async def probe(self) -> None:
         """Ask Sentinel for the primary (dropping idle connections to an old one), then prove it

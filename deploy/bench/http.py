@@ -71,6 +71,7 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 
 
 _Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+WARM_AT_ONCE = 32
 
 
 class Pool:
@@ -88,31 +89,59 @@ class Pool:
     ) -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self.ssl_context = ssl_context
+        self.size = size
         self._idle: list[_Conn] = []
         self._slots = asyncio.Semaphore(size)
 
+    async def _open(self) -> _Conn:
+        return await asyncio.open_connection(self.host, self.port, ssl=self.ssl_context)
+
+    async def warm(self, count: int) -> None:
+        """Open `count` connections ahead of the load, `WARM_AT_ONCE` at a time: a TLS handshake
+        per new connection in the middle of the run would measure the generator, not the
+        system (and HAProxy spends its CPU on handshakes instead of requests)."""
+        count = min(count, self.size) - len(self._idle)
+        while count > 0:
+            batch = min(count, WARM_AT_ONCE)
+            async with asyncio.timeout(self.timeout):
+                opened = await asyncio.gather(*(self._open() for _ in range(batch)))
+            self._idle.extend(opened)
+            count -= batch
+
     async def request(self, raw: bytes) -> Answer:
         """Send `raw` and read the answer; raises OSError, TimeoutError, HttpError or
-        asyncio.IncompleteReadError when no answer came."""
+        asyncio.IncompleteReadError when no answer came. A kept-alive connection that the
+        server had closed while idle (no byte of an answer) is replaced once, as HTTP clients
+        do; the bench's requests carry Idempotency-Keys, so a resend is safe."""
         async with self._slots:
             conn = self._idle.pop() if self._idle else None
             try:
                 async with asyncio.timeout(self.timeout):
-                    if conn is None:
-                        conn = await asyncio.open_connection(
-                            self.host, self.port, ssl=self.ssl_context
-                        )
-                    conn[1].write(raw)
-                    answer = await read_answer(conn[0])
+                    if conn is not None:
+                        try:
+                            return self._keep(conn, await self._exchange(conn, raw))
+                        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                            if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                                raise
+                            conn[1].close()
+                    conn = await self._open()
+                    return self._keep(conn, await self._exchange(conn, raw))
             except BaseException:
                 if conn is not None:
                     conn[1].close()
                 raise
-            if answer.keep_alive:
-                self._idle.append(conn)
-            else:
-                conn[1].close()
-            return answer
+
+    @staticmethod
+    async def _exchange(conn: _Conn, raw: bytes) -> Answer:
+        conn[1].write(raw)
+        return await read_answer(conn[0])
+
+    def _keep(self, conn: _Conn, answer: Answer) -> Answer:
+        if answer.keep_alive:
+            self._idle.append(conn)
+        else:
+            conn[1].close()
+        return answer
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []

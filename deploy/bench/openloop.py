@@ -11,6 +11,7 @@ bottleneck.
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing
 import resource
 import time
@@ -30,6 +31,9 @@ ARRIVAL = "arrival"
 POOL_SIZE = 400
 REQUEST_TIMEOUT_S = 30.0
 START_DELAY_S = 0.5
+# Warm-up (see warm_count): a request's time in flight when the system keeps up, generously.
+WARM_LATENCY_S = 0.25
+MIN_WARM = 16
 
 
 @dataclass(frozen=True)
@@ -73,12 +77,21 @@ class WorkerResult:
     cpu_s: float  # user + system CPU of the process over the run
 
 
-async def _run_share(target: Target, shots: list[Shot], start: float) -> list[Outcome]:
+def warm_count(shots: list[Shot]) -> int:
+    """Connections to open before the run: the busiest second's requests in flight for
+    WARM_LATENCY_S each (Little's law), at least a few, at most the pool."""
+    per_second: dict[int, int] = {}
+    for shot in shots:
+        per_second[int(shot.at)] = per_second.get(int(shot.at), 0) + 1
+    busiest = max(per_second.values(), default=0)
+    return max(MIN_WARM, min(POOL_SIZE, math.ceil(busiest * WARM_LATENCY_S)))
+
+
+async def _run_share(target: Target, shots: list[Shot], conn: Connection) -> list[Outcome]:
     url = urlsplit(target.api)
     assert url.hostname is not None and url.port is not None
     host = f"{url.hostname}:{url.port}"
-    # Built in the worker process (a context does not pickle); one per process, so TLS
-    # sessions are resumed across its connections.
+    # Built in the worker process (a context does not pickle).
     ctx = None if target.ca is None else tls.client_context(Path(target.ca))
     pool = http.Pool(url.hostname, url.port, POOL_SIZE, timeout=REQUEST_TIMEOUT_S, ssl_context=ctx)
 
@@ -90,6 +103,9 @@ async def _run_share(target: Target, shots: list[Shot], start: float) -> list[Ou
         return answer.status, answer.retry_after
 
     try:
+        await pool.warm(warm_count(shots))
+        conn.send("ready")
+        start = await asyncio.get_running_loop().run_in_executor(None, conn.recv)
         return await keep_schedule(
             shots, send, clock=time.monotonic, sleep=asyncio.sleep, start=start
         )
@@ -104,10 +120,8 @@ def _cpu() -> float:
 
 def _worker(conn: Connection, target: Target, phases: list[Phase], index: int, n: int) -> None:
     shots = share_of(build_schedule(phases), index, n)
-    conn.send("ready")
-    start = conn.recv()
     cpu0 = _cpu()
-    outcomes = asyncio.run(_run_share(target, shots, start))
+    outcomes = asyncio.run(_run_share(target, shots, conn))
     conn.send(WorkerResult(outcomes, _cpu() - cpu0))
     conn.close()
 

@@ -31,6 +31,7 @@ from deploy.state import StateDir
 from deploy.topology import Topology
 from kernel.errors import ComponentUnavailable
 from kernel.names import leader_key
+from monitoring.drill_results import build_timeline
 from node.client import ApiError, ClientError, RocarsClient
 
 log = logging.getLogger("rocars.drill")
@@ -71,6 +72,8 @@ class DrillResult:
     missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     checks_failed: list[str] = field(default_factory=list)  # scenario-specific checks
+    # monitoring.drill_results.DrillTimeline as a dict: published for the SRE page's chart.
+    timeline: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -243,7 +246,12 @@ class Drill:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
             self.result.client_errors = sum(len(r.errors) for r in client.attempts)
+            calls = [
+                (c.started - self.t0, (c.ended or c.started) - self.t0, bool(c.errors))
+                for c in client.attempts
+            ]
         self._rto()
+        self._timeline(calls)
         await self._verify(api_key)
         return self.result
 
@@ -269,6 +277,20 @@ class Drill:
         r.recovered_at = round(end, 3)
         self.result.events.append(Event(r.recovered_at, "first successful write after the outage"))
         self.result.events.sort(key=lambda e: e.t)
+
+    def _timeline(self, calls: list[tuple[float, float, bool]]) -> None:
+        r = self.result
+        gap = None
+        if r.rto_s is not None and r.recovered_at is not None:
+            gap = (max(0.0, r.recovered_at - r.rto_s), r.recovered_at)
+        r.timeline = build_timeline(
+            [a.acked_at for a in self.acks],
+            calls,
+            end_s=max([self.now(), *(a.acked_at for a in self.acks), *(c[1] for c in calls)]),
+            fault_s=r.fault_at,
+            gap=gap,
+            events=[(e.t, e.what) for e in r.events],
+        ).model_dump()
 
     async def _verify(self, api_key: str) -> None:
         r = self.result

@@ -1,4 +1,5 @@
-"""A drill's result, published for the nodes' /metrics (rocars_drill_*{scenario}): merged into
+"""A drill's result, published for the nodes' /metrics (rocars_drill_*{scenario}) and the SRE
+page's chart (its compact timeline: writes per second, the fault, the write gap): merged into
 the etcd key kernel.names.DRILL_RESULTS_KEY (format: monitoring.drill_results) by
 compare-and-swap, so two drills finishing at once both land. Drills run from the operator's
 command line, not in a node, and etcd is what every site already reads. A failure to publish
@@ -14,7 +15,7 @@ from deploy.drills.drill import DrillResult
 from deploy.topology import Topology
 from kernel.errors import EtcdUnavailable
 from kernel.names import DRILL_RESULTS_KEY
-from monitoring.drill_results import DrillRecord, with_result
+from monitoring.drill_results import DrillRecord, DrillTimeline, with_result
 from replication.etcd_gateway import EtcdGateway
 
 log = logging.getLogger("rocars.drill")
@@ -28,6 +29,7 @@ def record_of(result: DrillResult, finished_at: float) -> DrillRecord:
         passed=result.passed,
         finished_at=finished_at,
         direction=result.direction,
+        timeline=None if result.timeline is None else DrillTimeline.model_validate(result.timeline),
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -26,7 +27,7 @@ from kernel.domain.ccrn import SYSTEM_RANDBELOW, RandBelow, ccrn_draws, validate
 from kernel.domain.lbcp import DEFAULT_LBCPS
 from kernel.errors import RocarsError
 from monitoring.metrics import NodeMetrics
-from node import appkeys, batch_body
+from node import appkeys, batch_body, memory_tuning
 from node.account import Account
 from node.api import common
 from node.api.bundles import refresh_bundle_of
@@ -42,6 +43,8 @@ from node.writes import Conn, NewRecord, Written, run_grouped, run_write
 T = TypeVar("T")
 MAX_BATCH = batch_body.MAX_ITEMS
 MAX_BATCH_BODY = 10 * 1024 * 1024
+# Batches from this size on hand their freed memory back after the write (node.memory_tuning).
+TRIM_AFTER_BYTES = 1024 * 1024
 MAX_ITEM_ERRORS = 5  # listed per rejected batch item
 # Batches a node reads and parses at once (as many as batch_body's worker threads), and how long
 # one more waits for a slot before it is told to come back: bounds the memory hostile batches
@@ -428,7 +431,8 @@ async def write_batch(
     await enforce_rate_limit(request, account, cost=len(items))
     at = common.now(request)
     lead = min_lead(request, at)
-    checked = await batch_body.run_off_loop(lambda: [_checked(item, at, lead) for item in items])
+    checked = await batch_body.run_off_loop(functools.partial(_check_all, items, at, lead))
+    del items  # `checked` holds what is written: the parsed dicts need not wait for the write
 
     cache = rules_cache(request.app[appkeys.POOL])
     valid = [c for c in checked if isinstance(c, ConsignmentIn)]
@@ -462,12 +466,24 @@ async def write_batch(
         written = True
         return 200, {"accepted": accepted, "rejected": len(checked) - accepted, "results": results}
 
-    response = await run_write(request, account, body, write)
+    n_accepted, n_rejected = len(valid), len(checked) - len(valid)
+    try:
+        response = await run_write(request, account, body, write)
+    finally:
+        if len(body) >= TRIM_AFTER_BYTES:  # its parse is garbage now: hand it back
+            del checked, valid
+            await batch_body.run_off_loop(memory_tuning.trim)
     if written:  # and committed, or run_write would have raised
         metrics = request.app[appkeys.METRICS]
-        metrics.batch_items_accepted.inc(len(valid))
-        metrics.batch_items_rejected.inc(len(checked) - len(valid))
+        metrics.batch_items_accepted.inc(n_accepted)
+        metrics.batch_items_rejected.inc(n_rejected)
     return response
+
+
+def _check_all(
+    items: list[Any], now: datetime, lead: timedelta
+) -> list[ConsignmentIn | tuple[tuple[str, str], ...]]:
+    return [_checked(item, now, lead) for item in items]
 
 
 def _checked(

@@ -209,6 +209,11 @@ async def _audit_and_propagate(
 async def activate(request: web.Request) -> web.Response:
     account = await require(request, "officer")
     _, body = await read_model(request, ActivateIn)
+    return web.json_response(await activate_as(request, account, body))
+
+
+async def activate_as(request: web.Request, account: Account, body: ActivateIn) -> dict[str, Any]:
+    """Switch manual mode on (the API's and the officers' pages' switch); the new state."""
     lbcps = _lbcp_set(body.lbcps)
     new = await request.app[appkeys.CONTINGENCY].activate(
         actor=account.actor, reason=body.reason, lbcps=lbcps, message=body.message
@@ -216,12 +221,19 @@ async def activate(request: web.Request) -> web.Response:
     done = await _audit_and_propagate(
         request, actor=account.actor, action="contingency.activate", new=new
     )
-    return web.json_response({**state_json(request), **done})
+    return {**state_json(request), **done}
 
 
 async def deactivate(request: web.Request) -> web.Response:
     account = await require(request, "officer")
     _, body = await read_model(request, DeactivateIn)
+    return web.json_response(await deactivate_as(request, account, body))
+
+
+async def deactivate_as(
+    request: web.Request, account: Account, body: DeactivateIn
+) -> dict[str, Any]:
+    """Reconcile the journals, then switch manual mode off; the new state and the report."""
     lbcps = _lbcp_set(body.lbcps)
     if request.app[appkeys.ROLE].role != "active":
         raise not_writable(
@@ -243,12 +255,20 @@ async def deactivate(request: web.Request) -> web.Response:
     done = await _audit_and_propagate(
         request, actor=account.actor, action="contingency.deactivate", new=new
     )
-    return web.json_response({**state_json(request), "reconciliation": report.as_dict(), **done})
+    return {**state_json(request), "reconciliation": report.as_dict(), **done}
 
 
 async def record_clearance(request: web.Request) -> web.Response:
     account: Account = await require(request, "officer")
     _, c = await read_model(request, ClearanceIn)
+    return await record_clearance_as(request, account, c)
+
+
+async def record_clearance_as(
+    request: web.Request, account: Account, c: ClearanceIn
+) -> web.Response:
+    """One truck cleared by hand: to PostgreSQL (201, "database") when this node can write,
+    else to the node's journal (202, "journal")."""
     common.check_lbcp(c.lbcp)
     bad = [
         {"field": f"ccrns[{i}]", "message": err}

@@ -39,10 +39,16 @@ async def _itfs_row(conn: Conn, ccrn: str, *, lock: bool = False) -> dict[str, A
 
 async def query(request: web.Request) -> web.Response:
     await require(request, "officer")
-    ccrn = common.check_ccrn(request.match_info["ccrn"])
+    return web.json_response(await itfs_view(request, request.match_info["ccrn"]))
+
+
+async def itfs_view(request: web.Request, ccrn: str) -> dict[str, Any]:
+    """An ITFS consignment and whether the airport may still inspect it (the API's and the
+    officers' pages' view)."""
+    ccrn = common.check_ccrn(ccrn)
     async with request.app[appkeys.POOL].connection() as conn:
         row = await _itfs_row(conn, ccrn)
-    return web.json_response(_view(row))
+    return _view(row)
 
 
 async def airport_inspection(request: web.Request) -> web.Response:

@@ -1,21 +1,22 @@
 """Counting what the domain requests came to (monitoring.outcomes): `counted(pick)` wraps a
 handler so that each of its answers adds one to the counter `pick(metrics)` holds for its
 outcome, whether the handler returned or raised. An exception is counted with the status the
-error boundary (node.problems) will answer it with. Cost per request: one dictionary lookup
-and one counter increment.
+error boundary (node.problems) will answer it with. Cost per request: one dictionary lookup,
+one counter increment and one note in the last hour's write history (the SRE page's plot).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from kernel.errors import RocarsError
 from monitoring.metrics import NodeMetrics, OutcomeCounters
-from monitoring.outcomes import outcome_of
+from monitoring.outcomes import Outcome, outcome_of
 from node import appkeys
 from node.driver_errors import translate
 from node.problems import Problem, answer_for
@@ -40,16 +41,23 @@ def counted(pick: Pick) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def counting(request: web.Request) -> web.Response:
-            counters = pick(request.app[appkeys.METRICS])
+            metrics = request.app[appkeys.METRICS]
+            counters = pick(metrics)
+            started = time.perf_counter()
+            outcome: Outcome = "error"
             try:
                 response = await handler(request)
+                outcome = outcome_of(response.status, replayed=replayed(response))
             except asyncio.CancelledError:
-                counters["cancelled"].inc()
+                outcome = "cancelled"
                 raise
             except Exception as exc:
-                counters[outcome_of(status_of(exc))].inc()
+                outcome = outcome_of(status_of(exc))
                 raise
-            counters[outcome_of(response.status, replayed=replayed(response))].inc()
+            finally:
+                counters[outcome].inc()
+                # The SRE page's last hour of writes (monitoring.write_history).
+                metrics.write_history.note(outcome, time.perf_counter() - started)
             return response
 
         return counting

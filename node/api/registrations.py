@@ -78,7 +78,12 @@ async def apply(request: web.Request) -> web.Response:
 
 async def list_pending(request: web.Request) -> web.Response:
     await require(request, "officer")
-    status = request.query.get("status", "pending")
+    items = await registrations_of(request, request.query.get("status", "pending"))
+    return web.json_response({"items": items})
+
+
+async def registrations_of(request: web.Request, status: str) -> list[dict[str, Any]]:
+    """Registrations in `status`, oldest first (the API's and the officers' pages' list)."""
     if status not in ("pending", "approved", "rejected"):
         raise invalid([{"field": "status", "message": "pending, approved or rejected"}])
     async with request.app[appkeys.POOL].connection() as conn:
@@ -88,7 +93,7 @@ async def list_pending(request: web.Request) -> web.Response:
             (status,),
         )
         rows = await cur.fetchall()
-    return web.json_response({"items": [_reg_json(r) for r in rows]})
+    return [_reg_json(r) for r in rows]
 
 
 def _reg_id(request: web.Request) -> uuid.UUID:
@@ -123,6 +128,19 @@ async def _decide(request: web.Request, approve: bool) -> web.Response:
     rid = _reg_id(request)
     body = await read_body(request)
     d = parse_model(DecisionIn, await load_json(body)) if body.strip() else DecisionIn()
+    return await decide_as(request, account, rid, body, d, approve=approve)
+
+
+async def decide_as(
+    request: web.Request,
+    account: Account,
+    rid: uuid.UUID,
+    body: bytes,
+    d: DecisionIn,
+    *,
+    approve: bool,
+) -> web.Response:
+    """Approve (issuing the account and its key) or reject registration `rid`."""
     if not approve and d.reason is None:
         raise invalid([{"field": "reason", "message": "a rejection needs a reason"}])
 

@@ -13,6 +13,7 @@ from psycopg.rows import dict_row
 
 from kernel.domain.risk import rule_error
 from node import appkeys
+from node.account import Account
 from node.api import common
 from node.api.bundles import refresh_bundle_of
 from node.auth import require
@@ -34,16 +35,27 @@ def _rule_json(r: dict[str, Any]) -> dict[str, Any]:
 
 async def list_rules(request: web.Request) -> web.Response:
     await require(request, "officer")
+    return web.json_response({"items": await all_rules(request)})
+
+
+async def all_rules(request: web.Request) -> list[dict[str, Any]]:
+    """Every risk rule, oldest first (the API's and the officers' pages' list)."""
     async with request.app[appkeys.POOL].connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute("SELECT * FROM risk_rules ORDER BY id")
         rows = await cur.fetchall()
-    return web.json_response({"items": [_rule_json(r) for r in rows]})
+    return [_rule_json(r) for r in rows]
 
 
 async def create_rule(request: web.Request) -> web.Response:
     account = await require(request, "officer")
     body, r = await read_model(request, RuleIn)
+    return await create_rule_as(request, account, body, r)
+
+
+async def create_rule_as(
+    request: web.Request, account: Account, body: bytes, r: RuleIn
+) -> web.Response:
     err = rule_error(r.kind, r.value)
     if err is not None:
         raise invalid([{"field": "value", "message": err}], detail=err)
@@ -74,8 +86,15 @@ async def create_rule(request: web.Request) -> web.Response:
 
 async def update_rule(request: web.Request) -> web.Response:
     account = await require(request, "officer")
-    raw = str(common.path_id(request, "rule"))
+    rule_id = common.path_id(request, "rule")
     body, p = await read_model(request, RulePatch)
+    return await update_rule_as(request, account, rule_id, body, p)
+
+
+async def update_rule_as(
+    request: web.Request, account: Account, rule_id: int, body: bytes, p: RulePatch
+) -> web.Response:
+    raw = str(rule_id)
 
     async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
         cur = conn.cursor(row_factory=dict_row)
@@ -104,7 +123,12 @@ async def update_rule(request: web.Request) -> web.Response:
 
 async def selections(request: web.Request) -> web.Response:
     await require(request, "officer")
-    lbcp = request.query.get("lbcp")
+    return web.json_response(await selection_queue(request, request.query.get("lbcp")))
+
+
+async def selection_queue(request: web.Request, lbcp: str | None) -> dict[str, Any]:
+    """The consignments and trucks selected for inspection and still to cross, at `lbcp` or
+    everywhere (the API's and the officers' pages' queue)."""
     if lbcp is not None:
         common.check_lbcp(lbcp)
     async with request.app[appkeys.POOL].connection() as conn:
@@ -123,24 +147,22 @@ async def selections(request: web.Request) -> web.Response:
             {"lbcp": lbcp},
         )
         trucks = await cur.fetchall()
-    return web.json_response(
-        {
-            "consignments": [
-                {**common.consignment_json(r, officer=True), "vrn": r["vrn"]} for r in rows
-            ],
-            "trucks": [
-                {
-                    "bundle_id": b["id"],
-                    "vrn": b["vrn"],
-                    "lbcp": b["lbcp"],
-                    "status": b["status"],
-                    "not_before": iso(b["not_before"]),
-                    "reasons": b["reasons"],
-                }
-                for b in trucks
-            ],
-        }
-    )
+    return {
+        "consignments": [
+            {**common.consignment_json(r, officer=True), "vrn": r["vrn"]} for r in rows
+        ],
+        "trucks": [
+            {
+                "bundle_id": b["id"],
+                "vrn": b["vrn"],
+                "lbcp": b["lbcp"],
+                "status": b["status"],
+                "not_before": iso(b["not_before"]),
+                "reasons": b["reasons"],
+            }
+            for b in trucks
+        ],
+    }
 
 
 async def override(request: web.Request) -> web.Response:

@@ -15,9 +15,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from node import appkeys
-from node.web import public, render, session, trader, trucker
+from node.web import officer, page_metrics, public, render, session, sre, trader, trucker
 
-AUDIENCES = (public, trader, trucker)
+AUDIENCES = (public, trader, trucker, officer, sre)
 
 
 def setup_web(app: web.Application) -> None:
@@ -26,6 +26,7 @@ def setup_web(app: web.Application) -> None:
     secret = session.secret_from(app[appkeys.CONFIG].web_session_key_file)
     app[session.SESSIONS] = session.SessionCodec(secret)
     app.router.add_static("/static", render.STATIC)
+    page_metrics.setup(app)
     for module in AUDIENCES:
         module.add_routes(app)
 

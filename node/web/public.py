@@ -25,7 +25,7 @@ from node.web.render import Ctx
 
 # Where each kind of account lands after signing in; kinds without pages of their own yet
 # (officers, SREs: their modules come later) land on the status page.
-HOME = {"trader": "/trader", "trucker": "/trucker"}
+HOME = {"trader": "/trader", "trucker": "/trucker", "officer": "/officer", "sre": "/sre"}
 NOTICES = {
     "ended": "Your session has ended. Please sign in again.",
     "suspended": "This account is suspended.",

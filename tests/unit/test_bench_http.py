@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from deploy.bench import http
+from deploy.bench.http import build_request
 from deploy.bench.openloop import ARRIVAL, SUBMISSION, Target, request_for
 from deploy.bench.schedule import Phase, Shot, build_schedule, keep_schedule
 
@@ -105,3 +106,70 @@ async def test_pool_reuses_connections_against_a_real_server(
     assert out[3].retry_after
     assert all(o.latency >= o.lag >= 0 for o in out)
     assert 1 <= len(peers) <= 2
+
+
+async def test_warm_opens_connections_before_the_load_and_requests_use_them(
+    aiohttp_server: Callable[[web.Application], Awaitable[TestServer]],
+) -> None:
+    """#11 target 3: the bench opens its connections before the run (a TLS handshake per new
+    connection mid-run measures the generator): after warm(5) five connections exist, and five
+    requests at once open no sixth."""
+    peers: set[tuple[str, int]] = set()
+    release = asyncio.Event()
+    all_in = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        peers.add(request.transport.get_extra_info("peername"))  # type: ignore[union-attr]
+        if len(peers) == 5:
+            all_in.set()
+        await release.wait()
+        return web.json_response({}, status=201)
+
+    app = web.Application()
+    app.router.add_post("/v1/consignments", handler)
+    server = await aiohttp_server(app)
+    pool = http.Pool("127.0.0.1", server.port, 8, timeout=5)
+    await pool.warm(5)
+    assert len(pool._idle) == 5
+    raw = build_request("POST", "/v1/consignments", "h", {}, b"{}")
+    tasks = [asyncio.create_task(pool.request(raw)) for _ in range(5)]
+    async with asyncio.timeout(5):
+        await all_in.wait()
+    release.set()
+    assert [a.status for a in await asyncio.gather(*tasks)] == [201] * 5
+    await pool.close()
+    assert len(peers) == 5
+
+
+async def test_a_connection_closed_while_idle_is_replaced_once() -> None:
+    """#11 bench: a kept-alive connection the server closed while it idled (no byte of an
+    answer) is replaced by a new one and the request succeeds; an answer cut in the middle is
+    still an error."""
+    served = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        served += 1
+        if served == 1:  # the warmed connection: closed at once, as an idle timeout would
+            writer.close()
+            return
+        await reader.readuntil(b"\r\n\r\n{}")
+        if served == 2:
+            writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}")
+        else:
+            writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 9\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = http.Pool("127.0.0.1", port, 1, timeout=5)
+    await pool.warm(1)
+    raw = build_request("POST", "/v1/consignments", "h", {}, b"{}")
+    assert (await pool.request(raw)).status == 201
+    assert served == 2
+    with pytest.raises(asyncio.IncompleteReadError):
+        await pool.request(raw)
+    await pool.close()
+    server.close()
+    await server.wait_closed()

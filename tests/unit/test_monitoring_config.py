@@ -220,3 +220,22 @@ def test_every_scrape_and_the_alertmanager_link_are_https(topo: Topology) -> Non
     server = monitoring_config.web_config(folder, webs["prometheus"])["tls_server_config"]
     assert server["cert_file"] == f"/pki/prometheus-{topo.witness_site}.crt"
     assert server["min_version"] == "TLS12"
+
+
+GO_PROGRAMS = {
+    "etcd",
+    "prometheus",
+    "prometheus-alertmanager",
+    "prometheus-redis-exporter",
+    "prometheus-postgres-exporter",
+}
+
+
+def test_every_go_program_runs_with_less_heap_headroom(topo: Topology, tmp_path: Path) -> None:
+    """#11 target 5: etcd, Prometheus, Alertmanager and the exporters (Go programs) run with
+    GOGC=50, which keeps the idle system within its memory budget; nothing else gets it."""
+    all_specs = specs(topo, StateDir(tmp_path))
+    go = {name for name, spec in all_specs.items() if spec.argv[0] in GO_PROGRAMS}
+    assert len(go) == len(topo.sites) + len(monitoring_names(topo))
+    for name, spec in all_specs.items():
+        assert (spec.env.get("GOGC") == "50") == (name in go), name

@@ -107,12 +107,13 @@ def test_namespace_prefix_can_be_renamed_for_a_second_cluster() -> None:
 
 
 def test_drill_command_offers_every_scenario() -> None:
-    """`rocars drill` accepts exactly the scenarios the drill module defines."""
+    """`rocars drill` accepts exactly the scenarios the drill module defines, and the restore
+    drill (#17 item 3, deploy/drills/restore.py)."""
     from deploy.cli import drill
     from deploy.drills.scenarios import SCENARIOS
 
     choices = next(p for p in drill.params if p.name == "scenario").type.choices  # type: ignore[attr-defined]
-    assert sorted(choices) == sorted(SCENARIOS)
+    assert sorted(choices) == sorted([*SCENARIOS, "restore"])
 
 
 def test_the_sites_take_connections_only_from_the_systems_own_addresses() -> None:

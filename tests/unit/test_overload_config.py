@@ -88,13 +88,29 @@ def test_no_active_node_still_answers_the_failover_hint() -> None:
     api = _config()["frontend api"]
     assert "acl no_active_node nbsrv(nodes) eq 0" in api
     (line,) = [x for x in api if x.startswith("http-request return status 503 ")]
-    assert line.endswith("if no_active_node !public_read || no_active_node !METH_GET")
+    assert line.endswith(
+        "if no_active_node !public_read !manual_ops || no_active_node !METH_GET !manual_ops"
+    )
     assert "hdr Retry-After 1 " in line
     doc = string_arg(line)
     assert doc["type"] == PROBLEMS + "not-writable"
     assert doc["retry_after_ms"] == 200
     assert "/v1/status" in doc["detail"]
     assert api.index(line) < api.index("use_backend any_live_node if public_read METH_GET")
+
+
+def test_with_no_active_node_manual_clearance_goes_to_any_live_node() -> None:
+    """#15 item 4: with no node active (the database down), the officers' contingency API and
+    pages and signing in are not refused by HAProxy but sent to any live node, which serves
+    them without a database; with a node active they go to it like everything else."""
+    api = _config()["frontend api"]
+    assert "acl manual_ops path_beg /v1/contingency /officer/contingency" in api
+    assert "acl manual_ops path /signin /signout" in api
+    route = "use_backend any_live_node if no_active_node manual_ops"
+    assert route in api
+    assert api.index(route) < api.index("default_backend nodes")
+    # The same node for one client: the page after a clearance lists that node's journal.
+    assert "balance source" in _config()["backend any_live_node"]
 
 
 def test_a_standbys_503_is_still_retried_a_bounded_number_of_times() -> None:

@@ -1,5 +1,6 @@
-"""The node's role rule: active only when the local member is the running primary AND holds
-the leader key read with quorum; every other combination is standby, with a reason."""
+"""The node's role rule: active only when the local member holds the leader key read with
+quorum AND is the running primary, by Patroni's word or, while Patroni is silent, by its own
+PostgreSQL's; every other combination is standby, with a reason."""
 
 from __future__ import annotations
 
@@ -13,23 +14,46 @@ HOLDERS = (None, "pg-A", "pg-B")
 
 
 def test_active_exactly_when_running_primary_holds_the_key() -> None:
-    """Over every combination, active iff role primary, state running, key ours and known."""
-    for role, state, holder, known, paused in itertools.product(
-        ROLES, STATES, HOLDERS, (True, False), (True, False)
+    """Over every combination, active iff the key is ours and known and either Patroni says
+    primary/running or Patroni is silent and PostgreSQL itself says primary (#14 item 3)."""
+    for role, state, holder, known, paused, pg_primary in itertools.product(
+        ROLES, STATES, HOLDERS, (True, False), (True, False), (None, True, False)
     ):
-        facts = RoleFacts("pg-A", role, state, holder, known, paused)
+        facts = RoleFacts("pg-A", role, state, holder, known, paused, pg_primary)
         d = decide_role(facts)
-        want = role == "primary" and state == "running" and holder == "pg-A" and known
+        ours = holder == "pg-A" and known
+        by_patroni = role == "primary" and state == "running"
+        by_postgres = role is None and pg_primary is True
+        want = ours and (by_patroni or by_postgres)
         assert (d.role == "active") == want, facts
         assert d.reason
         assert "\n" not in d.reason
 
 
-def test_frozen_patroni_reads_as_standby() -> None:
-    """A local Patroni that does not answer (SIGSTOP) never lets the node act as active."""
-    d = decide_role(RoleFacts("pg-A", None, None, "pg-A", True))
-    assert d.role == "standby"
+def test_frozen_patroni_reads_as_standby_unless_postgres_says_primary() -> None:
+    """A local Patroni that does not answer (SIGSTOP) makes the node standby when its
+    PostgreSQL did not answer either or is in recovery."""
+    for pg_primary in (None, False):
+        d = decide_role(RoleFacts("pg-A", None, None, "pg-A", True, local_pg_primary=pg_primary))
+        assert d.role == "standby"
+        assert "did not answer" in d.reason
+
+
+def test_frozen_patroni_of_the_key_holding_primary_keeps_writing() -> None:
+    """#14 item 3: Patroni frozen for less than ttl, the key still ours (quorum) and PostgreSQL
+    itself the primary: active, saying why that is safe."""
+    d = decide_role(RoleFacts("pg-A", None, None, "pg-A", True, local_pg_primary=True))
+    assert d.role == "active"
     assert "did not answer" in d.reason
+    assert "synchronous standby" in d.reason
+
+
+def test_frozen_patroni_of_a_zombie_primary_is_standby() -> None:
+    """Patroni frozen past ttl: the key expired or moved to the promoted standby, while the old
+    PostgreSQL still says primary (the zombie of DESIGN.md section 6): standby."""
+    for holder in (None, "pg-B"):
+        d = decide_role(RoleFacts("pg-A", None, None, holder, True, local_pg_primary=True))
+        assert d.role == "standby"
 
 
 def test_no_quorum_in_etcd_reads_as_standby() -> None:

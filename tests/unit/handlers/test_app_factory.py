@@ -86,8 +86,9 @@ async def test_the_production_wiring_starts_and_stops_without_a_cluster(
     fakes: Fakes, aiohttp_client: AiohttpClient
 ) -> None:
     """create_app(config) as production runs it, with nothing listening on the configured
-    ports: every loop starts, the role watcher concludes 'standby' because Patroni does not
-    answer, the node stays live, and shutdown ends every loop promptly."""
+    ports: every loop starts, the role watcher concludes 'standby' because etcd gives no quorum
+    answer for the leader key (nor does Patroni answer), the node stays live, and shutdown ends
+    every loop promptly."""
     app = create_app(fakes.config(etcd_witness_url="http://127.0.0.1:1"))
     client = await aiohttp_client(app)
     watcher = app[appkeys.ROLE]
@@ -96,7 +97,7 @@ async def test_the_production_wiring_starts_and_stops_without_a_cluster(
         with attempt:
             assert watcher.last_cycle_at is not None  # one role cycle completed
     assert watcher.role == "standby"
-    assert "did not answer" in watcher.decision.reason
+    assert "no quorum answer" in watcher.decision.reason
     assert appkeys.CONTROLLER in app
     async with client.get("/health/live") as resp:
         assert resp.status == 200

@@ -60,25 +60,28 @@ async def test_with_the_database_down_an_officer_in_the_key_cache_can_switch_man
 async def test_with_the_database_down_a_key_not_in_the_cache_is_refused(
     fakes: Fakes, client: Client
 ) -> None:
-    """A key the key cache cannot verify is refused (401 naming Authorization), never waved
-    through because the database could not be asked."""
+    """A key the key cache cannot verify is refused, never waved through because the database
+    could not be asked: as unavailable (503 with Retry-After, so a client retries), not as an
+    invalid key (401, which a client takes as final although the key may be good)."""
     await _fill_keycache(fakes, client)
     late_key, _ = fakes.accounts.add("officer")  # created after the cache was written
     fakes.accounts.down = True
     answer = await call(client, ACTIVATE, headers={"Authorization": f"Bearer {late_key}"})
-    assert_problem(answer, 401, field="Authorization")
+    assert_problem(answer, 503)
+    assert answer.headers["Retry-After"]
     assert "key cache" in answer.body["detail"]
 
 
 async def test_a_suspended_account_in_the_key_cache_is_refused(
     fakes: Fakes, client: Client
 ) -> None:
-    """The key cache verifies active accounts only."""
+    """The key cache verifies active accounts only: a suspended account's key is refused
+    while the database is down (as unverifiable, 503)."""
     key, _ = fakes.accounts.add("officer", status="suspended")
     await _fill_keycache(fakes, client)
     fakes.accounts.down = True
     answer = await call(client, ACTIVATE, headers={"Authorization": f"Bearer {key}"})
-    assert_problem(answer, 401, field="Authorization")
+    assert_problem(answer, 503)
 
 
 async def test_when_patroni_says_postgresql_is_stopped_the_store_is_not_asked(

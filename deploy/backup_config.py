@@ -1,0 +1,189 @@
+"""pgBackRest's configuration from the topology (#17 item 3); pure: values in, text out.
+
+Layout. The repository lives on the witness site, outside both database hosts, so losing a
+data site never loses the backups. One stanza (named after the cluster) lists both members as
+`pg1` and `pg2`: a backup asks each which one is primary and copies from that one, so the same
+file and the same `rocars backup run` work before and after a failover. Locally every site is
+on one machine (or in network namespaces over one file system), so both members are local
+`pgN-path`s reached over their Unix sockets (`pgN-socket-path`, no network, no TLS needed)
+and the repository is a folder in the runtime folder the `postgres` user owns: the repository,
+lock, log and spool folders must be writable by that user, who runs `archive-push` for
+PostgreSQL. On production hosts the witness runs the backups with `pgN-host` entries and each
+data host pushes WAL to `repo1-host` (pgBackRest's TLS server with certificates of the
+system's CA); those lines are left to the operator's install (README) and not generated here.
+
+WAL archiving: each member's PostgreSQL gets `archive_mode = on` and an `archive_command` that
+names its own data folder (`--pg1-path`): PostgreSQL hands pgBackRest a WAL path relative to
+the data folder, and pgBackRest refuses a relative path unless it is told that folder. Only
+the primary archives (`archive_mode = on`, not `always`), so after a failover the new primary
+continues the archive on its new timeline. `archive-push-queue-max` bounds what piles up when
+the repository is unreachable: past it pgBackRest drops WAL (and says so) instead of letting
+pg_wal fill the disk and stop PostgreSQL. Better to lose point-in-time recovery until the next
+backup than to stop trade.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploy.topology import Backups, Topology
+from kernel.errors import ConfigError
+from kernel.names import member_name
+
+PGBACKREST = "pgbackrest"
+# What may pile up in pg_wal while archiving fails, before WAL is dropped (see above).
+ARCHIVE_QUEUE_MAX = "4GiB"
+# The user pgBackRest connects to PostgreSQL as, over the Unix socket (a superuser: it runs
+# pg_backup_start/stop and reads every file).
+PG_USER = "postgres"
+
+
+@dataclass(frozen=True)
+class BackupPaths:
+    """The witness site's backup folder and what is in it. `root` must be reachable by the
+    PostgreSQL user (it runs archive-push): locally `<runtime>/backup-<witness>`."""
+
+    root: Path
+    repo: Path
+
+    @classmethod
+    def of(cls, runtime: Path, topo: Topology) -> BackupPaths:
+        root = runtime / f"backup-{topo.witness_site}"
+        cfg = topo.backups
+        repo = Path(cfg.repo_path) if cfg is not None and cfg.repo_path else root / "repo"
+        return cls(root, repo)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "pgbackrest.conf"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "log"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "lock"
+
+    @property
+    def spool(self) -> Path:
+        return self.root / "spool"
+
+    @property
+    def pgpass(self) -> Path:
+        """The superuser's libpq password file for pgBackRest's socket connections (pg_hba
+        wants SCRAM on the socket too); owned by the PostgreSQL user, 0600."""
+        return self.root / "pgpass"
+
+    def folders(self) -> tuple[Path, ...]:
+        """Every folder the PostgreSQL user must own (created 0700)."""
+        return (self.root, self.repo, self.logs, self.locks, self.spool)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One PostgreSQL member as pgBackRest reaches it."""
+
+    site: str
+    data_dir: Path
+    port: int
+    socket_dir: Path
+
+
+def members(topo: Topology, member_dir: dict[str, Path]) -> list[Member]:
+    """Both data sites' members, primary site first (pg1), from their member folders
+    (`StateDir.member_dir`; the layout deploy.configgen.patroni_config gives them)."""
+    out = []
+    for site in topo.data_sites:
+        s = topo.sites[site]
+        assert s.postgres is not None
+        d = member_dir[site]
+        out.append(Member(site, d / "data", s.postgres.port, d / "sock"))
+    return out
+
+
+def stanza(topo: Topology) -> str:
+    return topo.name
+
+
+def settings(topo: Topology) -> Backups:
+    """The topology's backup section; an error naming the fix when it has none."""
+    if topo.backups is None:
+        raise ConfigError(
+            f"topology {topo.name!r} has no backups section: add `backups: {{}}` (WAL archiving"
+            " to the witness site's repository) and run 'rocars cluster up' again"
+        )
+    return topo.backups
+
+
+def pgbackrest_conf(topo: Topology, paths: BackupPaths, pgs: list[Member]) -> str:
+    """The INI file every pgBackRest command here is given with --config."""
+    cfg = settings(topo)
+    lines = [
+        "# Generated by rocars from the topology (deploy/backup_config.py); edits are lost.",
+        "[global]",
+        f"repo1-path={paths.repo}",
+        # Full backups kept, counted; older fulls go with their incrementals and their WAL.
+        f"repo1-retention-full={cfg.retention_full}",
+        "repo1-retention-full-type=count",
+        f"log-path={paths.logs}",
+        f"lock-path={paths.locks}",
+        f"spool-path={paths.spool}",
+        "log-level-console=warn",
+        "log-level-file=info",
+        # A backup starts with an immediate checkpoint instead of waiting for a spread one.
+        "start-fast=y",
+        # Cheap and fast on 2 cores; the repository's size matters less than the backup window.
+        "compress-type=lz4",
+        "process-max=2",
+        # How long `backup` and `check` wait for a WAL segment to reach the archive.
+        "archive-timeout=60",
+        f"archive-push-queue-max={ARCHIVE_QUEUE_MAX}",
+        "",
+        f"[{stanza(topo)}]",
+    ]
+    for i, m in enumerate(pgs, start=1):
+        lines += [
+            f"# {member_name(m.site)} (site {m.site})",
+            f"pg{i}-path={m.data_dir}",
+            f"pg{i}-port={m.port}",
+            f"pg{i}-socket-path={m.socket_dir}",
+            f"pg{i}-user={PG_USER}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def archive_command(topo: Topology, paths: BackupPaths, data_dir: Path) -> str:
+    """The member's archive_command: push %p (relative to `data_dir`) to the repository."""
+    argv = [
+        PGBACKREST,
+        f"--config={paths.config}",
+        f"--stanza={stanza(topo)}",
+        f"--pg1-path={data_dir}",
+        "archive-push",
+    ]
+    return " ".join(shlex.quote(a) for a in argv) + " %p"
+
+
+def archive_parameters(topo: Topology, member_dir: Path) -> dict[str, str | int]:
+    """PostgreSQL parameters for the member in `member_dir` (Patroni's postgresql.parameters):
+    archiving through pgBackRest when the topology asks for it, else none at all (a topology
+    without backups generates exactly what it did before)."""
+    cfg = topo.backups
+    if cfg is None or not cfg.archive:
+        return {}
+    paths = BackupPaths.of(member_dir.parent, topo)
+    return {
+        "archive_mode": "on",
+        "archive_command": archive_command(topo, paths, member_dir / "data"),
+        "archive_timeout": f"{cfg.archive_timeout_s}s",
+    }
+
+
+def schedule(topo: Topology) -> list[tuple[str, str]]:
+    """(backup type, systemd OnCalendar expression) of the regular backups: a full one and
+    incrementals between (each incremental holds what changed since the previous backup)."""
+    cfg = settings(topo)
+    return [("full", cfg.full_schedule), ("incr", cfg.incr_schedule)]
