@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 LOCK=requirements.lock
-PKGS=(etcd-server etcd-client redis-server redis-sentinel haproxy postgresql-15 postgresql-client-15 pgbackrest nftables iproute2 python3-venv wrk prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter espeak-ng chromium)
+# fonts-wqy-microhei: a CJK font, so the browser tests' Traditional Chinese screenshots show text.
+PKGS=(etcd-server etcd-client redis-server redis-sentinel haproxy postgresql-15 postgresql-client-15 pgbackrest nftables iproute2 python3-venv wrk prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter espeak-ng chromium fonts-wqy-microhei)
 
 need=()
 for p in "${PKGS[@]}"; do
