@@ -22,7 +22,7 @@ status:
 
 ## Install what is needed, then lint, type-check and run the test suite (CI runs this).
 test: install lint typecheck
-	@$(PYTEST) -m "not slow" -p no:cacheprovider
+	@$(PYTEST) -m "not slow" -p no:cacheprovider --durations=30
 
 unit: install
 	@$(PYTEST) tests/unit -p no:cacheprovider

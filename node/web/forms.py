@@ -106,3 +106,17 @@ def answer_of(response: web.Response) -> dict[str, Any]:
     assert response.text is not None
     doc: dict[str, Any] = json.loads(response.text)
     return doc
+
+
+def accepted(response: web.Response) -> dict[str, Any]:
+    """A write path's answer; a refusal (also one replayed from an earlier identical form) is
+    raised as the problem it was."""
+    doc = answer_of(response)
+    if response.status >= 400:
+        raise Problem(
+            response.status,
+            str(doc.get("title", "")),
+            str(doc.get("detail", "")),
+            errors=doc.get("errors"),
+        )
+    return doc

@@ -36,20 +36,6 @@ DONE = {
 }
 
 
-def answer(response: web.Response) -> dict[str, Any]:
-    """A write path's answer; a refusal (also one replayed from an earlier identical form) is
-    raised as the problem it was."""
-    doc = forms.answer_of(response)
-    if response.status >= 400:
-        raise Problem(
-            response.status,
-            str(doc.get("title", "")),
-            str(doc.get("detail", "")),
-            errors=doc.get("errors"),
-        )
-    return doc
-
-
 def lbcp_filter(ctx: Ctx) -> str | None:
     """The page's `?lbcp=` (blank: every LBCP); an unknown code is the API's 422."""
     code = ctx.request.query.get("lbcp", "").strip().upper()
@@ -121,7 +107,7 @@ async def create_rule(ctx: Ctx) -> web.StreamResponse:
     try:
         r = parse_model(RuleIn, doc)
         request = forms.with_idempotency(ctx.request, forms.text(ctx.form, forms.IDEMPOTENCY_FIELD))
-        answer(await risk_rules.create_rule_as(request, ctx.account, forms.body_of(doc), r))
+        forms.accepted(await risk_rules.create_rule_as(request, ctx.account, forms.body_of(doc), r))
     except Problem as p:
         if p.status not in (409, 422):
             raise
@@ -147,7 +133,8 @@ async def set_rule_active(ctx: Ctx) -> web.StreamResponse:
     doc = {"active": active == "true"}
     request = forms.with_idempotency(ctx.request, forms.text(ctx.form, forms.IDEMPOTENCY_FIELD))
     p = parse_model(RulePatch, doc)
-    answer(await risk_rules.update_rule_as(request, ctx.account, rule_id, forms.body_of(doc), p))
+    body = forms.body_of(doc)
+    forms.accepted(await risk_rules.update_rule_as(request, ctx.account, rule_id, body, p))
     done = "activated" if p.active else "deactivated"
     return redirect(f"/officer/rules?done={done}#rule-{rule_id}")
 
@@ -206,7 +193,7 @@ async def approve(ctx: Ctx) -> web.StreamResponse:
     rid = _registration_id(ctx)
     request = forms.with_idempotency(ctx.request, forms.text(ctx.form, forms.IDEMPOTENCY_FIELD))
     try:
-        issued = answer(
+        issued = forms.accepted(
             await registrations.decide_as(
                 request, ctx.account, rid, b"", DecisionIn(), approve=True
             )
@@ -229,7 +216,7 @@ async def reject(ctx: Ctx) -> web.StreamResponse:
     request = forms.with_idempotency(ctx.request, forms.text(ctx.form, forms.IDEMPOTENCY_FIELD))
     try:
         d = parse_model(DecisionIn, doc)
-        answer(
+        forms.accepted(
             await registrations.decide_as(
                 request, ctx.account, rid, forms.body_of(doc) if doc else b"", d, approve=False
             )

@@ -112,7 +112,7 @@ async def submit(ctx: Ctx) -> web.StreamResponse:
         c = parse_model(ConsignmentIn, doc)
         request = forms.with_idempotency(ctx.request, forms.text(ctx.form, forms.IDEMPOTENCY_FIELD))
         response = await consignments.submit_one(request, ctx.account, forms.body_of(doc), c)
-        answer = _answer(response)
+        answer = forms.accepted(response)
     except Problem as p:
         if p.status not in (409, 422):
             raise
@@ -124,20 +124,6 @@ async def submit(ctx: Ctx) -> web.StreamResponse:
             status=p.status,
         )
     return redirect(f"/trader/c/{answer['ccrn']}?done=submitted")
-
-
-def _answer(response: web.Response) -> dict[str, Any]:
-    """The write's answer; a replayed refusal (stored by an earlier identical request) is
-    raised as the problem it was."""
-    doc = forms.answer_of(response)
-    if response.status >= 400:
-        raise Problem(
-            response.status,
-            str(doc.get("title", "")),
-            str(doc.get("detail", "")),
-            errors=doc.get("errors"),
-        )
-    return doc
 
 
 @page("trader")
@@ -213,7 +199,7 @@ async def amend(ctx: Ctx) -> web.StreamResponse:
     try:
         request = forms.with_idempotency(ctx.request, forms.text(ctx.form, forms.IDEMPOTENCY_FIELD))
         response = await consignments.amend_one(request, ctx.account, ccrn, forms.body_of(doc))
-        _answer(response)
+        forms.accepted(response)
     except Problem as p:
         if p.status not in (409, 422):
             raise
@@ -228,7 +214,7 @@ async def cancel(ctx: Ctx) -> web.StreamResponse:
     assert ctx.form is not None and ctx.account is not None
     ccrn = ctx.request.match_info["ccrn"]
     request = forms.with_idempotency(ctx.request, forms.text(ctx.form, forms.IDEMPOTENCY_FIELD))
-    _answer(await consignments.cancel_one(request, ctx.account, ccrn, b""))
+    forms.accepted(await consignments.cancel_one(request, ctx.account, ccrn, b""))
     return redirect(f"/trader/c/{ccrn}?done=cancelled")
 
 
@@ -302,7 +288,7 @@ async def batch(ctx: Ctx) -> web.StreamResponse:
         csv_body = ctype.startswith("text/csv") or filename.lower().endswith(".csv")
         keyed = forms.with_idempotency(request, fields.get(forms.IDEMPOTENCY_FIELD, ""))
         try:
-            answer = _answer(
+            answer = forms.accepted(
                 await consignments.write_batch(keyed, ctx.account, body, csv_body=csv_body)
             )
         except Problem as p:

@@ -182,6 +182,8 @@ async def test_leaf_rotation_under_load_loses_no_write_and_every_listener_serves
     assert writers.load.errors == []
 
 
+# Restarts every etcd member and Sentinel twice (minutes): `make drills` runs it, CI does not.
+@pytest.mark.slow
 async def test_ca_rotation_in_three_steps_under_load(
     cluster: LocalCluster, writers: Writers
 ) -> None:
