@@ -3,8 +3,8 @@ same launcher (`rocars cluster up`) runs every link the scenarios break through 
 proxy (deploy/chaos_links.py), and `Links`, which breaks and heals them through
 `toxiproxy-python`.
 
-Its ports: deploy.chaos_links.TEST_PORT_OFFSET (ROCARS_CHAOS_PORT_OFFSET overrides it), beside
-the other suites' clusters; the unit tests check that they never meet.
+Its ports: deploy.harness.TEST_PORT_OFFSETS["chaos"] (ROCARS_CHAOS_PORT_OFFSET overrides it),
+beside the other suites' clusters; the unit tests check that they never meet.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from toxiproxy.proxy import Proxy
 
 from deploy import chaos_links, chaos_proxies, http_client, readiness
 from deploy.chaos_links import LinkKind
-from deploy.harness import TEST_ABUSE_LIMITS, LocalCluster
+from deploy.harness import TEST_ABUSE_LIMITS, TEST_PORT_OFFSETS, LocalCluster
 from deploy.state import DEFAULT_TOPOLOGY, StateDir
 from deploy.topology import Topology, load_topology
 
-PORT_OFFSET = int(os.environ.get("ROCARS_CHAOS_PORT_OFFSET", str(chaos_links.TEST_PORT_OFFSET)))
-TOXIPROXY_PORT = chaos_links.TEST_TOXIPROXY_PORT + PORT_OFFSET - chaos_links.TEST_PORT_OFFSET
+PORT_OFFSET = int(os.environ.get("ROCARS_CHAOS_PORT_OFFSET", str(TEST_PORT_OFFSETS["chaos"])))
+TOXIPROXY_PORT = chaos_links.TEST_TOXIPROXY_PORT + PORT_OFFSET - TEST_PORT_OFFSETS["chaos"]
 SETTLE_S = 120.0
 
 

@@ -43,10 +43,8 @@ KINDS: tuple[LinkKind, ...] = (
 )
 PROXY_HOST = "127.0.0.1"
 # The chaos suite's cluster (chaos-tests/chaos_cluster.py): the default topology shifted by
-# this offset, beside every other suite's (deploy.harness.TEST_PORT_OFFSETS), with Toxiproxy's
-# API and proxies on a block no cluster uses, all below the ephemeral range (the unit tests
-# check both).
-TEST_PORT_OFFSET = 3500
+# its offset in deploy.harness.TEST_PORT_OFFSETS, with Toxiproxy's API and proxies on this
+# block, which no cluster uses, all below the ephemeral range (the unit tests check both).
 TEST_TOXIPROXY_PORT = 11000
 
 

@@ -36,6 +36,9 @@ TEST_PORT_OFFSETS = {
     "contingency": 500,
     "fuzz": 1500,
     "checker-scale": 2500,
+    "web": 2250,  # the browser tests' clusters, one per module, one module at a time
+    "backup": 2750,
+    "chaos": 3500,  # its Toxiproxy block: deploy.chaos_links.TEST_TOXIPROXY_PORT
 }
 # Every test client is 127.0.0.1 and the suites make many deliberate 401s, so test clusters
 # raise HAProxy's per-address limits far above what they send (tests/integration/

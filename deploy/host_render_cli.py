@@ -31,6 +31,14 @@ class RenderError(click.ClickException):
     exit_code = 2
 
 
+TOPOLOGY_OPTION = click.option(
+    "--topology",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Topology file; default: the state folder's own.",
+)
+
+
 @click.group()
 def deploy() -> None:
     """Production hosts: units, configuration and install scripts."""
@@ -44,12 +52,7 @@ def deploy() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Output folder (created 0700: it holds that host's keys and passwords).",
 )
-@click.option(
-    "--topology",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="Topology file; default: the state folder's own.",
-)
+@TOPOLOGY_OPTION
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -84,12 +87,7 @@ def render_cmd(site: str, out: Path, topology: Path | None, state_dir: Path | No
 
 
 @deploy.command("bootstrap")
-@click.option(
-    "--topology",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="Topology file; default: the state folder's own.",
-)
+@TOPOLOGY_OPTION
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),

@@ -130,6 +130,13 @@ def _legend(x: float, y: float, items: Sequence[tuple[str, str]]) -> list[str]:
     return out
 
 
+def _bar(x: float, y: float, w: float, h: float, title: str, cls: str, fill: str) -> str:
+    """A bar (rect) whose tooltip, its <title>, is `title`."""
+    return _el(
+        "rect", _el("title", escape(title)), class_=cls, x=x, y=y, width=w, height=h, fill=fill
+    )
+
+
 def _ticks(top: float) -> list[float]:
     """0, half and the top of a nice scale."""
     return [0.0, top / 2, top]
@@ -181,34 +188,14 @@ def drill_chart(t: DrillTimeline, _: Gettext, *, title: str, ident: str) -> Mark
     for i, (ok, retrying) in enumerate(zip(t.ok, t.retrying, strict=True)):
         x = plot.x + i * bar_w
         span = f"{i * t.step_s}-{(i + 1) * t.step_s} s"
+        w = max(bar_w - 1, 0.5)
         if ok:
             h = up.h * ok / top_ok
-            body.append(
-                _el(
-                    "rect",
-                    _el("title", escape(f"{span}: {ok} {acked}")),
-                    class_="bar-ok",
-                    x=x + 0.5,
-                    y=up.bottom - h,
-                    width=max(bar_w - 1, 0.5),
-                    height=h,
-                    fill=OK,
-                )
-            )
+            body.append(_bar(x + 0.5, up.bottom - h, w, h, f"{span}: {ok} {acked}", "bar-ok", OK))
         if retrying:
             h = down.h * retrying / top_retry
-            body.append(
-                _el(
-                    "rect",
-                    _el("title", escape(f"{span}: {retrying} {retried}")),
-                    class_="bar-retrying",
-                    x=x + 0.5,
-                    y=down.y,
-                    width=max(bar_w - 1, 0.5),
-                    height=h,
-                    fill=BAD,
-                )
-            )
+            tip = f"{span}: {retrying} {retried}"
+            body.append(_bar(x + 0.5, down.y, w, h, tip, "bar-retrying", BAD))
     body.append(_el("line", x1=plot.x, x2=plot.right, y1=up.bottom, y2=up.bottom, stroke=INK))
     body.append(_el("line", x1=plot.x, x2=plot.x, y1=plot.y, y2=plot.bottom, stroke=INK))
     if t.fault_s is not None:
@@ -348,15 +335,14 @@ def write_history_chart(
         if last > first:
             when += "-" + time_label(b1.start)
         body.append(
-            _el(
-                "rect",
-                _el("title", escape(f"{when}: {a * 100:.1f} % ({ok} ok, {failed} {failed_text})")),
-                class_="bar-failed" if failed else "bar-ok",
-                x=avail.x + first * bar_w,
-                y=avail.bottom - h,
-                width=max(bar_w * (last - first + 1), 0.5),
-                height=h,
-                fill=BAD if failed else OK,
+            _bar(
+                avail.x + first * bar_w,
+                avail.bottom - h,
+                max(bar_w * (last - first + 1), 0.5),
+                h,
+                f"{when}: {a * 100:.1f} % ({ok} ok, {failed} {failed_text})",
+                "bar-failed" if failed else "bar-ok",
+                BAD if failed else OK,
             )
         )
     latencies = [v for b in buckets for v in (b.p95_s, b.mean_s) if v is not None]

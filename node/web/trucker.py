@@ -83,14 +83,7 @@ async def _create(ctx: Ctx, doc: dict[str, Any]) -> web.Response:
     b = parse_model(BundleIn, doc)
     request = forms.with_idempotency(ctx.request, forms.text(ctx.form, forms.IDEMPOTENCY_FIELD))
     response = await bundles.create_bundle(request, ctx.account, forms.body_of(doc), b)
-    answer = forms.answer_of(response)
-    if response.status >= 400:
-        raise Problem(
-            response.status,
-            str(answer.get("title", "")),
-            str(answer.get("detail", "")),
-            errors=answer.get("errors"),
-        )
+    answer = forms.accepted(response)
     session.set_current(ctx.request, session.current(ctx.request).with_bundle(int(answer["id"])))
     return redirect(f"/trucker/b/{answer['id']}")
 

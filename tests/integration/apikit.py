@@ -1,5 +1,6 @@
 """Helpers for the e-ACI API tests (issue 3): an HTTP caller that refuses any 5xx, request-body
-builders, problem-document assertions, and the database moves that simulate time passing.
+builders, problem-document assertions, the database moves that simulate time passing, and, for
+the outage stories, stopping both databases and waiting for the nodes' key caches.
 
 Fixtures live in conftest.py next to this module; test modules import these helpers by name
 (pytest puts this folder on sys.path, as it has no __init__.py).
@@ -10,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json as jsonlib
+import os
 import re
 import secrets
+import signal
 import string
 import time
 import uuid
@@ -21,9 +24,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import aiohttp
+import psutil
 import psycopg
 from multidict import CIMultiDictProxy
 
+from contingency.keycache import KeyCache
+from deploy import processes
+from deploy.harness import LocalCluster
 from kernel.domain.lbcp import HK_TZ
 
 PROBLEM_JSON = "application/problem+json"
@@ -224,6 +231,31 @@ async def open_gate(db: psycopg.AsyncConnection[Any], bundle_id: int) -> None:
     await db.execute(
         "UPDATE bundles SET not_before = now() - interval '1 second' WHERE id = %s", (bundle_id,)
     )
+
+
+def kill_databases(c: LocalCluster) -> None:
+    """SIGKILL Patroni and PostgreSQL on both sites; returns once they are gone."""
+    killed = []
+    for site in c.topo.data_sites:
+        for pid in (
+            c.pid(f"patroni-{site}"),
+            processes.postmaster_pid(c.state.member_dir(site) / "data"),
+        ):
+            if pid:
+                killed.append(psutil.Process(pid))
+                os.kill(pid, signal.SIGKILL)
+    _, alive = psutil.wait_procs(killed, timeout=10)
+    assert not alive, alive
+
+
+async def keys_cached(c: LocalCluster, keys: list[str], timeout: float = 30) -> None:
+    """Wait until every node's on-disk key cache verifies `keys` (auth without a database)."""
+    folder = c.state.root / "contingency"
+    caches = [KeyCache(folder / f"keycache-{site}.json") for site in c.topo.data_sites]
+    give_up = time.monotonic() + timeout
+    while not all(cache.verify(key) is not None for cache in caches for key in keys):
+        assert time.monotonic() < give_up, "a key is not in every node's key cache"
+        await asyncio.sleep(0.2)
 
 
 def parse_time(text: str) -> datetime:

@@ -22,13 +22,12 @@ import yaml
 
 from deploy import admin
 from deploy.drills import restore
-from deploy.harness import TEST_ABUSE_LIMITS, LocalCluster
+from deploy.harness import TEST_ABUSE_LIMITS, TEST_PORT_OFFSETS, LocalCluster
 from deploy.state import DEFAULT_TOPOLOGY, StateDir
 from deploy.topology import Backups, load_topology
 
 pytestmark = pytest.mark.integration
-# Beside every other suite's cluster (deploy/harness.py TEST_PORT_OFFSETS, chaos 3500, web 2500).
-PORT_OFFSET = int(os.environ.get("ROCARS_BACKUP_PORT_OFFSET", "2750"))
+PORT_OFFSET = int(os.environ.get("ROCARS_BACKUP_PORT_OFFSET", str(TEST_PORT_OFFSETS["backup"])))
 MILLION = 1_000_000
 
 

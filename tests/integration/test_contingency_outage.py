@@ -26,9 +26,8 @@ import aiohttp
 import psutil
 import psycopg
 import pytest
+from apikit import keys_cached, kill_databases
 
-from contingency.keycache import KeyCache
-from deploy import processes
 from deploy.admin import leader_site
 from deploy.harness import TEST_PORT_OFFSETS, LocalCluster
 from node.config import load_node_config
@@ -51,21 +50,6 @@ def _account(c: LocalCluster, kind: str) -> str:
     return c.create_account(kind, f"t {kind}")[1]
 
 
-def _kill_databases(c: LocalCluster) -> None:
-    """SIGKILL Patroni and PostgreSQL on both sites; returns once they are gone."""
-    killed = []
-    for site in c.topo.data_sites:
-        for pid in (
-            c.pid(f"patroni-{site}"),
-            processes.postmaster_pid(c.state.member_dir(site) / "data"),
-        ):
-            if pid:
-                killed.append(psutil.Process(pid))
-                os.kill(pid, signal.SIGKILL)
-    _, alive = psutil.wait_procs(killed, timeout=10)
-    assert not alive, alive
-
-
 def _cli_doc(out: str) -> dict[str, Any]:
     """The last JSON document a `rocars contingency ...` command printed (they are indented, so
     each top-level one starts with a line that is just "{")."""
@@ -81,16 +65,6 @@ def _normal(c: LocalCluster) -> None:
     c.rocars("contingency", "deactivate", "--local", "--state-dir", root)
     if _cli_doc(c.rocars("contingency", "status", "--state-dir", root))["mode"] != "normal":
         c.rocars("contingency", "deactivate", "--reason", "test starts normal", "--state-dir", root)
-
-
-async def _keys_cached(c: LocalCluster, keys: list[str], timeout: float = 30) -> None:
-    """Wait until every node's on-disk key cache verifies `keys` (auth without a database)."""
-    folder = c.state.root / "contingency"
-    caches = [KeyCache(folder / f"keycache-{site}.json") for site in c.topo.data_sites]
-    give_up = time.monotonic() + timeout
-    while not all(cache.verify(key) is not None for cache in caches for key in keys):
-        assert time.monotonic() < give_up, "accounts not in every node's key cache"
-        await asyncio.sleep(0.2)
 
 
 async def _health(s: aiohttp.ClientSession, c: LocalCluster, site: str) -> dict[str, Any]:
@@ -205,9 +179,9 @@ def test_manual_clearance_through_a_full_outage(outage_cluster: LocalCluster) ->
                 {"vrn": "AB1234", "lbcp": "LMC", "ccrns": [cons["ccrn"]]},
             )
             assert code == 201, bundle
-            await _keys_cached(c, [officer, trader, trucker])
+            await keys_cached(c, [officer, trader, trucker])
 
-            _kill_databases(c)
+            kill_databases(c)
             t0 = time.monotonic()
             code, doc = await _post(
                 s,

@@ -19,64 +19,26 @@ the axe-core check and no sideways scrolling at 360 px).
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
-import psutil
 import pytest
 import webkit
-from apikit import Api, new_vrn, submit, until
+from apikit import Api, keys_cached, kill_databases, new_vrn, submit, until
 from playwright.async_api import Browser, Page
 
-from contingency.keycache import KeyCache
-from deploy import processes
 from deploy.harness import LocalCluster
 
 pytestmark = pytest.mark.integration
 
-PORT_OFFSET = int(os.environ.get("ROCARS_WEB_OFFICER_PORT_OFFSET", "2500"))
-
-
-@pytest.fixture(scope="module")
-def officer_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    root = tmp_path_factory.mktemp("web-officer")
-    with LocalCluster.running(root, port_offset=PORT_OFFSET) as c:
-        yield c
+officer_cluster = webkit.cluster_fixture("web-officer")
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     async with webkit.chromium() as b:
         yield b
-
-
-def _kill_databases(c: LocalCluster) -> None:
-    """SIGKILL Patroni and PostgreSQL on both sites; returns once they are gone."""
-    killed = []
-    for site in c.topo.data_sites:
-        for pid in (
-            c.pid(f"patroni-{site}"),
-            processes.postmaster_pid(c.state.member_dir(site) / "data"),
-        ):
-            if pid:
-                killed.append(psutil.Process(pid))
-                os.kill(pid, signal.SIGKILL)
-    _, alive = psutil.wait_procs(killed, timeout=10)
-    assert not alive, alive
-
-
-async def _key_cached(c: LocalCluster, key: str, timeout: float = 30) -> None:
-    """Wait until every node's on-disk key cache verifies `key` (sign-in without a database)."""
-    folder = c.state.root / "contingency"
-    caches = [KeyCache(folder / f"keycache-{site}.json") for site in c.topo.data_sites]
-    give_up = time.monotonic() + timeout
-    while not all(cache.verify(key) is not None for cache in caches):
-        assert time.monotonic() < give_up, "the officer's key is not in every node's key cache"
-        await asyncio.sleep(0.2)
 
 
 async def _mode(page: Page) -> str | None:
@@ -188,7 +150,7 @@ async def test_manual_clearance_with_the_database_stopped(
     c.up()
     entry = c.topo.entry_url().rstrip("/")
     officer = c.create_account("officer", "web officer outage")[1]
-    await _key_cached(c, officer)
+    await keys_cached(c, [officer])
     vrn = new_vrn()
     async with (
         c.session() as session,
@@ -204,7 +166,7 @@ async def test_manual_clearance_with_the_database_stopped(
             assert await page.get_attribute("#officer-mode", "data-mode") == "normal"
             await webkit.check_page(page, "officer-contingency-normal")
 
-            await asyncio.to_thread(_kill_databases, c)
+            await asyncio.to_thread(kill_databases, c)
 
             async def both_nodes_down() -> bool:
                 return (await api.get("/", allow_503=True)).status == 503

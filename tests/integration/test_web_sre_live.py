@@ -12,9 +12,8 @@ do not expect.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import webkit
@@ -30,14 +29,7 @@ from monitoring.drill_results import build_timeline
 
 pytestmark = pytest.mark.integration
 
-PORT_OFFSET = int(os.environ.get("ROCARS_WEB_SRE_PORT_OFFSET", "2500"))
-
-
-@pytest.fixture(scope="module")
-def sre_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    root = tmp_path_factory.mktemp("web-sre")
-    with LocalCluster.running(root, port_offset=PORT_OFFSET) as c:
-        yield c
+sre_cluster = webkit.cluster_fixture("web-sre")
 
 
 @pytest.fixture

@@ -9,9 +9,8 @@ change the advance-window answers other tests on the session cluster expect.
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import webkit
@@ -22,14 +21,7 @@ from deploy.harness import LocalCluster
 
 pytestmark = pytest.mark.integration
 
-PORT_OFFSET = int(os.environ.get("ROCARS_WEB_STATUS_PORT_OFFSET", "2500"))
-
-
-@pytest.fixture(scope="module")
-def status_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    root = tmp_path_factory.mktemp("web-status")
-    with LocalCluster.running(root, port_offset=PORT_OFFSET) as c:
-        yield c
+status_cluster = webkit.cluster_fixture("web-status")
 
 
 @pytest.fixture

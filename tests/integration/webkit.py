@@ -1,6 +1,7 @@
 """Helpers for the web channel's browser tests (#15): Debian's Chromium driven by Playwright,
 screenshots at phone and desktop widths kept as artifacts, and the accessibility check with
-axe-core (the copy bundled in axe-playwright-python, injected into the page).
+axe-core (the copy bundled in axe-playwright-python, injected into the page), and the
+cluster fixture of the tests that need a cluster of their own.
 
 Test modules import these by name (pytest puts this folder on sys.path).
 """
@@ -9,12 +10,16 @@ from __future__ import annotations
 
 import importlib.resources
 import json
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.async_api import Browser, Page, async_playwright
+
+from deploy.harness import TEST_PORT_OFFSETS, LocalCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "var" / "artifacts" / "web"
@@ -23,6 +28,22 @@ PHONE, DESKTOP = 360, 1280
 AXE_JS = Path(str(importlib.resources.files("axe_playwright_python") / "axe.min.js"))
 # What must never be found: axe's two highest impacts.
 SERIOUS = ("serious", "critical")
+PORT_OFFSET = int(os.environ.get("ROCARS_WEB_PORT_OFFSET", str(TEST_PORT_OFFSETS["web"])))
+
+
+def cluster_fixture(name: str) -> Callable[..., Iterator[LocalCluster]]:
+    """A module-scoped fixture: a cluster of the module's own, in a folder named `name`, for
+    the tests whose story other tests must not see (stopped databases, manual mode, a
+    switchover). All at the same ports: one module's cluster is stopped before the next
+    module's starts. Use as `my_cluster = webkit.cluster_fixture("web-mine")`."""
+
+    @pytest.fixture(scope="module")
+    def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+        root = tmp_path_factory.mktemp(name)
+        with LocalCluster.running(root, port_offset=PORT_OFFSET) as c:
+            yield c
+
+    return cluster
 
 
 @asynccontextmanager

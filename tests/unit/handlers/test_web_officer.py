@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 from handler_fakes import NOW, DownPool, Fakes, operational_error
 from problem_checks import AiohttpClient, Client
+from web_signin import CSRF, csrf, sign_in
 
 from node import appkeys, background
 from node.api import contingency as api_contingency
 from node.app import create_app
 from node.web import officer_arrivals
 
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 OFFICER_PAGES = (
     "/officer",
     "/officer/arrivals",
@@ -83,22 +83,24 @@ async def _app_with(
     return await aiohttp_client(create_app(fakes.config(), deps))
 
 
-async def _csrf(client: Client, path: str) -> str:
-    r = await client.get(path)
-    assert r.status == 200, await r.text()
-    m = CSRF.search(await r.text())
-    assert m is not None
-    return m.group(1)
+async def _officer(fakes: Fakes, aiohttp_client: AiohttpClient, pool: ScriptedPool) -> Client:
+    """A node whose database answers from `pool`, an officer signed in (landing on the
+    selections queue)."""
+    client = await _app_with(fakes, aiohttp_client, pool)
+    assert await sign_in(client, fakes, "officer") == "/officer"
+    return client
 
 
-async def _sign_in(client: Client, fakes: Fakes, kind: str) -> str:
-    """Signs in; returns where the sign-in sent the browser."""
-    token = await _csrf(client, "/")
-    r = await client.post(
-        "/", data={"csrf": token, "api_key": fakes.keys[kind]}, allow_redirects=False
-    )
-    assert r.status == 303, await r.text()
-    return r.headers["Location"]
+async def _officer_with_database_down(
+    fakes: Fakes, aiohttp_client: AiohttpClient, pool: DownPool | None = None
+) -> Client:
+    """A node with PostgreSQL down (`pool`, by default one that never connects), an officer
+    signed in from the node's key cache."""
+    client = await _app_with(fakes, aiohttp_client, pool or DownPool(operational_error))
+    await background.refresh_keycache_once(fakes.accounts, client.app[appkeys.KEYCACHE])
+    fakes.accounts.down = True
+    assert await sign_in(client, fakes, "officer") == "/officer"
+    return client
 
 
 @pytest.mark.parametrize("kind", ["trader", "trucker"])
@@ -108,7 +110,7 @@ async def test_traders_and_truckers_get_a_403_page(
 ) -> None:
     """#15 item 4: the officers' pages enforce the API's officer role: another kind of account
     gets 403 (an HTML page, or the stream's problem), before any database read."""
-    await _sign_in(client, fakes, kind)
+    await sign_in(client, fakes, kind)
     async with asyncio.timeout(10), client.get(path, allow_redirects=False) as r:
         assert r.status == 403, path
         if path != "/officer/arrivals/stream":
@@ -128,8 +130,8 @@ async def test_without_a_session_the_pages_ask_to_sign_in(client: Client, path: 
 
 async def test_a_trader_cannot_switch_manual_mode_on(client: Client, fakes: Fakes) -> None:
     """#15 item 4: the switch's POST is refused for a trader (403) and nothing is switched."""
-    await _sign_in(client, fakes, "trader")
-    token = await _csrf(client, "/trader/new")
+    await sign_in(client, fakes, "trader")
+    token = await csrf(client, "/trader/new")
     r = await client.post(
         "/officer/contingency/activate",
         data={"csrf": token, "reason": "not mine", "confirm": "yes"},
@@ -155,8 +157,7 @@ async def test_the_selections_queue_shows_trucks_with_their_reasons(
     """#15 item 4: an officer lands on the selections queue; it lists what the API's queue
     answers (the selected trucks with their reasons), filtered by LBCP as the API filters."""
     pool = ScriptedPool([("FROM consignments c", []), ("FROM bundles", [_truck("MKT")])])
-    client = await _app_with(fakes, aiohttp_client, pool)
-    assert await _sign_in(client, fakes, "officer") == "/officer"
+    client = await _officer(fakes, aiohttp_client, pool)
     r = await client.get("/officer?lbcp=MKT")
     assert r.status == 200
     text = await r.text()
@@ -181,8 +182,7 @@ async def test_the_rules_page_lists_and_refuses_a_bad_rule_beside_its_field(
         "created_at": NOW,
     }
     pool = ScriptedPool([("FROM risk_rules", [rule])])
-    client = await _app_with(fakes, aiohttp_client, pool)
-    await _sign_in(client, fakes, "officer")
+    client = await _officer(fakes, aiohttp_client, pool)
     r = await client.get("/officer/rules")
     text = await r.text()
     assert 'id="rule-3" data-rule="3" data-active="true"' in text
@@ -201,11 +201,8 @@ async def test_a_rule_switch_goes_down_the_apis_write_path(
     """#15 item 4: activating or deactivating a rule is the API's write (PATCH's own path):
     with PostgreSQL down it answers the outage as a 503 page, never a 500."""
     pool = DownPool(operational_error)
-    client = await _app_with(fakes, aiohttp_client, pool)
-    await background.refresh_keycache_once(fakes.accounts, client.app[appkeys.KEYCACHE])
-    fakes.accounts.down = True
-    await _sign_in(client, fakes, "officer")
-    token = await _csrf(client, "/officer/contingency")
+    client = await _officer_with_database_down(fakes, aiohttp_client, pool)
+    token = await csrf(client, "/officer/contingency")
     r = await client.post("/officer/rules/3/active", data={"csrf": token, "active": "false"})
     assert r.status == 503, await r.text()
     assert r.content_type == "text/html"
@@ -232,8 +229,7 @@ async def test_registrations_to_approve_and_a_rejection_needs_a_reason(
         "decided_at": None,
     }
     pool = ScriptedPool([("FROM registrations", [reg])])
-    client = await _app_with(fakes, aiohttp_client, pool)
-    await _sign_in(client, fakes, "officer")
+    client = await _officer(fakes, aiohttp_client, pool)
     r = await client.get("/officer/registrations")
     text = await r.text()
     assert "Kowloon Trading" in text
@@ -257,8 +253,7 @@ async def test_the_itfs_view_says_whether_the_airport_may_inspect(
         "airport_inspected": False,
     }
     pool = ScriptedPool([("FROM consignments WHERE ccrn", [row])])
-    client = await _app_with(fakes, aiohttp_client, pool)
-    await _sign_in(client, fakes, "officer")
+    client = await _officer(fakes, aiohttp_client, pool)
     r = await client.get("/officer/itfs?ccrn=nonsense")
     assert r.status == 422
     assert 'id="e-ccrn">' in await r.text()
@@ -316,8 +311,7 @@ async def test_the_arrivals_page_lists_and_the_stream_sends_new_ones(
         return [_arrival(i) for i in (5, 6) if i > params["after"]]
 
     pool = ScriptedPool([("ORDER BY id DESC", [_arrival(4)]), ("WHERE id >", after)])
-    client = await _app_with(fakes, aiohttp_client, pool)
-    await _sign_in(client, fakes, "officer")
+    client = await _officer(fakes, aiohttp_client, pool)
     r = await client.get("/officer/arrivals")
     text = await r.text()
     assert 'data-arrival="4"' in text
@@ -348,10 +342,7 @@ async def test_the_stream_says_when_the_database_cannot_be_read_and_is_bounded(
     stream sends state "unavailable" instead of failing; past MAX_STREAMS open streams a
     node answers 503 (the page keeps its list and refresh link)."""
     pool = DownPool(operational_error)
-    client = await _app_with(fakes, aiohttp_client, pool)
-    await background.refresh_keycache_once(fakes.accounts, client.app[appkeys.KEYCACHE])
-    fakes.accounts.down = True
-    await _sign_in(client, fakes, "officer")
+    client = await _officer_with_database_down(fakes, aiohttp_client, pool)
     r = await client.get("/officer/arrivals")
     assert r.status == 200
     assert "The database cannot be read now" in await r.text()
@@ -364,14 +355,6 @@ async def test_the_stream_says_when_the_database_cannot_be_read_and_is_bounded(
     assert "Retry-After" in r.headers
 
 
-async def _officer_with_database_down(fakes: Fakes, aiohttp_client: AiohttpClient) -> Client:
-    client = await _app_with(fakes, aiohttp_client, DownPool(operational_error))
-    await background.refresh_keycache_once(fakes.accounts, client.app[appkeys.KEYCACHE])
-    fakes.accounts.down = True
-    assert await _sign_in(client, fakes, "officer") == "/officer"
-    return client
-
-
 async def test_manual_mode_with_the_database_down_confirm_record_journalled(
     fakes: Fakes, aiohttp_client: AiohttpClient
 ) -> None:
@@ -379,7 +362,7 @@ async def test_manual_mode_with_the_database_down_confirm_record_journalled(
     manual mode at MKT: a confirmation page comes first and nothing is switched; confirmed,
     MKT is manual; a clearance goes to the node's journal and is listed as "journalled"."""
     client = await _officer_with_database_down(fakes, aiohttp_client)
-    token = await _csrf(client, "/officer/contingency")
+    token = await csrf(client, "/officer/contingency")
     form = {"csrf": token, "reason": "database down", "message": "Paper at MKT", "lbcps": "MKT"}
     r = await client.post("/officer/contingency/activate", data=form)
     assert r.status == 200
@@ -428,7 +411,7 @@ async def test_a_bad_clearance_is_named_beside_its_field(
     comes back beside the form's fields and nothing is journalled."""
     client = await _officer_with_database_down(fakes, aiohttp_client)
     await fakes.contingency.activate(actor="officer:1", reason="t", lbcps=None, message="m")
-    token = await _csrf(client, "/officer/contingency")
+    token = await csrf(client, "/officer/contingency")
     form = {"csrf": token, "lbcp": "LMC", "vrn": "AB1", "decision": "release"}
     r = await client.post("/officer/contingency/clearances", data=form)
     assert r.status == 422
@@ -449,7 +432,7 @@ async def test_switching_off_needs_the_database_and_shows_the_report(
     deactivation answers, the page shows its reconciliation report."""
     client = await _officer_with_database_down(fakes, aiohttp_client)
     await fakes.contingency.activate(actor="officer:1", reason="t", lbcps=None, message="m")
-    token = await _csrf(client, "/officer/contingency")
+    token = await csrf(client, "/officer/contingency")
     r = await client.post("/officer/contingency/deactivate", data={"csrf": token, "reason": "ok"})
     assert r.status == 503
     text = await r.text()
@@ -493,8 +476,7 @@ async def test_the_pages_speak_traditional_chinese(
             ("FROM manual_clearances", []),
         ]
     )
-    client = await _app_with(fakes, aiohttp_client, pool)
-    await _sign_in(client, fakes, "officer")
+    client = await _officer(fakes, aiohttp_client, pool)
     zh = {"Accept-Language": "zh-HK"}
     expected = {
         "/officer": "被選取查驗的貨車",
@@ -511,7 +493,7 @@ async def test_the_pages_speak_traditional_chinese(
         assert '<html lang="zh-Hant">' in body
         assert text in body, path
     await fakes.contingency.activate(actor="officer:1", reason="t", lbcps=None, message="m")
-    token = await _csrf(client, "/officer/contingency")
+    token = await csrf(client, "/officer/contingency")
     form = {"csrf": token, "lbcp": "LMC", "vrn": "AB1", "decision": "release", "documents": "m"}
     client.app[appkeys.ROLE].set("standby")  # type: ignore[attr-defined]
     r = await client.post("/officer/contingency/clearances", data=form, headers=zh)

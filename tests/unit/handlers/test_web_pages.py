@@ -10,33 +10,16 @@ from http.cookies import SimpleCookie
 
 from handler_fakes import Fakes, operational_error
 from problem_checks import AiohttpClient, Client
+from web_signin import csrf, sign_in
 
 from node import appkeys, background
 from node.web import session
-
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 def _cookie_header(resp_headers: list[str], name: str) -> str:
     found = [h for h in resp_headers if h.startswith(name + "=")]
     assert found, resp_headers
     return found[-1]
-
-
-async def _csrf(client: Client, path: str = "/") -> str:
-    r = await client.get(path)
-    assert r.status == 200, await r.text()
-    m = CSRF.search(await r.text())
-    assert m is not None
-    return m.group(1)
-
-
-async def _sign_in(client: Client, fakes: Fakes, kind: str) -> None:
-    token = await _csrf(client)
-    r = await client.post(
-        "/", data={"csrf": token, "api_key": fakes.keys[kind]}, allow_redirects=False
-    )
-    assert r.status == 303, await r.text()
 
 
 async def test_sign_in_page_sets_a_strict_httponly_session_cookie(client: Client) -> None:
@@ -61,7 +44,7 @@ async def test_sign_in_with_the_api_key_leads_to_the_accounts_pages(
     r = await client.get("/trader/new", allow_redirects=False)
     assert r.status == 303
     assert r.headers["Location"].startswith("/?next=")
-    token = await _csrf(client)
+    token = await csrf(client)
     r = await client.post(
         "/", data={"csrf": token, "api_key": fakes.keys["trader"]}, allow_redirects=False
     )
@@ -76,7 +59,7 @@ async def test_sign_in_with_the_api_key_leads_to_the_accounts_pages(
 
 async def test_a_wrong_key_is_refused_on_the_page(client: Client) -> None:
     """#15 item 1: an unknown key answers the sign-in page again with the reason, as HTML."""
-    token = await _csrf(client)
+    token = await csrf(client)
     r = await client.post("/", data={"csrf": token, "api_key": "rk_0badcafe_nope"})
     assert r.status == 401
     assert r.content_type == "text/html"
@@ -88,7 +71,7 @@ async def test_a_wrong_key_is_refused_on_the_page(client: Client) -> None:
 async def test_sign_in_without_the_forms_token_is_refused(client: Client, fakes: Fakes) -> None:
     """#15 item 1: CSRF: the sign-in POST needs the session's token; a wrong one, or a form
     sent from another site, signs nobody in."""
-    token = await _csrf(client)
+    token = await csrf(client)
     r = await client.post("/", data={"csrf": "forged", "api_key": fakes.keys["trader"]})
     assert r.status == 403
     r = await client.post(
@@ -104,11 +87,11 @@ async def test_sign_in_without_the_forms_token_is_refused(client: Client, fakes:
 async def test_every_signed_in_form_checks_the_token(client: Client, fakes: Fakes) -> None:
     """#15 item 1: a signed-in POST without the session's CSRF token, or from another origin,
     is refused with 403 before anything is validated or written."""
-    await _sign_in(client, fakes, "trader")
+    await sign_in(client, fakes, "trader")
     r = await client.post("/trader/new", data={"csrf": "nope", "package_count": "x"})
     assert r.status == 403
     assert "another site" in await r.text()
-    token = await _csrf(client, "/trader/new")
+    token = await csrf(client, "/trader/new")
     r = await client.post(
         "/trader/new",
         data={"csrf": token, "package_count": "x"},
@@ -122,8 +105,8 @@ async def test_the_apis_field_errors_are_shown_beside_the_fields(
 ) -> None:
     """#15 item 2: a bad submission comes back as the form with the API's own messages
     beside the fields they name (422), values kept."""
-    await _sign_in(client, fakes, "trader")
-    token = await _csrf(client, "/trader/new")
+    await sign_in(client, fakes, "trader")
+    token = await csrf(client, "/trader/new")
     r = await client.post(
         "/trader/new",
         data={
@@ -151,8 +134,8 @@ async def test_the_apis_field_errors_are_shown_beside_the_fields(
 async def test_the_advance_window_rule_is_the_apis(client: Client, fakes: Fakes) -> None:
     """#15 item 2: a time under 30 minutes ahead is refused by the API's window rule, beside
     the time field (the fakes' clock is 2030-01-07 08:00 UTC = 16:00 in Hong Kong)."""
-    await _sign_in(client, fakes, "trader")
-    token = await _csrf(client, "/trader/new")
+    await sign_in(client, fakes, "trader")
+    token = await csrf(client, "/trader/new")
     form = {
         "csrf": token,
         "direction": "import",
@@ -175,8 +158,8 @@ async def test_a_trucker_bad_ccrn_is_named_beside_the_ccrn_field(
     client: Client, fakes: Fakes
 ) -> None:
     """#15 item 3: the bundle form shows the API's CCRN check beside the CCRN field."""
-    await _sign_in(client, fakes, "trucker")
-    token = await _csrf(client, "/trucker")
+    await sign_in(client, fakes, "trucker")
+    token = await csrf(client, "/trucker")
     r = await client.post(
         "/trucker/bundle", data={"csrf": token, "vrn": "AB1234", "lbcp": "LMC", "ccrns": "1234"}
     )
@@ -186,7 +169,7 @@ async def test_a_trucker_bad_ccrn_is_named_beside_the_ccrn_field(
 
 async def test_a_page_of_another_kind_is_forbidden(client: Client, fakes: Fakes) -> None:
     """#15: a trucker's session does not open the trader's pages (the API's role check)."""
-    await _sign_in(client, fakes, "trucker")
+    await sign_in(client, fakes, "trucker")
     r = await client.get("/trader/new")
     assert r.status == 403
     assert r.content_type == "text/html"
@@ -195,8 +178,8 @@ async def test_a_page_of_another_kind_is_forbidden(client: Client, fakes: Fakes)
 async def test_sign_out_ends_the_session(client: Client, fakes: Fakes) -> None:
     """#15 item 1: sign-out (a CSRF-checked POST) removes the cookie; the pages then ask to
     sign in again."""
-    await _sign_in(client, fakes, "trader")
-    token = await _csrf(client, "/trader/new")
+    await sign_in(client, fakes, "trader")
+    token = await csrf(client, "/trader/new")
     r = await client.post("/signout", data={"csrf": token}, allow_redirects=False)
     assert r.status == 303
     assert r.headers["Location"] == "/?notice=signed_out"
@@ -214,7 +197,7 @@ async def test_a_forged_cookie_is_no_session(client: Client) -> None:
 async def test_a_suspended_account_is_signed_out(client: Client, fakes: Fakes) -> None:
     """#15 item 1: every page authenticates the session's key again (as the API does), so an
     account suspended after sign-in is sent back to the sign-in page."""
-    await _sign_in(client, fakes, "trader")
+    await sign_in(client, fakes, "trader")
     client.app[appkeys.ACCOUNT_CACHE].clear()
     for stored in fakes.accounts.by_prefix.values():
         if stored.account.kind == "trader":
@@ -236,7 +219,7 @@ async def test_an_outage_is_a_page_not_a_json_problem(
     keycache = client.app[appkeys.KEYCACHE]
     await background.refresh_keycache_once(fakes.accounts, keycache)
     fakes.accounts.down = True
-    await _sign_in(client, fakes, "trader")
+    await sign_in(client, fakes, "trader")
     r = await client.get("/trader")
     assert r.status == 503
     assert r.content_type == "text/html"
@@ -308,8 +291,8 @@ async def test_a_valid_form_reaches_the_apis_write_path(
 
     fakes.pool = DownPool(operational_error)
     client = await aiohttp_client(fakes.app())
-    await _sign_in(client, fakes, "trader")
-    token = await _csrf(client, "/trader/new")
+    await sign_in(client, fakes, "trader")
+    token = await csrf(client, "/trader/new")
     r = await client.post(
         "/trader/new",
         data={
@@ -343,8 +326,8 @@ async def test_a_batch_upload_reaches_the_apis_batch_path(
 
     fakes.pool = DownPool(operational_error)
     client = await aiohttp_client(fakes.app())
-    await _sign_in(client, fakes, "trader")
-    token = await _csrf(client, "/trader/batch")
+    await sign_in(client, fakes, "trader")
+    token = await csrf(client, "/trader/batch")
     form = FormData()
     form.add_field("csrf", token)
     form.add_field("idem", "batch-token-1")

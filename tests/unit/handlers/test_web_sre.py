@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestServer
 from handler_fakes import Fakes, FixedRole, operational_error
 from problem_checks import AiohttpClient, Client
 from unit_fakes import MemoryEtcd
+from web_signin import sign_in
 
 from deploy.drills.drill import DrillResult
 from deploy.drills.publish import publish_to
@@ -35,7 +36,6 @@ from replication.etcd_gateway import MemberStatus
 from replication.patroni_rest import PatroniCluster
 
 AiohttpServer = Callable[[web.Application], Awaitable[TestServer]]
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 SVG = re.compile(r"<svg .*?</svg>", re.DOTALL)
 NS = "{http://www.w3.org/2000/svg}"
 
@@ -157,16 +157,6 @@ async def sre_client(
     return await aiohttp_client(create_app(fakes.config(peers=peers), deps))
 
 
-async def sign_in(client: Client, fakes: Fakes, kind: str) -> None:
-    r = await client.get("/")
-    m = CSRF.search(await r.text())
-    assert m is not None
-    r = await client.post(
-        "/", data={"csrf": m.group(1), "api_key": fakes.keys[kind]}, allow_redirects=False
-    )
-    assert r.status == 303, await r.text()
-
-
 async def page(client: Client, path: str) -> tuple[int, str]:
     r = await client.get(path)
     return r.status, await r.text()
@@ -179,13 +169,7 @@ async def test_sre_page_shows_both_sites_their_roles_and_the_leader(
     B is standby (its node's own /health, fetched over HTTP); each member's Patroni role, the
     standby's lag, both controllers' last decisions, etcd's members with the raft leader, and
     Redis's primary. An SRE lands here after signing in."""
-    r = await sre_client.get("/")
-    m = CSRF.search(await r.text())
-    assert m is not None
-    r = await sre_client.post(
-        "/", data={"csrf": m.group(1), "api_key": fakes.keys["sre"]}, allow_redirects=False
-    )
-    assert r.headers["Location"] == "/sre"
+    assert await sign_in(sre_client, fakes, "sre") == "/sre"
     status, text = await page(sre_client, "/sre")
     assert status == 200, text
     rows = Tags(text).rows("data-site")
