@@ -602,10 +602,15 @@ def haproxy_config(topo: Topology, tls: HaproxyTls, *, stats_password: str | Non
             "    acl public_read path /v1/status /status /health /health/live",
             # The web pages' stylesheet and script, for the public status page (#15 item 5).
             "    acl public_read path_beg /static/",
+            # An old process that a reload (`-sf`) told to stop still answers the next request
+            # on each of its kept-alive connections (option idle-close-on-response), but in it
+            # `nbsrv` reads 0 for every backend while forwarding still works (measured, HAProxy
+            # 2.6): without this, that request got "no API node is active" during a rotation.
+            "    acl reloading stopping",
             # No node alive at all: the public status page is HAProxy's own, saying so.
             '    http-request return status 200 content-type "text/html; charset=utf-8"'
             f" file {STATUS_FALLBACK_PAGE} hdr Cache-Control no-store"
-            " if { path /status } { nbsrv(any_live_node) eq 0 }",
+            " if { path /status } { nbsrv(any_live_node) eq 0 } !reloading",
             # With no node ready, answer every other request like a node would: problem+json,
             # Retry-After, and the manual-mode hint.
             "    acl no_active_node nbsrv(nodes) eq 0",
@@ -616,11 +621,12 @@ def haproxy_config(topo: Topology, tls: HaproxyTls, *, stats_password: str | Non
             "    acl manual_ops path /signin /signout",
             '    http-request return status 503 content-type "application/problem+json" '
             f'hdr Retry-After 1 string "{unavailable}" '
-            "if no_active_node !public_read !manual_ops || no_active_node !METH_GET !manual_ops",
+            "if no_active_node !reloading !public_read !manual_ops"
+            " || no_active_node !reloading !METH_GET !manual_ops",
             # Under overload the active node's queue serves manual clearance (I4) and the gates'
             # arrival decisions (a truck waits at the boundary) before anything else.
             "    http-request set-priority-class int(-1) if { path_beg /v1/contingency /v1/lbcp/ }",
-            "    use_backend any_live_node if no_active_node manual_ops",
+            "    use_backend any_live_node if no_active_node !reloading manual_ops",
             "    use_backend any_live_node if public_read METH_GET",
             "    default_backend nodes",
             "",

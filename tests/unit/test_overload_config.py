@@ -89,7 +89,8 @@ def test_no_active_node_still_answers_the_failover_hint() -> None:
     assert "acl no_active_node nbsrv(nodes) eq 0" in api
     (line,) = [x for x in api if x.startswith("http-request return status 503 ")]
     assert line.endswith(
-        "if no_active_node !public_read !manual_ops || no_active_node !METH_GET !manual_ops"
+        "if no_active_node !reloading !public_read !manual_ops"
+        " || no_active_node !reloading !METH_GET !manual_ops"
     )
     assert "hdr Retry-After 1 " in line
     doc = string_arg(line)
@@ -99,6 +100,20 @@ def test_no_active_node_still_answers_the_failover_hint() -> None:
     assert api.index(line) < api.index("use_backend any_live_node if public_read METH_GET")
 
 
+def test_a_process_stopping_after_a_reload_does_not_read_its_backends_as_empty() -> None:
+    """#12 item 1: in an HAProxy process a reload told to stop, `nbsrv` reads 0 while
+    forwarding still works, so every "no node" rule also requires that the process is not
+    stopping (the live proof: tests/integration/test_haproxy_reload_live.py)."""
+    api = _config()["frontend api"]
+    assert "acl reloading stopping" in api
+    for line in api:
+        if "no_active_node" in line and not line.startswith("acl no_active_node "):
+            for alternative in line.split(" if ", 1)[1].split(" || "):
+                assert "!reloading" in alternative.split(), line
+        if "nbsrv(any_live_node)" in line:
+            assert line.endswith(" !reloading"), line
+
+
 def test_with_no_active_node_manual_clearance_goes_to_any_live_node() -> None:
     """#15 item 4: with no node active (the database down), the officers' contingency API and
     pages and signing in are not refused by HAProxy but sent to any live node, which serves
@@ -106,7 +121,7 @@ def test_with_no_active_node_manual_clearance_goes_to_any_live_node() -> None:
     api = _config()["frontend api"]
     assert "acl manual_ops path_beg /v1/contingency /officer/contingency" in api
     assert "acl manual_ops path /signin /signout" in api
-    route = "use_backend any_live_node if no_active_node manual_ops"
+    route = "use_backend any_live_node if no_active_node !reloading manual_ops"
     assert route in api
     assert api.index(route) < api.index("default_backend nodes")
     # The same node for one client: the page after a clearance lists that node's journal.
