@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,19 @@ TEST_PORT_OFFSETS = {
 # raise HAProxy's per-address limits far above what they send (tests/integration/
 # test_hostile_proxy.py checks the limits themselves with low ones).
 TEST_ABUSE_LIMITS = AbuseLimits(unauthenticated_requests=1_000_000, auth_failures=1_000_000)
+
+
+# Set to a folder, the logs of every test cluster are copied there before its files are deleted
+# (one sub-folder per cluster), to read after a failure.
+KEEP_LOGS_ENV = "ROCARS_KEEP_LOGS"
+
+
+def _keep_logs(state: StateDir) -> None:
+    target = os.environ.get(KEEP_LOGS_ENV)
+    if not target or not state.logs.is_dir():
+        return
+    name = f"{state.root.parent.name}-{time.strftime('%H%M%S')}"
+    shutil.copytree(state.logs, Path(target) / name, dirs_exist_ok=True)
 
 
 @dataclass
@@ -173,8 +188,9 @@ class LocalCluster:
 
     def close(self) -> None:
         try:
-            teardown.down(self.topo, self.state, lambda _msg: None)
+            teardown.discard(self.topo, self.state)
         finally:
+            _keep_logs(self.state)
             teardown.purge(self.state)
 
     def pid(self, process: str) -> int | None:

@@ -195,6 +195,25 @@ def stop_pids(pids: Iterable[int], *, timeout: float = 15.0) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
+def signal_pids(pids: Iterable[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def kill_trees(pids: Iterable[int]) -> None:
+    """SIGKILL each process and all its descendants, and wait for them to be gone."""
+    procs: list[psutil.Process] = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            p = psutil.Process(pid)
+            procs += [p, *p.children(recursive=True)]
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(procs, timeout=5)
+
+
 def stop_many(state: StateDir, specs: list[ProcessSpec], *, timeout: float = 15.0) -> list[str]:
     """Stop several processes at once; returns the names of those that were running."""
     running = {s.name: pid for s in specs if (pid := running_pid(state, s)) is not None}
