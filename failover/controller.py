@@ -80,12 +80,16 @@ class FailoverController:
         self._unhealthy_since: dict[str, float] = {}
         self.decision = Decision("none", None, "starting: nothing observed yet.")
 
-    async def _node_healthy(self, site: str) -> bool:
+    async def _node_healthy(self, site: str, leader_site: str | None) -> bool:
         if site == self.site:
             return True  # this code runs, so this node is alive
+        # The leader's site's node must be ready (active), not merely alive: one that cannot
+        # reach its own PostgreSQL is alive but standby (failover.role_rule), and the site
+        # should move. The other site's node only has to be alive to take over.
+        probe = "ready" if site == leader_site else "live"
         try:
             async with self._session.get(
-                f"{self.sites[site]}/health/live", timeout=aiohttp.ClientTimeout(total=0.8)
+                f"{self.sites[site]}/health/{probe}", timeout=aiohttp.ClientTimeout(total=0.8)
             ) as r:
                 return r.status == 200
         except (aiohttp.ClientError, TimeoutError):
@@ -111,7 +115,7 @@ class FailoverController:
             return None  # without the shared history we cannot honour the minimum interval
         views = []
         for site in sorted(self.sites):
-            healthy = await self._node_healthy(site)
+            healthy = await self._node_healthy(site, leader_site)
             if healthy:
                 self._unhealthy_since.pop(site, None)
             else:

@@ -9,7 +9,9 @@ Passing the current leader to Patroni makes a request built on a stale view fail
 instead of moving the cluster twice.
 
 Scope (DESIGN §2): only "API node dead, database fine". Database failures are Patroni's job,
-so this controller stays out whenever the leader is unknown or is not a running primary.
+so this controller stays out whenever the leader is unknown or is not a running primary. The
+adapter counts the leader's site's node as healthy only while it is ready (active), so a node
+that is alive but cannot reach its own PostgreSQL (failover.role_rule) also moves the site.
 
 Rules, first match wins; each yields one sentence in ``Decision.reason``:
 

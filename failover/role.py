@@ -4,8 +4,10 @@
 `role_interval_s` from the local Patroni member (short timeout, so a frozen Patroni reads as
 "unknown", never as a hang) and a linearizable read of the leader key in etcd (so a minority
 etcd member cannot name a stale leader). Both must agree before a node calls itself active.
-When the local Patroni is silent but the key is this member's, it asks the member's own
-PostgreSQL whether it is the primary (`pg_primary`, short timeout), as the rule allows.
+Whenever the key is this member's, it asks the member's own PostgreSQL whether it is the
+primary (`pg_primary`, short timeout, one query a cycle on a connection of its own): while
+Patroni is silent its answer keeps the node active, and its silence for long enough means this
+node cannot reach its database, which makes it standby (the rule's two #14 cases).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class RoleWatcher:
         self.decision = RoleDecision("standby", "starting: role not yet observed")
         self.facts: RoleFacts | None = None
         self._leader_seen: str | None = "not yet observed"
+        self._pg_silent_since: float | None = None
         self.last_cycle_at: float | None = None
 
     @property
@@ -75,10 +78,19 @@ class RoleWatcher:
                 return None, False
 
         (role, state, paused), (holder, known) = await asyncio.gather(local(), leader())
-        pg_primary = None
-        if role is None and known and holder == self._my_member and self._pg_primary:
+        pg_primary, silent_s = None, None
+        if known and holder == self._my_member and self._pg_primary:
             pg_primary = await self._pg_primary()
-        return RoleFacts(self._my_member, role, state, holder, known, paused, pg_primary)
+            now = self._clock()
+            if pg_primary is None:
+                if self._pg_silent_since is None:
+                    self._pg_silent_since = now
+                silent_s = now - self._pg_silent_since
+            else:
+                self._pg_silent_since = None
+        else:
+            self._pg_silent_since = None
+        return RoleFacts(self._my_member, role, state, holder, known, paused, pg_primary, silent_s)
 
     async def cycle(self) -> RoleDecision:
         facts = await self.observe()

@@ -9,6 +9,12 @@ key expires meanwhile and the standby is promoted, the old primary's commits han
 being acknowledged, and the next cycle sees the key held by another member (DESIGN.md section
 6: the zombie primary). Measured before this rule: a 10 s freeze of the primary's Patroni gave
 a 9.5 s write outage with no failover at all.
+
+The other way round (#14 item 3, node -> PostgreSQL cut): Patroni says its member is the
+running primary, but this node has not reached that PostgreSQL for PG_SILENCE_LIMIT_S. Then
+the node is standby, so HAProxy stops sending it writes it can only refuse, and the failover
+controller on the other site sees the active site's node not ready and moves the site there.
+Before this rule the node stayed ready and answered every write 503, and nothing moved.
 """
 
 from __future__ import annotations
@@ -17,6 +23,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 Role = Literal["active", "standby"]
+
+# How long the node's own PostgreSQL may go without answering the node before the node gives
+# up being active. Long enough that one slow probe (a busy machine, a checkpoint) is not a
+# failover; short next to the controller's grace period, so the site moves within seconds.
+PG_SILENCE_LIMIT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -29,9 +40,12 @@ class RoleFacts:
     leader_key: str | None  # member named by the leader key, read with quorum
     leader_known: bool  # False when etcd gave no quorum answer
     paused: bool = False
-    # Asked only when the local Patroni did not answer: the member's own PostgreSQL says it is
+    # Asked whenever the leader key is this member's: the member's own PostgreSQL says it is
     # not in recovery (True), is in recovery (False), or did not answer (None).
     local_pg_primary: bool | None = None
+    # For how long, in seconds, that PostgreSQL has not answered this node (None: it answered
+    # at the last ask).
+    local_pg_silent_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -61,5 +75,11 @@ def decide_role(f: RoleFacts) -> RoleDecision:
             "standby",
             f"{f.my_member} holds the leader key but is {f.local_role}/{f.local_state}, "
             "not a running primary",
+        )
+    if f.local_pg_silent_s is not None and f.local_pg_silent_s >= PG_SILENCE_LIMIT_S:
+        return RoleDecision(
+            "standby",
+            f"{f.my_member} is the running primary and holds the leader key, but this node has "
+            f"not reached it for {f.local_pg_silent_s:.1f} s: the site's writes must move",
         )
     return RoleDecision("active", f"{f.my_member} is the running primary and holds the leader key")

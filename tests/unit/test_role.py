@@ -5,8 +5,9 @@ PostgreSQL's; every other combination is standby, with a reason."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
-from failover.role_rule import RoleFacts, decide_role
+from failover.role_rule import PG_SILENCE_LIMIT_S, RoleFacts, decide_role
 
 ROLES = (None, "primary", "replica", "uninitialized")
 STATES = (None, "running", "streaming", "stopped", "starting")
@@ -92,3 +93,15 @@ def test_key_holder_that_is_not_a_running_primary_says_what_it_is() -> None:
     d = decide_role(RoleFacts("pg-A", "primary", "starting", "pg-A", True))
     assert d.role == "standby"
     assert "primary/starting" in d.reason
+
+
+def test_a_primary_its_node_cannot_reach_is_standby_from_the_limit_on() -> None:
+    """#14 item 3 (node -> PostgreSQL cut): Patroni says running primary and the key is ours,
+    but the node's own PostgreSQL has been silent to it: active below PG_SILENCE_LIMIT_S,
+    standby from it on, naming how long."""
+    base = RoleFacts("pg-A", "primary", "running", "pg-A", True)
+    for silent, role in ((None, "active"), (0.0, "active"), (2.99, "active"), (3.0, "standby")):
+        d = decide_role(replace(base, local_pg_silent_s=silent))
+        assert d.role == role, silent
+    d = decide_role(replace(base, local_pg_silent_s=PG_SILENCE_LIMIT_S + 7))
+    assert "has not reached it for 10.0 s" in d.reason

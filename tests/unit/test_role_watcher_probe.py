@@ -1,11 +1,14 @@
-"""failover.role.RoleWatcher asks the member's own PostgreSQL only while the local Patroni is
-silent and the leader key is this member's, and follows its answer (#14 item 3)."""
+"""failover.role.RoleWatcher asks the member's own PostgreSQL whenever the leader key is this
+member's, and follows its answer: while the local Patroni is silent, "primary" keeps the node
+active; silence for PG_SILENCE_LIMIT_S makes it standby even though Patroni says primary
+(#14 item 3)."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
 from failover.role import RoleWatcher
+from failover.role_rule import PG_SILENCE_LIMIT_S
 from kernel.errors import PatroniUnavailable
 from replication.etcd_gateway import KeyValue
 from replication.patroni_rest import MemberView
@@ -39,7 +42,20 @@ class Probe:
         return self.answer
 
 
-def _watcher(patroni: Patroni, holder: str | None, probe: Probe) -> RoleWatcher:
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+PRIMARY = MemberView(role="primary", state="running", paused=False)
+
+
+def _watcher(
+    patroni: Patroni, holder: str | None, probe: Probe, clock: Clock | None = None
+) -> RoleWatcher:
     return RoleWatcher(
         patroni=cast(Any, patroni),
         patroni_url="https://127.0.0.1:1",
@@ -48,6 +64,7 @@ def _watcher(patroni: Patroni, holder: str | None, probe: Probe) -> RoleWatcher:
         my_member="pg-A",
         interval_s=0.25,
         pg_primary=probe,
+        clock=clock or Clock(),
     )
 
 
@@ -60,10 +77,35 @@ async def test_a_silent_patroni_of_the_key_holder_asks_postgres_and_stays_active
         assert (decision.role, probe.asked) == (role, 1), answer
 
 
-async def test_postgres_is_not_asked_when_patroni_answers_or_the_key_is_another_members() -> None:
-    """Normal running costs no probe; a silent Patroni whose key moved is standby unasked."""
-    primary = MemberView(role="primary", state="running", paused=False)
+async def test_postgres_is_asked_only_while_the_key_is_this_members() -> None:
+    """The key holder asks its PostgreSQL once a cycle, also when Patroni answers; a node
+    whose key is another member's (or unknown) asks nothing and is standby."""
     probe = Probe(True)
-    assert (await _watcher(Patroni(primary), "pg-A", probe).cycle()).role == "active"
+    assert (await _watcher(Patroni(PRIMARY), "pg-A", probe).cycle()).role == "active"
+    assert probe.asked == 1
     assert (await _watcher(Patroni(None), "pg-B", probe).cycle()).role == "standby"
-    assert probe.asked == 0
+    assert (await _watcher(Patroni(PRIMARY), None, probe).cycle()).role == "standby"
+    assert probe.asked == 1
+
+
+async def test_own_postgres_silent_past_the_limit_makes_the_primarys_node_standby() -> None:
+    """#14 item 3 (node -> PostgreSQL cut): Patroni says primary, the key is ours, but our
+    PostgreSQL does not answer us: active until PG_SILENCE_LIMIT_S of silence, then standby
+    saying so; one answer makes it active again and restarts the count."""
+    clock, probe = Clock(), Probe(None)
+    watcher = _watcher(Patroni(PRIMARY), "pg-A", probe, clock)
+    assert (await watcher.cycle()).role == "active"  # silent since now
+    clock.now = PG_SILENCE_LIMIT_S - 0.01
+    assert (await watcher.cycle()).role == "active"
+    clock.now = PG_SILENCE_LIMIT_S
+    decision = await watcher.cycle()
+    assert decision.role == "standby"
+    assert "not reached it for 3.0 s" in decision.reason
+    probe.answer = True
+    clock.now += 1
+    assert (await watcher.cycle()).role == "active"
+    probe.answer = None
+    clock.now += 1
+    assert (await watcher.cycle()).role == "active"  # a new silence starts from zero
+    clock.now += PG_SILENCE_LIMIT_S
+    assert (await watcher.cycle()).role == "standby"
