@@ -246,11 +246,6 @@ async def _haproxy_errors(c: LocalCluster) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="manual clearances ignore Idempotency-Key, so a clearance retried after a reset "
-    "connection can be stored twice (the checker found it in 1 run of 2); fix pending",
-)
 async def test_haproxy_to_node_resets_lose_no_acknowledged_write(
     chaos: LocalCluster, accounts: WorkloadAccounts, links: Links, tmp_path: Path
 ) -> None:
@@ -398,12 +393,11 @@ async def test_node_to_postgres_cut_on_the_active_site_moves_the_site(
     chaos: LocalCluster, accounts: WorkloadAccounts, links: Links, tmp_path: Path
 ) -> None:
     """#14 item 3 (node -> PostgreSQL cut on the active site): the active node cannot reach
-    its own database while Patroni and the database are fine, so the failover controller
-    switches the cluster over to the other site, whose node takes the writes; nothing
-    acknowledged is lost. Today the site does not move (the node's role rule looks at Patroni
-    and etcd, not at its own pool, so the node stays ready and answers every write 503): the
-    checker still runs, then the test is marked xfail until that is fixed, and passes once
-    the site moves."""
+    its own database while Patroni and the database are fine; it turns standby once its
+    database has been silent to it for PG_SILENCE_LIMIT_S (failover.role_rule), the failover
+    controller on the other site sees the active site's node not ready and switches the
+    cluster over, and the other site's node takes the writes; nothing acknowledged is lost.
+    (Before the rule the node stayed ready, answered every write 503, and nothing moved.)"""
     run = Run("node-postgres-cut")
     active = await chaos_cluster.leader(chaos)
     assert active is not None
@@ -426,11 +420,7 @@ async def test_node_to_postgres_cut_on_the_active_site_moves_the_site(
         run.fault = (start, time.monotonic())
         await asyncio.sleep(QUIET_S)
     await _check(chaos, run, tmp_path)
-    if "site_moved_s" not in run.measured:
-        pytest.xfail(
-            f"#14 item 3 gap: the site did not move within {MOVE_S:.0f} s of the active node"
-            " losing its database (its role ignores its own pool)"
-        )
+    assert "site_moved_s" in run.measured, f"the site did not move within {MOVE_S:.0f} s"
     assert any(
         op.type == "ok" and op.completion is not None and op.completion.node == other
         for op in run.history.operations()

@@ -10,7 +10,9 @@ every commit, and each append commits before it returns. A 202 sent after
 the host losing power.
 
 Idempotency: an append whose UUID is already journalled with the same content is a retry and
-returns that UUID; with different content it raises :class:`JournalConflict`. PostgreSQL, not
+returns that UUID; with different content it raises :class:`JournalConflict`.
+:meth:`Journal.append_clearance_once` (a clearance under an Idempotency-Key) answers the
+journalled record instead, for the caller to compare. PostgreSQL, not
 ``imported_at``, decides what was imported: :meth:`Journal.mark_imported` only keeps
 :meth:`Journal.pending_clearances` short, so a crash between the import and the marking merely
 makes the next run skip those UUIDs again.
@@ -37,7 +39,7 @@ import threading
 import uuid as uuid_lib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal, TypeVar, cast, get_args
@@ -411,6 +413,39 @@ class Journal:
         recorded_at = (record.recorded_at or datetime.now(UTC)).isoformat()
         extra = {"recorded_at": recorded_at}
         return self._append("clearances", _CLEARANCE_COLS, uid, record._content(), extra)
+
+    def append_clearance_once(self, record: ClearanceRecord) -> tuple[ClearanceRecord, bool]:
+        """Journal ``record`` (it must carry its UUID) unless a clearance with that UUID is
+        journalled already; answers the clearance as journalled and whether it was appended
+        now. An existing one is answered whatever its content, unlike
+        :meth:`append_clearance`: a retry under an Idempotency-Key (whose UUID is derived from
+        the key) defaults its times afresh, and only the caller knows which fields its request
+        set, so the caller decides whether it is the same clearance."""
+        if record.uuid is None:
+            raise ValueError("uuid: append_clearance_once needs the record's UUID")
+        recorded_at = record.recorded_at or datetime.now(UTC)
+        names = f"uuid, {_CLEARANCE_COLS}, recorded_at"
+        with self._writing() as conn:
+            row = conn.execute(
+                f"SELECT {names} FROM clearances WHERE uuid = ?", (record.uuid,)
+            ).fetchone()
+            if row is None:
+                values = (record.uuid, *record._content(), recorded_at.isoformat())
+                marks = ", ".join("?" * len(values))
+                conn.execute(f"INSERT INTO clearances ({names}) VALUES ({marks})", values)
+        if row is not None:
+            return self._decode(tuple(row), _clearance), False
+        return replace(record, recorded_at=recorded_at), True
+
+    def clearance(self, uuid: str) -> ClearanceRecord | None:
+        """The journalled clearance ``uuid`` (pending, imported or set aside), or None."""
+        key = canonical_uuid(uuid)
+        with self._reading() as conn:
+            row = conn.execute(
+                f"SELECT uuid, {_CLEARANCE_COLS}, recorded_at FROM clearances WHERE uuid = ?",
+                (key,),
+            ).fetchone()
+        return None if row is None else self._decode(tuple(row), _clearance)
 
     def append_audit(self, event: AuditEvent) -> str:
         """Journal ``event`` durably (fsynced before returning) and return its UUID."""

@@ -11,6 +11,9 @@ before the API refused them) is set aside in its journal with the reason, report
 the rest are imported. Each record is stored inside its own `conn.transaction()` (a savepoint
 when the caller already holds a transaction), so the refusal rolls back only that record.
 Anything else (the database going away) still stops the run: manual mode then stays on.
+
+The API stores clearances with `store_clearance` too; one retried under an Idempotency-Key
+(its UUID derived from the key) finds its first record with `replay_clearance`.
 """
 
 from __future__ import annotations
@@ -180,6 +183,45 @@ async def store_clearance(
         ),
     )
     return True, outcome
+
+
+async def replay_clearance(conn: Conn, uid: str) -> tuple[ClearanceRecord, dict[str, Any]] | None:
+    """The stored clearance `uid` and the outcome `store_clearance` answered for it, for a
+    retry that found it stored already (inside the caller's transaction); None if absent.
+
+    The no-op UPDATE makes the caller's COMMIT a real one, which waits for the synchronous
+    standby and so for the original row too: a row committed on the primary alone (a cancelled
+    wait for the standby, DESIGN.md section 6) is never answered from on its own strength."""
+    cur = await conn.execute(
+        "UPDATE manual_clearances SET recorded_at = recorded_at WHERE uuid = %s RETURNING"
+        " node, officer, lbcp, vrn, decision, documents, ccrns, cleared_at, recorded_at,"
+        " bundle_id, matched, unmatched",
+        (uid,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    node, officer, lbcp, vrn, decision, documents, ccrns, cleared_at, recorded_at = row[:9]
+    bundle_id, matched, unmatched = row[9:]
+    rec = ClearanceRecord(
+        node=node,
+        officer=officer,
+        lbcp=lbcp,
+        vrn=vrn,
+        decision=decision,
+        documents=tuple(documents),
+        ccrns=tuple(ccrns),
+        cleared_at=cleared_at,
+        uuid=uid,
+        recorded_at=recorded_at,
+    )
+    outcome = {
+        "uuid": rec.uuid,
+        "bundle_id": None if bundle_id is None else str(bundle_id),
+        "matched": matched,
+        "unmatched": unmatched,
+    }
+    return rec, outcome
 
 
 async def reconcile(conn: Conn, journal_paths: list[Path]) -> ReconcileReport:

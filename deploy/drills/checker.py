@@ -144,14 +144,16 @@ def _rows(ops: Sequence[Operation]) -> dict[str, list[tuple[Any, ...]]]:
     rows: dict[str, list[tuple[Any, ...]]] = {t: [] for t in _TABLES}
     for op in ops:
         inv, r = op.invoke, op.result
-        if op.type == "fail" and inv.key is not None:
+        # A manual clearance's key names its record's UUID; it has no idempotency record.
+        keyed = inv.key is not None and op.kind != "clearance"
+        if op.type == "fail" and keyed:
             rows["chk_refused"].append((op.id, inv.account, inv.key))
         if op.type != "ok" or not isinstance(r, dict):
             continue
         answer = without_mode(r)
         if op.kind == "arrival" and "until" not in r:
             continue  # decided by manual mode alone: nothing written, no record
-        if inv.key is not None:
+        if keyed:
             rows["chk_records"].append((op.id, inv.account, inv.key, json.dumps(answer)))
         if op.kind in ("submit", "amend"):
             rows["chk_versions"].append(

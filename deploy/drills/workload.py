@@ -262,7 +262,7 @@ class Workload:
                 return
             key = f"wl-{self.shared.run}-{process}-{n}"
             if n % self.settings.clearance_every == 0:
-                await self._clearance(client, actor, process)
+                await self._clearance(client, actor, process, key)
             else:
                 vrn = self.shared.to_arrive.popleft() if self.shared.to_arrive else None
                 await self._arrival(client, actor, process, key, vrn or self.shared.vrn())
@@ -279,7 +279,7 @@ class Workload:
 
         await self.history.call(process, actor.id, "arrival", key, body, send)
 
-    async def _clearance(self, client: RocarsClient, actor: Actor, process: int) -> None:
+    async def _clearance(self, client: RocarsClient, actor: Actor, process: int, key: str) -> None:
         body = {
             "lbcp": LBCP,
             "vrn": self.shared.vrn(),
@@ -289,10 +289,12 @@ class Workload:
         }
 
         async def send() -> Response:
-            return await client.request("POST", "/v1/contingency/clearances", json=body)
+            path = "/v1/contingency/clearances"
+            return await client.request("POST", path, json=body, idempotency_key=key)
 
-        # The route takes no Idempotency-Key: a retried clearance is a new one to the server.
-        await self.history.call(process, actor.id, "clearance", None, body, send)
+        # Retried under one key, as an officer's client does: the server derives the record's
+        # UUID from it, so a retry after a lost answer is the same record.
+        await self.history.call(process, actor.id, "clearance", key, body, send)
 
 
 async def sample_once(session: aiohttp.ClientSession, topo: Topology, history: History) -> None:

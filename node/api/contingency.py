@@ -26,7 +26,7 @@ from pydantic import AwareDatetime, Field, StringConstraints, field_validator
 
 from contingency import state as cstate
 from contingency.journal import AuditEvent, ClearanceRecord
-from contingency.reconcile import journal_paths, reconcile, store_clearance
+from contingency.reconcile import journal_paths, reconcile, replay_clearance, store_clearance
 from contingency.runtime import applies, await_nodes
 from kernel.domain.ccrn import validate_ccrn
 from kernel.domain.lbcp import DEFAULT_LBCPS
@@ -38,9 +38,10 @@ from node.api import common
 from node.api.health import contingency_section
 from node.auth import require
 from node.driver_errors import translated
-from node.problems import not_writable
+from node.problems import Problem, not_writable
 from node.schemas import Text500, _Strict, iso
 from node.validation import invalid, read_model
+from node.writes import idempotency_key
 
 # One peer's /health must answer within this; a mode change waits at most NODES_DEADLINE_S for
 # the nodes to apply it (they re-read it every 0.25 s, so this is ample).
@@ -264,11 +265,57 @@ async def record_clearance(request: web.Request) -> web.Response:
     return await record_clearance_as(request, account, c)
 
 
+# Names the UUIDs of clearances recorded under an Idempotency-Key (uuid5 of account and key).
+CLEARANCE_KEYS = uuid.UUID("6f1f5d3e-5b0e-4c52-9a57-0c4b3f0e8a21")
+JOURNALLED = "recorded on this node; it is imported into the database by reconciliation"
+
+
+def clearance_uuid(account: Account, key: str | None) -> str:
+    """The UUID of the clearance `account` records under Idempotency-Key `key`: the same for
+    every retry, so each store (PostgreSQL by primary key, a journal by its UUID, and
+    reconciliation between them) keeps one record. No key: a fresh one."""
+    if key is None:
+        return str(uuid.uuid4())
+    return str(uuid.uuid5(CLEARANCE_KEYS, f"{account.id}:{key}"))
+
+
+def same_clearance(stored: ClearanceRecord, c: ClearanceIn, officer: str) -> bool:
+    """Whether `stored` is the clearance `c` asks for. A time `c` leaves out defaults to the
+    moment of the request, which a retry cannot repeat: the first record's time stands."""
+    s = stored
+    asked = (officer, c.lbcp, c.vrn, c.decision, tuple(c.documents), tuple(c.ccrns))
+    return (s.officer, s.lbcp, s.vrn, s.decision, s.documents, s.ccrns) == asked and (
+        c.cleared_at is None or c.cleared_at == s.cleared_at
+    )
+
+
+def _reused_key() -> Problem:
+    return invalid(
+        [{"field": "Idempotency-Key", "message": "already used with a different clearance"}],
+        "this Idempotency-Key was already used with a different clearance; nothing was recorded",
+    )
+
+
+def _journalled(uid: str, *, replayed: bool) -> web.Response:
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    body = {"uuid": uid, "stored": "journal", "detail": JOURNALLED}
+    return web.json_response(body, status=202, headers=headers)
+
+
 async def record_clearance_as(
     request: web.Request, account: Account, c: ClearanceIn
 ) -> web.Response:
     """One truck cleared by hand: to PostgreSQL (201, "database") when this node can write,
-    else to the node's journal (202, "journal")."""
+    else to the node's journal (202, "journal").
+
+    Under an Idempotency-Key (the header, or a channel's own: a web form's token) the record's
+    UUID is the key's (`clearance_uuid`), so a retry, to either store, finds the first record
+    and is answered as it was (`Idempotent-Replayed: true`): 202 when this node's journal holds
+    it, else 201 with its stored outcome; a different clearance under that key is 422 and
+    writes nothing. Only the store a retry reaches can be compared: a record journalled on the
+    other node, or stored in PostgreSQL while this node journals, meets its retry at
+    reconciliation, which imports the UUID once (the first one there stands)."""
+    key = idempotency_key(request)
     common.check_lbcp(c.lbcp)
     bad = [
         {"field": f"ccrns[{i}]", "message": err}
@@ -280,18 +327,29 @@ async def record_clearance_as(
     now = datetime.now(UTC)
     if c.cleared_at is not None and c.cleared_at > now:
         raise invalid([{"field": "cleared_at", "message": "must not be in the future"}])
+    officer = str(account.id)
     rec = ClearanceRecord(
         node=request.app[appkeys.CONFIG].site,
-        officer=str(account.id),
+        officer=officer,
         lbcp=c.lbcp,
         vrn=c.vrn,
         decision=c.decision,
         documents=tuple(c.documents),
         ccrns=tuple(c.ccrns),
         cleared_at=c.cleared_at or now,
-        uuid=str(uuid.uuid4()),
+        uuid=clearance_uuid(account, key),
         recorded_at=now,
     )
+    assert rec.uuid is not None
+    journal = request.app[appkeys.JOURNAL]
+    if key is not None:
+        # First answered from this node's journal (202): answered so again, even once the
+        # database is back.
+        held = await asyncio.to_thread(journal.clearance, rec.uuid)
+        if held is not None:
+            if not same_clearance(held, c, officer):
+                raise _reused_key()
+            return _journalled(rec.uuid, replayed=True)
     if request.app[appkeys.ROLE].role == "active":
         try:
             with translated():
@@ -299,21 +357,27 @@ async def record_clearance_as(
                     request.app[appkeys.POOL].connection(timeout=2) as conn,
                     conn.transaction(),
                 ):
-                    _, outcome = await store_clearance(conn, rec, source="direct")
+                    inserted, outcome = await store_clearance(conn, rec, source="direct")
+                    if not inserted:  # only under a key: a fresh UUID is never taken
+                        found = await replay_clearance(conn, rec.uuid)
+                        assert found is not None  # the row it conflicted with is committed
+                        stored, outcome = found
+                        if not same_clearance(stored, c, officer):
+                            raise _reused_key()  # rolls the replay's touch back
             return web.json_response(
-                {"uuid": rec.uuid, "stored": "database", **outcome}, status=201
+                {"uuid": rec.uuid, "stored": "database", **outcome},
+                status=201,
+                headers=None if inserted else {"Idempotent-Replayed": "true"},
             )
         except DatabaseUnavailable:
             pass  # fall through to the journal
-    uid = await asyncio.to_thread(request.app[appkeys.JOURNAL].append_clearance, rec)
-    return web.json_response(
-        {
-            "uuid": uid,
-            "stored": "journal",
-            "detail": "recorded on this node; it is imported into the database by reconciliation",
-        },
-        status=202,
-    )
+    if key is None:
+        uid = await asyncio.to_thread(journal.append_clearance, rec)
+        return _journalled(uid, replayed=False)
+    first, appended = await asyncio.to_thread(journal.append_clearance_once, rec)
+    if not appended and not same_clearance(first, c, officer):
+        raise _reused_key()
+    return _journalled(rec.uuid, replayed=not appended)
 
 
 def add_routes(app: web.Application) -> None:

@@ -46,6 +46,7 @@ class Op:
     optional_body: bool = False
     query: tuple[Schema, ...] = ()
     write: bool = False  # goes through node.writes.run_write: Idempotency-Key, 503 on standby
+    keyed: bool = False  # takes Idempotency-Key on a path of its own (manual clearances)
     links: dict[int, dict[str, Schema]] = field(default_factory=dict)
     description: str = ""
 
@@ -484,6 +485,12 @@ OPERATIONS: tuple[Op, ...] = (
         },
         errors=(409, 422),
         body=contingency.ClearanceIn,
+        keyed=True,
+        description="Under an Idempotency-Key the record's `uuid` is derived from the account"
+        " and the key, so a retry (to the database or to a node's journal) is one record and"
+        " is answered as the first request was, with `Idempotent-Replayed: true`; a"
+        " `cleared_at` left out keeps the first record's time. The same key with another"
+        " clearance is 422. The key does not expire.",
     ),
 )
 
@@ -649,6 +656,8 @@ def _statuses(op: Op) -> list[int]:
         codes.add(413)  # the body is read (and capped) even when the route takes none
     if op.write:
         codes |= {400, 422, 503}  # Idempotency-Key; standby or database down
+    if op.keyed:
+        codes |= {400, 422}  # Idempotency-Key invalid, or reused with another request
     if "{" in op.path:
         codes |= {404, 422}
     if op.query:
@@ -658,7 +667,7 @@ def _statuses(op: Op) -> list[int]:
 
 def _operation(op: Op, components: dict[str, Schema]) -> Schema:
     params = _path_parameters(op.path) + list(op.query)
-    if op.write:
+    if op.write or op.keyed:
         params.append(IDEMPOTENCY_KEY)
     responses: dict[str, Schema] = {}
     for status, (description, schema) in sorted(op.ok.items()):

@@ -8,6 +8,9 @@ local override (`state_json`, `activate_as`), a clearance goes to PostgreSQL whe
 write and to the node's journal otherwise (`record_clearance_as`), and switching off
 reconciles the journals first (`deactivate_as`, which needs a writable database and says so).
 
+The clearance form carries a token (`forms.new_token`), its Idempotency-Key: the same form sent
+twice records one clearance (`record_clearance_as`).
+
 Each clearance is shown as "journalled" (in this node's journal, still to be imported) or
 "stored" (in PostgreSQL's `manual_clearances`, recorded there directly or reconciled); the
 stored ones are read only when this node is the active one and its database answers.
@@ -173,6 +176,7 @@ async def _page(
             "report": report,
             "done": DONE.get(query.get("done", "")),
             "recorded": query.get("uuid", ""),
+            "idem": forms.new_token(),
         },
         status=status,
     )
@@ -232,7 +236,10 @@ async def record(ctx: Ctx) -> web.StreamResponse:
     doc = clearance_doc(ctx.form)
     try:
         c = parse_model(ClearanceIn, doc)
-        done = forms.answer_of(await contingency.record_clearance_as(ctx.request, ctx.account, c))
+        # The form's token is the clearance's Idempotency-Key: sent twice (a double click, a
+        # reload, a retry after a dropped answer), it is one record.
+        request = forms.with_idempotency(ctx.request, forms.text(ctx.form, forms.IDEMPOTENCY_FIELD))
+        done = forms.answer_of(await contingency.record_clearance_as(request, ctx.account, c))
     except Problem as p:
         if p.status != 422:
             raise

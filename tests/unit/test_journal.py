@@ -160,6 +160,24 @@ def test_same_uuid_with_other_content_conflicts(path: Path) -> None:
     assert back.decision == "release"
 
 
+def test_append_once_answers_the_first_record_whatever_the_retry_holds(path: Path) -> None:
+    """#14 item 3: `append_clearance_once` appends a UUID's first record only and answers the
+    journalled one (with its own times) to every later append of that UUID, whatever its
+    content, for the caller to compare; `clearance` finds it by UUID, or answers None."""
+    uid = str(uuid.uuid4())
+    first = _record(uuid=uid, recorded_at=T0)
+    later = T0 + timedelta(minutes=5)
+    with Journal(path) as journal:
+        assert journal.clearance(uid) is None
+        assert journal.append_clearance_once(first) == (first, True)
+        retry = _record(uuid=uid, cleared_at=later, recorded_at=later, decision="inspect")
+        assert journal.append_clearance_once(retry) == (first, False)
+        assert journal.clearance(uid) == first
+        assert journal.counts().clearances == 1
+        with pytest.raises(ValueError, match="uuid"):
+            journal.append_clearance_once(_record())
+
+
 @pytest.mark.parametrize(
     ("kw", "field"),
     [

@@ -164,6 +164,19 @@ def test_bodies_are_the_models_and_the_batch_takes_json_and_csv() -> None:
     assert batch["text/csv"]["schema"]["type"] == "string"
 
 
+def test_the_manual_clearance_documents_its_idempotency_key() -> None:
+    """#14 item 3: recording a manual clearance takes Idempotency-Key (the header every write
+    of node.writes documents, with 400 for a bad one and 422 for one reused), so a client and
+    the fuzzer send it."""
+    doc = build()
+    op = operations(doc)[("POST", "/v1/contingency/clearances")]
+    (param,) = [p for p in op["parameters"] if p["name"] == "Idempotency-Key"]
+    write = operations(doc)[("POST", "/v1/consignments")]
+    assert param in write["parameters"]
+    assert {"400", "422"} <= set(op["responses"])
+    assert "Idempotent-Replayed" in op["description"]
+
+
 async def test_the_served_document_is_the_built_one(client: Client) -> None:
     """#10 item 6: GET /openapi.json answers this document as application/json."""
     async with client.get("/openapi.json") as resp:
