@@ -318,6 +318,50 @@ def failover_switchover(target: str, topology: Path | None, state_dir: Path | No
     click.echo(f"site {target} is active ({took:.1f}s)")
 
 
+@cli.command()
+@click.option("--nodes/--no-nodes", default=True, show_default=True, help="Roll the API nodes.")
+@click.option(
+    "--postgres/--no-postgres", default=True, show_default=True, help="Roll the PostgreSQL members."
+)
+@click.option("--timeout", default=90.0, show_default=True, help="Seconds to wait per step.")
+@TOPOLOGY_OPTION
+@STATE_DIR_OPTION
+def upgrade(
+    nodes: bool, postgres: bool, timeout: float, topology: Path | None, state_dir: Path | None
+) -> None:
+    """Rolling upgrade without downtime (#17 item 4): install the new version first, then run
+    this. API nodes: the standby site's node restarts on the installed code and must report its
+    version in /health, a planned switchover makes that site active, then the old active's node
+    restarts. PostgreSQL: each replica member restarts through Patroni (POST /restart) and must
+    stream as the synchronous standby again, a switchover, then the old primary restarts.
+    Restarting each member is exactly what a PostgreSQL minor upgrade takes once the new
+    binaries are installed (here the same binaries restart). Stops at the first failed step and
+    says what to do; rerunning is safe."""
+    from deploy import upgrade as rolling
+    from monitoring.health import code_version
+
+    if not nodes and not postgres:
+        raise click.UsageError("nothing to upgrade: drop --no-nodes or --no-postgres")
+    state, topo = _system(state_dir, topology)
+    version = code_version()
+    p, took = asyncio.run(
+        rolling.run_upgrade(
+            topo,
+            state,
+            nodes=nodes,
+            postgres=postgres,
+            version=version,
+            progress=click.echo,
+            timeout_s=timeout,
+        )
+    )
+    parts = " and ".join(x for x, on in (("API nodes", nodes), ("PostgreSQL", postgres)) if on)
+    click.echo(
+        f"upgraded {parts} in {took:.1f}s without downtime; site {p.ends_on} is active"
+        + (f", nodes run version {version}" if nodes else "")
+    )
+
+
 @cli.group()
 def contingency() -> None:
     """Manual clearance mode: activate, deactivate, status, reconcile."""
@@ -464,6 +508,7 @@ def contingency_reconcile(topology: Path | None, state_dir: Path | None) -> None
             "isolate-site",
             "kill-redis-primary",
             "restore",
+            "upgrade",
         ]
     ),
 )
@@ -494,6 +539,8 @@ def drill(
         click.echo(report.text())
         sys.exit(0 if report.passed else 1)
     scenarios.check_runnable(topo, scenario)
+    # A rolling upgrade switches over and back by itself: one run covers both directions.
+    one_way = one_way or scenario == "upgrade"
 
     async def go() -> list[DrillResult]:
         account = await admin_ops.admin_create_account(

@@ -11,12 +11,30 @@ and the `/health` body. The HTTP handlers that gather the inputs are `node.api.h
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any
 
 from failover.role_rule import RoleDecision, RoleFacts
 
 HEALTH_JSON = "application/health+json"
+# Set by an operator (or the upgrade drill) to make a restarted node report a version of its
+# own: the proof that the process runs the code installed after it was started (#17 item 4).
+VERSION_OVERRIDE_ENV = "ROCARS_VERSION_OVERRIDE"
+
+
+def code_version() -> str:
+    """The version of the code this process runs: $ROCARS_VERSION_OVERRIDE, else the installed
+    `rocars` package's. Read it once when the process starts (a later install must not change
+    what a running node says it runs)."""
+    override = os.environ.get(VERSION_OVERRIDE_ENV, "").strip()
+    if override:
+        return override
+    try:
+        return metadata.version("rocars")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def is_live(loop_age_s: float | None, uptime_s: float, stale_s: float) -> bool:
@@ -40,6 +58,7 @@ class HealthInputs:
     controller_action: str
     controller_reason: str
     now_iso: str
+    version: str = "unknown"  # code_version() when the node started
 
     @property
     def ready(self) -> bool:
@@ -57,6 +76,7 @@ def health_document(h: HealthInputs) -> dict[str, Any]:
         "status": status,
         "serviceId": f"rocars-node-{h.site}",
         "description": "rocars e-ACI API node",
+        "version": h.version,
         "site": h.site,
         "role": h.decision.role,
         "ready": h.ready,

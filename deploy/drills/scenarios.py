@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import time
@@ -186,6 +187,44 @@ async def kill_redis_primary(drill: Drill, ctx: Context) -> None:
         drill.result.checks_failed.append("an API node was restarted to follow Redis")
 
 
+async def upgrade(drill: Drill, ctx: Context) -> None:
+    # The whole rolling upgrade is the "fault": the drill's RTO is its longest write gap. The
+    # restarted nodes get a version of their own, so each must prove it runs a new process.
+    from deploy import upgrade as rolling
+    from monitoring.health import VERSION_OVERRIDE_ENV, code_version
+
+    version = f"{code_version()}+drill.{int(time.time())}"
+    marks: list[tuple[float, str]] = [(drill.now(), "start")]
+
+    def progress(line: str) -> None:
+        drill.event(line)
+        if line.startswith("["):  # a step's line, printed as it ends
+            marks.append((drill.now(), line.split("]")[0] + "]"))
+
+    try:
+        await rolling.run_upgrade(
+            ctx.topo,
+            ctx.state,
+            nodes=True,
+            postgres=True,
+            version=version,
+            node_env={VERSION_OVERRIDE_ENV: version},
+            progress=progress,
+        )
+    except RocarsError as exc:
+        drill.result.checks_failed.append(str(exc))
+    # Which step the writes waited on: the longest gap between acknowledgements ending in each.
+    acked = sorted(a.acked_at for a in drill.acks)
+    for (start, _), (end, step) in itertools.pairwise(marks):
+        before = [t for t in acked if t <= start][-1:]
+        inside = [t for t in acked if start < t <= end]
+        gaps = [b - a for a, b in itertools.pairwise(before + inside)]
+        drill.result.notes.append(
+            f"step {step}: longest write gap {max(gaps, default=end - start):.2f}s"
+            f" ({len(inside)} writes acknowledged)"
+        )
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -233,6 +272,12 @@ SCENARIOS: dict[str, Scenario] = {
             kill_redis_primary,
             lambda t: 3.0,
             "SIGKILL the Redis primary; Sentinel promotes the replica",
+        ),
+        Scenario(
+            "upgrade",
+            upgrade,
+            lambda t: 3.0,  # each switchover's gap: restarts of standbys must not stop writes
+            "rolling upgrade: standby node, switchover, old node; then the same for PostgreSQL",
         ),
     )
 }

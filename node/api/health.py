@@ -9,8 +9,11 @@ from typing import Any
 
 from aiohttp import web
 
-from monitoring.health import HEALTH_JSON, HealthInputs, health_document, is_live
+from monitoring.health import HEALTH_JSON, HealthInputs, code_version, health_document, is_live
 from node import appkeys
+
+# What this process runs, fixed when it starts (`rocars upgrade` checks it after a restart).
+VERSION = code_version()
 
 
 def role_loop_age(app: web.Application) -> float | None:
@@ -102,6 +105,7 @@ def inputs(app: web.Application) -> HealthInputs:
         controller_action=action,
         controller_reason=reason,
         now_iso=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        version=VERSION,
     )
 
 
