@@ -340,6 +340,17 @@ def effective_mode(state: ContingencyState, lbcp: str, local_override: bool) -> 
     return "manual" if local_override or state.covers(lbcp) else "normal"
 
 
+def may_journal(mode: Mode, state_known: bool) -> bool:
+    """Whether a clearance this node cannot write to PostgreSQL may go to its journal.
+
+    The journal is manual mode's store: reconciliation imports it when manual mode is switched
+    off. A clearance journalled while the LBCP is in normal mode would wait for a deactivation
+    that may never come, so then the node refuses it (503: retry, the active node writes it).
+    While the node cannot read the state at all (etcd unreachable), it journals: the system is
+    failing, and an officer's record must never be refused then."""
+    return mode == "manual" or not state_known
+
+
 @dataclass(frozen=True)
 class Recommendation:
     """Whether manual mode is recommended, with one sentence saying why."""

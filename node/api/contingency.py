@@ -302,11 +302,19 @@ def _journalled(uid: str, *, replayed: bool) -> web.Response:
     return web.json_response(body, status=202, headers=headers)
 
 
+def _may_journal(app: web.Application, lbcp: str) -> bool:
+    if appkeys.CONTINGENCY not in app:
+        return True  # no contingency state on this node: it cannot tell, so it journals
+    rt = app[appkeys.CONTINGENCY]
+    return cstate.may_journal(rt.mode_for(lbcp), state_known=rt.etcd_ok and rt.loaded)
+
+
 async def record_clearance_as(
     request: web.Request, account: Account, c: ClearanceIn
 ) -> web.Response:
     """One truck cleared by hand: to PostgreSQL (201, "database") when this node can write,
-    else to the node's journal (202, "journal").
+    else to the node's journal (202, "journal") while manual clearance is in force at the LBCP
+    or the node cannot read whether it is (`contingency.state.may_journal`); otherwise 503.
 
     Under an Idempotency-Key (the header, or a channel's own: a web form's token) the record's
     UUID is the key's (`clearance_uuid`), so a retry, to either store, finds the first record
@@ -371,6 +379,14 @@ async def record_clearance_as(
             )
         except DatabaseUnavailable:
             pass  # fall through to the journal
+    if not _may_journal(request.app, c.lbcp):
+        raise not_writable(
+            f"this node cannot write the clearance to the database now and manual clearance is"
+            f" not in force at {c.lbcp}, so it is not journalled (only manual mode's records are"
+            " reconciled); retry shortly with the same Idempotency-Key: the active node records"
+            " it. If the system has failed, switch manual clearance on first",
+            request,
+        )
     if key is None:
         uid = await asyncio.to_thread(journal.append_clearance, rec)
         return _journalled(uid, replayed=False)

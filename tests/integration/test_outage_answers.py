@@ -179,7 +179,10 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("GET", "/v1/contingency"): Call(None, public_notice),
     # Deactivation reconciles the journal into PostgreSQL first: refused, manual mode stays on.
     ("POST", "/v1/contingency/deactivate"): Call("officer", database_outage, {"reason": "back"}),
-    ("POST", "/v1/contingency/clearances"): Call("officer", journalled, CLEARANCE),
+    # Manual mode is still off: the journal is manual mode's store, so a clearance the node
+    # cannot write is refused with the retry hint (contingency.state.may_journal); once
+    # manual mode is on (below) it is journalled.
+    ("POST", "/v1/contingency/clearances"): Call("officer", database_outage, CLEARANCE),
     # Called last, on its own: it changes what the other routes answer.
     ("POST", "/v1/contingency/activate"): Call(
         "officer", switched_on, {"reason": "outage test: both database members down"}
