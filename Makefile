@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ROCARS := $(PY) -m deploy
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: install run stop status test unit coverage integration lint typecheck drills fuzz bench lock clean
+.PHONY: install run stop status test unit coverage integration lint typecheck drills chaos fuzz bench lock clean
 
 install:
 	@bash deploy/install.sh
@@ -45,6 +45,17 @@ typecheck: install
 ## Long fault drills and benchmarks (not in CI's default run).
 drills: install
 	@$(PYTEST) -m "slow and not fuzz" -p no:cacheprovider
+
+## The whole chaos suite (#14: chaos-tests/, slow scenarios included, a 300-second nemesis) under
+## the cluster lock, then one Markdown row per scenario in var/artifacts/chaos/summary.md (the
+## histories beside it). ROCARS_NEMESIS_S and ROCARS_NEMESIS_SEED change the nemesis run.
+CHAOS_OUT := var/artifacts/chaos
+chaos: install
+	@rm -rf $(CHAOS_OUT) && mkdir -p $(CHAOS_OUT)/records
+	@ROCARS_NEMESIS_S=$${ROCARS_NEMESIS_S:-300} ROCARS_CHAOS_REPORT_DIR=$(CURDIR)/$(CHAOS_OUT)/records \
+	  ROCARS_CHAOS_HISTORY_DIR=$(CURDIR)/$(CHAOS_OUT)/histories \
+	  flock /tmp/rocars-cluster.lock $(PYTEST) chaos-tests -p no:cacheprovider; rc=$$?; \
+	  $(PY) -m deploy.chaos_summary $(CHAOS_OUT)/records $(CHAOS_OUT)/summary.md; exit $$rc
 
 ## schemathesis against a fresh local cluster's /openapi.json: at least 10,000 generated requests
 ## (every operation, stateful links), then the counts per operation and status.

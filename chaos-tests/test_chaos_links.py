@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import chaos_cluster
+import chaos_report
 import psycopg
 import pytest
 from chaos_cluster import Links
@@ -95,6 +96,7 @@ async def _check(c: LocalCluster, run: Run, tmp_path: Path) -> CheckReport:
     os.makedirs(folder, exist_ok=True)
     saved = run.history.save(folder / f"{run.name}.jsonl")
     report = await checker.check_cluster(c.topo, c.state, run.history)
+    chaos_report.record(run.name, report)
     a, b = run.fault
     ops = run.history.operations()
     phases = {
