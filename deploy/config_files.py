@@ -180,6 +180,10 @@ def write_configs(topo: Topology, state: StateDir) -> list[str]:
         from deploy import backups
 
         backups.write_files(topo, state)
+    if topo.entry.floating is not None:  # each data site's HAProxy and keepalived (#17 item 2)
+        from deploy import floating_address
+
+        floating_address.write_files(topo, state)
     return reload
 
 

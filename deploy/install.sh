@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the local system needs, idempotently:
-#   - Debian packages (etcd, Redis + Sentinel, HAProxy, PostgreSQL 15, pgBackRest, nftables)
-#     without letting their packaged services start on the default ports;
+#   - Debian packages (etcd, Redis + Sentinel, HAProxy, keepalived, PostgreSQL 15, pgBackRest,
+#     nftables) without letting their packaged services start on the default ports;
 #   - the project's Python packages from requirements.lock into .venv (built from the system
 #     interpreter so the unprivileged PostgreSQL user could read it);
 #   - a separate Patroni virtualenv under /opt/rocars that the postgres user can always read,
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 LOCK=requirements.lock
 # fonts-wqy-microhei: a CJK font, so the browser tests' Traditional Chinese screenshots show text.
-PKGS=(etcd-server etcd-client redis-server redis-sentinel haproxy postgresql-15 postgresql-client-15 pgbackrest nftables iproute2 python3-venv wrk prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter espeak-ng chromium fonts-wqy-microhei)
+PKGS=(etcd-server etcd-client redis-server redis-sentinel haproxy postgresql-15 postgresql-client-15 pgbackrest nftables iproute2 python3-venv wrk keepalived prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter espeak-ng chromium fonts-wqy-microhei)
 
 need=()
 for p in "${PKGS[@]}"; do
@@ -39,7 +39,7 @@ if ((${#need[@]})); then
       pg_ctlcluster "$ver" "$name" stop 2>/dev/null || true
     done
   fi
-  for svc in etcd redis-server redis-sentinel haproxy postgresql prometheus prometheus-alertmanager \
+  for svc in etcd redis-server redis-sentinel haproxy keepalived postgresql prometheus prometheus-alertmanager \
     prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter; do
     if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
       systemctl disable --now "$svc" >/dev/null 2>&1 || true

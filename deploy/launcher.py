@@ -23,6 +23,7 @@ from deploy import admin, chaos_proxies, etcd_auth, http_client, netns, processe
 from deploy.binaries import check_binaries
 from deploy.config_files import write_configs
 from deploy.database_bootstrap import bootstrap_database
+from deploy.floating_address import process_names
 from deploy.process_specs import monitoring_names, specs
 from deploy.processes import ProcessSpec
 from deploy.state import StateDir
@@ -102,7 +103,7 @@ def steps(topo: Topology, *, fresh: bool) -> list[Step]:
         ),
         Step("the DR member, Redis and Sentinels", start=(f"patroni-{dr}", *redis, *sentinels)),
         Step("a Patroni leader", ready=_serving_leader, logs=patroni, then=_prepare_database),
-        Step("the API nodes and HAProxy", start=(*nodes, "haproxy")),
+        Step("the API nodes and HAProxy", start=(*nodes, "haproxy", *process_names(topo))),
         *(Step(f"API node {s}", ready=_live(s), logs=(f"node-{s}",)) for s in topo.data_sites),
         Step("HAProxy routing to the active node", ready=_entry_ready, logs=("haproxy", *nodes)),
         Step(

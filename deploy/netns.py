@@ -112,10 +112,13 @@ def perimeter_ruleset(topo: Topology, where: str | None) -> str:
         "    ct state established,related accept",
         f"    ip saddr {{ {own} }} accept",
     ]
+    e = topo.entry
+    ports = ", ".join(str(p) for p in sorted(p for p in (e.port, e.http_port, e.phone_port) if p))
     if where is None:
-        e = topo.entry
-        ports = sorted(p for p in (e.port, e.http_port, e.phone_port) if p is not None)
-        rules.append(f"    tcp dport {{ {', '.join(str(p) for p in ports)} }} accept")
+        rules.append(f"    tcp dport {{ {ports} }} accept")
+    elif e.floating is not None and topo.sites[where].node is not None:
+        # A data site's own HAProxy serves clients on the floating address (#17 item 2).
+        rules.append(f"    ip daddr {e.floating.address} tcp dport {{ {ports} }} accept")
     return "\n".join([*rules, "  }", "}", ""])
 
 

@@ -128,6 +128,10 @@ CLIENT_ROLES: dict[str, str] = {
 }
 
 
+# keepalived's leader check (#17 item 2: Patroni's REST API wants a client certificate); only
+# in a topology with a floating address.
+FLOATING_CLIENT_ROLE = "floating-address"
+
 # etcd's clients (#12 item 2). They dial its JSON gateway, and etcd 3.4.23 (Debian's; measured)
 # with client-cert-auth answers every gateway request from a certificate that has a CommonName,
 # logins included, with "CommonName of client sending a request against gateway will be
@@ -268,6 +272,12 @@ def plan(topo: Topology) -> tuple[CertSpec, ...]:
     """Every certificate the system described by `topo` needs, in a stable order."""
     both, server = Usage.SERVER_AND_CLIENT, Usage.SERVER
     out = [_server("haproxy", server, topo.entry_host(), None, combined=True)]
+    if topo.entry.floating is not None:
+        # The sites' HAProxy answers on the floating address with the same certificate, and
+        # keepalived's check asks its site's Patroni with a client certificate (#17 item 2).
+        floating = ipaddress.ip_address(topo.entry.floating.address)
+        out[0] = replace(out[0], ip_addresses=(*out[0].ip_addresses, floating))
+        out.append(CertSpec(f"client-{FLOATING_CLIENT_ROLE}", FLOATING_CLIENT_ROLE, Usage.CLIENT))
     for name in sorted(topo.sites):
         host = topo.sites[name].host
         out += [

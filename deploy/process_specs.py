@@ -7,7 +7,14 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from deploy import config_files, configgen, monitoring_config, pg_roles, redis_acl
+from deploy import (
+    config_files,
+    configgen,
+    floating_address,
+    monitoring_config,
+    pg_roles,
+    redis_acl,
+)
 from deploy.binaries import patroni_bin
 from deploy.processes import ProcessSpec
 from deploy.state import DbUser, StateDir
@@ -141,6 +148,8 @@ def specs(
     )
     if topo.monitored:
         out |= monitoring_specs(topo, state)
+    if topo.entry.floating is not None:  # each data site's HAProxy and keepalived (#17 item 2)
+        out |= floating_address.specs(topo, state)
     return out
 
 

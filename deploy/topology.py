@@ -173,6 +173,15 @@ class Admission(_Strict):
         return self
 
 
+class Floating(_Strict):
+    """#17 item 2: an address clients use whatever site is active. Each data site runs its own
+    HAProxy (the hub's configuration, listening on every address of the site) and keepalived,
+    which holds this address on the site whose Patroni holds the leader key
+    (deploy/floating_address.py). Only with `namespaces`: an address of their subnet."""
+
+    address: str
+
+
 class Entry(_Strict):
     site: str
     # HTTPS (#12 item 2): the one port clients use.
@@ -184,6 +193,7 @@ class Entry(_Strict):
     phone_port: int | None = Field(default=None, ge=1, le=65535)
     limits: AbuseLimits = AbuseLimits()
     admission: Admission = Admission()
+    floating: Floating | None = None
 
 
 class Namespaces(_Strict):
@@ -254,6 +264,8 @@ class Topology(_Strict):
             data.pop("chaos", None)
         if self.backups is None:  # likewise (#17 item 3)
             data.pop("backups", None)
+        if self.entry.floating is None:  # likewise (#17 item 2)
+            data["entry"].pop("floating", None)
         return data
 
     @property
@@ -273,6 +285,8 @@ class Topology(_Strict):
             raise ValueError(f"entry.site {self.entry.site!r} is not a site")
         if self.namespaces is not None:
             self._check_namespace_addresses(self.namespaces)
+        if self.entry.floating is not None:
+            self._check_floating(self.entry.floating.address)
         if self.chaos_proxies and (
             self.namespaces is not None or any(s.host != "127.0.0.1" for s in self.sites.values())
         ):
@@ -316,6 +330,24 @@ class Topology(_Strict):
             if host in seen:
                 raise ValueError(f"{where} and {seen[host]} both use {host}")
             seen[host] = where
+
+    def _check_floating(self, address: str) -> None:
+        ns = self.namespaces
+        if ns is None:
+            raise ValueError(
+                "entry.floating needs a 'namespaces' section (sites on their own hosts)"
+            )
+        net = ipaddress.ip_interface(f"{ns.hub_host}/{ns.prefix_len}").network
+        try:
+            addr = ipaddress.ip_address(address)
+        except ValueError as exc:
+            raise ValueError(f"entry.floating.address: {address!r} is not an IP address") from exc
+        if addr not in net or addr in (net.network_address, net.broadcast_address):
+            raise ValueError(f"entry.floating.address: {address} must be a host address of {net}")
+        taken = {ns.hub_host: "namespaces.hub_host"}
+        taken |= {s.host: f"sites.{n}.host" for n, s in self.sites.items()}
+        if str(addr) in taken:
+            raise ValueError(f"entry.floating.address: {address} is {taken[str(addr)]}")
 
     # -- derived views -------------------------------------------------------------------------
 
@@ -408,7 +440,10 @@ class Topology(_Strict):
         return [self.etcd_url(n) for n in self.sites]
 
     def entry_url(self) -> str:
-        """The API's address for clients: HTTPS only (#12 items 2 and 5)."""
+        """The API's address for clients: HTTPS only (#12 items 2 and 5); with a floating
+        address (#17 item 2), that address, held by the active site's own HAProxy."""
+        if self.entry.floating is not None:
+            return f"https://{self.entry.floating.address}:{self.entry.port}"
         return f"https://{self.entry_host()}:{self.entry.port}"
 
     def phone_url(self) -> str | None:

@@ -1,0 +1,234 @@
+"""A floating address for clients (#17 item 2): whichever site is active, clients use one
+address (`entry.floating.address` in the topology, https://<it>:<entry.port>).
+
+Each data site runs, in its own namespace:
+
+- `haproxy-<site>`: the hub's HAProxy configuration (deploy.configgen.haproxy_config) with its
+  client ports bound on every address of the site, so it answers on the floating address once
+  the site holds it; its stats page on the site's own address;
+- `keepalived-<site>`: holds the floating address on the site's interface (`eth0`, see
+  deploy.netns) while the site's Patroni holds the leader key, and sends gratuitous ARP when it
+  takes it. Its check asks the site's own Patroni `GET /leader`, which answers 200 only while
+  that member holds the leader key in etcd and it has not expired (Patroni's `ha.is_leader()`):
+  the key's value is this site's member name, the one source of truth for "who writes".
+  A passing check raises the site's VRRP priority above the other's, so the leader's site
+  takes the address (preempting) and keeps it; VRRP runs by unicast between the two sites.
+
+Why the check weighs instead of failing the instance (FAULT drops the address at once): both
+sites' HAProxy route to whichever node is active, so the address is useful on any live site,
+and harmful on none. With FAULT there was a gap with no holder during every switchover (the
+old leader's check fails before the new one's passes, and the new one then waits out VRRP's
+master-down interval): measured drill RTO 2.7-5.7 s. With weights the old holder keeps it
+until the new leader's site takes it over, and after a site loss the survivor takes it within
+VRRP's master-down interval, before its database is even promoted.
+
+Why keepalived and not Debian's vip-manager (1.0.2, the one Debian 12 ships): that version reads
+etcd through the v2 API (`/v2/keys`), while Patroni here keeps its keys in the v3 store (and etcd
+runs with `enable-v2: false`), so it can never see the leader key. vip-manager 2.x reads v3 but
+is not packaged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from deploy import configgen, pki
+from deploy.processes import ProcessSpec
+from deploy.state import StateDir
+from deploy.topology import Floating, Topology, TopologyError
+
+INTERFACE = "eth0"  # a site's end of its veth pair (deploy.netns.VETH_PEER)
+VIRTUAL_ROUTER_ID = 17  # one VRRP instance per cluster; each cluster has a bridge of its own
+CHECK_INTERVAL_S = 1
+# Two failed checks in a row give the address up: one slow answer from a busy Patroni must not
+# move the clients' address; one good check is enough to claim it.
+CHECK_FALL = 2
+BASE_PRIORITY = 100
+LEADER_WEIGHT = 50  # a passing check: priority 150, above the other site's 100
+
+
+def _floating(topo: Topology) -> Floating:
+    if topo.entry.floating is None or topo.namespaces is None:
+        raise TopologyError(f"topology {topo.name!r} has no entry.floating address")
+    return topo.entry.floating
+
+
+def process_names(topo: Topology) -> tuple[str, ...]:
+    """The processes a floating address adds (none without one), for `cluster up`."""
+    if topo.entry.floating is None:
+        return ()
+    return (
+        *(f"haproxy-{s}" for s in topo.data_sites),
+        *(f"keepalived-{s}" for s in topo.data_sites),
+    )
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+def _replace_once(text: str, old: str, new: str) -> str:
+    if text.count(old) != 1:
+        raise TopologyError(f"per-site HAProxy: expected one {old!r} in the hub's configuration")
+    return text.replace(old, new)
+
+
+def site_haproxy_config(hub_config: str, topo: Topology, site: str) -> str:
+    """The hub's HAProxy file (`hub_config`, from configgen.haproxy_config) for `site`'s own
+    HAProxy: client ports on every address of the site (the floating one when it is there),
+    the HTTP redirect to the floating address, the stats page on the site's address."""
+    _floating(topo)
+    hub = topo.entry_host()
+    e = topo.entry
+    text = hub_config
+    for port in (e.port, e.http_port, e.phone_port):
+        if port is not None:
+            text = _replace_once(text, f"    bind {hub}:{port}", f"    bind :{port}")
+    text = _replace_once(
+        text, f"    bind {hub}:{e.stats_port}", f"    bind {topo.sites[site].host}:{e.stats_port}"
+    )
+    if e.http_port is not None:
+        text = _replace_once(text, f"prefix https://{hub}:{e.port}", f"prefix {topo.entry_url()}")
+    return text
+
+
+def check_script(topo: Topology, site: str, folder: pki.PkiDir) -> str:
+    """keepalived's check: exit 0 only while `site`'s Patroni holds the leader key."""
+    client = f"client-{pki.FLOATING_CLIENT_ROLE}"
+    return "\n".join(
+        [
+            "#!/bin/sh",
+            "# 200 only while this site's Patroni holds the leader key (#17 item 2)",
+            "exec /usr/bin/curl --silent --fail --output /dev/null --max-time 1"
+            f" --cacert {folder.bundle} --cert {folder.cert(client)} --key {folder.key(client)}"
+            f" {topo.patroni_url(site)}/leader",
+            "",
+        ]
+    )
+
+
+def keepalived_config(topo: Topology, site: str, script: Path) -> str:
+    """keepalived's file for `site`: one VRRP instance on the site's interface; the site where
+    `script` passes holds the floating address."""
+    ns = topo.namespaces
+    assert ns is not None
+    floating = _floating(topo).address
+    me = topo.sites[site].host
+    peers = [topo.sites[s].host for s in topo.data_sites if s != site]
+    return "\n".join(
+        [
+            "# Generated by rocars (deploy/floating_address.py): the floating address follows",
+            "# the Patroni leader key.",
+            "global_defs {",
+            f"    router_id {topo.name}-{site}",
+            "    script_user root",
+            "}",
+            "vrrp_script patroni_leader {",
+            f'    script "{script}"',
+            f"    interval {CHECK_INTERVAL_S}",
+            "    timeout 2",
+            f"    fall {CHECK_FALL}",
+            "    rise 1",
+            f"    weight {LEADER_WEIGHT}",
+            "}",
+            "vrrp_instance entry {",
+            # Both start as BACKUP with the same base priority: the check decides, and the
+            # leader's site preempts whoever holds the address (see the module docstring).
+            "    state BACKUP",
+            f"    interface {INTERFACE}",
+            f"    virtual_router_id {VIRTUAL_ROUTER_ID}",
+            f"    priority {BASE_PRIORITY}",
+            "    advert_int 1",
+            f"    unicast_src_ip {me}",
+            "    unicast_peer {",
+            *(f"        {p}" for p in peers),
+            "    }",
+            "    virtual_ipaddress {",
+            f"        {floating}/{ns.prefix_len} dev {INTERFACE}",
+            "    }",
+            "    track_script {",
+            "        patroni_leader",
+            "    }",
+            "}",
+            "",
+        ]
+    )
+
+
+def _files(state: StateDir, site: str) -> tuple[Path, Path, Path]:
+    return (
+        state.config / f"haproxy-{site}.cfg",
+        state.config / f"keepalived-{site}.conf",
+        state.config / f"floating-check-{site}.sh",
+    )
+
+
+def _write(path: Path, text: str, mode: int) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.fchmod(fd, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    tmp.replace(path)
+
+
+def write_files(topo: Topology, state: StateDir) -> None:
+    """Each data site's HAProxy file (0600: the stats password), keepalived file and check
+    script. The HAProxy ones use the hub's TLS files (its certificate names the floating
+    address: deploy.pki)."""
+    folder = pki.PkiDir(state.pki)
+    tls = configgen.HaproxyTls(
+        server_pem=folder.combined("haproxy"),
+        ca_bundle=folder.bundle,
+        client_pem=folder.combined("client-haproxy"),
+    )
+    hub_haproxy = configgen.haproxy_config(
+        topo, tls, stats_password=state.secrets()["haproxy-stats"]
+    )
+    for site in topo.data_sites:
+        haproxy, keepalived, script = _files(state, site)
+        _write(haproxy, site_haproxy_config(hub_haproxy, topo, site), 0o600)
+        _write(script, check_script(topo, site, folder), 0o700)
+        _write(keepalived, keepalived_config(topo, site, script), 0o600)
+        (state.run / f"keepalived-{site}").mkdir(parents=True, exist_ok=True)
+
+
+def specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
+    """`haproxy-<site>` and `keepalived-<site>` for each data site, in the site's namespace."""
+    _floating(topo)
+    out: dict[str, ProcessSpec] = {}
+    for site in topo.data_sites:
+        haproxy, keepalived, _script = _files(state, site)
+        host = topo.sites[site].host
+        out[f"haproxy-{site}"] = ProcessSpec(
+            name=f"haproxy-{site}",
+            site=site,
+            netns=topo.netns(site),
+            argv=("haproxy", "-db", "-f", str(haproxy)),
+            marker=str(haproxy),
+            ports=(
+                ("HAProxy entry", host, topo.entry.port),
+                ("HAProxy stats", host, topo.entry.stats_port),
+            ),
+        )
+        run = state.run / f"keepalived-{site}"
+        out[f"keepalived-{site}"] = ProcessSpec(
+            name=f"keepalived-{site}",
+            site=site,
+            netns=topo.netns(site),
+            argv=(
+                "keepalived",
+                "--dont-fork",
+                "--vrrp",
+                "--log-console",
+                "--no-syslog",
+                "--log-detail",
+                f"--use-file={keepalived}",
+                # Its own pid files: two sites' keepalived run on one machine here.
+                f"--pid={run / 'keepalived.pid'}",
+                f"--vrrp_pid={run / 'vrrp.pid'}",
+                f"--checkers_pid={run / 'checkers.pid'}",
+            ),
+            marker=str(keepalived),
+        )
+    return out

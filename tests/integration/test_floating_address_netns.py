@@ -1,0 +1,168 @@
+"""#17 item 2 on the namespaced topology: the floating address (deploy/topology.netns-vip.yaml)
+is held by the site whose Patroni leads, moves with a switchover and with the loss of the
+active site, and the drills' writers, which use only that address, see RPO 0."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+import yaml
+
+from deploy import processes
+from deploy.harness import TEST_ABUSE_LIMITS, LocalCluster
+from deploy.process_specs import specs
+from deploy.state import REPO_ROOT, StateDir
+from deploy.topology import Topology, load_topology
+
+pytestmark = pytest.mark.integration
+
+VIP_TOPOLOGY = REPO_ROOT / "deploy" / "topology.netns-vip.yaml"
+MOVE_BUDGET_S = 10.0  # the address follows the leader key within a few seconds
+SITE_LOSS_BUDGET_S = 45.0  # the leader key's ttl (20 s) plus the promotion, plus the move
+
+
+@pytest.fixture(scope="module")
+def vip_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A namespaced cluster with a floating address (its own namespaces rvip-*)."""
+    root = tmp_path_factory.mktemp("floating")
+    topo = load_topology(VIP_TOPOLOGY).with_abuse_limits(TEST_ABUSE_LIMITS)
+    topo_file = root / "topology.yaml"
+    topo_file.write_text(yaml.safe_dump(topo.model_dump(), sort_keys=False))
+    c = LocalCluster(topo, StateDir((root / "var").resolve()), topo_file)
+    try:
+        c.up()
+        yield c
+    finally:
+        c.close()
+
+
+def _floating(topo: Topology) -> str:
+    assert topo.entry.floating is not None
+    return topo.entry.floating.address
+
+
+def _holders(topo: Topology) -> list[str]:
+    """The data sites whose interface carries the floating address (`ip -n <ns> addr`); a
+    lost site's interface is down, and what it carried reaches no one."""
+    out = []
+    for site in topo.data_sites:
+        ns = topo.netns(site)
+        assert ns is not None
+        addrs = subprocess.run(
+            ["ip", "-n", ns, "-4", "-o", "addr", "show", "dev", "eth0", "up"],
+            capture_output=True, text=True, check=False,
+        ).stdout  # fmt: skip
+        if f" {_floating(topo)}/" in addrs:
+            out.append(site)
+    return out
+
+
+def _ready_code(c: LocalCluster) -> str:
+    """HTTP status of GET /health/ready at the floating address, from the hub (a client that
+    knows only that address)."""
+    assert c.topo.namespaces is not None
+    return subprocess.run(
+        [
+            "ip", "netns", "exec", c.topo.namespaces.hub(), "curl", "--silent", "--output",
+            "/dev/null", "--write-out", "%{http_code}", "--max-time", "2", "--cacert",
+            str(c.state.ca_bundle), f"{c.topo.entry_url()}/health/ready",
+        ],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+
+
+def _wait_held_by(c: LocalCluster, site: str, budget: float, since: float) -> float:
+    """Seconds from `since` until only `site` holds the address and it answers ready."""
+    deadline = since + budget
+    while True:
+        if _holders(c.topo) == [site] and _ready_code(c) == "200":
+            return time.monotonic() - since
+        assert time.monotonic() < deadline, (_holders(c.topo), _ready_code(c))
+        time.sleep(0.1)
+
+
+def _wait_holder(c: LocalCluster, site: str, since: float) -> float:
+    """Seconds from `since` until only `site` holds the address (ready or not)."""
+    while _holders(c.topo) != [site]:
+        assert time.monotonic() < since + SITE_LOSS_BUDGET_S, _holders(c.topo)
+        time.sleep(0.1)
+    return time.monotonic() - since
+
+
+def _kill_site(c: LocalCluster, site: str) -> None:
+    """Site loss: every process of the site (supervisors first, then the rest, the postmaster
+    included) is SIGKILLed and its link goes down, as when its host loses power."""
+    pids = [
+        pid
+        for spec in specs(c.topo, c.state).values()
+        if spec.site == site and (pid := processes.running_pid(c.state, spec)) is not None
+    ]
+    pm = processes.postmaster_pid(c.state.member_dir(site) / "data")
+    processes.kill_trees([*pids, *([pm] if pm else [])])
+    ns = c.topo.netns(site)
+    assert ns is not None
+    subprocess.run(["ip", "-n", ns, "link", "set", "eth0", "down"], check=True)
+
+
+def test_floating_address_follows_the_leader(vip_cluster: LocalCluster) -> None:
+    """#17 item 2: the leader's site holds the floating address and serves /health/ready 200 on
+    it, and the standby does not take it while the leader's keepalived is down; `rocars
+    failover switchover --to B` moves it to B within a few seconds; a switchover drill whose
+    writers know only that address loses nothing (RPO 0); losing the active site moves it to
+    the other one."""
+    c = vip_cluster
+    state = ["--state-dir", str(c.state.root)]
+    assert c.topo.entry_url() == f"https://{_floating(c.topo)}:{c.topo.entry.port}"
+    _wait_held_by(c, "A", MOVE_BUDGET_S, time.monotonic())
+    # (1b) The leader's site wins it back: with A's keepalived stopped the standby B holds it
+    # (its HAProxy routes to A's node too); A's, started again, takes it from B.
+    keepalived_a = specs(c.topo, c.state)["keepalived-A"]
+    assert processes.stop_many(c.state, [keepalived_a]) == ["keepalived-A"]
+    _wait_held_by(c, "B", MOVE_BUDGET_S, time.monotonic())
+    c.up()  # starts what is missing: keepalived-A
+    _wait_held_by(c, "A", MOVE_BUDGET_S, time.monotonic())
+
+    # (2) A planned switchover: the address moves to B.
+    t0 = time.monotonic()
+    switch = subprocess.Popen(
+        [sys.executable, "-m", "deploy", "failover", "switchover", "--to", "B", *state],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    moved_switchover = _wait_held_by(c, "B", MOVE_BUDGET_S + 30, t0)
+    out, _ = switch.communicate(timeout=120)
+    assert switch.returncode == 0, out
+    print(out)
+
+    # (2b) The drills' writers use entry_url(), the floating address: RPO 0 through a switchover.
+    reports = c.state.reports
+    before = set(reports.glob("*.json")) if reports.exists() else set()
+    drill_out = c.rocars("drill", "switchover", "--one-way", *state, check=False, timeout=600)
+    print(drill_out)
+    results = [json.loads(p.read_text()) for p in sorted(set(reports.glob("*.json")) - before)]
+    assert len(results) == 1, drill_out
+    r = results[0]
+    assert r["rpo"] == 0, r["missing"][:10]
+    assert r["duplicates"] == 0
+    assert r["acked"] > 0
+    assert r["checks_failed"] == []
+    leader = r["direction"].split("->")[1]
+    _wait_held_by(c, leader, MOVE_BUDGET_S, time.monotonic())
+
+    # (3) Site loss of the active site: the address ends on the other one.
+    other = next(s for s in c.topo.data_sites if s != leader)
+    t1 = time.monotonic()
+    _kill_site(c, leader)
+    moved_site_loss = _wait_holder(c, other, t1)
+    ready_site_loss = _wait_held_by(c, other, SITE_LOSS_BUDGET_S, t1)
+    print(
+        f"\n[measure] floating address: moved in {moved_switchover:.1f} s (switchover), "
+        f"{moved_site_loss:.1f} s (site loss; ready on it after {ready_site_loss:.1f} s); "
+        f"drill RTO {r['rto_s']} s RPO {r['rpo']}"
+    )
+    assert r["rto_s"] is not None
+    assert r["rto_s"] <= 2 * r["budget_s"], r["verdict"]

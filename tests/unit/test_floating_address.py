@@ -1,0 +1,140 @@
+"""#17 item 2: the floating address's topology option, generated files and process specs
+(deploy/floating_address.py); nothing changes for a topology without the option."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploy import configgen, floating_address, netns, pki
+from deploy.process_specs import Programs, specs
+from deploy.state import REPO_ROOT, DbUser, StateDir
+from deploy.topology import Topology, TopologyError, load_topology, parse_topology
+
+VIP = REPO_ROOT / "deploy" / "topology.netns-vip.yaml"
+PLAIN = REPO_ROOT / "deploy" / "topology.netns.yaml"
+PROGRAMS = Programs("/usr/bin/python3", "/usr/bin/patroni", DbUser.current())
+TLS = configgen.HaproxyTls(Path("/p/haproxy.pem"), Path("/p/ca.pem"), Path("/p/client.pem"))
+
+
+def _raw(path: Path) -> dict[str, Any]:
+    return load_topology(path).model_dump()
+
+
+def _with_floating(raw: dict[str, Any], address: str) -> dict[str, Any]:
+    raw["entry"]["floating"] = {"address": address}
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("address", "says"),
+    [
+        ("10.77.14.5", "must be a host address of 10.77.13.0/24"),
+        ("10.77.13.255", "must be a host address"),
+        ("10.77.13.1", "is sites.A.host"),
+        ("10.77.13.254", "is namespaces.hub_host"),
+        ("not-an-ip", "is not an IP address"),
+    ],
+)
+def test_floating_address_must_be_a_free_address_of_the_subnet(address: str, says: str) -> None:
+    """#17 item 2: the floating address is a host address of the namespaces' subnet that no
+    site and not the hub uses."""
+    with pytest.raises(TopologyError, match=says):
+        parse_topology(_with_floating(_raw(PLAIN), address))
+
+
+def test_floating_address_needs_namespaces() -> None:
+    """#17 item 2: without namespaces (every site on 127.0.0.1) there is nothing to float."""
+    raw = _with_floating(_raw(REPO_ROOT / "deploy" / "topology.yaml"), "127.0.0.9")
+    with pytest.raises(TopologyError, match="needs a 'namespaces' section"):
+        parse_topology(raw)
+
+
+def test_the_clients_url_is_the_floating_address_only_with_the_option() -> None:
+    """#17 item 2: entry_url() (the drills' writers, status) is the floating address when set,
+    the hub's otherwise; a topology without the option dumps as before (no `floating` key)."""
+    vip, plain = load_topology(VIP), load_topology(PLAIN)
+    assert vip.entry_url() == "https://10.77.13.100:18080"
+    assert plain.entry_url() == "https://10.77.13.254:18080"
+    assert "floating" not in plain.model_dump()["entry"]
+    assert vip.model_dump()["entry"]["floating"] == {"address": "10.77.13.100"}
+
+
+def test_per_site_processes_only_with_the_option(tmp_path: Path) -> None:
+    """#17 item 2: each data site gets its own HAProxy and keepalived in its namespace, and
+    a topology without the option gets neither."""
+    state = StateDir(tmp_path)
+    plain = specs(load_topology(PLAIN), state, PROGRAMS)
+    assert not [n for n in plain if n.startswith(("haproxy-", "keepalived-"))]
+    vip = load_topology(VIP)
+    got = specs(vip, state, PROGRAMS)
+    assert floating_address.process_names(vip) == (
+        "haproxy-A", "haproxy-B", "keepalived-A", "keepalived-B"
+    )  # fmt: skip
+    for site in ("A", "B"):
+        assert got[f"haproxy-{site}"].netns == f"rvip-{site.lower()}"
+        assert got[f"keepalived-{site}"].netns == f"rvip-{site.lower()}"
+        conf = f"--use-file={state.config / f'keepalived-{site}.conf'}"
+        assert conf in got[f"keepalived-{site}"].argv
+    assert got["haproxy"].netns == "rvip-hub"
+
+
+def test_site_haproxy_listens_on_every_address_of_its_site() -> None:
+    """#17 item 2: the site's HAProxy is the hub's configuration with the client ports bound on
+    all of the site's addresses (the floating one once held), the redirect to the floating
+    address and the stats page on the site's own address; nothing else differs."""
+    topo = load_topology(VIP)
+    hub = configgen.haproxy_config(topo, TLS, stats_password="pw")
+    site = floating_address.site_haproxy_config(hub, topo, "B")
+    changed = {(a, b) for a, b in zip(hub.splitlines(), site.splitlines(), strict=True) if a != b}
+    assert {b.strip().split(" ssl")[0] for _a, b in changed} == {
+        "bind :18079",
+        "http-request redirect prefix https://10.77.13.100:18080 code 308",
+        "bind :18080",
+        "bind :14573",
+        "bind 10.77.13.2:18404",
+    }
+
+
+def test_keepalived_holds_the_address_while_the_sites_patroni_leads() -> None:
+    """#17 item 2: keepalived's check asks the site's own Patroni GET /leader (200 only while
+    it holds the leader key) with a client certificate; the address goes on the site's veth
+    end, VRRP by unicast to the other data site."""
+    topo = load_topology(VIP)
+    script = floating_address.check_script(topo, "A", pki.PkiDir(Path("/p")))
+    assert "https://10.77.13.1:18008/leader" in script
+    assert "--cert /p/client-floating-address.crt" in script
+    conf = floating_address.keepalived_config(topo, "A", Path("/s/check.sh"))
+    assert 'script "/s/check.sh"' in conf
+    assert "10.77.13.100/24 dev eth0" in conf
+    assert "unicast_src_ip 10.77.13.1" in conf
+    peers = conf.split("unicast_peer {")[1].split("}")[0].split()
+    assert peers == ["10.77.13.2"]
+    assert "nopreempt" not in conf  # the leader's site takes the address from the other
+    assert "weight 50" in conf
+    assert "priority 100" in conf
+
+
+def test_haproxy_certificate_names_the_floating_address() -> None:
+    """#17 item 2: clients check the certificate against the floating address; without the
+    option the plan is what it was."""
+    vip, plain = pki.plan(load_topology(VIP)), pki.plan(load_topology(PLAIN))
+    haproxy = next(s for s in vip if s.name == "haproxy")
+    assert ipaddress.ip_address("10.77.13.100") in haproxy.ip_addresses
+    assert "client-floating-address" in {s.name for s in vip}
+    assert next(s for s in plain if s.name == "haproxy").sans == ("10.77.13.254",)
+    assert {s.name for s in vip} - {s.name for s in plain} == {"client-floating-address"}
+
+
+def test_site_perimeter_lets_clients_reach_the_floating_address_only_with_the_option() -> None:
+    """#17 item 2: a data site's nftables perimeter accepts the client ports on the floating
+    address (clients from anywhere); the witness and a topology without the option keep only
+    the system's own addresses."""
+    vip: Topology = load_topology(VIP)
+    rule = "ip daddr 10.77.13.100 tcp dport { 14573, 18079, 18080 } accept"
+    assert rule in netns.perimeter_ruleset(vip, "A")
+    assert "daddr" not in netns.perimeter_ruleset(vip, "C")
+    assert "daddr" not in netns.perimeter_ruleset(load_topology(PLAIN), "A")
