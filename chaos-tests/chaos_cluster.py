@@ -93,6 +93,18 @@ class Links:
                 p.enable()
 
     @contextlib.contextmanager
+    def node_resets(self, site: str) -> contextlib.AbstractContextManager[list[Proxy]]:
+        """A third of the connections from HAProxy to `site`'s node reset on their first
+        request bytes (the "HAProxy -> node resets" fault)."""
+        return self.toxic(
+            "haproxy-node",
+            "reset_peer",
+            {"timeout": 0},
+            target=site,
+            streams=("upstream",),
+            toxicity=0.33,
+        )
+
     def toxic(
         self,
         kind: LinkKind,

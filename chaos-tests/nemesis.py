@@ -178,16 +178,7 @@ class Nemesis:
             elif name == "redis-cut":
                 stack.enter_context(links.cut("redis"))
             elif name == "haproxy-node-reset":
-                stack.enter_context(
-                    links.toxic(
-                        "haproxy-node",
-                        "reset_peer",
-                        {"timeout": 0},
-                        target=site,
-                        streams=("upstream",),
-                        toxicity=0.33,
-                    )
-                )
+                stack.enter_context(links.node_resets(site))
             elif name in ("freeze-patroni", "kill-node"):
                 await self._process_fault(a, site)
             else:

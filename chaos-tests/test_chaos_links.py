@@ -262,14 +262,7 @@ async def test_haproxy_to_node_resets_lose_no_acknowledged_write(
     async with recording(chaos.topo, accounts, run.history, settings=run.settings):
         await asyncio.sleep(QUIET_S)
         start = time.monotonic()
-        with links.toxic(
-            "haproxy-node",
-            "reset_peer",
-            {"timeout": 0},
-            target=active,
-            streams=("upstream",),
-            toxicity=0.33,
-        ):
+        with links.node_resets(active):
             await asyncio.sleep(8.0)
         run.fault = (start, time.monotonic())
         await asyncio.sleep(QUIET_S)

@@ -30,13 +30,13 @@ is not packaged.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from deploy import configgen, pki
 from deploy.processes import ProcessSpec
 from deploy.state import StateDir
 from deploy.topology import Floating, Topology, TopologyError
+from kernel.files import write_atomically
 
 INTERFACE = "eth0"  # a site's end of its veth pair (deploy.netns.VETH_PEER)
 VIRTUAL_ROUTER_ID = 17  # one VRRP instance per cluster; each cluster has a bridge of its own
@@ -164,12 +164,7 @@ def _files(state: StateDir, site: str) -> tuple[Path, Path, Path]:
 
 
 def _write(path: Path, text: str, mode: int) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    os.fchmod(fd, mode)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    tmp.replace(path)
+    write_atomically(path, text.encode(), mode=mode)
 
 
 def write_files(topo: Topology, state: StateDir) -> None:
