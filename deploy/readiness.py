@@ -42,7 +42,13 @@ async def wait_until(
         retry=retry_if_exception_type(Exception) | retry_if_result(lambda ok: not ok),
         retry_error_callback=lambda _state: False,
     )
-    if await retrying(check):
+
+    async def attempt() -> bool:
+        # tenacity awaits only what is a coroutine function; a lambda returning a coroutine
+        # would read as an immediate (truthy) success, so the check is always awaited here.
+        return await check()
+
+    if await retrying(attempt):
         return
     tails = "\n".join(f"  last lines of {n}.log:\n{processes.log_tail(state, n)}" for n in logs)
     raise LaunchError(
