@@ -92,7 +92,6 @@ class Links:
             for p in chosen:
                 p.enable()
 
-    @contextlib.contextmanager
     def node_resets(self, site: str) -> contextlib.AbstractContextManager[list[Proxy]]:
         """A third of the connections from HAProxy to `site`'s node reset on their first
         request bytes (the "HAProxy -> node resets" fault)."""
@@ -105,6 +104,7 @@ class Links:
             toxicity=0.33,
         )
 
+    @contextlib.contextmanager
     def toxic(
         self,
         kind: LinkKind,
