@@ -95,10 +95,7 @@ class _MemberUpgrade(Upgrade):
             if pm is None or pm == before:
                 return False
             async with http_client.session(self.topo, self.state) as s:
-                view = await control_tls.patroni(s, self.state).cluster(
-                    self.topo.patroni_url(leader)
-                )
-            return any(m.name == member and m.is_streaming_sync_standby for m in view.members)
+                return await self.sync_standby_again(s, leader, member)
 
         await readiness.wait_until(
             f"{member} streaming as the synchronous standby again",

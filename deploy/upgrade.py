@@ -171,6 +171,12 @@ class Upgrade:
             )
         return f"switched over to site {site} in {took:.1f}s: its node is active, HAProxy routes"
 
+    async def sync_standby_again(self, s: aiohttp.ClientSession, leader: str, member: str) -> bool:
+        """Whether `member` streams as the synchronous standby in the leader's view, which
+        decides whether it may be switched over to."""
+        view = await control_tls.patroni(s, self.state).cluster(self.topo.patroni_url(leader))
+        return any(m.name == member and m.is_streaming_sync_standby for m in view.members)
+
     async def restart_member(self, site: str) -> str:
         member = member_name(site)
         auth = read_credentials(self.state.secret_file("patroni-rest"))
@@ -196,11 +202,7 @@ class Upgrade:
                     return False  # not restarted (yet)
                 if after.get("replication_state", "streaming") != "streaming":
                     return False
-                # The leader's view, which decides whether it may be switched over to.
-                view = await control_tls.patroni(s, self.state).cluster(
-                    self.topo.patroni_url(leader)
-                )
-                return any(m.name == member and m.is_streaming_sync_standby for m in view.members)
+                return await self.sync_standby_again(s, leader, member)
 
             await readiness.wait_until(
                 f"{member} streaming as the synchronous standby again",
