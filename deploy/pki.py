@@ -15,11 +15,15 @@ issues a certificate per process and site and one per client role, all ECDSA P-2
 `plan(topology)` lists every certificate the system needs; it is pure, so the generated
 configuration and the tests share one list. Server certificates name the address clients dial
 (the site's host from the topology, or the hub address for HAProxy in the namespaced layout;
-`localhost` too when that is loopback). Client certificates carry the role as CN, which is what
-PostgreSQL (`cert` authentication), etcd (`--client-cert-auth` maps CN to the user) and Redis
-see. Processes that also dial their peers with their own certificate get both serverAuth and
-clientAuth: etcd (its gRPC gateway dials the server with the server certificate, etcd #9785),
-etcd peers, Redis (replication), Sentinel and Patroni's REST API.
+`localhost` too when that is loopback). A client certificate's CN is `client-<role>`
+(`client_common_name`), never the name of a user of etcd, PostgreSQL or Redis: etcd with
+`--client-cert-auth` logs a gRPC client in as the user its certificate's CN names, with no
+password (found by the #12 audit: the nodes' certificate with CN `rocars-node` read Patroni's
+leader key through etcdctl), so the certificates prove membership of the system and the
+passwords decide who the client is. Processes that also dial their peers with their own
+certificate get both serverAuth and clientAuth: etcd (its gRPC gateway dials the server with
+the server certificate, etcd #9785), etcd peers, Redis (replication), Sentinel and Patroni's
+REST API.
 
 Every file is written to a temporary file in the same folder (created with its final mode),
 fsynced, then moved into place with os.replace: a process reading a certificate mid-rotation
@@ -114,7 +118,7 @@ ORGANIZATION = "rocars"
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-# Client roles: the CN each one's certificate carries, and who uses it.
+# Client roles (each one's certificate CN: client_common_name), and who uses it.
 CLIENT_ROLES: dict[str, str] = {
     "rocars-node": "API nodes: PostgreSQL (application role), etcd (contingency keys), Redis",
     "rocars-admin": "operator commands: migrations (owner role), switchover, contingency",
@@ -126,6 +130,12 @@ CLIENT_ROLES: dict[str, str] = {
     "prometheus": "Prometheus' scrapes of etcd and Patroni (both require a client certificate)",
     "redis-exporter": "the Redis exporter: every Redis and Sentinel (their monitor user)",
 }
+
+
+def client_common_name(role: str) -> str:
+    """A client role's certificate CN: the file's name, which no user of etcd, PostgreSQL or
+    Redis has (the module's docstring says why that matters)."""
+    return f"client-{role}"
 
 
 # keepalived's leader check (#17 item 2: Patroni's REST API wants a client certificate); only
@@ -277,7 +287,8 @@ def plan(topo: Topology) -> tuple[CertSpec, ...]:
         # keepalived's check asks its site's Patroni with a client certificate (#17 item 2).
         floating = ipaddress.ip_address(topo.entry.floating.address)
         out[0] = replace(out[0], ip_addresses=(*out[0].ip_addresses, floating))
-        out.append(CertSpec(f"client-{FLOATING_CLIENT_ROLE}", FLOATING_CLIENT_ROLE, Usage.CLIENT))
+        role = FLOATING_CLIENT_ROLE
+        out.append(CertSpec(f"client-{role}", client_common_name(role), Usage.CLIENT))
     for name in sorted(topo.sites):
         host = topo.sites[name].host
         out += [
@@ -302,7 +313,9 @@ def plan(topo: Topology) -> tuple[CertSpec, ...]:
             if getattr(site, svc, None) is not None
         ]
     out += [
-        CertSpec(f"client-{role}", role, Usage.CLIENT, combined_pem=role == "haproxy")
+        CertSpec(
+            f"client-{role}", client_common_name(role), Usage.CLIENT, combined_pem=role == "haproxy"
+        )
         for role in CLIENT_ROLES
     ]
     out += [CertSpec(f"etcd-client-{role}", "", Usage.CLIENT) for role in ETCD_CLIENT_ROLES]

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from deploy import pki
+from deploy import etcd_auth, pg_roles, pki, redis_acl
 from deploy.cli import cli
 from deploy.pki import CertSpec, PkiDir, PkiError, Usage
 from deploy.state import DEFAULT_TOPOLOGY, NETNS_TOPOLOGY
@@ -85,7 +85,7 @@ def umask(request: pytest.FixtureRequest) -> Iterator[int]:
 def test_plan_lists_every_process_of_every_site_and_each_client_role(loopback: Topology) -> None:
     """#12 item 1: the plan holds HAProxy, then per site etcd (server and peer) and Sentinel,
     per data site the node, PostgreSQL, Patroni's REST API and Redis, and one client
-    certificate per role with the role as CN; names are unique."""
+    certificate per role with `client-<role>` as CN; names are unique."""
     specs = pki.plan(loopback)
     names = [s.name for s in specs]
     assert len(names) == len(set(names))
@@ -104,7 +104,7 @@ def test_plan_lists_every_process_of_every_site_and_each_client_role(loopback: T
     by = _by_name(specs)
     for role in ("rocars-node", "patroni", "replicator", "rewind", "etcd-root", "haproxy"):
         spec = by[f"client-{role}"]
-        assert spec.common_name == role
+        assert spec.common_name == f"client-{role}"
         assert spec.usage is Usage.CLIENT
         assert spec.sans == ()
     assert not any(s.site == "C" and s.name.startswith(("node", "postgres")) for s in specs)
@@ -248,13 +248,14 @@ def test_server_certificate_does_not_verify_for_another_address(issued: PkiDir) 
 def test_client_certificates_carry_the_role_and_only_client_auth(
     issued: PkiDir, loopback: Topology
 ) -> None:
-    """#12 item 1: each role's certificate is signed by the CA, has CN = role and only the
-    clientAuth EKU (it cannot serve TLS), and its key belongs to it."""
+    """#12 item 1: each role's certificate is signed by the CA, has CN `client-<role>` and
+    only the clientAuth EKU (it cannot serve TLS), and its key belongs to it."""
     ca = _cert(issued.ca_cert)
     for role in pki.CLIENT_ROLES:
         cert = _cert(issued.cert(f"client-{role}"))
         cert.verify_directly_issued_by(ca)
-        assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == role
+        cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        assert cn == f"client-{role}"
         assert _ekus(cert) == {CLIENT_AUTH}
         key = serialization.load_pem_private_key(
             issued.key(f"client-{role}").read_bytes(), password=None
@@ -509,7 +510,7 @@ def test_days_left_follow_the_injected_clock(issued: PkiDir, loopback: Topology)
     hour_later = pki.inventory(issued, specs, now=T0 + dt.timedelta(days=100, hours=1))
     assert {r.name: r.days_left for r in hour_later}["node-A"] == 264  # whole days only
     assert rows["ca"].days_left == 3650 - 100
-    assert rows["client-patroni"].subject == "patroni"
+    assert rows["client-patroni"].subject == "client-patroni"
     assert rows["redis-B"].sans == ("localhost", "127.0.0.1")
     late = pki.inventory(issued, specs, now=T0 + dt.timedelta(days=340))
     assert set(pki.expiring(late)) == {s.name for s in specs}
@@ -665,6 +666,37 @@ async def test_tls_handshake_with_issued_certificates(tmp_path: Path) -> None:
     finally:
         server.close()
         await server.wait_closed()
-    assert good == "hello haproxy"
+    assert good == "hello client-haproxy"
     assert anonymous.startswith("refused"), anonymous
     assert foreign.startswith("refused"), foreign
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        DEFAULT_TOPOLOGY,
+        NETNS_TOPOLOGY,
+        DEFAULT_TOPOLOGY.parent / "topology.netns-vip.yaml",
+        DEFAULT_TOPOLOGY.parent / "topology.production.yaml",
+    ],
+)
+def test_no_certificate_is_named_after_a_user_of_etcd_postgresql_or_redis(path: Path) -> None:
+    """#12 item 3 (found by the audit): etcd with client-cert-auth logs a gRPC client in as the
+    user its certificate's CN names, without a password, so a node's certificate with CN
+    `rocars-node` could write the contingency keys. No certificate of the plan may carry the
+    name of an etcd user (root included), a PostgreSQL role or a Redis or Sentinel ACL user:
+    the certificate admits a member of the system, the password says which."""
+    users = set(etcd_auth.plan().users) | {etcd_auth.ROOT_USER}
+    users |= {
+        pg_roles.APP_USER,
+        pg_roles.OWNER_USER,
+        pg_roles.MONITOR_USER,
+        pg_roles.READER_USER,
+        pg_roles.SUPERUSER,
+        pg_roles.REPLICATION_USER,
+        pg_roles.REWIND_USER,
+    }
+    users |= {u.name for u in (*redis_acl.REDIS_USERS, *redis_acl.SENTINEL_USERS)}
+    named = {s.name: s.common_name for s in pki.plan(load_topology(path)) if s.common_name}
+    assert {name: cn for name, cn in named.items() if cn in users} == {}
+    assert named["client-rocars-node"] == "client-rocars-node"
