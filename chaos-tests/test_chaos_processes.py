@@ -17,7 +17,8 @@ import asyncio
 import contextlib
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import chaos_report
 import psutil
 import psycopg
 import pytest
+import yaml
 from chaos_proc_volume import Volume
 from test_chaos_links import QUIET_S, Run, _check, _leaders, _other, _sync_streams
 
@@ -230,40 +232,39 @@ async def _lsn(c: LocalCluster, site: str, function: str) -> int:
     return int(rows[0][0])
 
 
-@pytest.mark.slow
-async def test_standby_disk_full_drops_it_from_sync_and_it_catches_up_when_freed(
+@dataclass
+class DiskFull:
+    """What the disk-full fault left: when the primary had lost its stream to the standby,
+    when the volume was freed again, and the primary's view of its standbys polled meanwhile."""
+
+    stream_lost: float = 0.0
+    freed: float = 0.0
+    trace: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+
+
+async def _standby_disk_full(
     chaos: LocalCluster,
-    volumes: dict[str, Volume],
+    vol: Volume,
     accounts: WorkloadAccounts,
-    settled: str,
-    tmp_path: Path,
-) -> None:
-    """#14 item 3 (disk full on the standby's data directory): the synchronous standby's
-    volume filled by its database user. Its WAL receiver fails on the next WAL segment it
-    must create and stops; the primary's commits wait for it only until Patroni (1 s loop)
-    takes it off synchronous_standby_names, after which the primary acknowledges writes
-    alone, as `synchronous_mode` without `strict` allows (the standby, no longer the
-    synchronous one, cannot be promoted, so a failover cannot lose them). The leader never
-    changes; once the space is freed the standby replays past the primary's position at that
-    moment and is the streaming synchronous standby again; nothing acknowledged is lost or
-    doubled."""
-    run = Run("standby-disk-full")
-    primary = settled
+    run: Run,
+    primary: str,
+    *,
+    settled_view: Callable[[dict[str, Any]], bool],
+) -> DiskFull:
+    """The standby's volume filled by its database user under the recorded workload, kept
+    full for FULL_S once the primary has lost its stream and its view of the standbys
+    satisfies `settled_view`, then freed; returns once the standby has replayed past the
+    primary's position at that moment and streams as synchronous standby again."""
     standby = _other(chaos, primary)
-    vol = volumes[standby]
-    standby_pm = processes.postmaster_pid(chaos.state.member_dir(standby) / "data")
-    trace: list[tuple[float, dict[str, Any]]] = []
+    out = DiskFull()
 
     async def stream_lost() -> bool:
         return not await _streams_to(chaos, primary, standby)
 
-    async def sync_dropped() -> bool:
+    async def view_settled() -> bool:
         facts = await _replication(chaos, primary)
-        trace.append((round(time.monotonic() - run.fault[0], 1), facts))
-        return bool(facts["sync_names"] == "")
-
-    async def sync_streams() -> bool:
-        return await _sync_streams(chaos, primary)
+        out.trace.append((round(time.monotonic() - run.fault[0], 1), facts))
+        return settled_view(facts)
 
     async with recording(chaos.topo, accounts, run.history, settings=run.settings):
         await asyncio.sleep(QUIET_S)
@@ -281,19 +282,23 @@ async def test_standby_disk_full_drops_it_from_sync_and_it_catches_up_when_freed
                 ),
                 2,
             )
-            run.measured["sync_dropped_s"] = round(
+            out.stream_lost = time.monotonic()
+            run.measured["sync_view_s"] = round(
                 await chaos_cluster.poll(
-                    "Patroni dropping the sync standby", sync_dropped, timeout=30
+                    "the primary's view of its standbys settling", view_settled, timeout=30
                 ),
                 2,
             )
-            dropped = time.monotonic()
-            await asyncio.sleep(FULL_S)
+            full_until = time.monotonic() + FULL_S
+            while time.monotonic() < full_until:  # the fault's length; its view traced
+                await view_settled()
+                await asyncio.sleep(0.5)
             assert vol.free_bytes() < 1 << 20, "the volume is no longer full"
             assert not await _streams_to(chaos, primary, standby), "streaming on a full disk"
         finally:
             vol.free()
-        run.fault = (start, time.monotonic())
+        out.freed = time.monotonic()
+        run.fault = (start, out.freed)
         healed_at = await _lsn(chaos, primary, "pg_current_wal_lsn")
 
         async def caught_up() -> bool:
@@ -304,25 +309,114 @@ async def test_standby_disk_full_drops_it_from_sync_and_it_catches_up_when_freed
         )
         run.measured["sync_back_s"] = round(
             await chaos_cluster.poll(
-                "the standby streaming as synchronous standby again", sync_streams, timeout=120
+                "the standby streaming as synchronous standby again",
+                lambda: _sync_streams(chaos, primary),
+                timeout=120,
             ),
             2,
         )
         await asyncio.sleep(QUIET_S)
-    for t, facts in trace:
+    for t, facts in out.trace:
         print(f"[trace] {t:6.1f}s {facts}")
-    alone = [op for op in run.history.operations() if dropped < op.start and op.end < run.fault[1]]
-    run.measured["acked_without_sync"] = sum(op.type == "ok" for op in alone)
     # The cause, in the standby's own words: its WAL receiver could not create a segment.
-    full = _pg_log(chaos, standby).count("No space left on device")
-    run.measured["enospc_log_lines"] = full
+    run.measured["enospc_log_lines"] = _pg_log(chaos, standby).count("No space left on device")
+    assert run.measured["enospc_log_lines"] > 0, "the standby never logged a full disk"
+    return out
+
+
+@pytest.mark.slow
+async def test_standby_disk_full_drops_it_from_sync_and_it_catches_up_when_freed(
+    chaos: LocalCluster,
+    volumes: dict[str, Volume],
+    accounts: WorkloadAccounts,
+    settled: str,
+    tmp_path: Path,
+) -> None:
+    """#14 item 3 (disk full on the standby's data directory), with the default
+    `synchronous_mode_strict: false`: the synchronous standby's volume filled by its database
+    user. Its WAL receiver fails on the next WAL segment it must create and stops; the
+    primary's commits wait for it only until Patroni (1 s loop) takes it off
+    synchronous_standby_names, after which the primary acknowledges writes alone (the standby,
+    no longer the synchronous one, cannot be promoted, so a failover cannot lose them: README,
+    "Synchronous replication: strict or not"). The leader never changes; once the space is
+    freed the standby replays past the primary's position at that moment and is the
+    streaming synchronous standby again; nothing acknowledged is lost or doubled."""
+    run = Run("standby-disk-full")
+    primary = settled
+    standby = _other(chaos, primary)
+    standby_pm = processes.postmaster_pid(chaos.state.member_dir(standby) / "data")
+    fault = await _standby_disk_full(
+        chaos,
+        volumes[standby],
+        accounts,
+        run,
+        primary,
+        settled_view=lambda facts: facts["sync_names"] == "",
+    )
+    dropped = fault.stream_lost + run.measured["sync_view_s"]
+    alone = [op for op in run.history.operations() if dropped < op.start and op.end < fault.freed]
+    assert all(facts["sync_names"] == "" for _, facts in fault.trace[-3:])
+    run.measured["acked_without_sync"] = sum(op.type == "ok" for op in alone)
     run.measured["standby_restarted"] = (
         processes.postmaster_pid(chaos.state.member_dir(standby) / "data") != standby_pm
     )
     report = await _check(chaos, run, tmp_path)
     chaos_report.record(run.name, report, notes=run.measured)
     print(f"[measure] chaos {run.name}: {run.measured}")
-    assert full > 0, "the standby never logged a full disk"
     assert run.measured["acked_without_sync"] > 0, "the primary stopped taking writes"
+    assert _leaders(run) == {member_name(primary)}
+    assert await chaos_cluster.leader(chaos) == primary
+
+
+@pytest.mark.slow
+async def test_standby_disk_full_under_strict_mode_acknowledges_nothing_until_it_is_back(
+    chaos: LocalCluster,
+    volumes: dict[str, Volume],
+    accounts: WorkloadAccounts,
+    settled: str,
+    tmp_path: Path,
+) -> None:
+    """#14 item 3, the issue's own wording ("the primary must not acknowledge writes it cannot
+    replicate") as a topology choice: `patroni.synchronous_mode_strict: true` set on the
+    running cluster by `rocars cluster up` with the changed topology file (Patroni's
+    PATCH /config). The same disk-full fault: Patroni keeps a standby required
+    (synchronous_standby_names never empty), so no write is acknowledged from shortly after
+    the stream is lost until the space is freed (the clients time out: info, never ok); then
+    the waiting commits complete, writes flow again, and the checker finds every acknowledged
+    write and no duplicate. `cluster up` with the original file sets strict off again."""
+    run = Run("standby-disk-full-strict")
+    primary = settled
+    standby = _other(chaos, primary)
+    doc = yaml.safe_load(chaos.topology_file.read_text())
+    doc["patroni"]["synchronous_mode_strict"] = True
+    strict_file = tmp_path / "topology-strict.yaml"
+    strict_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    try:
+        said = chaos.rocars(
+            "cluster", "up", "--topology", str(strict_file), "--state-dir", str(chaos.state.root)
+        )
+        assert "set Patroni's synchronous_mode_strict as the topology says" in said, said
+        fault = await _standby_disk_full(
+            chaos,
+            volumes[standby],
+            accounts,
+            run,
+            primary,
+            settled_view=lambda facts: bool(facts["sync_names"]),
+        )
+    finally:
+        said = chaos.up()
+    assert "set Patroni's synchronous_mode_strict as the topology says" in said, said
+    blocked = [
+        op
+        for op in run.history.operations()
+        if fault.stream_lost + 1.0 < op.end < fault.freed and op.type == "ok"
+    ]
+    report = await _check(chaos, run, tmp_path)
+    chaos_report.record(run.name, report, notes=run.measured)
+    print(f"[measure] chaos {run.name}: {run.measured}")
+    assert [(op.kind, op.end - fault.stream_lost) for op in blocked] == []
+    assert report.worst_gap() >= FULL_S - 2
+    assert all(facts["sync_names"] for _, facts in fault.trace), "no standby was required"
     assert _leaders(run) == {member_name(primary)}
     assert await chaos_cluster.leader(chaos) == primary

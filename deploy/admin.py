@@ -67,10 +67,30 @@ async def checkpoint_leader(topo: Topology, state: StateDir) -> None:
 
 
 async def run_migrations(topo: Topology, state: StateDir) -> list[str]:
-    """Apply pending migrations as the owner role; the names applied."""
+    """Apply pending migrations as the owner role, then withhold the credentials' columns from
+    the read role where there is one (#17 item 5); the names applied."""
     conn = await connect_leader(topo, state, account="owner")
     async with conn:
-        return await migrate.migrate(conn)
+        applied = await migrate.migrate(conn)
+        await _withhold_from_reader(conn)
+        return applied
+
+
+async def _withhold_from_reader(conn: psycopg.AsyncConnection[Any]) -> None:
+    reader = pg_roles.READER_USER
+    found = await conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (reader,))
+    if await found.fetchone() is None:
+        return
+    async with conn.transaction():
+        for table in pg_roles.READER_WITHHELD:
+            rows = await conn.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = 'public' AND table_name = %s ORDER BY ordinal_position",
+                (table,),
+            )
+            columns = [r[0] for r in await rows.fetchall()]
+            for stmt in pg_roles.reader_withheld_statements(table, columns):
+                await conn.execute(stmt.encode())
 
 
 async def admin_create_account(

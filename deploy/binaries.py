@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from deploy import configgen
+from deploy.topology import Topology
 from kernel.errors import LaunchError
 
 REQUIRED_BINARIES = {
@@ -15,6 +16,19 @@ REQUIRED_BINARIES = {
     "haproxy": "haproxy",
     f"{configgen.PG_BIN_DIR}/postgres": "postgresql-15",
 }
+# Only a topology with a floating address runs keepalived, whose check script runs curl
+# (deploy/floating_address.py); deploy/install.sh installs both.
+FLOATING_BINARIES = {
+    "keepalived": "keepalived",
+    "/usr/bin/curl": "curl",
+}
+
+
+def required_binaries(topo: Topology) -> dict[str, str]:
+    """The programs `topo` runs (path or name on PATH) and the Debian package of each."""
+    if topo.entry.floating is None:
+        return dict(REQUIRED_BINARIES)
+    return {**REQUIRED_BINARIES, **FLOATING_BINARIES}
 
 
 def patroni_bin() -> str:
@@ -27,9 +41,9 @@ def patroni_bin() -> str:
     return str(Path(sys.prefix) / "bin" / "patroni")
 
 
-def check_binaries() -> None:
+def check_binaries(topo: Topology) -> None:
     missing = []
-    for binary, package in REQUIRED_BINARIES.items():
+    for binary, package in required_binaries(topo).items():
         if not (shutil.which(binary) or Path(binary).exists()):
             missing.append(f"{binary} (Debian package {package})")
     if not Path(patroni_bin()).exists():

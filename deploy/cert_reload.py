@@ -13,7 +13,9 @@ deploy/pki.py's docstring):
                       for until every Sentinel sees it
     HAProxy           a new process with -sf <old>: it       the same
                       binds beside the old, which finishes
-                      its connections and exits
+                      its connections and exits; the hub's,
+                      then each data site's (a floating
+                      address, deploy/floating_address.py)
     API nodes         SIGHUP (node/tls_reload.py)            the same (a dropped CA is forgotten
                                                              by their links at a restart)
     etcd              nothing: rereads its certificate per   restart, one member at a time,
@@ -54,6 +56,7 @@ from deploy import (
     config_files,
     control_tls,
     etcd_auth,
+    floating_address,
     netns,
     processes,
     readiness,
@@ -63,7 +66,7 @@ from deploy.configgen import REDIS_MASTER_NAME
 from deploy.pki import PkiDir
 from deploy.process_specs import specs
 from deploy.state import StateDir
-from deploy.topology import Topology
+from deploy.topology import Topology, read_replica_process
 from kernel.errors import EtcdUnavailable, LaunchError
 
 # -- the plan (pure) -------------------------------------------------------------------------
@@ -92,6 +95,13 @@ class Listener:
     port: int
     cert: str
     postgres: bool = False  # PostgreSQL: TLS after its SSLRequest
+    # The name the certificate is checked against when it does not name `host`: a data site's
+    # HAProxy presents the hub's certificate, which names the floating address, not the site.
+    name: str | None = None
+
+    @property
+    def tls_name(self) -> str:
+        return self.name or self.host
 
 
 @dataclass(frozen=True)
@@ -115,11 +125,21 @@ def _listeners(topo: Topology, process: str) -> tuple[Listener, ...]:
             Listener(host, topo.entry.port, "haproxy"),
             Listener(host, topo.entry.stats_port, "haproxy"),
         )
+    kind, _, site = process.rpartition("-")
+    if kind == "haproxy":  # a data site's own HAProxy (a floating address)
+        assert topo.entry.floating is not None, process
+        name = topo.entry.floating.address
+        host = sites[site].host
+        return (
+            Listener(host, topo.entry.port, "haproxy", name=name),
+            Listener(host, topo.entry.stats_port, "haproxy", name=name),
+        )
     if process in WITNESS_SERVICES:
         w = topo.witness_site
         port = getattr(sites[w], process.replace("-", "_")).port
         return (Listener(sites[w].host, port, f"{process}-{w}"),)
-    kind, _, site = process.rpartition("-")
+    if kind == "keepalived":  # no listener: its check is a client (curl)
+        return ()
     if kind == "etcd":
         s = sites[site]
         return (
@@ -132,6 +152,12 @@ def _listeners(topo: Topology, process: str) -> tuple[Listener, ...]:
         return (
             Listener(s.host, s.postgres.port, f"postgres-{site}", postgres=True),
             Listener(s.host, s.patroni.port, f"patroni-{site}"),
+        )
+    if kind == "patroni-replica":  # a read replica (#17 item 5): its site's certificates
+        r = topo.read_replica(site)
+        return (
+            Listener(sites[site].host, r.postgres.port, f"postgres-{site}", postgres=True),
+            Listener(sites[site].host, r.patroni.port, f"patroni-{site}"),
         )
     if kind == "redis":
         redis = sites[site].redis
@@ -173,12 +199,23 @@ def plan(topo: Topology, change: Change) -> tuple[Action, ...]:
         )
         for s in topo.data_sites
     ]
+    out += [
+        act(read_replica_process(s), How.SIGHUP, "a read replica: its site's certificates")
+        for s in topo.read_replica_sites
+    ]
     out += [act(f"redis-{s}", How.CONFIG_SET) for s, site in topo.sites.items() if site.redis]
     out += [
         act(f"sentinel-{s}", How.RESTART, "Sentinel cannot reload its TLS files")
         for s in topo.sites
     ]
-    out.append(act("haproxy", How.HAPROXY_RELOAD))
+    if not floating_address.replaces_hub(topo):
+        out.append(act("haproxy", How.HAPROXY_RELOAD))
+    if topo.entry.floating is not None:  # each data site's HAProxy serves the floating address
+        out += [act(f"haproxy-{s}", How.HAPROXY_RELOAD) for s in topo.data_sites]
+        out += [
+            act(f"keepalived-{s}", How.NOTHING, "its check's curl reads its files at each run")
+            for s in topo.data_sites
+        ]
     out += [
         act(
             f"node-{s}",
@@ -232,16 +269,23 @@ def file_serial(pki: PkiDir, cert: str) -> int:
 
 
 def presented_serial(
-    host: str, port: int, ctx: ssl.SSLContext, *, postgres: bool = False, timeout: float = 3.0
+    host: str,
+    port: int,
+    ctx: ssl.SSLContext,
+    *,
+    postgres: bool = False,
+    timeout: float = 3.0,
+    name: str | None = None,
 ) -> int:
     """The serial number of the certificate a TLS listener presents now (a new connection;
-    the certificate verified by `ctx`). `postgres`: PostgreSQL's port, TLS after SSLRequest."""
+    the certificate verified by `ctx` for `name`, default `host`). `postgres`: PostgreSQL's
+    port, TLS after SSLRequest."""
     with socket.create_connection((host, port), timeout=timeout) as raw:
         if postgres:
             raw.sendall(_SSL_REQUEST)
             if raw.recv(1) != b"S":
                 raise ssl.SSLError(f"{host}:{port} refused TLS")
-        with ctx.wrap_socket(raw, server_hostname=host) as tls:
+        with ctx.wrap_socket(raw, server_hostname=name or host) as tls:
             der = tls.getpeercert(binary_form=True)
     if der is None:
         raise ssl.SSLError(f"{host}:{port} presented no certificate")
@@ -305,6 +349,7 @@ class _Run:
             listener.port,
             self._ctx(),
             postgres=listener.postgres,
+            name=listener.name,
         )
         return got == want
 
@@ -415,7 +460,9 @@ class _Run:
 
     async def serves_any(self, process: str) -> bool:
         for lsn in _listeners(self.topo, process):
-            await asyncio.to_thread(presented_serial, lsn.host, lsn.port, self._ctx())
+            await asyncio.to_thread(
+                presented_serial, lsn.host, lsn.port, self._ctx(), name=lsn.name
+            )
         return True
 
     async def etcd_member_back(self, site: str) -> bool:
@@ -469,8 +516,13 @@ class _Run:
         if old is None:
             return "not running (uses the new files when it starts)"
         new = processes.start(self.state, replace(spec, argv=(*spec.argv, "-sf", str(old))))
+        entry = _listeners(self.topo, action.process)[0]
         try:
-            await _until("the new HAProxy process serving", lambda: self.haproxy_up(new), WAIT_S)
+            await _until(
+                f"the new HAProxy process serving on {entry.host}:{entry.port}",
+                lambda: self.haproxy_up(new, entry),
+                WAIT_S,
+            )
         except ReloadError:
             # The old process serves on (HAProxy stops it only once the new one has bound).
             with contextlib.suppress(ProcessLookupError):
@@ -478,16 +530,20 @@ class _Run:
             self.state.pidfile(spec.name).write_text(f"{old}\n")
             tail = processes.log_tail(self.state, spec.name)
             raise ReloadError(
-                f"haproxy: the new process (pid {new}) did not start serving; the old one "
-                f"(pid {old}) serves on\n  last lines of haproxy.log:\n{tail}"
+                f"{spec.name}: the new process (pid {new}) did not start serving; the old one "
+                f"(pid {old}) serves on\n  last lines of {spec.name}.log:\n{tail}"
             ) from None
         return f"reloaded (pid {new} took over from pid {old}, which finishes its connections)"
 
-    async def haproxy_up(self, pid: int) -> bool:
+    async def haproxy_up(self, pid: int, entry: Listener) -> bool:
+        """HAProxy `pid` runs and its own client port (`entry`; not the floating address,
+        which another site's HAProxy may hold) routes /health/ready to the active node."""
         if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
             raise ReloadError(f"haproxy pid {pid} exited")
-        url = f"{self.topo.entry_url()}/health/ready"
-        async with self.session.get(url, timeout=_HTTP_TIMEOUT) as r:
+        url = f"https://{entry.host}:{entry.port}/health/ready"
+        async with self.session.get(
+            url, timeout=_HTTP_TIMEOUT, server_hostname=entry.tls_name
+        ) as r:
             return r.status == 200
 
     async def carry_out(self, action: Action) -> str:

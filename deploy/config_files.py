@@ -7,12 +7,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from deploy import configgen, monitoring_config, pki, redis_acl
 from deploy.state import DEFAULT_TOPOLOGY, DbUser, StateDir
-from deploy.topology import Topology, load_topology
+from deploy.topology import Topology, load_topology, read_replica_process
+from kernel.names import read_replica_key
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> bool:
@@ -146,28 +148,9 @@ def write_configs(topo: Topology, state: StateDir) -> list[str]:
         )
     for name in topo.data_sites:
         member = state.member_dir(name)
-        for sub in ("", "sock", "log", "tls"):
-            d = member / sub
-            d.mkdir(parents=True, exist_ok=True)
-            os.chmod(d, 0o700)
-            _chown(d, user)
-        # PostgreSQL's own log folder lives with its data (it may run as another user); the
-        # link puts it beside every other process's log (#13 item 5).
-        pg_logs = state.logs / f"postgresql-{name}"
-        if not pg_logs.is_symlink():
-            pg_logs.symlink_to(member / "log")
-        tls = configgen.MemberTls.of(member)
-        tls_changed = False
-        for src, dst, mode in tls.copies(folder, name):
-            tls_changed |= _write(dst, src.read_text(), mode)
-            _chown(dst, user)
-        _chown(tls.folder, user)
         cfg = configgen.patroni_config(topo, name, member, passwords)
-        path = member / "patroni.yaml"
-        # A SIGHUP makes Patroni reload PostgreSQL, which rereads its certificate files.
-        if _write(path, yaml.safe_dump(cfg, sort_keys=False), 0o600) or tls_changed:
+        if _write_member(state, folder, user, name, name, cfg):
             reload.append(f"patroni-{name}")
-        _chown(path, user)
         _write(
             state.node_config(name),
             yaml.safe_dump(
@@ -176,6 +159,11 @@ def write_configs(topo: Topology, state: StateDir) -> list[str]:
             ),
             0o600,
         )
+    for name in topo.read_replica_sites:  # #17 item 5
+        key = read_replica_key(name)
+        cfg = configgen.read_replica_patroni_config(topo, name, state.member_dir(key), passwords)
+        if _write_member(state, folder, user, name, key, cfg):
+            reload.append(read_replica_process(name))
     if topo.backups is not None:  # pgBackRest's files, before PostgreSQL archives (#17 item 3)
         from deploy import backups
 
@@ -185,6 +173,35 @@ def write_configs(topo: Topology, state: StateDir) -> list[str]:
 
         floating_address.write_files(topo, state)
     return reload
+
+
+def _write_member(
+    state: StateDir, folder: pki.PkiDir, user: DbUser, site: str, key: str, cfg: dict[str, Any]
+) -> bool:
+    """A PostgreSQL member's folder (`key`: its site, or `B-replica`), its TLS files (the
+    site's) and its Patroni file `cfg`; whether Patroni must reread them."""
+    member = state.member_dir(key)
+    for sub in ("", "sock", "log", "tls"):
+        d = member / sub
+        d.mkdir(parents=True, exist_ok=True)
+        os.chmod(d, 0o700)
+        _chown(d, user)
+    # PostgreSQL's own log folder lives with its data (it may run as another user); the
+    # link puts it beside every other process's log (#13 item 5).
+    pg_logs = state.logs / f"postgresql-{key}"
+    if not pg_logs.is_symlink():
+        pg_logs.symlink_to(member / "log")
+    tls = configgen.MemberTls.of(member)
+    tls_changed = False
+    for src, dst, mode in tls.copies(folder, site):
+        tls_changed |= _write(dst, src.read_text(), mode)
+        _chown(dst, user)
+    _chown(tls.folder, user)
+    path = member / "patroni.yaml"
+    # A SIGHUP makes Patroni reload PostgreSQL, which rereads its certificate files.
+    changed = _write(path, yaml.safe_dump(cfg, sort_keys=False), 0o600) or tls_changed
+    _chown(path, user)
+    return changed
 
 
 def load_state_topology(state: StateDir, topology: Path | None) -> Topology:

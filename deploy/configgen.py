@@ -23,11 +23,12 @@ from deploy.pg_roles import (
     REWIND_USER,
     SUPERUSER,
     hba_lines,
+    reader_hba_lines,
 )
 from deploy.pki import PkiDir
 from deploy.state import StateDir
 from deploy.topology import Topology
-from kernel.names import PATRONI_NAMESPACE, member_name
+from kernel.names import PATRONI_NAMESPACE, member_name, read_replica_key
 from replication.patroni_rest import PATRONI_REST_USER
 
 REDIS_MASTER_NAME = "rocars"
@@ -168,12 +169,36 @@ class MemberTls:
         )
 
 
+def patroni_settings(topo: Topology) -> dict[str, Any]:
+    """The cluster-wide Patroni settings the topology decides: the bootstrap's, and what
+    `cluster up` sets on a running cluster whose topology changed (Patroni reads
+    bootstrap.dcs only when it initialises the cluster)."""
+    t = topo.patroni
+    return {
+        "ttl": t.ttl,
+        "loop_wait": t.loop_wait,
+        "retry_timeout": t.retry_timeout,
+        "primary_start_timeout": t.primary_start_timeout,
+        # Only a synchronous standby may be promoted: an acknowledged write is on both
+        # members before the client hears "committed" (RPO 0, DESIGN.md I1).
+        "synchronous_mode": True,
+        # Not strict by default (deploy.topology.PatroniTiming says why).
+        "synchronous_mode_strict": t.synchronous_mode_strict,
+    }
+
+
+def patroni_settings_changes(current: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
+    """The part of `wanted` that the cluster's current dynamic configuration (Patroni's
+    GET /config) does not already hold: the body of a PATCH /config, empty when nothing
+    differs."""
+    return {k: v for k, v in wanted.items() if current.get(k) != v}
+
+
 def patroni_config(
     topo: Topology, site: str, member_dir: Path, passwords: dict[str, str]
 ) -> dict[str, Any]:
     s = topo.sites[site]
     assert s.postgres is not None and s.patroni is not None
-    t = topo.patroni
     data_hosts = [topo.sites[n].host for n in topo.data_sites]
     # Operator commands (migrations, drills' checks) run in the hub namespace when there is one.
     hub = [topo.namespaces.hub_host] if topo.namespaces is not None else []
@@ -229,17 +254,8 @@ def patroni_config(
         },
         "bootstrap": {
             "dcs": {
-                "ttl": t.ttl,
-                "loop_wait": t.loop_wait,
-                "retry_timeout": t.retry_timeout,
-                "primary_start_timeout": t.primary_start_timeout,
+                **patroni_settings(topo),
                 "maximum_lag_on_failover": 1048576,
-                # Only a synchronous standby may be promoted: an acknowledged write is on both
-                # members before the client hears "committed" (RPO 0, DESIGN.md I1).
-                "synchronous_mode": True,
-                # Not strict: with the standby gone the primary keeps accepting writes alone
-                # rather than stopping trade; Patroni will not promote a non-sync member.
-                "synchronous_mode_strict": False,
                 "check_timeline": True,
                 "postgresql": {
                     "use_pg_rewind": True,
@@ -310,6 +326,38 @@ def patroni_config(
         },
         "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},
     }
+
+
+def read_replica_patroni_config(
+    topo: Topology, site: str, member_dir: Path, passwords: dict[str, str]
+) -> dict[str, Any]:
+    """The read replica of `site` (#17 item 5): the site's member's file with the replica's
+    name, ports and folder, the read role admitted by its pg_hba, and tags that keep it out of
+    every decision about writes. It runs on the site's host, so the site's certificates name
+    its address too (the copies in its folder: `MemberTls.copies(pki, site)`)."""
+    s = topo.sites[site]
+    replica = topo.read_replica(site)
+    cfg = patroni_config(topo, site, member_dir, passwords)
+    cfg["name"] = member_name(read_replica_key(site))
+    rest = f"{s.host}:{replica.patroni.port}"
+    cfg["restapi"] |= {"listen": rest, "connect_address": rest}
+    pg = f"{s.host}:{replica.postgres.port}"
+    cfg["postgresql"] |= {"listen": pg, "connect_address": pg}
+    hub = [topo.namespaces.hub_host] if topo.namespaces is not None else []
+    readers = [*(topo.sites[n].host for n in topo.data_sites), *hub]
+    cfg["postgresql"]["pg_hba"] = [*cfg["postgresql"]["pg_hba"], *reader_hba_lines(readers)]
+    cfg["tags"] = {
+        # Never promoted, never the synchronous standby: an acknowledged write still waits
+        # for the other main member only (RPO 0), and failover still goes to it alone.
+        "nofailover": True,
+        "nosync": True,
+        "noloadbalance": False,
+        "clonefrom": False,
+        # Cascading from the site's own member, so the link between sites carries the WAL
+        # once; Patroni follows the leader instead while that member is not in the cluster.
+        "replicatefrom": member_name(site),
+    }
+    return cfg
 
 
 def redis_tls_lines(port: int, pki: PkiDir, cert: str) -> list[str]:
@@ -617,8 +665,9 @@ def haproxy_config(topo: Topology, tls: HaproxyTls, *, stats_password: str | Non
             # ... except manual clearance itself (#15 item 4): the officers' contingency API
             # and pages, and signing in to them, need no database (keys from the key cache,
             # clearances to the journal), so with no node active any live node serves them.
+            # The sign-in page's language switch too (its stylesheet and script are public_read).
             "    acl manual_ops path_beg /v1/contingency /officer/contingency",
-            "    acl manual_ops path /signin /signout",
+            "    acl manual_ops path /signin /signout /lang",
             '    http-request return status 503 content-type "application/problem+json" '
             f'hdr Retry-After 1 string "{unavailable}" '
             "if no_active_node !reloading !public_read !manual_ops"

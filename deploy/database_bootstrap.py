@@ -55,10 +55,17 @@ def _connect(topo: Topology, state: StateDir, site: str, dbname: str) -> psycopg
 
 def _bootstrap_database(topo: Topology, state: StateDir, leader_site: str) -> None:
     pw = state.secrets()
-    verifiers = {
-        k: pg_roles.scram_verifier(pw[k], secrets.token_bytes(16))
-        for k in ("app", "owner", "monitor", "replication", "rewind")
-    }
+    # The read role only where a read replica admits it (#17 item 5).
+    reader = bool(topo.read_replica_sites)
+    accounts = (
+        "app",
+        "owner",
+        "monitor",
+        "replication",
+        "rewind",
+        *(("reader",) if reader else ()),
+    )
+    verifiers = {k: pg_roles.scram_verifier(pw[k], secrets.token_bytes(16)) for k in accounts}
     with _connect(topo, state, leader_site, "postgres") as conn:
         for stmt in _QUIET:
             conn.execute(stmt)
@@ -71,8 +78,8 @@ def _bootstrap_database(topo: Topology, state: StateDir, leader_site: str) -> No
         if found is None:
             conn.execute(pg_roles.create_database().encode())
         with conn.transaction():
-            for stmt in pg_roles.database_statements():
+            for stmt in pg_roles.database_statements(reader=reader):
                 conn.execute(stmt.encode())
     with _connect(topo, state, leader_site, pg_roles.APP_DATABASE) as conn, conn.transaction():
-        for stmt in pg_roles.schema_statements(LEDGER_DDL):
+        for stmt in pg_roles.schema_statements(LEDGER_DDL, reader=reader):
             conn.execute(stmt.encode())

@@ -30,12 +30,15 @@ is not packaged.
 
 from __future__ import annotations
 
+import stat
+import subprocess
 from pathlib import Path
 
 from deploy import configgen, pki
 from deploy.processes import ProcessSpec
 from deploy.state import StateDir
 from deploy.topology import Floating, Topology, TopologyError
+from kernel.errors import LaunchError
 from kernel.files import write_atomically
 
 INTERFACE = "eth0"  # a site's end of its veth pair (deploy.netns.VETH_PEER)
@@ -49,9 +52,25 @@ LEADER_WEIGHT = 50  # a passing check: priority 150, above the other site's 100
 
 
 def _floating(topo: Topology) -> Floating:
-    if topo.entry.floating is None or topo.namespaces is None:
+    if topo.entry.floating is None:
         raise TopologyError(f"topology {topo.name!r} has no entry.floating address")
     return topo.entry.floating
+
+
+def link(topo: Topology) -> tuple[str, int]:
+    """The interface that carries the address on each data site and its subnet's prefix
+    length: the topology's for sites on their own hosts, else the namespaces' (eth0)."""
+    floating = _floating(topo)
+    if topo.namespaces is not None:
+        return INTERFACE, topo.namespaces.prefix_len
+    assert floating.interface is not None and floating.prefix_len is not None  # topology checks
+    return floating.interface, floating.prefix_len
+
+
+def replaces_hub(topo: Topology) -> bool:
+    """Whether the data sites' HAProxies replace the hub's: with the sites on their own hosts
+    there is no hub, and the entry site's own HAProxy would bind the hub's ports."""
+    return topo.entry.floating is not None and topo.namespaces is None
 
 
 def process_names(topo: Topology) -> tuple[str, ...]:
@@ -62,6 +81,26 @@ def process_names(topo: Topology) -> tuple[str, ...]:
         *(f"haproxy-{s}" for s in topo.data_sites),
         *(f"keepalived-{s}" for s in topo.data_sites),
     )
+
+
+def holders(topo: Topology) -> tuple[str, ...] | None:
+    """The data sites whose interface carries the floating address now (`ip -n <ns> addr`, the
+    kernel's own answer, not keepalived's opinion of itself); a site whose link is down is not
+    counted: what it carries reaches no one. None when the sites are on other hosts (no
+    namespaces) or the topology has no floating address: nothing here can be asked."""
+    if topo.entry.floating is None or topo.namespaces is None:
+        return None
+    address = topo.entry.floating.address
+    out = []
+    for site in topo.data_sites:
+        ns = topo.namespaces.of(site)
+        addrs = subprocess.run(
+            ["ip", "-n", ns, "-4", "-o", "addr", "show", "dev", INTERFACE, "up"],
+            capture_output=True, text=True, check=False,
+        ).stdout  # fmt: skip
+        if f" {address}/" in addrs:
+            out.append(site)
+    return tuple(out)
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -110,9 +149,8 @@ def check_script(topo: Topology, site: str, folder: pki.PkiDir) -> str:
 def keepalived_config(topo: Topology, site: str, script: Path) -> str:
     """keepalived's file for `site`: one VRRP instance on the site's interface; the site where
     `script` passes holds the floating address."""
-    ns = topo.namespaces
-    assert ns is not None
     floating = _floating(topo).address
+    interface, prefix_len = link(topo)
     me = topo.sites[site].host
     peers = [topo.sites[s].host for s in topo.data_sites if s != site]
     return "\n".join(
@@ -121,6 +159,9 @@ def keepalived_config(topo: Topology, site: str, script: Path) -> str:
             "# the Patroni leader key.",
             "global_defs {",
             f"    router_id {topo.name}-{site}",
+            # keepalived runs the check only if no one but root can change it or a folder
+            # above it (checked by write_files); as root: it presents a key only root reads.
+            "    enable_script_security",
             "    script_user root",
             "}",
             "vrrp_script patroni_leader {",
@@ -135,7 +176,7 @@ def keepalived_config(topo: Topology, site: str, script: Path) -> str:
             # Both start as BACKUP with the same base priority: the check decides, and the
             # leader's site preempts whoever holds the address (see the module docstring).
             "    state BACKUP",
-            f"    interface {INTERFACE}",
+            f"    interface {interface}",
             f"    virtual_router_id {VIRTUAL_ROUTER_ID}",
             f"    priority {BASE_PRIORITY}",
             "    advert_int 1",
@@ -144,7 +185,7 @@ def keepalived_config(topo: Topology, site: str, script: Path) -> str:
             *(f"        {p}" for p in peers),
             "    }",
             "    virtual_ipaddress {",
-            f"        {floating}/{ns.prefix_len} dev {INTERFACE}",
+            f"        {floating}/{prefix_len} dev {interface}",
             "    }",
             "    track_script {",
             "        patroni_leader",
@@ -155,6 +196,22 @@ def keepalived_config(topo: Topology, site: str, script: Path) -> str:
     )
 
 
+def script_path_problem(path: Path) -> str | None:
+    """Why keepalived (enable_script_security, script run as root) would refuse to run the
+    check at `path`, None if it would not: the script and every folder above it must belong to
+    root and be writable by no one else, a sticky folder (as /tmp) excepted. keepalived's own
+    rule (check_script_secure); a refused check leaves the address where it happens to be."""
+    for p in (path, *path.parents):
+        st = p.stat()
+        if st.st_uid != 0:
+            return f"{p} belongs to uid {st.st_uid}, not root"
+        sticky_folder = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+        others_write = (st.st_gid != 0 and st.st_mode & stat.S_IWGRP) or st.st_mode & stat.S_IWOTH
+        if others_write and not sticky_folder:
+            return f"{p} is writable by others than root (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
 def _files(state: StateDir, site: str) -> tuple[Path, Path, Path]:
     return (
         state.config / f"haproxy-{site}.cfg",
@@ -163,14 +220,27 @@ def _files(state: StateDir, site: str) -> tuple[Path, Path, Path]:
     )
 
 
-def _write(path: Path, text: str, mode: int) -> None:
-    write_atomically(path, text.encode(), mode=mode)
+def haproxy_file(
+    topo: Topology, state: StateDir, site: str, hub_haproxy: str
+) -> tuple[Path, str, int]:
+    """(path, text, mode) of `site`'s HAProxy file (0600: the stats password), from the hub's
+    (`hub_haproxy`, whose TLS files it uses: its certificate names the floating address)."""
+    return _files(state, site)[0], site_haproxy_config(hub_haproxy, topo, site), 0o600
+
+
+def keepalived_files(topo: Topology, state: StateDir, site: str) -> list[tuple[Path, str, int]]:
+    """(path, text, mode) of `site`'s check script (root's alone: see script_path_problem) and
+    keepalived file; the launcher writes them, and `deploy render` for a production host."""
+    _haproxy, keepalived, script = _files(state, site)
+    return [
+        (script, check_script(topo, site, pki.PkiDir(state.pki)), 0o700),
+        (keepalived, keepalived_config(topo, site, script), 0o600),
+    ]
 
 
 def write_files(topo: Topology, state: StateDir) -> None:
-    """Each data site's HAProxy file (0600: the stats password), keepalived file and check
-    script. The HAProxy ones use the hub's TLS files (its certificate names the floating
-    address: deploy.pki)."""
+    """Each data site's HAProxy file, keepalived file and check script (refused, LaunchError,
+    where keepalived would not run the check)."""
     folder = pki.PkiDir(state.pki)
     tls = configgen.HaproxyTls(
         server_pem=folder.combined("haproxy"),
@@ -181,10 +251,15 @@ def write_files(topo: Topology, state: StateDir) -> None:
         topo, tls, stats_password=state.secrets()["haproxy-stats"]
     )
     for site in topo.data_sites:
-        haproxy, keepalived, script = _files(state, site)
-        _write(haproxy, site_haproxy_config(hub_haproxy, topo, site), 0o600)
-        _write(script, check_script(topo, site, folder), 0o700)
-        _write(keepalived, keepalived_config(topo, site, script), 0o600)
+        files = [haproxy_file(topo, state, site, hub_haproxy), *keepalived_files(topo, state, site)]
+        for path, text, mode in files:
+            write_atomically(path, text.encode(), mode=mode)
+        script = _files(state, site)[2]
+        if (problem := script_path_problem(script)) is not None:
+            raise LaunchError(
+                f"keepalived would refuse to run its check {script}: {problem}; use a state"
+                " folder that only root can change, all the way up"
+            )
         (state.run / f"keepalived-{site}").mkdir(parents=True, exist_ok=True)
 
 

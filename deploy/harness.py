@@ -41,7 +41,11 @@ TEST_PORT_OFFSETS = {
     "web": 2250,  # the browser tests' clusters, one per module, one module at a time
     "backup": 2750,
     "chaos": 3500,  # its Toxiproxy block: deploy.chaos_links.TEST_TOXIPROXY_PORT
+    "read-replica": 1250,  # with a read replica on site B (READ_REPLICA_TEST_PORTS)
 }
+# The read replica of test clusters that ask for one (#17 item 5), on site B, before the offset:
+# PostgreSQL and Patroni REST ports no suite's cluster uses (tests/unit/test_read_replica.py).
+READ_REPLICA_TEST_PORTS = {"postgres_port": 25532, "patroni_port": 28108}
 # Every test client is 127.0.0.1 and the suites make many deliberate 401s, so test clusters
 # raise HAProxy's per-address limits far above what they send (tests/integration/
 # test_hostile_proxy.py checks the limits themselves with low ones).
@@ -80,17 +84,21 @@ class LocalCluster:
         port_offset: int,
         namespace_prefix: str | None = None,
         monitoring: bool = False,
+        read_replica: bool = False,
     ) -> LocalCluster:
         """A cluster on loopback ports shifted by `port_offset`; with `namespace_prefix`, one
         with each site in a network namespace of its own (deploy/topology.netns.yaml, its
         namespaces renamed so they never meet those of another cluster). Prometheus,
         Alertmanager and the exporters run only with `monitoring`: drills and benchmarks
-        measure the service alone."""
+        measure the service alone. With `read_replica`, site B has one (#17 item 5)."""
         if namespace_prefix is None:
             topo = load_topology(DEFAULT_TOPOLOGY).with_port_offset(port_offset)
         else:
             topo = load_topology(NETNS_TOPOLOGY).with_namespace_prefix(namespace_prefix)
             topo = topo.with_port_offset(port_offset)
+        if read_replica:
+            shifted = {k: v + port_offset for k, v in READ_REPLICA_TEST_PORTS.items()}
+            topo = topo.with_read_replica("B", **shifted)
         topo = topo.with_abuse_limits(TEST_ABUSE_LIMITS)
         if not monitoring:
             topo = topo.without_monitoring()
@@ -108,11 +116,16 @@ class LocalCluster:
         port_offset: int,
         namespace_prefix: str | None = None,
         monitoring: bool = False,
+        read_replica: bool = False,
     ) -> Iterator[LocalCluster]:
         """A started cluster that is stopped and deleted afterwards (namespaces too), also
         when start-up or the block fails."""
         c = cls.create(
-            root, port_offset=port_offset, namespace_prefix=namespace_prefix, monitoring=monitoring
+            root,
+            port_offset=port_offset,
+            namespace_prefix=namespace_prefix,
+            monitoring=monitoring,
+            read_replica=read_replica,
         )
         try:
             c.up()

@@ -24,6 +24,7 @@ PACKAGED_SERVICES = (
     "redis-server",
     "redis-sentinel",
     "haproxy",
+    "keepalived",
     "postgresql",
     "prometheus",
     "prometheus-alertmanager",

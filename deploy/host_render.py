@@ -41,6 +41,8 @@ import yaml
 from deploy import (
     config_files,
     configgen,
+    floating_address,
+    host_firewall,
     host_install,
     monitoring_config,
     redis_acl,
@@ -53,6 +55,7 @@ from deploy.processes import ProcessSpec
 from deploy.state import REPO_ROOT, StateDir
 from deploy.topology import Topology, TopologyError
 from kernel.errors import ConfigError
+from kernel.names import read_replica_key
 
 
 @dataclass(frozen=True)
@@ -72,10 +75,17 @@ COMPONENTS: dict[str, Component] = {
     # Patroni stops PostgreSQL itself (a fast shutdown, then a checkpoint): systemd must not
     # kill the postmaster from under it.
     "patroni": Component("postgres", kill_mode="process", timeout_stop_s=120, after=("etcd",)),
+    # A read replica (#17 item 5) clones from and streams from the site's member.
+    "patroni-replica": Component(
+        "postgres", kill_mode="process", timeout_stop_s=120, after=("etcd", "patroni")
+    ),
     "redis": Component("rocars-redis"),
     "sentinel": Component("rocars-redis", after=("redis",)),
     "node": Component("rocars", after=("etcd", "patroni", "redis", "sentinel")),
     "haproxy": Component("rocars-haproxy", after=("node",)),
+    # The floating address (#17 item 2): root, as its check presents a key only root reads
+    # (floating_address.keepalived_config); its unit keeps only the capabilities it uses.
+    "keepalived": Component("root", limit_nofile=None, after=("patroni", "haproxy")),
     "prometheus": Component("rocars-prometheus", after=("alertmanager",)),
     "alertmanager": Component("rocars-alertmanager", limit_nofile=None),
     "redis-exporter": Component("rocars-exporter", limit_nofile=None),
@@ -85,10 +95,12 @@ COMPONENTS: dict[str, Component] = {
 PACKAGES: dict[str, tuple[str, ...]] = {
     "etcd": ("etcd-server",),
     "patroni": ("postgresql-15",),
+    "patroni-replica": ("postgresql-15",),
     "redis": ("redis-server",),
     "sentinel": ("redis-server",),
     "node": (),
     "haproxy": ("haproxy",),
+    "keepalived": ("keepalived", "curl"),  # curl: its check
     "prometheus": ("prometheus",),
     "alertmanager": ("prometheus-alertmanager",),
     "redis-exporter": ("prometheus-redis-exporter",),
@@ -160,6 +172,17 @@ def kind(spec: ProcessSpec) -> str:
     return spec.name.removesuffix(f"-{spec.site}")
 
 
+def _member_dir(spec: ProcessSpec, state: StateDir) -> Path | None:
+    """The PostgreSQL member folder of a Patroni process (its site's, or its read replica's),
+    None for any other process."""
+    k = kind(spec)
+    if k == "patroni":
+        return state.member_dir(spec.site)
+    if k == "patroni-replica":
+        return state.member_dir(read_replica_key(spec.site))
+    return None
+
+
 def unit_name(process: str) -> str:
     return f"rocars-{process}.service"
 
@@ -201,11 +224,22 @@ def _config_files(
             client_pem=folder.combined("client-haproxy"),
         )
         text = configgen.haproxy_config(topo, tls, stats_password=passwords["haproxy-stats"])
+        if spec.name != "haproxy":  # a data site's own, for the floating address
+            path, text, mode = floating_address.haproxy_file(topo, state, site, text)
+            return [(path, text, mode, False)]
         return [(state.config / "haproxy.cfg", text, 0o600, False)]
+    if k == "keepalived":
+        return [
+            (p, t, m, False) for p, t, m in floating_address.keepalived_files(topo, state, site)
+        ]
     if k == "patroni":
         cfg = configgen.patroni_config(topo, site, state.member_dir(site), dict(passwords))
         text = yaml.safe_dump(cfg, sort_keys=False)
         return [(state.member_dir(site) / "patroni.yaml", text, 0o600, False)]
+    if k == "patroni-replica":
+        member = state.member_dir(read_replica_key(site))
+        cfg = configgen.read_replica_patroni_config(topo, site, member, dict(passwords))
+        return [(member / "patroni.yaml", yaml.safe_dump(cfg, sort_keys=False), 0o600, False)]
     if k == "node":
         cfg = configgen.node_config(topo, site, state_root=state.root)
         return [(state.node_config(site), yaml.safe_dump(cfg, sort_keys=False), 0o600, False)]
@@ -239,10 +273,12 @@ def _writable(spec: ProcessSpec, state: StateDir) -> tuple[Path, ...]:
     return {
         "etcd": (state.data / f"etcd-{site}",),
         "patroni": (state.member_dir(site),),
+        "patroni-replica": (state.member_dir(read_replica_key(site)),),
         # Its own file in the config folder, rewritten in place (CONFIG REWRITE).
         "redis": (state.data / f"redis-{site}", state.config),
         "sentinel": (state.data / f"sentinel-{site}", state.config),
         "node": (state.logs, state.root / "contingency"),
+        "keepalived": (state.run / f"keepalived-{site}",),  # its pid files
         "prometheus": (state.data / "prometheus",),
         "alertmanager": (state.data / "alertmanager",),
     }.get(k, ())
@@ -295,11 +331,9 @@ def plan(topo: Topology, site: str, sources: Sources, layout: HostLayout | None 
             for n in _named_under(state.secrets_dir, texts)
             if state.secrets_dir / n not in files  # generated above (the exporter's file)
         ]
-        if k == "patroni":
+        if (member := _member_dir(spec, state)) is not None:
             # PostgreSQL's and Patroni's own copies (configgen.MemberTls), owned by postgres.
-            for src, dst, mode in configgen.MemberTls.of(state.member_dir(site)).copies(
-                folder, site
-            ):
+            for src, dst, mode in configgen.MemberTls.of(member).copies(folder, site):
                 content = _source(sources.pki, src.name)
                 owner = comp.user if mode & 0o077 == 0 else "root"
                 add(FileSpec(dst, content, owner, owner, mode))
@@ -325,6 +359,9 @@ def plan(topo: Topology, site: str, sources: Sources, layout: HostLayout | None 
             read_write=_writable(spec, state),
             limit_nofile=comp.limit_nofile,
             bind_below_1024=k == "haproxy" and min(p for _w, _h, p in _haproxy_ports(topo)) < 1024,
+            # keepalived: addresses (NET_ADMIN), VRRP's raw socket and gratuitous ARP (NET_RAW)
+            capabilities=("CAP_NET_ADMIN", "CAP_NET_RAW") if k == "keepalived" else (),
+            address_families=("AF_NETLINK", "AF_PACKET") if k == "keepalived" else (),
             kill_mode=comp.kill_mode,
             timeout_stop_s=comp.timeout_stop_s,
         )
@@ -337,7 +374,11 @@ def plan(topo: Topology, site: str, sources: Sources, layout: HostLayout | None 
         units=units,
         dirs=_dirs(procs, state),
         files=tuple(files[p] for p in sorted(files)),
-        packages=tuple(sorted({p for s in procs.values() for p in PACKAGES[kind(s)]})),
+        packages=tuple(
+            sorted(
+                {*host_firewall.PACKAGES, *(p for s in procs.values() for p in PACKAGES[kind(s)])}
+            )
+        ),
     )
 
 
@@ -371,6 +412,11 @@ def _dirs(procs: Mapping[str, ProcessSpec], state: StateDir) -> tuple[DirSpec, .
     kinds = {kind(s): s for s in procs.values()}
     if "patroni" in kinds:
         out.append(DirSpec(state.runtime, "root", "root", 0o755))
+    if "keepalived" in kinds:
+        out += [
+            DirSpec(state.run, "root", "root", 0o755),
+            *(DirSpec(p, "root", "root", 0o700) for p in _writable(kinds["keepalived"], state)),
+        ]
     if "node" in kinds:
         node = COMPONENTS["node"].user
         out += [
@@ -382,8 +428,7 @@ def _dirs(procs: Mapping[str, ProcessSpec], state: StateDir) -> tuple[DirSpec, .
         for path in _writable(spec, state):
             if path.parent == state.data:
                 out.append(DirSpec(path, comp.user, comp.user, 0o700))
-        if kind(spec) == "patroni":
-            member = state.member_dir(spec.site)
+        if (member := _member_dir(spec, state)) is not None:
             out += [
                 DirSpec(member / sub, comp.user, comp.user, 0o700)
                 for sub in ("", "sock", "log", "tls")
@@ -395,7 +440,8 @@ def _dirs(procs: Mapping[str, ProcessSpec], state: StateDir) -> tuple[DirSpec, .
 
 
 def users(host: HostPlan) -> tuple[str, ...]:
-    return tuple(sorted({u.user for u in host.units.values()}))
+    """The users the install creates (root, keepalived's, exists)."""
+    return tuple(sorted({u.user for u in host.units.values()} - {"root"}))
 
 
 def render(
@@ -414,8 +460,12 @@ def render(
         installed.append(
             FileSpec(layout.unit_dir / unit.name, text.encode(), "root", "root", 0o644)
         )
+    # The firewall (#12 item 5) is loaded before any of them listens.
+    services = tuple(u.name for u in host.units.values())
+    installed += host_firewall.files(topo, site, layout.state.config, layout.unit_dir, services)
+    unit_files.append(host_firewall.UNIT)
     target = systemd_units.render_target(
-        f"rocars: every process of site {site}", tuple(u.name for u in host.units.values())
+        f"rocars: every process of site {site}", (host_firewall.UNIT, *services)
     )
     installed.append(
         FileSpec(layout.unit_dir / systemd_units.TARGET, target.encode(), "root", "root", 0o644)

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 LOCK=requirements.lock
 # fonts-wqy-microhei: a CJK font, so the browser tests' Traditional Chinese screenshots show text.
-PKGS=(etcd-server etcd-client redis-server redis-sentinel haproxy postgresql-15 postgresql-client-15 pgbackrest nftables iproute2 python3-venv wrk keepalived prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter espeak-ng chromium fonts-wqy-microhei)
+PKGS=(etcd-server etcd-client redis-server redis-sentinel haproxy postgresql-15 postgresql-client-15 pgbackrest nftables iproute2 python3-venv wrk keepalived curl prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter espeak-ng chromium fonts-wqy-microhei)
 
 need=()
 for p in "${PKGS[@]}"; do

@@ -22,13 +22,15 @@ import aiohttp
 from deploy import admin, chaos_proxies, etcd_auth, http_client, netns, processes, readiness
 from deploy.binaries import check_binaries
 from deploy.config_files import write_configs
+from deploy.configgen import patroni_settings, patroni_settings_changes
 from deploy.database_bootstrap import bootstrap_database
+from deploy.failover_ops import operator_patroni
 from deploy.floating_address import process_names
 from deploy.process_specs import monitoring_names, specs
 from deploy.processes import ProcessSpec
 from deploy.state import StateDir
-from deploy.topology import Topology
-from kernel.errors import EtcdUnavailable
+from deploy.topology import Topology, read_replica_process
+from kernel.errors import EtcdUnavailable, LaunchError
 
 Progress = Callable[[str], None]
 
@@ -68,6 +70,11 @@ def steps(topo: Topology, *, fresh: bool) -> list[Step]:
     redis = tuple(f"redis-{s}" for s, site in topo.sites.items() if site.redis is not None)
     sentinels = tuple(f"sentinel-{s}" for s in topo.sites)
     nodes = tuple(f"node-{s}" for s in topo.data_sites)
+    # Read replicas (#17 item 5): cloned from the leader once it exists; never bootstrap.
+    replicas = tuple(read_replica_process(s) for s in topo.read_replica_sites)
+    streaming = (
+        [Step("streaming read replicas", ready=_read_replicas, logs=replicas)] if replicas else []
+    )
     watchers = monitoring_names(topo)
     monitoring = (
         [Step("Prometheus and Alertmanager", start=watchers, ready=_monitoring, logs=watchers)]
@@ -101,8 +108,12 @@ def steps(topo: Topology, *, fresh: bool) -> list[Step]:
             ready=_leads(primary) if fresh else None,
             logs=(f"patroni-{primary}",),
         ),
-        Step("the DR member, Redis and Sentinels", start=(f"patroni-{dr}", *redis, *sentinels)),
+        Step(
+            "the DR member, Redis and Sentinels",
+            start=(f"patroni-{dr}", *replicas, *redis, *sentinels),
+        ),
         Step("a Patroni leader", ready=_serving_leader, logs=patroni, then=_prepare_database),
+        Step("Patroni's cluster-wide settings", then=_patroni_settings),
         Step("the API nodes and HAProxy", start=(*nodes, "haproxy", *process_names(topo))),
         *(Step(f"API node {s}", ready=_live(s), logs=(f"node-{s}",)) for s in topo.data_sites),
         Step("HAProxy routing to the active node", ready=_entry_ready, logs=("haproxy", *nodes)),
@@ -112,6 +123,7 @@ def steps(topo: Topology, *, fresh: bool) -> list[Step]:
             logs=patroni,
             then=_etcd_leader_to_witness,
         ),
+        *streaming,
         # Last: the PostgreSQL exporters log in with the role the database step creates.
         *monitoring,
     ]
@@ -142,7 +154,7 @@ async def run_steps(
 
 
 async def up(topo: Topology, state: StateDir, progress: Progress, *, timeout: float = 90) -> None:
-    check_binaries()
+    check_binaries(topo)
     if topo.namespaces is not None:
         if netns.create(topo):
             progress(f"created network namespaces {', '.join(netns.all_namespaces(topo))}")
@@ -216,6 +228,13 @@ async def _sync_standby(launch: Launch) -> bool:
     )
 
 
+async def _read_replicas(launch: Launch) -> bool:
+    assert launch.leader is not None, "the leader step runs first"
+    return await readiness.read_replicas_stream(
+        launch.session, launch.topo, launch.state, launch.leader
+    )
+
+
 async def _prepare_database(launch: Launch) -> None:
     """The application's role and database on the leader, then pending migrations."""
     assert launch.leader is not None, "set by the leader check"
@@ -223,6 +242,24 @@ async def _prepare_database(launch: Launch) -> None:
     applied = await admin.run_migrations(launch.topo, launch.state)
     if applied:
         launch.progress(f"applied migrations: {', '.join(applied)}")
+
+
+async def _patroni_settings(launch: Launch) -> None:
+    """The topology's cluster-wide Patroni settings on a running cluster too: Patroni takes
+    bootstrap.dcs only when it initialises the cluster, so a changed topology (timings,
+    synchronous_mode_strict) is applied here, through the leader's PATCH /config."""
+    assert launch.leader is not None, "set by the leader check"
+    rest = operator_patroni(launch.session, launch.state)
+    url = launch.topo.patroni_url(launch.leader)
+    changes = patroni_settings_changes(
+        await rest.dynamic_config(url), patroni_settings(launch.topo)
+    )
+    if not changes:
+        return
+    status, text = await rest.patch_dynamic_config(url, changes)
+    if status != 200:
+        raise LaunchError(f"Patroni refused the settings {changes} ({status} {text})")
+    launch.progress(f"set Patroni's {', '.join(sorted(changes))} as the topology says")
 
 
 async def _etcd_auth(launch: Launch) -> None:

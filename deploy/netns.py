@@ -18,6 +18,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from deploy import perimeter
 from deploy.topology import Namespaces, Topology
 from kernel.errors import LaunchError
 
@@ -93,33 +94,23 @@ def partition_ruleset(topo: Topology, site: str) -> str:
     )
 
 
-def _system_hosts(topo: Topology) -> list[str]:
-    return sorted({s.host for s in topo.sites.values()} | {_ns(topo).hub_host})
-
-
 def perimeter_ruleset(topo: Topology, where: str | None) -> str:
-    """nftables rules that make the sites' network private (#12 item 5): a site's namespace
-    (`where` = its name) takes new connections only from the system's own addresses (the
-    sites and the hub); the hub (`where` None), which holds HAProxy, takes them from anyone
-    only on the client ports (HTTPS, the HTTP redirect, the phone channel), the rest only from
-    the system's own addresses. Replies to connections the namespace opened always pass."""
-    own = ", ".join(_system_hosts(topo))
-    rules = [
-        f"table inet {PERIMETER_TABLE} {{",
-        "  chain input {",
-        "    type filter hook input priority 0; policy drop;",
-        '    iifname "lo" accept',
-        "    ct state established,related accept",
-        f"    ip saddr {{ {own} }} accept",
-    ]
-    e = topo.entry
-    ports = ", ".join(str(p) for p in sorted(p for p in (e.port, e.http_port, e.phone_port) if p))
+    """nftables rules that make the sites' network private (#12 item 5, deploy.perimeter): a
+    site's namespace (`where` = its name) takes new connections only from the system's own
+    addresses (the sites and the hub); the hub (`where` None), which holds HAProxy, takes them
+    from anyone only on the client ports (HTTPS, the HTTP redirect, the phone channel), the
+    rest only from the system's own addresses. Replies to connections the namespace opened
+    always pass."""
+    _ns(topo)
+    ports = perimeter.client_ports(topo)
+    floating = topo.entry.floating
+    clients = None
     if where is None:
-        rules.append(f"    tcp dport {{ {ports} }} accept")
-    elif e.floating is not None and topo.sites[where].node is not None:
+        clients = perimeter.Clients(ports)
+    elif floating is not None and topo.sites[where].node is not None:
         # A data site's own HAProxy serves clients on the floating address (#17 item 2).
-        rules.append(f"    ip daddr {e.floating.address} tcp dport {{ {ports} }} accept")
-    return "\n".join([*rules, "  }", "}", ""])
+        clients = perimeter.Clients(ports, floating.address)
+    return perimeter.ruleset(PERIMETER_TABLE, perimeter.system_hosts(topo), clients, None)
 
 
 def _run(argv: list[str], *, stdin: str | None = None) -> None:

@@ -12,6 +12,10 @@ addresses in, pg_hba lines and SQL text out. `deploy.database_bootstrap` applies
 - `rocars` (the application): the API nodes. Reads and writes the tables, uses the sequences,
   reads the migration ledger; owns nothing, no DDL, no CREATE on the schema, no TEMP.
 - `rocars_monitor`: member of pg_monitor and nothing else, for the PostgreSQL exporter.
+- `rocars_reader` (#17 item 5, only with a read replica): the officers' queries and reports;
+  CONNECT to the application database and SELECT on its tables, nothing else, read-only by
+  default too, and admitted by the read replica's pg_hba alone (`reader_hba_lines`), so its
+  sessions never load the primary.
 
 Every password is set as a SCRAM verifier computed here, so no statement that reaches the
 server (or its log, if one fails) carries a password.
@@ -28,11 +32,17 @@ APP_DATABASE = "rocars"
 APP_USER = "rocars"
 OWNER_USER = "rocars_owner"
 MONITOR_USER = "rocars_monitor"
+READER_USER = "rocars_reader"
 SUPERUSER = "postgres"
 REPLICATION_USER = "replicator"
 REWIND_USER = "rewinder"
 # The accounts with a libpq password file in the state folder (StateDir.pgpass), by secret name.
-PGPASS_ACCOUNTS = {"app": APP_USER, "owner": OWNER_USER, "superuser": SUPERUSER}
+PGPASS_ACCOUNTS = {
+    "app": APP_USER,
+    "owner": OWNER_USER,
+    "superuser": SUPERUSER,
+    "reader": READER_USER,
+}
 
 # pg_rewind's needs on the source server (Patroni grants exactly these to its rewind user).
 REWIND_FUNCTIONS = (
@@ -73,6 +83,14 @@ def hba_lines(data_hosts: Iterable[str], operator_hosts: Iterable[str]) -> list[
     return lines
 
 
+def reader_hba_lines(hosts: Iterable[str]) -> list[str]:
+    """The read role's lines, for the read replica's pg_hba only (#17 item 5): TLS and SCRAM,
+    the application database, from `hosts` (where reports and operator commands run)."""
+    return [
+        f"hostssl {APP_DATABASE} {READER_USER} {h}/32 scram-sha-256" for h in sorted(set(hosts))
+    ]
+
+
 def scram_verifier(password: str, salt: bytes, iterations: int = SCRAM_ITERATIONS) -> str:
     """The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802/7677; the same
     text `password_encryption = scram-sha-256` would produce). ASCII passwords only: PostgreSQL
@@ -99,7 +117,8 @@ def _literal(verifier: str) -> str:
 def role_statements(existing: set[str], verifiers: dict[str, str]) -> list[str]:
     """Cluster-wide statements (run in the `postgres` database, autocommit): the roles and
     their attributes. `existing`: role names already present; `verifiers`: SCRAM verifiers by
-    secret name (app, owner, monitor, replication, rewind)."""
+    secret name (app, owner, monitor, replication, rewind, and reader when the topology has a
+    read replica)."""
     out: list[str] = []
 
     def ensure(name: str, attrs: str, verifier: str, *, set_password: bool) -> None:
@@ -120,6 +139,10 @@ def role_statements(existing: set[str], verifiers: dict[str, str]) -> list[str]:
     ensure(REWIND_USER, _PLAIN, verifiers["rewind"], set_password=False)
     out += [f"GRANT EXECUTE ON FUNCTION pg_catalog.{f} TO {REWIND_USER}" for f in REWIND_FUNCTIONS]
     out.append(f"GRANT pg_monitor TO {MONITOR_USER}")
+    if "reader" in verifiers:
+        ensure(READER_USER, _PLAIN, verifiers["reader"], set_password=True)
+        # A second lock beside the grants: its sessions start read-only.
+        out.append(f"ALTER ROLE {READER_USER} SET default_transaction_read_only = on")
     return out
 
 
@@ -128,21 +151,25 @@ def create_database() -> str:
     return f"CREATE DATABASE {APP_DATABASE} OWNER {OWNER_USER}"
 
 
-def database_statements() -> list[str]:
+def database_statements(*, reader: bool = False) -> list[str]:
     """In one transaction: the application database belongs to the owner role and only the
-    application (and the owner, as owner) may connect to it."""
-    return [
+    application (and the owner, as owner), and with `reader` the read role, may connect."""
+    out = [
         f"ALTER DATABASE {APP_DATABASE} OWNER TO {OWNER_USER}",
         f"REVOKE ALL ON DATABASE {APP_DATABASE} FROM PUBLIC, {APP_USER}",
         f"GRANT CONNECT ON DATABASE {APP_DATABASE} TO {APP_USER}",
     ]
+    if reader:
+        out.append(f"GRANT CONNECT ON DATABASE {APP_DATABASE} TO {READER_USER}")
+    return out
 
 
-def schema_statements(ledger_ddl: str) -> list[str]:
+def schema_statements(ledger_ddl: str, *, reader: bool = False) -> list[str]:
     """Inside the application database, in one transaction: the owner owns everything (a
     cluster made before #12 item 4 had the application role own the tables), the application
     gets exactly DML on the tables and use of the sequences, now and for tables the owner's
-    later migrations create, and only reads the migration ledger."""
+    later migrations create, and only reads the migration ledger; with `reader`, the read role
+    gets SELECT on the tables, now and later, and nothing else."""
     app, owner = APP_USER, OWNER_USER
     return [
         f"REASSIGN OWNED BY {app} TO {owner}",
@@ -161,6 +188,35 @@ def schema_statements(ledger_ddl: str) -> list[str]:
         f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {app}",
         f"REVOKE UPDATE ON ALL SEQUENCES IN SCHEMA public FROM {app}",
         f"REVOKE INSERT, UPDATE, DELETE ON {LEDGER_TABLE} FROM {app}",
+        *(_reader_grants(owner) if reader else []),
+    ]
+
+
+def _reader_grants(owner: str) -> list[str]:
+    r = READER_USER
+    return [
+        f"GRANT USAGE ON SCHEMA public TO {r}",
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT SELECT ON TABLES TO {r}",
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {r}",
+    ]
+
+
+# What the read role never reads (#17 item 5): reports need who did what, not how anyone logs
+# in. Withheld per column, after every migration run (deploy.admin.run_migrations), since the
+# default privileges above grant SELECT on each new table whole.
+READER_WITHHELD: dict[str, tuple[str, ...]] = {
+    "accounts": ("key_prefix", "key_hash"),
+    "phone_pins": ("pin_hash",),
+}
+
+
+def reader_withheld_statements(table: str, columns: Iterable[str]) -> list[str]:
+    """In one transaction, as the owner: the read role may select `table`'s `columns` except
+    the withheld ones (READER_WITHHELD)."""
+    shown = [c for c in columns if c not in READER_WITHHELD[table]]
+    return [
+        f"REVOKE SELECT ON {table} FROM {READER_USER}",
+        f"GRANT SELECT ({', '.join(shown)}) ON {table} TO {READER_USER}",
     ]
 
 

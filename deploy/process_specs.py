@@ -1,6 +1,7 @@
 """How each process of the local system is started and recognised: one ProcessSpec per
-process, named `etcd-A`, `patroni-A`, `redis-A`, `sentinel-A`, `node-A`, `haproxy`, and with
-monitoring `prometheus`, `alertmanager`, `redis-exporter`, `postgres-exporter-A`."""
+process, named `etcd-A`, `patroni-A`, `redis-A`, `sentinel-A`, `node-A`, `haproxy`, with
+monitoring `prometheus`, `alertmanager`, `redis-exporter`, `postgres-exporter-A`, and with a read
+replica `patroni-replica-B` (#17 item 5)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from deploy import (
 from deploy.binaries import patroni_bin
 from deploy.processes import ProcessSpec
 from deploy.state import DbUser, StateDir
-from deploy.topology import Topology
+from deploy.topology import Port, Topology, read_replica_process
+from kernel.names import read_replica_key
 
 # Redis and Sentinel write their configuration file anew (CONFIG REWRITE; Sentinel after every
 # failover) with mode 0644 & ~umask, and it holds passwords (#12 item 3): keep it 0600.
@@ -50,7 +52,6 @@ def specs(
     topo: Topology, state: StateDir, programs: Programs | None = None
 ) -> dict[str, ProcessSpec]:
     prog = programs or Programs.local()
-    user = prog.db_user
     out: dict[str, ProcessSpec] = {}
     for name, site in topo.sites.items():
         cfg = str(state.config / f"etcd-{name}.yaml")
@@ -69,21 +70,21 @@ def specs(
     for name in topo.data_sites:
         site = topo.sites[name]
         assert site.patroni and site.postgres and site.redis and site.node
-        member = state.member_dir(name)
-        cfg = str(member / "patroni.yaml")
-        out[f"patroni-{name}"] = ProcessSpec(
-            name=f"patroni-{name}",
-            site=name,
-            netns=topo.netns(name),
-            argv=(prog.patroni, cfg),
-            marker=cfg,
-            ports=(
-                ("Patroni REST", site.host, site.patroni.port),
-                ("PostgreSQL", site.host, site.postgres.port),
-            ),
-            user=user,
-            cwd=member,
-            env={"HOME": str(member), "PATH": f"{configgen.PG_BIN_DIR}:/usr/bin:/bin"},
+        out[f"patroni-{name}"] = _patroni(
+            topo, state, prog, name, name, f"patroni-{name}", site.patroni, site.postgres
+        )
+    for name in topo.read_replica_sites:
+        replica = topo.read_replica(name)
+        process = read_replica_process(name)
+        out[process] = _patroni(
+            topo,
+            state,
+            prog,
+            name,
+            read_replica_key(name),
+            process,
+            replica.patroni,
+            replica.postgres,
         )
     for name, site in topo.sites.items():
         if site.redis is not None:
@@ -135,22 +136,63 @@ def specs(
         )
     cfg = str(state.config / "haproxy.cfg")
     entry_host = topo.entry_host()
-    out["haproxy"] = ProcessSpec(
-        name="haproxy",
-        site=topo.entry.site,
-        netns=topo.namespaces.hub() if topo.namespaces else None,
-        argv=("haproxy", "-db", "-f", cfg),
-        marker=cfg,
-        ports=(
-            ("HAProxy entry", entry_host, topo.entry.port),
-            ("HAProxy stats", entry_host, topo.entry.stats_port),
-        ),
-    )
+    if not floating_address.replaces_hub(topo):
+        out["haproxy"] = ProcessSpec(
+            name="haproxy",
+            site=topo.entry.site,
+            netns=topo.namespaces.hub() if topo.namespaces else None,
+            argv=("haproxy", "-db", "-f", cfg),
+            marker=cfg,
+            ports=(
+                ("HAProxy entry", entry_host, topo.entry.port),
+                ("HAProxy stats", entry_host, topo.entry.stats_port),
+            ),
+        )
     if topo.monitored:
         out |= monitoring_specs(topo, state)
     if topo.entry.floating is not None:  # each data site's HAProxy and keepalived (#17 item 2)
         out |= floating_address.specs(topo, state)
     return out
+
+
+def patroni_names(topo: Topology) -> tuple[str, ...]:
+    """Every Patroni process: each data site's member, then the read replicas."""
+    return (
+        *(f"patroni-{s}" for s in topo.data_sites),
+        *(read_replica_process(s) for s in topo.read_replica_sites),
+    )
+
+
+def member_keys(topo: Topology) -> tuple[str, ...]:
+    """Every PostgreSQL member by the key of its folder (`StateDir.member_dir`): each data
+    site, then each read replica (`B-replica`)."""
+    return (*topo.data_sites, *(read_replica_key(s) for s in topo.read_replica_sites))
+
+
+def _patroni(
+    topo: Topology,
+    state: StateDir,
+    prog: Programs,
+    site: str,
+    member_key: str,
+    process: str,
+    rest: Port,
+    postgres: Port,
+) -> ProcessSpec:
+    host = topo.sites[site].host
+    member = state.member_dir(member_key)
+    cfg = str(member / "patroni.yaml")
+    return ProcessSpec(
+        name=process,
+        site=site,
+        netns=topo.netns(site),
+        argv=(prog.patroni, cfg),
+        marker=cfg,
+        ports=(("Patroni REST", host, rest.port), ("PostgreSQL", host, postgres.port)),
+        user=prog.db_user,
+        cwd=member,
+        env={"HOME": str(member), "PATH": f"{configgen.PG_BIN_DIR}:/usr/bin:/bin"},
+    )
 
 
 def monitoring_names(topo: Topology) -> tuple[str, ...]:

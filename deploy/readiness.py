@@ -20,7 +20,13 @@ from deploy import control_tls, etcd_auth, processes
 from deploy.state import StateDir
 from deploy.topology import Topology
 from kernel.errors import LaunchError
-from kernel.names import QUORUM_PROBE_KEY, leader_key, member_site
+from kernel.names import (
+    QUORUM_PROBE_KEY,
+    leader_key,
+    member_name,
+    member_site,
+    read_replica_key,
+)
 
 POLL_S = 0.2
 _TIMEOUT = aiohttp.ClientTimeout(total=1)
@@ -111,3 +117,13 @@ async def sync_standby_streams(
     rest = control_tls.patroni(session, state, timeout=_TIMEOUT)
     view = await rest.cluster(topo.patroni_url(leader))
     return any(m.is_streaming_sync_standby for m in view.members)
+
+
+async def read_replicas_stream(
+    session: aiohttp.ClientSession, topo: Topology, state: StateDir, leader: str
+) -> bool:
+    """The leader's Patroni lists every read replica (#17 item 5) as a streaming replica."""
+    rest = control_tls.patroni(session, state, timeout=_TIMEOUT)
+    view = await rest.cluster(topo.patroni_url(leader))
+    streaming = {m.name for m in view.members if m.role == "replica" and m.state == "streaming"}
+    return all(member_name(read_replica_key(s)) in streaming for s in topo.read_replica_sites)

@@ -28,8 +28,9 @@ NETNS_TOPOLOGY = REPO_ROOT / "deploy" / "topology.netns.yaml"
 DEFAULT_STATE_DIR = REPO_ROOT / "var"
 RUNTIME_BASE = Path("/var/lib/rocars")
 # Database passwords by account (#12 item 4): Patroni's superuser, replication and rewind users,
-# the application, the schema owner (migrations) and the monitoring role.
-PG_SECRET_NAMES = ("superuser", "replication", "rewind", "app", "owner", "monitor")
+# the application, the schema owner (migrations), the monitoring role and the read role (#17
+# item 5, created only with a read replica).
+PG_SECRET_NAMES = ("superuser", "replication", "rewind", "app", "owner", "monitor", "reader")
 # The control plane's credentials (#12 item 3), each also in a file of its own
 # (`StateDir.secret_file`) that the process using it is given by path: Patroni's REST API
 # (unsafe methods), Redis users by role and Sentinel, etcd users, and the key that opens the
@@ -194,7 +195,7 @@ class StateDir:
 
     def pgpass(self, account: str) -> Path:
         """The libpq password file (`passfile`) of `account`, one of pg_roles.PGPASS_ACCOUNTS
-        ("app", "owner", "superuser"): one line, that role's password, nobody else's."""
+        ("app", "owner", "superuser", "reader"): one line, that role's password, nobody else's."""
         if account not in PGPASS_ACCOUNTS:
             raise ValueError(f"no password file for {account!r}")
         return self.secrets_dir / f"pgpass-{account}"

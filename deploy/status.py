@@ -16,8 +16,9 @@ from typing import Any
 import aiohttp
 from redis.exceptions import RedisError
 
-from deploy import control_tls, etcd_auth, http_client, redis_acl
+from deploy import control_tls, etcd_auth, floating_address, http_client, redis_acl
 from deploy.configgen import REDIS_MASTER_NAME
+from deploy.process_specs import member_keys
 from deploy.state import StateDir, default_state_dir
 from deploy.topology import Topology
 from kernel.cluster import (
@@ -27,6 +28,7 @@ from kernel.cluster import (
     Entry,
     Etcd,
     EtcdMember,
+    FloatingAddress,
     Member,
     Monitoring,
     Node,
@@ -136,7 +138,10 @@ async def _postgres(
         members, paused = view.members, view.paused
         break
     known = {m.name for m in members}
-    missing = tuple(Member.unreachable(s) for s in topo.data_sites if member_name(s) not in known)
+    # Read replicas (#17 item 5) are listed too: role, state and lag like the main members.
+    missing = tuple(
+        Member.unreachable(key) for key in member_keys(topo) if member_name(key) not in known
+    )
     return Postgres(leader=leader, paused=paused, members=members + missing)
 
 
@@ -217,13 +222,21 @@ async def _contingency(etcd: EtcdGateway) -> Contingency:
     return Contingency(str(doc.get("mode", "normal")), doc)
 
 
+async def _floating(topo: Topology) -> FloatingAddress | None:
+    if topo.entry.floating is None:
+        return None
+    held = await asyncio.to_thread(floating_address.holders, topo)
+    return FloatingAddress(topo.entry.floating.address, held)
+
+
 async def _entry(session: aiohttp.ClientSession, topo: Topology) -> Entry:
     url = topo.entry_url()
+    floating = await _floating(topo)
     try:
         code, doc = await _json(session, f"{url}/health/ready")
-        return Entry(url, routes=code == 200, role=doc.get("role"))
+        return Entry(url, routes=code == 200, role=doc.get("role"), floating=floating)
     except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError) as exc:
-        return Entry(url, routes=False, error=repr(exc))
+        return Entry(url, routes=False, error=repr(exc), floating=floating)
 
 
 _BAD_ANSWER = (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError, AttributeError)
@@ -298,17 +311,22 @@ async def wait_healthy(
 
 
 def render_table(view: ClusterStatus) -> str:
-    lines = [f"API entry: {view.api}  (routes to active node: {view.entry.routes})", ""]
+    lines = [f"API entry: {view.api}  (routes to active node: {view.entry.routes})"]
+    if view.entry.floating is not None:
+        lines.append(f"Floating address: {view.entry.floating.describe()}")
+    lines.append("")
     lines.append(f"{'NODE':<8} {'SITE':<5} {'ROLE':<8} {'READY':<6} URL")
     for n in view.nodes:
         role = n.role or "down"
         lines.append(f"{n.name:<8} {n.site:<5} {role:<8} {n.ready!s:<6} {n.url}")
     pg = view.postgres
     lines += ["", f"PostgreSQL leader: {pg.leader}" + ("  (PAUSED)" if pg.paused else "")]
-    lines.append(f"{'MEMBER':<8} {'ROLE':<13} {'STATE':<12} {'LAG(B)':<8} TL")
+    width = max(8, *(len(m.name) for m in pg.members))  # pg-B-replica (#17 item 5)
+    lines.append(f"{'MEMBER':<{width}} {'ROLE':<13} {'STATE':<12} {'LAG(B)':<8} TL")
     for m in pg.members:
         lag = "-" if m.lag_bytes is None else str(m.lag_bytes)
-        lines.append(f"{m.name:<8} {m.role or '-':<13} {m.state:<12} {lag:<8} {m.timeline or '-'}")
+        role, tl = m.role or "-", m.timeline or "-"
+        lines.append(f"{m.name:<{width}} {role:<13} {m.state:<12} {lag:<8} {tl}")
     e = view.etcd
     healthy = sum(1 for m in e.members if m.healthy)
     lines += ["", f"etcd: {healthy}/{len(e.members)} healthy, leader {e.leader}"]

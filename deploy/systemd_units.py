@@ -17,7 +17,8 @@ TARGET = "rocars.target"
 NETWORK = "network-online.target"
 # What every unit gets (systemd.exec(5)): a read-only /usr, /boot and /etc, no home folders,
 # its own /tmp, no way to gain privileges, no capabilities at all (HAProxy's bind below 1024
-# is the one exception), and only the socket families these programs use.
+# and keepalived's, `Unit.capabilities`, are the exceptions), and only the socket families
+# these programs use (keepalived adds its own, `Unit.address_families`).
 HARDENING = (
     ("NoNewPrivileges", "yes"),
     ("ProtectSystem", "strict"),
@@ -95,6 +96,8 @@ class Unit:
     read_write: tuple[Path, ...] = ()  # the only paths it may write
     limit_nofile: int | None = None
     bind_below_1024: bool = False  # HAProxy on 443/80: CAP_NET_BIND_SERVICE, nothing else
+    capabilities: tuple[str, ...] = ()  # keepalived: it sets addresses and sends VRRP and ARP
+    address_families: tuple[str, ...] = ()  # beyond HARDENING's (keepalived: netlink, packet)
     kill_mode: str | None = None  # "process": Patroni stops PostgreSQL itself
     timeout_stop_s: int = 30
 
@@ -131,16 +134,18 @@ def render(unit: Unit) -> str:
         lines.append(f"KillMode={unit.kill_mode}")
     if unit.limit_nofile is not None:
         lines.append(f"LimitNOFILE={unit.limit_nofile}")
-    lines += [f"{k}={v}" for k, v in HARDENING]
+    lines += [
+        f"{k}={' '.join((v, *unit.address_families))}"
+        if k == "RestrictAddressFamilies"
+        else f"{k}={v}"
+        for k, v in HARDENING
+    ]
     if unit.read_write:
         lines.append(f"ReadWritePaths={' '.join(str(p) for p in unit.read_write)}")
-    if unit.bind_below_1024:
-        lines += [
-            "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
-            "AmbientCapabilities=CAP_NET_BIND_SERVICE",
-        ]
-    else:
-        lines += ["CapabilityBoundingSet=", "AmbientCapabilities="]
+    caps = " ".join(
+        (*(["CAP_NET_BIND_SERVICE"] if unit.bind_below_1024 else []), *unit.capabilities)
+    )
+    lines += [f"CapabilityBoundingSet={caps}", f"AmbientCapabilities={caps}"]
     lines += ["", "[Install]", f"WantedBy={TARGET}", ""]
     return "\n".join(lines)
 

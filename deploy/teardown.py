@@ -7,7 +7,7 @@ import signal
 from collections.abc import Callable
 
 from deploy import netns, processes
-from deploy.process_specs import monitoring_names, specs
+from deploy.process_specs import member_keys, monitoring_names, patroni_names, specs
 from deploy.state import StateDir
 from deploy.topology import Topology
 
@@ -22,18 +22,18 @@ def down(topo: Topology, state: StateDir, progress: Progress) -> None:
     tiers = [
         ["haproxy", *[f"node-{n}" for n in topo.data_sites], *watchers],
         [n for n in all_specs if n.startswith(("sentinel-", "redis-")) and n not in watchers],
-        [f"patroni-{n}" for n in topo.data_sites],
+        list(patroni_names(topo)),
         [f"etcd-{n}" for n in topo.sites],
     ]
     for tier in tiers:
         for name in processes.stop_many(state, [all_specs[n] for n in tier]):
             progress(f"stopped {name}")
     # A PostgreSQL whose Patroni was killed keeps running on its own: stop it by its pid file.
-    for name in topo.data_sites:
+    for name in member_keys(topo):
         pid = processes.postmaster_pid(state.member_dir(name) / "data")
         if pid is not None and processes.leftovers([str(state.member_dir(name))]):
             processes.stop_pids([pid])
-            progress(f"stopped orphaned PostgreSQL of site {name}")
+            progress(f"stopped orphaned PostgreSQL of member {name}")
     rest = processes.leftovers([str(state.root), str(state.runtime)])
     if rest:
         processes.stop_pids([p.pid for p in rest], timeout=5)
@@ -53,7 +53,7 @@ def discard(topo: Topology, state: StateDir) -> None:
     shut down immediately (SIGQUIT) so that PostgreSQL still frees its shared memory."""
     postmasters = [
         pid
-        for site in topo.data_sites
+        for site in member_keys(topo)
         if (pid := processes.postmaster_pid(state.member_dir(site) / "data")) is not None
         and processes.leftovers([str(state.member_dir(site))])
     ]

@@ -8,6 +8,7 @@ message naming the offending key before any process starts.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,7 @@ from pydantic import (
 )
 
 from kernel.errors import ConfigError
+from kernel.names import READ_REPLICA_SUFFIX
 from node.config import DEFAULT_MAX_IN_FLIGHT
 
 SiteRole = Literal["primary", "dr", "witness"]
@@ -54,6 +56,25 @@ class Port(_Strict):
     port: int = Field(ge=1, le=65535)
 
 
+class ReadReplica(_Strict):
+    """#17 item 5: a second standby on a data site, for the officers' queries and reports. A
+    Patroni member of the same cluster on the site's host (`sites.<X>.read_replica`), tagged
+    so that it is never promoted (`nofailover`) nor chosen as the synchronous standby
+    (`nosync`): failover and RPO 0 stay the two main members' business. It streams from its
+    own site's main member (`replicatefrom`), so the link between sites carries the WAL once.
+    Reports log in to its PostgreSQL port as the read-only role (deploy.pg_roles.READER_USER),
+    which only this member's pg_hba admits."""
+
+    postgres: Port
+    patroni: Port
+
+
+def read_replica_process(site: str) -> str:
+    """The read replica's Patroni process (#17 item 5): `patroni-replica-B`, of kind
+    `patroni-replica` (deploy.host_render), beside `patroni-B`."""
+    return f"patroni-replica-{site}"
+
+
 class Site(_Strict):
     role: SiteRole
     host: str
@@ -71,13 +92,15 @@ class Site(_Strict):
     alertmanager: Port | None = None
     redis_exporter: Port | None = None
     postgres_exporter: Port | None = None
+    read_replica: ReadReplica | None = None
 
     @model_validator(mode="after")
     def _data_sites_are_complete(self) -> Site:
         data = (self.postgres, self.patroni, self.redis, self.node)
         watchers = (self.prometheus, self.alertmanager, self.redis_exporter)
         if self.role == "witness":
-            if any(x is not None for x in (*data, self.postgres_exporter, self.phone)):
+            extras = (*data, self.postgres_exporter, self.phone, self.read_replica)
+            if any(x is not None for x in extras):
                 raise ValueError("a witness site runs only etcd, sentinel and monitoring")
             if any(x is not None for x in watchers) and any(x is None for x in watchers):
                 raise ValueError(
@@ -100,6 +123,12 @@ class PatroniTiming(_Strict):
     loop_wait: int = 1
     retry_timeout: int = 5
     primary_start_timeout: int = Field(default=0, ge=0)
+    # Off: with its standby gone (DR site down, its disk full, the link cut) the primary goes on
+    # acknowledging writes alone rather than stopping trade; Patroni then promotes no member, so
+    # a failover still loses nothing (RPO 0). On: no commit returns until a standby confirms
+    # it, so with two data members the loss of either site stops every write (README,
+    # "Synchronous replication: strict or not").
+    synchronous_mode_strict: bool = False
 
     @model_validator(mode="after")
     def _timing_invariant(self) -> PatroniTiming:
@@ -173,13 +202,22 @@ class Admission(_Strict):
         return self
 
 
+_INTERFACE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # a Linux interface name (IFNAMSIZ)
+
+
 class Floating(_Strict):
     """#17 item 2: an address clients use whatever site is active. Each data site runs its own
     HAProxy (the hub's configuration, listening on every address of the site) and keepalived,
     which holds this address on the site whose Patroni holds the leader key
-    (deploy/floating_address.py). Only with `namespaces`: an address of their subnet."""
+    (deploy/floating_address.py). An unused host address of the data sites' subnet: with
+    `namespaces` theirs (each site's interface is eth0); with the sites on their own hosts, the
+    subnet both data sites' hosts share (one link: VRRP and gratuitous ARP do not cross a
+    router), `interface` and `prefix_len` then saying which interface of each host carries it
+    and the subnet's length."""
 
     address: str
+    interface: str | None = None
+    prefix_len: int | None = None
 
 
 class Entry(_Strict):
@@ -266,6 +304,14 @@ class Topology(_Strict):
             data.pop("backups", None)
         if self.entry.floating is None:  # likewise (#17 item 2)
             data["entry"].pop("floating", None)
+        else:  # a namespaced one has neither interface nor prefix_len
+            floating = data["entry"]["floating"]
+            for key in ("interface", "prefix_len"):
+                if floating.get(key) is None:
+                    floating.pop(key, None)
+        for name, site in self.sites.items():  # likewise (#17 item 5)
+            if site.read_replica is None:
+                data["sites"][name].pop("read_replica", None)
         return data
 
     @property
@@ -283,14 +329,21 @@ class Topology(_Strict):
             )
         if self.entry.site not in self.sites:
             raise ValueError(f"entry.site {self.entry.site!r} is not a site")
+        for name in self.sites:
+            if name.endswith(READ_REPLICA_SUFFIX):
+                raise ValueError(
+                    f"site {name!r}: a site's name must not end in {READ_REPLICA_SUFFIX}"
+                )
         if self.namespaces is not None:
             self._check_namespace_addresses(self.namespaces)
         if self.entry.floating is not None:
-            self._check_floating(self.entry.floating.address)
+            self._check_floating(self.entry.floating)
         if self.chaos_proxies and (
             self.namespaces is not None or any(s.host != "127.0.0.1" for s in self.sites.values())
         ):
             raise ValueError("chaos proxies need every site on 127.0.0.1 and no namespaces")
+        if self.chaos_proxies and self.read_replica_sites:
+            raise ValueError("chaos proxies and read replicas are not combined (#17 item 5)")
         exporters = [self.sites[n].postgres_exporter is not None for n in self.data_sites]
         if exporters != [self.monitored] * len(exporters):
             raise ValueError(
@@ -331,23 +384,76 @@ class Topology(_Strict):
                 raise ValueError(f"{where} and {seen[host]} both use {host}")
             seen[host] = where
 
-    def _check_floating(self, address: str) -> None:
-        ns = self.namespaces
-        if ns is None:
-            raise ValueError(
-                "entry.floating needs a 'namespaces' section (sites on their own hosts)"
-            )
-        net = ipaddress.ip_interface(f"{ns.hub_host}/{ns.prefix_len}").network
+    def _check_floating(self, floating: Floating) -> None:
+        address = floating.address
         try:
             addr = ipaddress.ip_address(address)
         except ValueError as exc:
             raise ValueError(f"entry.floating.address: {address!r} is not an IP address") from exc
+        ns = self.namespaces
+        if ns is not None:
+            for key in ("interface", "prefix_len"):
+                if getattr(floating, key) is not None:
+                    raise ValueError(
+                        f"entry.floating.{key}: only for sites on their own hosts; in "
+                        "namespaces each site's interface is eth0 on the namespaces' subnet"
+                    )
+            net = ipaddress.ip_interface(f"{ns.hub_host}/{ns.prefix_len}").network
+            taken = {ns.hub_host: "namespaces.hub_host"}
+        else:
+            net = self._floating_subnet(floating)
+            taken = {}
         if addr not in net or addr in (net.network_address, net.broadcast_address):
             raise ValueError(f"entry.floating.address: {address} must be a host address of {net}")
-        taken = {ns.hub_host: "namespaces.hub_host"}
         taken |= {s.host: f"sites.{n}.host" for n, s in self.sites.items()}
         if str(addr) in taken:
             raise ValueError(f"entry.floating.address: {address} is {taken[str(addr)]}")
+
+    def _floating_subnet(self, floating: Floating) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        """The one subnet of the data sites' hosts (sites on their own hosts), checked."""
+        for key, example in (("interface", "eth0"), ("prefix_len", "24")):
+            if getattr(floating, key) is None:
+                raise ValueError(
+                    f"entry.floating.{key} is required when the sites are on their own hosts"
+                    f" (no 'namespaces'), e.g. {key}: {example}"
+                )
+        name, prefix_len = floating.interface, floating.prefix_len
+        assert name is not None and prefix_len is not None
+        if not _INTERFACE_NAME.fullmatch(name) or name == "lo":
+            raise ValueError(
+                f"entry.floating.interface: {name!r} is not a network interface name (1-15 "
+                "letters, digits, '_', '.' or '-'; not lo)"
+            )
+        if not 8 <= prefix_len <= 30:
+            raise ValueError(f"entry.floating.prefix_len: {prefix_len} must be 8-30")
+        nets: dict[str, str] = {}
+        for n in self.data_sites:
+            host = self.sites[n].host
+            try:
+                addr = ipaddress.ip_address(host)
+            except ValueError as exc:
+                raise ValueError(
+                    f"sites.{n}.host: {host!r} must be an IP address with a floating address"
+                ) from exc
+            if addr.is_loopback:
+                raise ValueError(
+                    f"sites.{n}.host: {host} is a loopback address; a floating address moves"
+                    " between the data sites' hosts (use namespaces to run them on one machine)"
+                )
+            nets[n] = str(ipaddress.ip_interface(f"{host}/{prefix_len}").network)
+        hosts = [self.sites[n].host for n in self.data_sites]
+        if len(set(hosts)) != len(hosts):
+            raise ValueError(
+                f"entry.floating: the data sites share a host ({', '.join(hosts)}); a floating"
+                " address moves between two hosts"
+            )
+        if len(set(nets.values())) != 1:
+            where = ", ".join(f"{n} on {net}" for n, net in nets.items())
+            raise ValueError(
+                f"entry.floating: the data sites' hosts must share one subnet (one link: VRRP"
+                f" and gratuitous ARP do not cross a router); with prefix_len {prefix_len}: {where}"
+            )
+        return ipaddress.ip_network(next(iter(nets.values())))
 
     # -- derived views -------------------------------------------------------------------------
 
@@ -386,6 +492,10 @@ class Topology(_Strict):
                 p = getattr(site, svc)
                 if p is not None:
                     yield f"sites.{name}.{svc}.port", site.host, p.port
+            if site.read_replica is not None:
+                where = f"sites.{name}.read_replica"
+                yield f"{where}.postgres.port", site.host, site.read_replica.postgres.port
+                yield f"{where}.patroni.port", site.host, site.read_replica.patroni.port
         if self.chaos is not None and self.chaos.proxies:
             first = self.chaos.toxiproxy_port
             for i in range(CHAOS_PROXY_PORTS + 1):
@@ -399,6 +509,29 @@ class Topology(_Strict):
             (n for n, s in self.sites.items() if s.role != "witness"),
             key=lambda n: order[self.sites[n].role],
         )
+
+    @property
+    def read_replica_sites(self) -> list[str]:
+        """Data sites with a read replica (#17 item 5), primary first."""
+        return [n for n in self.data_sites if self.sites[n].read_replica is not None]
+
+    def read_replica(self, site: str) -> ReadReplica:
+        replica = self.sites[site].read_replica
+        if replica is None:
+            raise TopologyError(f"site {site!r} of topology {self.name!r} has no read replica")
+        return replica
+
+    def read_replica_patroni_url(self, site: str) -> str:
+        return f"https://{self.sites[site].host}:{self.read_replica(site).patroni.port}"
+
+    def with_read_replica(self, site: str, *, postgres_port: int, patroni_port: int) -> Topology:
+        """This topology with a read replica on data site `site` (test clusters)."""
+        raw = self.model_dump()
+        raw["sites"][site]["read_replica"] = {
+            "postgres": {"port": postgres_port},
+            "patroni": {"port": patroni_port},
+        }
+        return Topology.model_validate(raw)
 
     @property
     def monitored(self) -> bool:

@@ -176,18 +176,51 @@ class Contingency:
 
 
 @dataclass(frozen=True)
+class FloatingAddress:
+    """The clients' floating address (#17 item 2) and the data sites whose interface carries
+    it now; `holders` is None where that cannot be seen from here (sites on other hosts)."""
+
+    address: str
+    holders: tuple[str, ...] | None
+
+    def problem(self) -> str | None:
+        """Why clients cannot count on the address, if they cannot."""
+        if self.holders is None or len(self.holders) == 1:
+            return None
+        if not self.holders:
+            return f"no site holds the floating address {self.address}"
+        return f"the floating address {self.address} is on several sites: {', '.join(self.holders)}"
+
+    def describe(self) -> str:
+        if self.holders is None:
+            return f"{self.address} (holder not visible from here)"
+        return f"{self.address} held by {', '.join(self.holders) or 'no site'}"
+
+    def to_dict(self) -> dict[str, Any]:
+        holders = None if self.holders is None else list(self.holders)
+        return {"address": self.address, "holders": holders}
+
+
+@dataclass(frozen=True)
 class Entry:
-    """The entry tier (HAProxy): does it route `/health/ready` to an active node?"""
+    """The entry tier (HAProxy): does it route `/health/ready` to an active node? `floating`:
+    the floating address and who holds it, when the topology has one."""
 
     url: str
     routes: bool
     role: str | None = None
     error: str | None = None
+    floating: FloatingAddress | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"url": self.url, "routes": self.routes}
         if self.error is not None:
-            return {"url": self.url, "routes": self.routes, "error": self.error}
-        return {"url": self.url, "routes": self.routes, "role": self.role}
+            out["error"] = self.error
+        else:
+            out["role"] = self.role
+        if self.floating is not None:
+            out["floating"] = self.floating.to_dict()
+        return out
 
 
 @dataclass(frozen=True)
@@ -259,6 +292,8 @@ class ClusterStatus:
         out.extend(f"{n.name} is down" for n in self.nodes if not n.up)
         if not self.entry.routes:
             out.append("HAProxy does not route to an active node")
+        if self.entry.floating is not None and (held := self.entry.floating.problem()):
+            out.append(held)
         if not self.redis.primary:
             out.append("no Redis primary")
         elif not self.redis.replicas:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 PATRONI_NAMESPACE = "/service/"
 MEMBER_PREFIX = "pg-"
+READ_REPLICA_SUFFIX = "-replica"
 # Manual clearance mode (contingency.state documents it) and the active node's write heartbeat.
 CONTINGENCY_STATE_KEY = "/rocars/contingency/state"
 WRITE_HEARTBEAT_KEY = "/rocars/heartbeat/write"
@@ -20,6 +21,12 @@ QUORUM_PROBE_KEY = "/rocars/ping"
 def member_name(site: str) -> str:
     """The Patroni member of a site: `A` -> `pg-A`."""
     return f"{MEMBER_PREFIX}{site}"
+
+
+def read_replica_key(site: str) -> str:
+    """A site's read replica (#17 item 5) where a site code names a member (its member name,
+    `pg-B-replica`; its folder): a key no site can have, since site codes hold no dash."""
+    return f"{site}{READ_REPLICA_SUFFIX}"
 
 
 def member_site(member: str | None) -> str | None:

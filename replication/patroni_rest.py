@@ -193,6 +193,20 @@ class PatroniRest:
             timeout_s=timeout_s,
         )
 
+    async def dynamic_config(self, base_url: str) -> dict[str, Any]:
+        """The cluster-wide settings Patroni keeps in the DCS (GET /config)."""
+        status, data = await self._get(f"{base_url}/config")
+        if status != 200:
+            raise PatroniUnavailable(f"{base_url}/config answered {status}")
+        return data
+
+    async def patch_dynamic_config(
+        self, base_url: str, changes: dict[str, Any], *, timeout_s: float = 10.0
+    ) -> tuple[int, str]:
+        """Change cluster-wide settings (PATCH /config); every member applies them on its next
+        loop."""
+        return await self._unsafe("PATCH", f"{base_url}/config", json=changes, timeout_s=timeout_s)
+
     async def reload(self, base_url: str, *, timeout_s: float = 10.0) -> tuple[int, str]:
         """Ask a member to reread its configuration file (POST /reload)."""
         return await self._unsafe("POST", f"{base_url}/reload", timeout_s=timeout_s)

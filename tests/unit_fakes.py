@@ -90,3 +90,15 @@ def haproxy_tls_files(folder: Path, topo: Topology) -> HaproxyTls:
     return HaproxyTls(
         pki_dir.combined("haproxy"), pki_dir.bundle, pki_dir.combined("client-haproxy")
     )
+
+
+# The secrets a Patroni member's configuration names (deploy.configgen.patroni_config), as
+# short stand-ins.
+MEMBER_PASSWORDS = {
+    "superuser": "su",
+    "replication": "rep",
+    "rewind": "rw",
+    "app": "app",
+    "patroni-rest": "rest",
+    "etcd-patroni": "etcd",
+}

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from deploy import processes
+from deploy import floating_address, processes
 from deploy.harness import TEST_ABUSE_LIMITS, LocalCluster
 from deploy.process_specs import specs
 from deploy.state import REPO_ROOT, StateDir
@@ -49,19 +49,10 @@ def _floating(topo: Topology) -> str:
 
 
 def _holders(topo: Topology) -> list[str]:
-    """The data sites whose interface carries the floating address (`ip -n <ns> addr`); a
-    lost site's interface is down, and what it carried reaches no one."""
-    out = []
-    for site in topo.data_sites:
-        ns = topo.netns(site)
-        assert ns is not None
-        addrs = subprocess.run(
-            ["ip", "-n", ns, "-4", "-o", "addr", "show", "dev", "eth0", "up"],
-            capture_output=True, text=True, check=False,
-        ).stdout  # fmt: skip
-        if f" {_floating(topo)}/" in addrs:
-            out.append(site)
-    return out
+    """The data sites whose (up) interface carries the floating address."""
+    held = floating_address.holders(topo)
+    assert held is not None
+    return list(held)
 
 
 def _ready_code(c: LocalCluster) -> str:
@@ -114,7 +105,9 @@ def _kill_site(c: LocalCluster, site: str) -> None:
 def test_floating_address_follows_the_leader(vip_cluster: LocalCluster) -> None:
     """#17 item 2: the leader's site holds the floating address and serves /health/ready 200 on
     it, and the standby does not take it while the leader's keepalived is down; `rocars
-    failover switchover --to B` moves it to B within a few seconds; a switchover drill whose
+    failover switchover --to B` moves it to B within a few seconds, and `rocars cluster
+    status` names B as its holder; keepalived runs its check with script security on; `rocars
+    certs rotate` reloads each site's HAProxy; a switchover drill whose
     writers know only that address loses nothing (RPO 0); losing the active site moves it to
     the other one."""
     c = vip_cluster
@@ -128,6 +121,24 @@ def test_floating_address_follows_the_leader(vip_cluster: LocalCluster) -> None:
     _wait_held_by(c, "B", MOVE_BUDGET_S, time.monotonic())
     c.up()  # starts what is missing: keepalived-A
     _wait_held_by(c, "A", MOVE_BUDGET_S, time.monotonic())
+    # keepalived ran its check with script security on: nothing was refused or disabled.
+    for site in c.topo.data_sites:
+        log = c.state.logfile(f"keepalived-{site}").read_text()
+        for refusal in ("SECURITY VIOLATION", "Unsafe permissions", "Disabling track script"):
+            assert refusal not in log, (site, refusal)
+
+    # (1c) `rocars certs rotate` reloads each site's HAProxy too (a new process, -sf): each
+    # presents the new certificate on its own address (the command waits for that), and the
+    # floating address serves on.
+    site_haproxies = [specs(c.topo, c.state)[f"haproxy-{s}"] for s in c.topo.data_sites]
+    old_pids = [processes.running_pid(c.state, h) for h in site_haproxies]
+    t_rotate = time.monotonic()
+    rotated = c.rocars("certs", "rotate", *state, timeout=300)
+    rotate_s = time.monotonic() - t_rotate
+    for h, old in zip(site_haproxies, old_pids, strict=True):
+        assert f"{h.name}: reloaded (pid " in rotated, rotated
+        assert processes.running_pid(c.state, h) not in (None, old), rotated
+    _wait_held_by(c, "A", MOVE_BUDGET_S, time.monotonic())
 
     # (2) A planned switchover: the address moves to B.
     t0 = time.monotonic()
@@ -139,6 +150,9 @@ def test_floating_address_follows_the_leader(vip_cluster: LocalCluster) -> None:
     out, _ = switch.communicate(timeout=120)
     assert switch.returncode == 0, out
     print(out)
+    # `rocars cluster status` names the holder (read from the sites' interfaces).
+    shown = c.rocars("cluster", "status", *state, check=False)
+    assert f"Floating address: {_floating(c.topo)} held by B\n" in shown, shown
 
     # (2b) The drills' writers use entry_url(), the floating address: RPO 0 through a switchover.
     reports = c.state.reports
@@ -164,6 +178,7 @@ def test_floating_address_follows_the_leader(vip_cluster: LocalCluster) -> None:
     print(
         f"\n[measure] floating address: moved in {moved_switchover:.1f} s (switchover), "
         f"{moved_site_loss:.1f} s (site loss; ready on it after {ready_site_loss:.1f} s); "
+        f"certs rotate {rotate_s:.1f} s; "
         f"drill RTO {r['rto_s']} s RPO {r['rpo']}"
     )
     assert r["rto_s"] is not None

@@ -5,6 +5,9 @@ and each host's units are started as `systemctl start rocars.target` would start
 unit the target wants, from its ExecStart argv, Environment=, WorkingDirectory=, UMask= and
 User= (where that user exists on this machine: postgres; the others run as root here), in the
 network namespace the launcher's spec names (the site's; HAProxy's entry address is the hub's).
+Each host's firewall unit (#12 item 5) is loaded first, in place of the namespaces' own
+perimeter, so the system runs behind the rendered rules alone and an outsider on the sites'
+network is shown to reach none of their ports.
 
 The README's order: the witness, then A (its Patroni initialises the database and leads), then
 B; then `rocars deploy bootstrap`'s steps; then `rocars cluster status`'s view is healthy.
@@ -19,6 +22,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +33,7 @@ import pytest
 
 from deploy import (
     etcd_auth,
+    host_firewall,
     host_render,
     http_client,
     launcher,
@@ -47,6 +52,8 @@ from deploy.topology import Topology, load_topology
 pytestmark = pytest.mark.integration
 
 PREFIX = "rhr"  # namespaces rhr-hub, rhr-a, ...: apart from a running `rnet` cluster's
+OUTSIDER_HOST_NUMBER = 201  # an address on the sites' network that is not the system's
+CONNECT_WAIT_S = 2.0
 SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"
 WAIT_S = 120.0
 
@@ -204,6 +211,7 @@ def hosts() -> Iterator[tuple[Topology, StateDir, Path]]:
             out = root / f"out-{site}"
             write_tree(out, host_render.render(topo, site, sources, layout))
             _install(out, stubs)
+            _load_firewall(topo, layout, site)
         yield topo, central, root
     finally:
         # Anything still running from these hosts' folders (a PostgreSQL whose Patroni was
@@ -211,6 +219,62 @@ def hosts() -> Iterator[tuple[Topology, StateDir, Path]]:
         processes.stop_pids([p.pid for p in processes.leftovers([str(root)])])
         netns.destroy(topo)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _load_firewall(topo: Topology, layout: HostLayout, site: str) -> None:
+    """What systemd does first for rocars.target: the firewall unit's ExecStart in the site's
+    namespace, after the namespace's own perimeter is removed (the rendered rules alone)."""
+    assert topo.namespaces is not None
+    ns = topo.namespaces.of(site)
+    subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", netns.PERIMETER_TABLE],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    unit = dict(
+        systemd_units.entries((layout.unit_dir / host_firewall.UNIT).read_text(), "Service")
+    )
+    argv = systemd_units.split_command_line(unit["ExecStart"])
+    subprocess.run(["ip", "netns", "exec", ns, *argv], check=True, capture_output=True, timeout=30)
+
+
+@contextlib.contextmanager
+def _outsider(topo: Topology) -> Iterator[str]:
+    """A namespace plugged into the sites' bridge with an address that is not the system's."""
+    ns = topo.namespaces
+    assert ns is not None
+    name, hub = f"{ns.prefix}-out", ns.hub()
+    address = f"{ns.hub_host.rsplit('.', 1)[0]}.{OUTSIDER_HOST_NUMBER}/{ns.prefix_len}"
+    steps = [
+        ["netns", "add", name],
+        ["-n", name, "link", "set", "lo", "up"],
+        ["-n", hub, "link", "add", "v-out", *netns.VETH_PEER, "netns", name],
+        ["-n", hub, "link", "set", "v-out", "master", netns.BRIDGE, "up"],
+        ["-n", name, "addr", "add", address, "dev", "eth0"],
+        ["-n", name, "link", "set", "eth0", "up"],
+    ]
+    try:
+        for step in steps:
+            subprocess.run(["ip", *step], check=True, capture_output=True, timeout=30)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30, check=False)
+
+
+async def _connects(targets: list[tuple[str, str, int]]) -> list[str]:
+    """Which of `targets` (what, host, port) accept a TCP connection within CONNECT_WAIT_S."""
+
+    async def one(host: str, port: int) -> bool:
+        try:
+            _r, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_WAIT_S)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        return True
+
+    answers = await asyncio.gather(*(one(h, p) for _w, h, p in targets))
+    return sorted(what for (what, _h, _p), ok in zip(targets, answers, strict=True) if ok)
 
 
 def _tails(root: Path) -> str:
@@ -236,7 +300,8 @@ def _start_units(
     unit the target wants that is not running yet."""
     layout = _layout(root, site)
     target = systemd_units.entries((layout.unit_dir / systemd_units.TARGET).read_text(), "Unit")
-    wants = [u for u in dict(target)["Wants"].split() if u != systemd_units.NETWORK]
+    loaded = (systemd_units.NETWORK, host_firewall.UNIT)  # the firewall: `_load_firewall`
+    wants = [u for u in dict(target)["Wants"].split() if u not in loaded]
     procs = host_render.host_processes(topo, site, layout)
     by_unit = {host_render.unit_name(name): spec for name, spec in procs.items()}
     assert set(wants) == set(by_unit)
@@ -255,7 +320,9 @@ def test_rendered_hosts_run_the_system(hosts: tuple[Topology, StateDir, Path]) -
     """#17 item 1: the installed units' command lines, started host by host in the README's
     order in each site's namespace, make the whole system: etcd's quorum, Patroni leading on
     the primary site with the DR site as synchronous standby, Redis and Sentinels, both nodes
-    and HAProxy; after `rocars deploy bootstrap`'s steps `rocars cluster status` is healthy."""
+    and HAProxy; after `rocars deploy bootstrap`'s steps `rocars cluster status` is healthy.
+    All of it behind each host's rendered firewall (#12 item 5), which then lets an outsider
+    reach none of the sites' ports, only the host's other ports and HAProxy's HTTPS port."""
     topo, central, root = hosts
     procs: list[subprocess.Popen[bytes]] = []
     started: set[str] = set()
@@ -291,6 +358,21 @@ def test_rendered_hosts_run_the_system(hosts: tuple[Topology, StateDir, Path]) -
         view = await status.wait_healthy(topo, 60, state=central)
         assert view.is_healthy, f"{view.problems()}\n{_tails(root)}"
 
+    def outsider_view() -> None:
+        """#12 item 5: behind the rendered firewalls alone, an outsider reaches no port of
+        any site (every one listens: the system is healthy), but a port of the host's own
+        (ssh's stand-in) still answers it; HAProxy's HTTPS port on the hub answers it too."""
+        ours = [(w, h, p) for w, h, p in topo.endpoints() if h != topo.entry_host()]
+        a = topo.sites[primary]
+        with contextlib.ExitStack() as stack:
+            with netns.inside(topo.namespaces.of(primary) if topo.namespaces else None):
+                other = stack.enter_context(socket.create_server((a.host, 0)))
+            admins = ("administrator's port", a.host, other.getsockname()[1])
+            https = ("entry.port", topo.entry_host(), topo.entry.port)
+            with _outsider(topo) as name, netns.inside(name):
+                reached = asyncio.run(_connects([*ours, admins, https]))
+        assert reached == sorted([admins[0], https[0]])
+
     try:
         # README's order: etcd on every host (its cluster version is decided only once all
         # three members have met, and Patroni cannot use it before), the witness, then A
@@ -299,6 +381,7 @@ def test_rendered_hosts_run_the_system(hosts: tuple[Topology, StateDir, Path]) -
             procs.extend(_start_units(topo, root, site, started, only=f"etcd-{site}"))
         with netns.inside(topo.namespaces.hub() if topo.namespaces else None):
             asyncio.run(scenario())
+        outsider_view()
         # PostgreSQL ran as the unit's user, from the member folder install.sh made for it.
         data = _layout(root, primary).state.member_dir(primary) / "data"
         assert data.stat().st_uid == pwd.getpwnam("postgres").pw_uid

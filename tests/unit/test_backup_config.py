@@ -7,6 +7,7 @@ import configparser
 from pathlib import Path
 
 import pytest
+from unit_fakes import MEMBER_PASSWORDS
 
 from deploy import backup_config, configgen
 from deploy.backup_config import BackupPaths
@@ -17,14 +18,6 @@ from kernel.errors import ConfigError
 LOCAL = load_topology(DEFAULT_TOPOLOGY)
 WITH_BACKUPS = LOCAL.model_copy(update={"backups": Backups(retention_full=3)})
 RUNTIME = Path("/rt")
-PASSWORDS = {
-    "superuser": "su",
-    "replication": "rep",
-    "rewind": "rw",
-    "app": "app",
-    "patroni-rest": "rest",
-    "etcd-patroni": "etcd",
-}
 
 
 def _conf(topo: Topology) -> configparser.ConfigParser:
@@ -83,7 +76,7 @@ def test_each_member_archives_its_own_wal_through_pgbackrest() -> None:
     member is primary)."""
     for site in WITH_BACKUPS.data_sites:
         member = RUNTIME / f"pg-{site}"
-        cfg = configgen.patroni_config(WITH_BACKUPS, site, member, PASSWORDS)
+        cfg = configgen.patroni_config(WITH_BACKUPS, site, member, MEMBER_PASSWORDS)
         params = cfg["postgresql"]["parameters"]
         assert params["archive_mode"] == "on"
         cmd = params["archive_command"]
@@ -99,7 +92,7 @@ def test_without_backups_nothing_is_archived_and_nothing_changes() -> None:
     """#17 item 3: the local topology has no backups section: no archive settings at all, so
     the generated Patroni file is what it was before backups existed."""
     assert LOCAL.backups is None
-    params = configgen.patroni_config(LOCAL, "A", RUNTIME / "pg-A", PASSWORDS)["postgresql"][
+    params = configgen.patroni_config(LOCAL, "A", RUNTIME / "pg-A", MEMBER_PASSWORDS)["postgresql"][
         "parameters"
     ]
     assert not {k for k in params if k.startswith("archive")}

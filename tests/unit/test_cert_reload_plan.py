@@ -12,7 +12,7 @@ import yaml
 from deploy import pki
 from deploy.cert_reload import Action, Change, How, plan
 from deploy.process_specs import specs
-from deploy.state import DEFAULT_TOPOLOGY, NETNS_TOPOLOGY, StateDir
+from deploy.state import DEFAULT_TOPOLOGY, NETNS_TOPOLOGY, REPO_ROOT, StateDir
 from deploy.topology import MONITORING_SERVICES, Topology, load_topology, parse_topology
 
 CHANGES = tuple(Change)
@@ -26,10 +26,28 @@ def _unmonitored() -> Topology:
     return parse_topology(doc)
 
 
+def _floating_hosts() -> Topology:
+    """Production hosts with a floating address: the data sites' HAProxies, no hub one."""
+    doc = load_topology(REPO_ROOT / "deploy" / "topology.production.yaml").model_dump()
+    doc["sites"]["B"]["host"] = "192.0.2.20"
+    doc["entry"]["floating"] = {"address": "192.0.2.100", "interface": "eth0", "prefix_len": 24}
+    return parse_topology(doc)
+
+
+def _read_replica() -> Topology:
+    """A read replica on site B (#17 item 5): a third Patroni member with B's certificates."""
+    doc = yaml.safe_load(DEFAULT_TOPOLOGY.read_text())
+    doc["sites"]["B"]["read_replica"] = {"postgres": {"port": 25532}, "patroni": {"port": 28108}}
+    return parse_topology(doc)
+
+
 TOPOLOGIES = {
     "loopback": lambda: load_topology(DEFAULT_TOPOLOGY),
     "netns": lambda: load_topology(NETNS_TOPOLOGY),
     "unmonitored": _unmonitored,
+    "floating": lambda: load_topology(REPO_ROOT / "deploy" / "topology.netns-vip.yaml"),
+    "floating-hosts": _floating_hosts,
+    "read-replica": _read_replica,
 }
 
 
@@ -50,6 +68,7 @@ EXPECTED: dict[Change, dict[str, How]] = {
     Change.LEAVES: {
         "etcd": How.NOTHING,
         "patroni": How.SIGHUP,
+        "patroni-replica": How.SIGHUP,
         "redis": How.CONFIG_SET,
         "sentinel": How.RESTART,
         "haproxy": How.HAPROXY_RELOAD,
@@ -58,10 +77,12 @@ EXPECTED: dict[Change, dict[str, How]] = {
         "alertmanager": How.NOTHING,
         "postgres-exporter": How.NOTHING,
         "redis-exporter": How.NOTHING,
+        "keepalived": How.NOTHING,
     },
     Change.TRUST: {
         "etcd": How.RESTART,
         "patroni": How.SIGHUP,
+        "patroni-replica": How.SIGHUP,
         "redis": How.CONFIG_SET,
         "sentinel": How.RESTART,
         "haproxy": How.HAPROXY_RELOAD,
@@ -70,6 +91,7 @@ EXPECTED: dict[Change, dict[str, How]] = {
         "alertmanager": How.NOTHING,
         "postgres-exporter": How.NOTHING,
         "redis-exporter": How.RESTART,
+        "keepalived": How.NOTHING,
     },
 }
 
@@ -120,6 +142,11 @@ def test_after_new_leaves_every_server_certificate_is_checked_on_its_listener(
     assert len(set(ports)) == len(ports)
     declared = {(host, port) for key, host, port in topo.endpoints() if "phone" not in key}
     declared -= {(topo.entry_host(), topo.entry.http_port)}  # the plain redirect
+    if topo.entry.floating is not None:  # each data site's HAProxy (on all its addresses)
+        e = topo.entry
+        declared |= {
+            (topo.sites[s].host, p) for s in topo.data_sites for p in (e.port, e.stats_port)
+        }
     assert set(ports) == declared
 
 
@@ -169,3 +196,26 @@ def test_the_node_says_a_dropped_ca_lasts_until_its_restart(topo: Topology) -> N
     for a in plan(topo, Change.TRUST):
         if _kind(a.process) == "node":
             assert "until it restarts" in a.note
+
+
+def test_a_floating_address_adds_each_sites_haproxy_to_the_reload() -> None:
+    """#17 item 2: with a floating address each data site's HAProxy is reloaded like the hub's
+    (a new process with -sf), after it, and checked on the site's own address against the
+    name its certificate carries (the floating address); keepalived, a client, is told
+    nothing; without the option the plan has no per-site HAProxy."""
+    vip = load_topology(REPO_ROOT / "deploy" / "topology.netns-vip.yaml")
+    for change in CHANGES:
+        actions = plan(vip, change)
+        names = [a.process for a in actions]
+        assert names.index("haproxy") < names.index("haproxy-A") < names.index("haproxy-B")
+        got = {a.process: a for a in actions}
+        for site in ("A", "B"):
+            assert got[f"haproxy-{site}"].how is How.HAPROXY_RELOAD
+            assert got[f"keepalived-{site}"].how is How.NOTHING
+    site_b = {a.process: a for a in plan(vip, Change.LEAVES)}["haproxy-B"]
+    assert [(lsn.host, lsn.port, lsn.cert, lsn.tls_name) for lsn in site_b.listeners] == [
+        ("10.77.13.2", 18080, "haproxy", "10.77.13.100"),
+        ("10.77.13.2", 18404, "haproxy", "10.77.13.100"),
+    ]
+    plain = [a.process for a in plan(load_topology(NETNS_TOPOLOGY), Change.LEAVES)]
+    assert not [p for p in plain if p.startswith(("haproxy-", "keepalived-"))]

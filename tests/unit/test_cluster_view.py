@@ -16,6 +16,7 @@ from kernel.cluster import (
     Entry,
     Etcd,
     EtcdMember,
+    FloatingAddress,
     Member,
     Monitoring,
     Node,
@@ -318,3 +319,34 @@ def test_table_shows_every_part() -> None:
     ):
         assert text in table
     assert table.endswith("HEALTHY")
+
+
+def _floating(holders: tuple[str, ...] | None) -> ClusterStatus:
+    entry = Entry(
+        "https://10.77.13.100:18080",
+        True,
+        "active",
+        floating=FloatingAddress("10.77.13.100", holders),
+    )
+    return dataclasses.replace(HEALTHY, api=entry.url, entry=entry)
+
+
+def test_status_names_the_site_holding_the_floating_address() -> None:
+    """#17 item 2: with a floating address the table and `--json` say which site's interface
+    carries it; one holder is healthy, none or two is a problem; a holder that cannot be seen
+    from here (sites on other hosts) is said so, and is no problem."""
+    held = _floating(("B",))
+    assert "Floating address: 10.77.13.100 held by B" in render_table(held)
+    assert held.to_dict()["entry"]["floating"] == {"address": "10.77.13.100", "holders": ["B"]}
+    assert held.problems() == []
+    nobody = _floating(())
+    assert "Floating address: 10.77.13.100 held by no site" in render_table(nobody)
+    assert nobody.problems() == ["no site holds the floating address 10.77.13.100"]
+    both = _floating(("A", "B"))
+    assert both.problems() == ["the floating address 10.77.13.100 is on several sites: A, B"]
+    unseen = _floating(None)
+    assert "10.77.13.100 (holder not visible from here)" in render_table(unseen)
+    assert unseen.to_dict()["entry"]["floating"]["holders"] is None
+    assert unseen.problems() == []
+    assert "Floating address" not in render_table(HEALTHY)
+    assert "floating" not in HEALTHY.to_dict()["entry"]

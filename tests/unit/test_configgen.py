@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from unit_fakes import HAPROXY_TLS
+from unit_fakes import HAPROXY_TLS, MEMBER_PASSWORDS
 
 from deploy import configgen
 from deploy.pki import PkiDir
@@ -16,18 +16,10 @@ from node.config import NodeConfig
 
 TOPO = load_topology(DEFAULT_TOPOLOGY)
 PKI = PkiDir(Path("/state/pki"))
-PASSWORDS = {
-    "superuser": "su",
-    "replication": "rep",
-    "rewind": "rw",
-    "app": "app",
-    "patroni-rest": "rest",
-    "etcd-patroni": "etcd",
-}
 
 
 def _patroni(site: str) -> dict:  # type: ignore[type-arg]
-    return configgen.patroni_config(TOPO, site, Path(f"/rt/pg-{site}"), PASSWORDS)
+    return configgen.patroni_config(TOPO, site, Path(f"/rt/pg-{site}"), MEMBER_PASSWORDS)
 
 
 def test_patroni_runs_synchronous_with_rewind_and_validated_timings() -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ipaddress
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from deploy.topology import Topology, TopologyError, load_topology, parse_topolo
 
 VIP = REPO_ROOT / "deploy" / "topology.netns-vip.yaml"
 PLAIN = REPO_ROOT / "deploy" / "topology.netns.yaml"
+PRODUCTION = REPO_ROOT / "deploy" / "topology.production.yaml"
 PROGRAMS = Programs("/usr/bin/python3", "/usr/bin/patroni", DbUser.current())
 TLS = configgen.HaproxyTls(Path("/p/haproxy.pem"), Path("/p/ca.pem"), Path("/p/client.pem"))
 
@@ -46,11 +48,97 @@ def test_floating_address_must_be_a_free_address_of_the_subnet(address: str, say
         parse_topology(_with_floating(_raw(PLAIN), address))
 
 
-def test_floating_address_needs_namespaces() -> None:
-    """#17 item 2: without namespaces (every site on 127.0.0.1) there is nothing to float."""
-    raw = _with_floating(_raw(REPO_ROOT / "deploy" / "topology.yaml"), "127.0.0.9")
-    with pytest.raises(TopologyError, match="needs a 'namespaces' section"):
+def _production(**floating: object) -> dict[str, Any]:
+    """The production topology with both data sites on one subnet (RFC 5737's 192.0.2.0/24)
+    and `floating` as entry.floating."""
+    raw = _raw(PRODUCTION)
+    raw["sites"]["B"]["host"] = "192.0.2.20"
+    raw["entry"]["floating"] = floating
+    return raw
+
+
+def test_a_floating_address_on_production_hosts_names_its_interface_and_subnet() -> None:
+    """#17 item 2 on production hosts (no namespaces): the topology says which interface of
+    each data site's host carries the address and the subnet's length; the address is then
+    the floating one clients use."""
+    topo = parse_topology(_production(address="192.0.2.100", interface="ens3", prefix_len=24))
+    assert topo.entry_url() == "https://192.0.2.100:443"
+    assert floating_address.link(topo) == ("ens3", 24)
+    assert floating_address.link(load_topology(VIP)) == ("eth0", 24)
+    assert topo.model_dump()["entry"]["floating"] == {
+        "address": "192.0.2.100", "interface": "ens3", "prefix_len": 24
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("floating", "hosts", "says"),
+    [
+        ({"address": "192.0.2.100", "prefix_len": 24}, {}, "interface is required when the sites"),
+        ({"address": "192.0.2.100", "interface": "ens3"}, {}, "prefix_len is required"),
+        (
+            {"address": "192.0.2.100", "interface": "lo", "prefix_len": 24},
+            {},
+            "'lo' is not a network interface name",
+        ),
+        (
+            {"address": "192.0.2.100", "interface": "a-very-long-name0", "prefix_len": 24},
+            {},
+            "is not a network interface name",
+        ),
+        ({"address": "192.0.2.100", "interface": "ens3", "prefix_len": 31}, {}, "must be 8-30"),
+        (
+            {"address": "192.0.2.100", "interface": "ens3", "prefix_len": 24},
+            {"B": "198.51.100.10"},
+            "must share one subnet .* A on 192.0.2.0/24, B on 198.51.100.0/24",
+        ),
+        (
+            {"address": "192.0.3.100", "interface": "ens3", "prefix_len": 24},
+            {},
+            "must be a host address of 192.0.2.0/24",
+        ),
+        (
+            {"address": "192.0.2.20", "interface": "ens3", "prefix_len": 24},
+            {},
+            "is sites.B.host",
+        ),
+        (
+            {"address": "192.0.2.100", "interface": "ens3", "prefix_len": 24},
+            {"B": "192.0.2.10"},
+            "the data sites share a host",
+        ),
+        (
+            {"address": "127.0.0.9", "interface": "ens3", "prefix_len": 8},
+            {"A": "127.0.0.1", "B": "127.0.0.2"},
+            "loopback address",
+        ),
+        (
+            {"address": "192.0.2.100", "interface": "ens3", "prefix_len": 24},
+            {"B": "db-b.example"},
+            "must be an IP address with a floating address",
+        ),
+    ],
+)
+def test_a_floating_address_on_production_hosts_is_checked(
+    floating: dict[str, object], hosts: dict[str, str], says: str
+) -> None:
+    """#17 item 2 on production hosts: interface and prefix length are required and sane, both
+    data sites' hosts are IP addresses on one subnet (VRRP and gratuitous ARP stay on one
+    link), and the address is a free host address of it."""
+    raw = _production(**floating)
+    for site, host in hosts.items():
+        raw["sites"][site]["host"] = host
+    with pytest.raises(TopologyError, match=says):
         parse_topology(raw)
+
+
+def test_namespaces_fix_the_interface_and_subnet() -> None:
+    """#17 item 2: in namespaces each site's interface is eth0 on the namespaces' subnet;
+    the topology may not name others."""
+    for key, value in (("interface", "ens3"), ("prefix_len", 24)):
+        raw = _with_floating(_raw(PLAIN), "10.77.13.100")
+        raw["entry"]["floating"][key] = value
+        with pytest.raises(TopologyError, match=f"entry.floating.{key}: only for sites on their"):
+            parse_topology(raw)
 
 
 def test_the_clients_url_is_the_floating_address_only_with_the_option() -> None:
@@ -138,3 +226,29 @@ def test_site_perimeter_lets_clients_reach_the_floating_address_only_with_the_op
     assert rule in netns.perimeter_ruleset(vip, "A")
     assert "daddr" not in netns.perimeter_ruleset(vip, "C")
     assert "daddr" not in netns.perimeter_ruleset(load_topology(PLAIN), "A")
+
+
+def test_holders_are_the_sites_whose_interface_carries_the_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """#17 item 2 (status): the holder is read from each site's interface (`ip -n <ns> addr
+    show dev eth0 up`), not from keepalived; another address with the same prefix does not
+    count; without namespaces (sites on other hosts) the holder is not known here."""
+    asked: list[list[str]] = []
+    lines = {
+        "rvip-a": "2: eth0    inet 10.77.13.1/24 brd 10.77.13.255 scope global eth0\n"
+        "2: eth0    inet 10.77.13.10/24 scope global secondary eth0\n",
+        "rvip-b": "2: eth0    inet 10.77.13.2/24 brd 10.77.13.255 scope global eth0\n"
+        "2: eth0    inet 10.77.13.100/24 scope global secondary eth0\n",
+    }
+
+    def run(argv: list[str], **_kw: object) -> subprocess.CompletedProcess[str]:
+        asked.append(argv)
+        return subprocess.CompletedProcess(argv, 0, stdout=lines[argv[2]])
+
+    monkeypatch.setattr(floating_address.subprocess, "run", run)
+    assert floating_address.holders(load_topology(VIP)) == ("B",)
+    assert asked[0] == ["ip", "-n", "rvip-a", "-4", "-o", "addr", "show", "dev", "eth0", "up"]
+    lines["rvip-a"] += "2: eth0    inet 10.77.13.100/24 scope global secondary eth0\n"
+    assert floating_address.holders(load_topology(VIP)) == ("A", "B")
+    assert floating_address.holders(load_topology(PLAIN)) is None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy import host_install, host_render, pki, systemd_units
+from deploy import host_firewall, host_install, host_render, pki, systemd_units
 from deploy.host_render import HostLayout, Sources
 from deploy.pg_roles import PGPASS_ACCOUNTS
 from deploy.process_specs import specs
@@ -54,9 +54,10 @@ def production() -> Topology:
 
 
 def _units(out: dict[str, tuple[bytes, int]]) -> dict[str, configparser.ConfigParser]:
+    """The processes' units and the target (the firewall's: tests/unit/test_host_firewall.py)."""
     parsed = {}
     for key, (content, _mode) in out.items():
-        if key.startswith("files/etc/systemd/system/"):
+        if key.startswith("files/etc/systemd/system/") and not key.endswith(host_firewall.UNIT):
             cp = configparser.ConfigParser(strict=False, interpolation=None)
             cp.optionxform = str  # type: ignore[assignment,method-assign]
             cp.read_string(content.decode())
@@ -82,7 +83,7 @@ def test_every_process_of_the_host_has_a_unit_and_no_other(production: Topology,
     expected = {f"rocars-{n}.service" for n in _expected(production, site, HostLayout())}
     assert set(units) == expected | {"rocars.target"}
     wanted = units["rocars.target"]["Unit"]["Wants"].split()
-    assert set(wanted) == expected | {systemd_units.NETWORK}
+    assert set(wanted) == expected | {systemd_units.NETWORK, host_firewall.UNIT}
 
 
 def test_the_witness_gets_etcd_sentinel_and_monitoring_only(production: Topology) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import logging
 import stat
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,12 +77,6 @@ async def patroni(aiohttp_server: AiohttpServer) -> tuple[FakePatroni, str]:
     app.router.add_route("*", "/{tail:.*}", fake.handle)
     server = await aiohttp_server(app)
     return fake, str(server.make_url("")).rstrip("/")
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 @pytest.mark.parametrize("name", TOPOLOGIES)

@@ -254,6 +254,7 @@ def test_secrets_live_0600_in_a_0700_folder_with_one_password_file_per_account(
             "pg-monitor.password",
             "pgpass-app",
             "pgpass-owner",
+            "pgpass-reader",  # #17 item 5: the read replica's read role
             "pgpass-superuser",
             "secrets.json",
             *(f"{name}.password" for name in CONTROL_SECRET_NAMES),
