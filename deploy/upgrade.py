@@ -10,6 +10,7 @@
 - restart-member: Patroni's `POST /restart` on a replica, then wait until its PostgreSQL has a
   new start time and streams as the synchronous standby again. With new PostgreSQL binaries
   installed (a minor release: same data format) this is the whole minor upgrade.
+- restart-read-replica: the same for a read replica (#17 item 5), which must stream again.
 
 Any step that would restart what serves writes (the active node, the primary) is refused on the
 live state, whatever the plan says.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -28,10 +29,10 @@ import aiohttp
 from deploy import control_tls, failover_ops, http_client, processes, readiness, status
 from deploy.process_specs import specs
 from deploy.state import StateDir
-from deploy.topology import Topology
+from deploy.topology import Topology, read_replica_process
 from deploy.upgrade_plan import Step, UpgradePlan, plan
 from kernel.errors import RocarsError
-from kernel.names import member_name
+from kernel.names import member_name, read_replica_key
 from replication.patroni_rest import read_credentials
 
 _TIMEOUT = aiohttp.ClientTimeout(total=2)
@@ -53,10 +54,8 @@ async def _node_live(session: aiohttp.ClientSession, topo: Topology, site: str) 
     return await readiness.http_ok(session, f"{topo.node_url(site)}/health/live")
 
 
-async def _patroni_member(
-    session: aiohttp.ClientSession, topo: Topology, site: str
-) -> dict[str, Any]:
-    async with session.get(f"{topo.patroni_url(site)}/patroni", timeout=_TIMEOUT) as r:
+async def _patroni_member(session: aiohttp.ClientSession, patroni_url: str) -> dict[str, Any]:
+    async with session.get(f"{patroni_url}/patroni", timeout=_TIMEOUT) as r:
         doc = await r.json(content_type=None)
     return doc if isinstance(doc, dict) else {}
 
@@ -90,7 +89,13 @@ class Upgrade:
                 + "; ".join(view.problems())
                 + ". Fix that first ('rocars cluster status')."
             )
-        return plan(self.topo.data_sites, view.leader_site, nodes=nodes, postgres=postgres)
+        return plan(
+            self.topo.data_sites,
+            view.leader_site,
+            nodes=nodes,
+            postgres=postgres,
+            read_replicas=self.topo.read_replica_sites,
+        )
 
     async def run(self, p: UpgradePlan) -> float:
         """Carry out every step; returns the seconds it took."""
@@ -117,6 +122,8 @@ class Upgrade:
             return await self.restart_node(step.site)
         if step.kind == "switchover":
             return await self.switchover(step.site)
+        if step.kind == "restart-read-replica":
+            return await self.restart_read_replica(step.site)
         return await self.restart_member(step.site)
 
     async def _leader(self) -> str | None:
@@ -177,43 +184,89 @@ class Upgrade:
         view = await control_tls.patroni(s, self.state).cluster(self.topo.patroni_url(leader))
         return any(m.name == member and m.is_streaming_sync_standby for m in view.members)
 
+    async def _restart_through_patroni(
+        self,
+        s: aiohttp.ClientSession,
+        patroni_url: str,
+        member: str,
+        back: Callable[[dict[str, Any]], Awaitable[bool]],
+        *,
+        what: str,
+        logs: list[str],
+    ) -> dict[str, Any]:
+        """Patroni's POST /restart at `patroni_url`, then wait until `member`'s PostgreSQL has
+        a new start time, streams, and `back` holds; the member's last /patroni answer."""
+        auth = read_credentials(self.state.secret_file("patroni-rest"))
+        before = await _patroni_member(s, patroni_url)
+        async with s.post(
+            f"{patroni_url}/restart",
+            json={},
+            headers={"Authorization": auth.header},
+            timeout=aiohttp.ClientTimeout(total=RESTART_REQUEST_S),
+        ) as r:
+            code, text = r.status, (await r.text()).strip()
+        if code != 200:
+            raise UpgradeError(f"Patroni did not restart {member} ({code}): {text}")
+        after: dict[str, Any] = {}
+
+        async def streams_again() -> bool:
+            after.update(await _patroni_member(s, patroni_url))
+            if after.get("postmaster_start_time") == before.get("postmaster_start_time"):
+                return False  # not restarted (yet)
+            if after.get("replication_state", "streaming") != "streaming":
+                return False
+            return await back(after)
+
+        await readiness.wait_until(
+            f"{member} {what}", streams_again, timeout=self.timeout_s, state=self.state, logs=logs
+        )
+        return after
+
     async def restart_member(self, site: str) -> str:
         member = member_name(site)
-        auth = read_credentials(self.state.secret_file("patroni-rest"))
         async with http_client.session(self.topo, self.state) as s:
             leader = await readiness.leader_site(s, self.topo)
             if leader is None or leader == site:
                 raise UpgradeError(f"{member} is the primary (or there is none): not restarted")
-            before = await _patroni_member(s, self.topo, site)
-            async with s.post(
-                f"{self.topo.patroni_url(site)}/restart",
-                json={},
-                headers={"Authorization": auth.header},
-                timeout=aiohttp.ClientTimeout(total=RESTART_REQUEST_S),
-            ) as r:
-                code, text = r.status, (await r.text()).strip()
-            if code != 200:
-                raise UpgradeError(f"Patroni did not restart {member} ({code}): {text}")
-            after: dict[str, Any] = {}
 
-            async def streams_again() -> bool:
-                after.update(await _patroni_member(s, self.topo, site))
-                if after.get("postmaster_start_time") == before.get("postmaster_start_time"):
-                    return False  # not restarted (yet)
-                if after.get("replication_state", "streaming") != "streaming":
-                    return False
+            async def sync_again(_: dict[str, Any]) -> bool:
                 return await self.sync_standby_again(s, leader, member)
 
-            await readiness.wait_until(
-                f"{member} streaming as the synchronous standby again",
-                streams_again,
-                timeout=self.timeout_s,
-                state=self.state,
+            after = await self._restart_through_patroni(
+                s,
+                self.topo.patroni_url(site),
+                member,
+                sync_again,
+                what="streaming as the synchronous standby again",
                 logs=[f"patroni-{site}"],
             )
         return (
             f"restarted PostgreSQL {member} (server_version {after.get('server_version')}, "
             f"started {after.get('postmaster_start_time')}): streaming synchronous standby"
+        )
+
+    async def restart_read_replica(self, site: str) -> str:
+        member = member_name(read_replica_key(site))
+        async with http_client.session(self.topo, self.state) as s:
+            leader = await readiness.leader_site(s, self.topo)
+            if leader is None:
+                raise UpgradeError(f"no leader: {member} would have nothing to stream from")
+
+            async def streams(_: dict[str, Any]) -> bool:
+                return await readiness.read_replicas_stream(s, self.topo, self.state, leader)
+
+            after = await self._restart_through_patroni(
+                s,
+                self.topo.read_replica_patroni_url(site),
+                member,
+                streams,
+                what="streaming again",
+                logs=[read_replica_process(site)],
+            )
+        return (
+            f"restarted the read replica {member} (server_version "
+            f"{after.get('server_version')}, started {after.get('postmaster_start_time')}): "
+            "streaming"
         )
 
 

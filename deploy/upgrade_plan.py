@@ -3,7 +3,9 @@
 Serves `deploy.upgrade` (`rocars upgrade`, #17 item 4). Nothing that serves writes is ever
 restarted: the standby sites go first, a planned switchover moves the active site onto an
 upgraded one, then the old active (a standby by then) follows. The API nodes go first, then the
-PostgreSQL members in the same shape (every replica, a switchover, the old primary). With both,
+PostgreSQL members in the same shape (every replica, a switchover, the old primary), then each
+read replica (#17 item 5: it serves no writes and cascades from a main member, whose restart
+breaks its stream, so it goes last and the upgrade ends on it streaming). With both,
 the second switchover goes back to the site that was active before, so the cluster ends where
 it started.
 """
@@ -15,9 +17,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from kernel.errors import InvalidInput
-from kernel.names import member_name
+from kernel.names import member_name, read_replica_key
 
-StepKind = Literal["restart-node", "switchover", "restart-member"]
+StepKind = Literal["restart-node", "switchover", "restart-member", "restart-read-replica"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class Step:
             return f"restart the API node of site {self.site}"
         if self.kind == "switchover":
             return f"switch over to site {self.site}"
+        if self.kind == "restart-read-replica":
+            return f"restart the read replica {member_name(read_replica_key(self.site))}"
         return f"restart PostgreSQL member {member_name(self.site)}"
 
 
@@ -39,8 +43,16 @@ class UpgradePlan:
     ends_on: str  # the site that is active (holds the leader key) after the last step
 
 
-def plan(sites: Sequence[str], active: str, *, nodes: bool, postgres: bool) -> UpgradePlan:
-    """The steps for data sites `sites` while `active` holds the leader key.
+def plan(
+    sites: Sequence[str],
+    active: str,
+    *,
+    nodes: bool,
+    postgres: bool,
+    read_replicas: Sequence[str] = (),
+) -> UpgradePlan:
+    """The steps for data sites `sites` while `active` holds the leader key; `read_replicas`:
+    the sites with a read replica.
 
     Raises InvalidInput when there is nothing to do, a single site (no standby to move to), or
     `active` is not one of `sites`."""
@@ -65,5 +77,6 @@ def plan(sites: Sequence[str], active: str, *, nodes: bool, postgres: bool) -> U
         steps += [Step("restart-member", s) for s in replicas]
         steps.append(Step("switchover", target))
         steps.append(Step("restart-member", leader))
+        steps += [Step("restart-read-replica", s) for s in read_replicas]
         leader = target
     return UpgradePlan(tuple(steps), leader)

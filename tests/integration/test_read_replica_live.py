@@ -178,3 +178,22 @@ async def test_after_a_switchover_the_replica_follows_and_is_never_promoted(
     await until(f"consignment {ccrn} on the read replica", lambda: _on_replica(c, ccrn), 30)
     _code, doc = c.status()
     assert doc["postgres"]["leader"] == member_name("B")
+
+
+async def test_a_rolling_postgresql_upgrade_restarts_the_replica_too(
+    replica_cluster: LocalCluster,
+) -> None:
+    """#17 items 4 and 5: `rocars upgrade --no-nodes` (a PostgreSQL minor upgrade) restarts
+    the read replica as well, last (it runs the same binaries, and cascades from pg-B, whose
+    own restart breaks its stream), waits until it streams again, and leaves it a streaming
+    replica that sees new writes."""
+    c = replica_cluster
+    out = c.rocars("upgrade", "--no-nodes", "--state-dir", str(c.state.root), timeout=600)
+    assert "restart the read replica pg-B-replica" in out, out
+    assert "restarted the read replica pg-B-replica" in out, out
+    members = await asyncio.to_thread(_members, c)
+    assert members[REPLICA]["role"] == "replica", members
+    assert members[REPLICA]["state"] == "streaming", members
+    _id, key = c.create_account("trader", f"replica trader {uuid.uuid4().hex[:8]}")
+    ccrn = await _submit_one(c, key)
+    await until(f"consignment {ccrn} on the read replica", lambda: _on_replica(c, ccrn), 30)

@@ -67,6 +67,26 @@ def test_a_second_standby_is_restarted_before_the_switchover() -> None:
     )
 
 
+def test_a_read_replica_restarts_first_among_the_postgresql_members() -> None:
+    """#17 items 4 and 5: a read replica runs the same PostgreSQL binaries, so a minor upgrade
+    restarts it too, after the main members (it serves no writes, and the restart of the
+    member it cascades from breaks its stream, so the upgrade ends waiting on it), never with
+    the nodes alone."""
+    p = plan(["A", "B"], "A", nodes=True, postgres=True, read_replicas=["B"])
+    assert p.steps == (
+        Step("restart-node", "B"),
+        Step("switchover", "B"),
+        Step("restart-node", "A"),
+        Step("restart-member", "A"),
+        Step("switchover", "A"),
+        Step("restart-member", "B"),
+        Step("restart-read-replica", "B"),
+    )
+    assert Step("restart-read-replica", "B").describe() == "restart the read replica pg-B-replica"
+    nodes_only = plan(["A", "B"], "A", nodes=True, postgres=False, read_replicas=["B"])
+    assert all(step.kind != "restart-read-replica" for step in nodes_only.steps)
+
+
 @pytest.mark.parametrize(
     ("sites", "active", "nodes", "postgres", "field"),
     [
