@@ -186,6 +186,12 @@ ZH_HANT: Final[dict[str, str]] = {
     "Bundle CCRNs with your vehicle": "將海關貨物編號與車輛組合",
     "Vehicle registration number": "車輛登記號碼",
     "CCRNs, one per line": "海關貨物編號，每行一個",
+    "Scanned CCRNs": "已掃描的海關貨物編號",
+    "Scan another QR code to add its CCRN to this list.": (
+        "掃描另一個二維碼，即可把其海關貨物編號加入此清單。"
+    ),
+    "Remove": "移除",
+    "More CCRNs, one per line": "其他海關貨物編號，每行一個",
     "Empty truck (no cargo)": "空車（沒有貨物）",
     "Declare an empty truck": "申報空車",
     "Cross now": "現可過境",

@@ -21,11 +21,12 @@ from node.api.contingency import state_json
 from node.auth import account_for_key
 from node.problems import Problem
 from node.web import i18n, render, session
-from node.web.render import Ctx
+from node.web.render import SIGN_IN, Ctx
 
 # Where each kind of account lands after signing in; kinds without pages of their own yet
 # (officers, SREs: their modules come later) land on the status page.
 HOME = {"trader": "/trader", "trucker": "/trucker", "officer": "/officer", "sre": "/sre"}
+OFFICER_OUTAGE_HOME = "/officer/contingency"
 NOTICES = {
     "ended": "Your session has ended. Please sign in again.",
     "suspended": "This account is suspended.",
@@ -61,10 +62,20 @@ def _sign_in_page(
     return response
 
 
+def _home(request: web.Request, kind: str) -> str:
+    """Where an account lands after signing in. An officer signing in on a node that is not
+    active (HAProxy sends sign-in to any live node only when none is: the database is down)
+    lands on the contingency page, the one officers' page that works then and that HAProxy
+    lets through (deploy/configgen.py, manual_ops)."""
+    if kind == "officer" and request.app[appkeys.ROLE].role != "active":
+        return OFFICER_OUTAGE_HOME
+    return HOME.get(kind, "/status")
+
+
 async def sign_in_form(request: web.Request) -> web.StreamResponse:
     s = session.current(request)
     if s.key is not None and s.kind in HOME and "next" not in request.query:
-        return render.redirect(HOME[s.kind])
+        return render.redirect(_home(request, s.kind))
     return _sign_in_page(request)
 
 
@@ -104,9 +115,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     nxt = request.query.get("next") or (
         form.get("next") if isinstance(form.get("next"), str) else None
     )
-    target = render.local_path(
-        nxt if isinstance(nxt, str) else None, HOME.get(account.kind, "/status")
-    )
+    target = render.local_path(nxt if isinstance(nxt, str) else None, _home(request, account.kind))
     response = render.redirect(target)
     session.set_current(
         request,
@@ -123,7 +132,7 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
         session.check_csrf(request, raw if isinstance(raw, str) else None)
     except session.CsrfRefused:
         return _sign_in_page(request, status=403)
-    response = render.redirect("/?notice=signed_out")
+    response = render.redirect(f"{SIGN_IN}?notice=signed_out")
     session.end(request, response)
     return response
 
@@ -181,8 +190,14 @@ async def status(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
+    # Sign-in lives at SIGN_IN, which HAProxy lets through to any live node while no node is
+    # active (deploy/configgen.py's manual_ops): officers sign in for manual clearance with
+    # the database down. `/` shows the same form for everyday use; its POST stays for a form
+    # a node of the previous release rendered (a rolling upgrade).
     app.router.add_get("/", sign_in_form)
     app.router.add_post("/", sign_in)
+    app.router.add_get(SIGN_IN, sign_in_form)
+    app.router.add_post(SIGN_IN, sign_in)
     app.router.add_post("/signout", sign_out)
     app.router.add_get("/lang", switch_language)
     app.router.add_get("/status", status)

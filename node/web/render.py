@@ -35,6 +35,8 @@ from node.web import i18n, session
 log = logging.getLogger("rocars.web")
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
+# The sign-in page (node.web.public), where pages send a visitor without a session.
+SIGN_IN = "/signin"
 # HAProxy replaces a node's 400, 413 and 431 answers that are not problem+json (they are
 # aiohttp's own parse errors, deploy/configgen.py): pages answer those as 422.
 _REPLACED_BY_PROXY = (400, 413, 431)
@@ -152,7 +154,7 @@ PageHandler = Callable[[Ctx], Awaitable[web.StreamResponse]]
 
 
 def _sign_in_again(request: web.Request, notice: str) -> web.Response:
-    response = redirect(f"/?notice={notice}&next={quote(request.path_qs, safe='')}")
+    response = redirect(f"{SIGN_IN}?notice={notice}&next={quote(request.path_qs, safe='')}")
     session.end(request, response)
     return response
 
@@ -169,7 +171,9 @@ def page(
             lang = language(request)
             s = session.current(request)
             if s.key is None:
-                response: web.StreamResponse = redirect(f"/?next={quote(request.path_qs, safe='')}")
+                response: web.StreamResponse = redirect(
+                    f"{SIGN_IN}?next={quote(request.path_qs, safe='')}"
+                )
                 return response
             ctx = Ctx(request, None, lang, i18n.gettext(lang))
             try:

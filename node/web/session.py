@@ -43,6 +43,9 @@ ABSOLUTE_S = 12 * 3600
 RESEAL_AFTER_S = 60
 # Bundles a trucker made in this session, listed on their page (newest first).
 MAX_BUNDLES = 10
+# CCRNs a trucker scanned (each QR code opens /trucker?ccrn=...) and has not bundled yet; a
+# truck's load fits well within this, and the cookie stays small.
+MAX_SCANNED = 50
 _VERSION = 1
 
 
@@ -57,6 +60,7 @@ class Session:
     name: str | None = None
     signed_in_at: float = 0.0
     bundles: tuple[int, ...] = ()
+    scanned: tuple[str, ...] = ()
     # Not sealed: whether the cookie must be written again with this response.
     dirty: bool = field(default=False, compare=False)
 
@@ -79,6 +83,17 @@ class Session:
     def with_bundle(self, bundle_id: int) -> Session:
         ids = (bundle_id, *(b for b in self.bundles if b != bundle_id))[:MAX_BUNDLES]
         return replace(self, bundles=ids, dirty=True)
+
+    def with_scanned(self, ccrn: str) -> Session:
+        """`ccrn` added to the scanned ones, in scan order (once; the oldest give way past
+        MAX_SCANNED)."""
+        if ccrn in self.scanned:
+            return self
+        return replace(self, scanned=(*self.scanned, ccrn)[-MAX_SCANNED:], dirty=True)
+
+    def without_scanned(self, *ccrns: str) -> Session:
+        kept = tuple(c for c in self.scanned if c not in ccrns)
+        return self if kept == self.scanned else replace(self, scanned=kept, dirty=True)
 
 
 def secret_from(path: Path | None) -> bytes:
@@ -114,6 +129,7 @@ class SessionCodec:
             "name": session.name,
             "at": session.signed_in_at,
             "b": list(session.bundles),
+            "s": list(session.scanned),
         }
         return self._fernet.encrypt_at_time(json.dumps(doc).encode(), int(now)).decode()
 
@@ -131,6 +147,8 @@ class SessionCodec:
                 name=doc["name"],
                 signed_in_at=float(doc["at"]),
                 bundles=tuple(int(b) for b in doc["b"]),
+                # Absent from a cookie sealed before scans were kept (a rolling upgrade).
+                scanned=tuple(str(c) for c in doc.get("s", ())),
             )
         except (InvalidToken, ValueError, KeyError, TypeError, UnicodeError):
             return None

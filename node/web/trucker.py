@@ -1,6 +1,10 @@
-"""The trucker's pages: bundle CCRNs (typed, or filled in from a scanned QR code) with the
+"""The trucker's pages: bundle CCRNs (typed, or scanned from their QR codes) with the
 vehicle, declare an empty truck, see the instruction in large type with a countdown, cancel an
 open bundle.
+
+A QR code holds `/trucker?ccrn=...`, so a phone's camera opens the bundle form; each scan adds
+its CCRN to the ones scanned before in this session (kept in the sealed session cookie until
+they are bundled), listed on the form, each with a button to remove it.
 
 Each page calls what the matching API handler calls (node.api.bundles: `create_bundle`,
 `visible_bundle`, `cancel_bundle`) with the signed-in account and the API's own document.
@@ -24,6 +28,10 @@ from node.web.render import Ctx, page, redirect
 
 DONE = {"cancelled": "Bundle cancelled."}
 _SEPARATORS = re.compile(r"[\s,;]+")
+# What a scan may add to the session's list: a CCRN's shape, or near enough for the API to
+# name what is wrong with it at bundling. Anything else goes into the typed field instead.
+_SCANNABLE = re.compile(r"[0-9A-Z]{1,32}")
+_CCRN_FIELD = re.compile(r"ccrns\[(\d+)\]")
 
 
 def instruction(bundle: dict[str, Any], now: datetime) -> tuple[bool, datetime]:
@@ -46,6 +54,7 @@ def _home_page(
     return ctx.render(
         "trucker_home.html",
         {
+            "scanned": session.current(ctx.request).scanned,
             "values": values or {},
             "errors": errors or {},
             "empty_errors": empty_errors or {},
@@ -74,7 +83,12 @@ async def _mine(ctx: Ctx) -> list[dict[str, Any]]:
 @page("trucker")
 async def home(ctx: Ctx) -> web.StreamResponse:
     ccrn = ctx.request.query.get("ccrn", "").strip().upper()
-    values = {"ccrns": ccrn, "lbcp": "LMC"}
+    typed = ""
+    if _SCANNABLE.fullmatch(ccrn):
+        session.set_current(ctx.request, session.current(ctx.request).with_scanned(ccrn))
+    else:
+        typed = ccrn
+    values = {"ccrns": typed, "lbcp": "LMC"}
     return _home_page(ctx, values=values, mine=await _mine(ctx))
 
 
@@ -84,14 +98,30 @@ async def _create(ctx: Ctx, doc: dict[str, Any]) -> web.Response:
     request = forms.with_idempotency(ctx.request, forms.text(ctx.form, forms.IDEMPOTENCY_FIELD))
     response = await bundles.create_bundle(request, ctx.account, forms.body_of(doc), b)
     answer = forms.accepted(response)
-    session.set_current(ctx.request, session.current(ctx.request).with_bundle(int(answer["id"])))
+    s = session.current(ctx.request).with_bundle(int(answer["id"]))
+    session.set_current(ctx.request, s.without_scanned(*doc.get("ccrns", ())))
     return redirect(f"/trucker/b/{answer['id']}")
+
+
+def _naming_the_ccrn(p: Problem, ccrns: list[str]) -> dict[str, str]:
+    """The problem's field errors, each about one CCRN starting with that CCRN: the list and
+    the typed field are one field on the form, so the index alone would not say which."""
+    named = []
+    for err in p.errors or []:
+        m = _CCRN_FIELD.fullmatch(err.get("field", ""))
+        if m is not None and int(m.group(1)) < len(ccrns):
+            err = {**err, "message": f"{ccrns[int(m.group(1))]}: {err.get('message', '')}"}
+        named.append(err)
+    return forms.field_errors(Problem(p.status, p.title, p.detail, errors=named))
 
 
 @page("trucker")
 async def bundle(ctx: Ctx) -> web.StreamResponse:
     assert ctx.form is not None
-    ccrns = [c.upper() for c in _SEPARATORS.split(forms.text(ctx.form, "ccrns")) if c]
+    # The scanned ones the form listed, then the typed ones; each once, in that order.
+    scanned = [c for c in ctx.form.getall("scanned", []) if isinstance(c, str)]
+    typed = [c.upper() for c in _SEPARATORS.split(forms.text(ctx.form, "ccrns")) if c]
+    ccrns = list(dict.fromkeys([*scanned, *typed]))
     doc = {"vrn": forms.text(ctx.form, "vrn"), "lbcp": forms.text(ctx.form, "lbcp"), "ccrns": ccrns}
     try:
         return await _create(ctx, doc)
@@ -102,7 +132,7 @@ async def bundle(ctx: Ctx) -> web.StreamResponse:
         return _home_page(
             ctx,
             values=values,
-            errors=forms.field_errors(p),
+            errors=_naming_the_ccrn(p, ccrns),
             detail=p.detail,
             status=p.status,
             mine=await _mine(ctx),
@@ -126,6 +156,16 @@ async def empty(ctx: Ctx) -> web.StreamResponse:
             status=p.status,
             mine=await _mine(ctx),
         )
+
+
+@page("trucker")
+async def remove_scanned(ctx: Ctx) -> web.StreamResponse:
+    """One scanned CCRN off the list. What was typed in the bundle form is not kept: the list
+    is put right while scanning, before the vehicle is typed."""
+    assert ctx.form is not None
+    ccrn = forms.text(ctx.form, "ccrn")
+    session.set_current(ctx.request, session.current(ctx.request).without_scanned(ccrn))
+    return redirect("/trucker")
 
 
 @page("trucker")
@@ -165,5 +205,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/trucker", home)
     app.router.add_post("/trucker/bundle", bundle)
     app.router.add_post("/trucker/empty", empty)
+    app.router.add_post("/trucker/scanned/remove", remove_scanned)
     app.router.add_get("/trucker/b/{id}", show)
     app.router.add_post("/trucker/b/{id}/cancel", cancel)

@@ -6,11 +6,11 @@ tests on the session cluster would see):
   Events, no reload); a risk rule created and deactivated on its page; a registration approved
   on its page, the new key shown once and working; the selections queue and the ITFS view;
 - with PostgreSQL stopped on both sites, an officer, through the public entry (with no node
-  ready HAProxy sends manual clearance to any live node), switches manual clearance on at LMC
-  with a reason and a confirmation step, records a clearance ("journalled"); the databases
-  come back; the officer switches off and sees the reconciliation report with the clearance
-  "stored". The public /status page, open through HAProxy all along, follows by itself:
-  normal, manual, normal.
+  ready HAProxy sends sign-in and manual clearance to any live node), signs in, switches
+  manual clearance on at LMC with a reason and a confirmation step, records a clearance
+  ("journalled"); the databases come back; the officer switches off and sees the
+  reconciliation report with the clearance "stored". The public /status page, open through
+  HAProxy all along, follows by itself: normal, manual, normal.
 
 Screenshots of each page at 360 px and 1280 px go to var/artifacts/web (webkit.check_page, with
 the axe-core check and no sideways scrolling at 360 px).
@@ -49,9 +49,9 @@ async def test_arrivals_stream_rules_registrations_and_the_queue(
     officer_cluster: LocalCluster, browser: Browser
 ) -> None:
     """#15 item 4: an arrival decided through the API appears on the open arrivals page
-    without a reload; a rule is created and deactivated on its page; a registration is
-    approved and its key, shown once, signs in; the selections queue lists a selected truck
-    with its reason; the ITFS view answers."""
+    without a reload; a rule is created, deactivated and activated again on its page; a
+    registration is approved and its key, shown once, signs in; the selections queue lists a
+    selected truck with its reason; the ITFS view answers."""
     c = officer_cluster
     base = c.topo.entry_url().rstrip("/")
     officer = c.create_account("officer", "web officer")[1]
@@ -106,6 +106,12 @@ async def test_arrivals_stream_rules_registrations_and_the_queue(
             assert await page.get_attribute(f"#rule-{rule_id}", "data-active") == "false"
             r = await api.get("/v1/risk-rules", officer)
             assert {i["id"]: i["active"] for i in r.json["items"]}[int(rule_id or 0)] is False
+            # ... and back on (its keyword is this test's own: nothing else is selected).
+            await page.click(f"#rule-{rule_id} button[type=submit]")
+            await page.wait_for_url(re.compile(r"done=activated"))
+            assert await page.get_attribute(f"#rule-{rule_id}", "data-active") == "true"
+            r = await api.get("/v1/risk-rules", officer)
+            assert {i["id"]: i["active"] for i in r.json["items"]}[int(rule_id or 0)] is True
 
             # A registration approved on its page; the key is shown once and works.
             name = f"Web Officer Trading {uuid.uuid4().hex[:6]}"
@@ -141,7 +147,8 @@ async def test_arrivals_stream_rules_registrations_and_the_queue(
 async def test_manual_clearance_with_the_database_stopped(
     officer_cluster: LocalCluster, browser: Browser
 ) -> None:
-    """#15 item 4: PostgreSQL stopped on both sites: manual mode on at LMC after a confirmation
+    """#15 item 4: PostgreSQL stopped on both sites: the officer signs in only then (at
+    /signin, through HAProxy with no node active), manual mode on at LMC after a confirmation
     step, a clearance recorded and shown "journalled"; databases back: switched off with the
     reconciliation report, the clearance "stored". /status follows: normal, manual, normal.
     All through the public entry: with no node active HAProxy sends manual clearance to any
@@ -161,10 +168,6 @@ async def test_manual_clearance_with_the_database_stopped(
         try:
             await status.goto(entry + "/status")
             assert await _mode(status) == "normal"
-            await webkit.sign_in(page, entry, officer)
-            await page.goto(entry + "/officer/contingency")
-            assert await page.get_attribute("#officer-mode", "data-mode") == "normal"
-            await webkit.check_page(page, "officer-contingency-normal")
 
             await asyncio.to_thread(kill_databases, c)
 
@@ -173,8 +176,21 @@ async def test_manual_clearance_with_the_database_stopped(
 
             await until("HAProxy seeing no node active", both_nodes_down, 30)
 
-            # Manual mode on at LMC through the entry: the form, then its confirmation.
+            # Signed in only now, with no node active: the page sends the officer to /signin
+            # (with its stylesheet and script) and back, all through HAProxy to a live node.
+            assets: list[tuple[str, int]] = []
+            page.on("response", lambda r: assets.append((r.url, r.status)))
             await page.goto(entry + "/officer/contingency")
+            assert "/signin?next=" in page.url
+            got = {u.removeprefix(entry): code for u, code in assets if "/static/" in u}
+            assert got == {"/static/app.css": 200, "/static/app.js": 200}, assets
+            await page.fill("#f-api_key", officer)
+            await page.press("#f-api_key", "Enter")
+            await page.wait_for_url(entry + "/officer/contingency")
+            assert await page.get_attribute("#officer-mode", "data-mode") == "normal"
+            await webkit.check_page(page, "officer-contingency-normal")
+
+            # Manual mode on at LMC through the entry: the form, then its confirmation.
             await page.fill("#f-a-reason", "both database members stopped (web test)")
             await page.fill("#f-a-message", "Paper clearance at Lok Ma Chau")
             await page.check("#f-a-lbcp-LMC")

@@ -8,8 +8,10 @@ write path.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import json
 import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -17,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import webkit
 from apikit import Account, Api, consignment_body
-from playwright.async_api import Browser, FilePayload, Page
+from playwright.async_api import Browser, FilePayload, Page, Route
 
 from deploy.harness import LocalCluster
 from kernel.domain.lbcp import HK_TZ
@@ -56,8 +58,10 @@ async def _fill_consignment(page: Page, package_count: str) -> None:
 async def test_trader_submits_amends_and_cancels_one_consignment(
     cluster: LocalCluster, new_account: Callable[[str], Account], api: Api, browser: Browser
 ) -> None:
-    """#15 item 2: the form shows the API's field error beside the field, then the CCRN with
-    its QR code; the amendment and the cancellation are the API's (read back over it)."""
+    """#15 items 1 and 2: the session cookie is Secure, HttpOnly and SameSite=Strict over the
+    HTTPS entry; the form shows the API's field error beside the field, then the CCRN with its
+    QR code, copied by its button; the amendment and the cancellation are the API's (read back
+    over it); the list filters by status and the search finds the CCRN."""
     trader = new_account("trader")
     base = cluster.topo.entry_url().rstrip("/")
     async with webkit.page_of(browser) as page:
@@ -65,6 +69,9 @@ async def test_trader_submits_amends_and_cancels_one_consignment(
         await webkit.check_page(page, "signin")
         await webkit.sign_in(page, base, trader.key)
         assert page.url.endswith("/trader")
+        # The entry is HTTPS, so the browser holds the session cookie as Secure (#15 item 1).
+        cookie = next(c for c in await page.context.cookies() if c["name"] == "rocars_session")
+        assert (cookie["secure"], cookie["httpOnly"], cookie["sameSite"]) == (True, True, "Strict")
         await page.goto(base + "/trader/new")
         await webkit.check_page(page, "trader-new")
 
@@ -86,6 +93,12 @@ async def test_trader_submits_amends_and_cancels_one_consignment(
         ccrn = (await page.inner_text("#ccrn")).strip()
         assert CCRN_TEXT.match(ccrn), ccrn
         assert await page.locator("figure.qr-figure svg title").count() == 1
+        # Copy and print come with the page's script (without it the buttons stay hidden).
+        await page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+        await page.click("button[data-copy]")
+        await page.locator(".copied", has_text="Copied").wait_for()
+        assert await page.evaluate("navigator.clipboard.readText()") == ccrn
+        assert await page.is_visible("button[data-print]")
         await webkit.check_page(page, "trader-consignment")
         stored = await api.get(f"/v1/consignments/{ccrn}", trader.key)
         assert stored.status == 200
@@ -110,6 +123,9 @@ async def test_trader_submits_amends_and_cancels_one_consignment(
         await page.goto(base + "/trader?status=cancelled")
         assert await page.locator(f"a.ccrn:text-is('{ccrn}')").count() == 1
         await webkit.check_page(page, "trader-list")
+        await page.fill("#f-find", ccrn.lower())
+        await page.click("form[action='/trader/find'] button[type=submit]")
+        await page.wait_for_url(f"{base}/trader/c/{ccrn}")
 
 
 def _batch_csv() -> bytes:
@@ -128,8 +144,9 @@ def _batch_csv() -> bytes:
 async def test_trader_uploads_a_batch_and_sees_each_rows_result(
     cluster: LocalCluster, new_account: Callable[[str], Account], api: Api, browser: Browser
 ) -> None:
-    """#15 item 2: a CSV batch of four rows, two bad: the page shows 2 accepted, 2 rejected,
-    a CCRN or the API's errors per row, and the same results as a CSV download."""
+    """#15 item 2: a CSV batch of four rows, two bad, sent by the page's script with a progress
+    bar: the page shows 2 accepted, 2 rejected, a CCRN or the API's errors per row, and the
+    same results as a CSV download."""
     trader = new_account("trader")
     base = cluster.topo.entry_url().rstrip("/")
     async with webkit.page_of(browser) as page:
@@ -138,8 +155,23 @@ async def test_trader_uploads_a_batch_and_sees_each_rows_result(
         await webkit.check_page(page, "trader-batch")
         upload: FilePayload = {"name": "batch.csv", "mimeType": "text/csv", "buffer": _batch_csv()}
         await page.set_input_files("#f-file", files=[upload])
+        # The upload is held back until the page has shown its progress bar.
+        kinds: list[str] = []
+        bar_shown = asyncio.Event()
+
+        async def hold(route: Route) -> None:
+            kinds.append(route.request.resource_type)
+            await bar_shown.wait()
+            await route.continue_()
+
+        await page.route("**/trader/batch", hold)
         await page.click("form[data-upload] button[type=submit]")
+        await page.locator("form[data-upload] progress#upload-progress").wait_for(state="visible")
+        bar_shown.set()
         await page.locator("#batch-results, #error-summary, pre").first.wait_for()
+        await page.unroute("**/trader/batch")
+        # Sent by the page's script (whose upload progress drives the bar), not as a form.
+        assert kinds == ["xhr"]
         assert await page.locator("#batch-results").count() == 1, await page.content()
         assert (await page.inner_text("#accepted")).strip() == "2"
         assert (await page.inner_text("#rejected")).strip() == "2"
@@ -158,3 +190,37 @@ async def test_trader_uploads_a_batch_and_sees_each_rows_result(
         assert [bool(r["ccrn"]) for r in got] == [True, False, False, True]
         mine = await api.get("/v1/consignments", trader.key)
         assert {c["ccrn"] for c in mine.json["items"]} == {got[0]["ccrn"], got[3]["ccrn"]}
+
+
+async def test_trader_uploads_a_json_batch(
+    cluster: LocalCluster, new_account: Callable[[str], Account], api: Api, browser: Browser
+) -> None:
+    """#15 item 2: a JSON batch (the API's array of consignment documents) from the same page:
+    three items, the middle one with a package count that is not a number: 2 accepted, 1
+    rejected with the API's error on its row, the accepted ones stored for the trader."""
+    trader = new_account("trader")
+    base = cluster.topo.entry_url().rstrip("/")
+    good = consignment_body()
+    items = [good, {**good, "package_count": "many"}, good]
+    upload: FilePayload = {
+        "name": "batch.json",
+        "mimeType": "application/json",
+        "buffer": json.dumps(items).encode(),
+    }
+    async with webkit.page_of(browser) as page:
+        await webkit.sign_in(page, base, trader.key)
+        await page.goto(base + "/trader/batch")
+        await page.set_input_files("#f-file", files=[upload])
+        await page.click("form[data-upload] button[type=submit]")
+        await page.locator("#batch-results, #error-summary, pre").first.wait_for()
+        assert await page.locator("#batch-results").count() == 1, await page.content()
+        assert (await page.inner_text("#accepted")).strip() == "2"
+        assert (await page.inner_text("#rejected")).strip() == "1"
+        rows = page.locator("table.results tbody tr")
+        assert await rows.count() == 3
+        assert "package_count" in await rows.nth(1).inner_text()
+        shown = await page.locator("table.results tbody tr.ok a.ccrn").all_inner_texts()
+        assert len(shown) == 2, shown
+        assert all(CCRN_TEXT.match(c) for c in shown), shown
+        mine = await api.get("/v1/consignments", trader.key)
+        assert {c["ccrn"] for c in mine.json["items"]} == set(shown)

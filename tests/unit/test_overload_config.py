@@ -116,11 +116,12 @@ def test_a_process_stopping_after_a_reload_does_not_read_its_backends_as_empty()
 
 def test_with_no_active_node_manual_clearance_goes_to_any_live_node() -> None:
     """#15 item 4: with no node active (the database down), the officers' contingency API and
-    pages and signing in are not refused by HAProxy but sent to any live node, which serves
-    them without a database; with a node active they go to it like everything else."""
+    pages, signing in (and the sign-in page's language switch) are not refused by HAProxy
+    but sent to any live node, which serves them without a database; with a node active they
+    go to it like everything else."""
     api = _config()["frontend api"]
     assert "acl manual_ops path_beg /v1/contingency /officer/contingency" in api
-    assert "acl manual_ops path /signin /signout" in api
+    assert "acl manual_ops path /signin /signout /lang" in api
     route = "use_backend any_live_node if no_active_node !reloading manual_ops"
     assert route in api
     assert api.index(route) < api.index("default_backend nodes")

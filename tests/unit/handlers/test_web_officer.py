@@ -125,7 +125,7 @@ async def test_without_a_session_the_pages_ask_to_sign_in(client: Client, path: 
         assert r.status == 401
     else:
         assert r.status == 303
-        assert r.headers["Location"].startswith("/?next=")
+        assert r.headers["Location"].startswith("/signin?next=")
 
 
 async def test_a_trader_cannot_switch_manual_mode_on(client: Client, fakes: Fakes) -> None:

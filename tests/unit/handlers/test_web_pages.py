@@ -6,14 +6,20 @@ every page here answers before one would be needed, or shows the outage as a pag
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from http.cookies import SimpleCookie
+from typing import Any
 
+import pytest
+from aiohttp import web
 from handler_fakes import Fakes, operational_error
 from problem_checks import AiohttpClient, Client
 from web_signin import csrf, sign_in
 
+from kernel.domain.ccrn import make_ccrn
 from node import appkeys, background
-from node.web import session
+from node.problems import Problem
+from node.web import is_web_page, session
 
 
 def _cookie_header(resp_headers: list[str], name: str) -> str:
@@ -43,7 +49,7 @@ async def test_sign_in_with_the_api_key_leads_to_the_accounts_pages(
     pages send the visitor to sign in instead."""
     r = await client.get("/trader/new", allow_redirects=False)
     assert r.status == 303
-    assert r.headers["Location"].startswith("/?next=")
+    assert r.headers["Location"].startswith("/signin?next=")
     token = await csrf(client)
     r = await client.post(
         "/", data={"csrf": token, "api_key": fakes.keys["trader"]}, allow_redirects=False
@@ -55,6 +61,101 @@ async def test_sign_in_with_the_api_key_leads_to_the_accounts_pages(
     assert "Submit cargo information" in await r.text()
     assert r.headers["Cache-Control"] == "no-store"
     assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+
+
+async def test_an_officer_signs_in_at_signin_and_lands_on_the_page_asked_for(
+    client: Client, fakes: Fakes
+) -> None:
+    """#15 items 1 and 4: a page opened without a session sends the visitor to /signin with
+    the page to come back to; that form posts to /signin and the sign-in goes back there."""
+    r = await client.get("/officer/contingency", allow_redirects=False)
+    assert r.status == 303
+    assert r.headers["Location"] == "/signin?next=%2Fofficer%2Fcontingency"
+    r = await client.get(r.headers["Location"])
+    assert r.status == 200
+    page = await r.text()
+    assert 'action="/signin?next=%2Fofficer%2Fcontingency"' in page
+    token = await csrf(client, "/signin")
+    r = await client.post(
+        "/signin?next=%2Fofficer%2Fcontingency",
+        data={"csrf": token, "api_key": fakes.keys["officer"]},
+        allow_redirects=False,
+    )
+    assert r.status == 303
+    assert r.headers["Location"] == "/officer/contingency"
+
+
+@pytest.mark.parametrize(
+    ("kind", "home"), [("officer", "/officer/contingency"), ("trader", "/trader")]
+)
+async def test_on_a_node_that_is_not_active_an_officer_lands_on_the_contingency_page(
+    client: Client, fakes: Fakes, kind: str, home: str
+) -> None:
+    """#15 item 4: HAProxy sends sign-in to a node that is not active only when none is (the
+    database down), and of the officers' pages it lets only the contingency one through; so an
+    officer signing in there without a page to come back to, or opening the sign-in page while
+    signed in, lands on it. Other accounts land on their own pages as always."""
+    fakes.role.set("standby")
+    token = await csrf(client, "/signin")
+    r = await client.post(
+        "/signin", data={"csrf": token, "api_key": fakes.keys[kind]}, allow_redirects=False
+    )
+    assert (r.status, r.headers["Location"]) == (303, home)
+    r = await client.get("/signin", allow_redirects=False)
+    assert (r.status, r.headers["Location"]) == (303, home)
+    fakes.role.set("active")
+    r = await client.get("/signin", allow_redirects=False)
+    assert r.headers["Location"] == {"officer": "/officer", "trader": "/trader"}[kind]
+
+
+def _no_active_node_rule() -> Callable[[str, str], bool]:
+    """Whether HAProxy's generated entry sends (method, path) to a live node while no node
+    is active (the manual_ops acl, or a public_read GET), read from its acl lines."""
+    from unit_fakes import HAPROXY_TLS
+
+    from deploy import configgen
+    from deploy.state import DEFAULT_TOPOLOGY
+    from deploy.topology import load_topology
+
+    text = configgen.haproxy_config(load_topology(DEFAULT_TOPOLOGY), HAPROXY_TLS)
+    exact: dict[str, set[str]] = {}
+    prefixes: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        words = line.split()
+        if words[:1] == ["acl"] and words[2] in ("path", "path_beg"):
+            into = exact if words[2] == "path" else prefixes
+            into.setdefault(words[1], set()).update(words[3:])
+
+    def matches(acl: str, path: str) -> bool:
+        return path in exact.get(acl, set()) or any(
+            path.startswith(p) for p in prefixes.get(acl, set())
+        )
+
+    return lambda method, path: (
+        matches("manual_ops", path) or (method == "GET" and matches("public_read", path))
+    )
+
+
+async def test_the_sign_in_page_works_through_haproxy_with_no_node_active(
+    client: Client,
+) -> None:
+    """#15 item 4: with the database down (no node active) HAProxy passes to a live node
+    everything the sign-in page needs: the form's POST, its stylesheet and script, the
+    language switch, the page it sends an officer on to; and the sign-in page itself."""
+    passes = _no_active_node_rule()
+    r = await client.get("/signin?next=%2Fofficer%2Fcontingency")
+    page = await r.text()
+    needed = {("GET", "/signin"), ("GET", "/officer/contingency"), ("POST", "/signout")}
+    needed |= {("POST", a) for a in re.findall(r'<form method="post" action="([^"?]+)', page)}
+    needed |= {
+        ("GET", u) for u in re.findall(r'<(?:link|script)[^>]+(?:href|src)="(/[^"]+)"', page)
+    }
+    needed |= {("GET", u) for u in re.findall(r'href="(/lang)\?', page)}
+    assert {("POST", "/signin"), ("GET", "/lang"), ("GET", "/static/app.css")} <= needed
+    assert [n for n in sorted(needed) if not passes(*n)] == []
+    # ... while the pages that need the database still get HAProxy's 503.
+    assert not passes("GET", "/officer")
+    assert not passes("GET", "/")
 
 
 async def test_a_wrong_key_is_refused_on_the_page(client: Client) -> None:
@@ -97,6 +198,42 @@ async def test_every_signed_in_form_checks_the_token(client: Client, fakes: Fake
         data={"csrf": token, "package_count": "x"},
         headers={"Origin": "https://evil.example"},
     )
+    assert r.status == 403
+
+
+async def test_every_web_form_is_refused_without_the_sessions_token(
+    client: Client, fakes: Fakes
+) -> None:
+    """#15 item 1: every POST route of the web channel (taken from the app's router, so a new
+    form cannot be forgotten) answers 403 to a form without the session's CSRF token, signed
+    in as the account kind the route is for, before anything is validated or written."""
+    posts = sorted(
+        {
+            route.resource.canonical
+            for route in client.app.router.routes()
+            if route.method == "POST" and route.resource is not None and is_web_page(route)
+        }
+    )
+    assert {"/signin", "/signout", "/trader/batch", "/officer/contingency/activate"} <= set(posts)
+    for path in posts:
+        client.session.cookie_jar.clear()
+        kind = path.split("/")[1]
+        if kind in fakes.keys:
+            await sign_in(client, fakes, kind)
+        else:
+            await csrf(client)  # a visitor's session, with a token the form leaves out
+        url = re.sub(r"\{[^}]+\}", "1", path)
+        r = await client.post(url, data={"csrf": "", "reason": "r", "api_key": fakes.keys["sre"]})
+        assert r.status == 403, (path, r.status)
+        assert r.content_type == "text/html", path
+    assert fakes.contingency.mode_for("LMC") == "normal"
+    # The batch upload is multipart: its token must come before the file, and be right.
+    from aiohttp import FormData
+
+    await sign_in(client, fakes, "trader")
+    form = FormData()
+    form.add_field("file", b"direction\n", filename="batch.csv", content_type="text/csv")
+    r = await client.post("/trader/batch", data=form)
     assert r.status == 403
 
 
@@ -167,6 +304,95 @@ async def test_a_trucker_bad_ccrn_is_named_beside_the_ccrn_field(
     assert 'id="e-ccrns">' in await r.text()
 
 
+SCANNED_LIST = re.compile(r'<input type="hidden" name="scanned" value="([^"]+)">')
+
+
+async def test_successive_scans_add_up_and_are_bundled_together(
+    client: Client, fakes: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#15 item 3: each scanned QR code (`/trucker?ccrn=...`) adds its CCRN to the ones
+    scanned before in this session (once each, in scan order), all listed on the form; the
+    bundle form sends them together with the typed ones to the API's bundle path, and once
+    bundled they leave the list."""
+    from node.web import trucker
+
+    first, second, typed = make_ccrn(1), make_ccrn(2), make_ccrn(3)
+    sent: list[list[str]] = []
+
+    async def create_bundle(*args: Any) -> web.Response:
+        sent.append(list(args[3].ccrns))
+        return web.json_response({"id": 7}, status=201)
+
+    async def visible_bundle(*args: Any) -> dict[str, Any]:
+        raise Problem(404, "Not Found")  # the session's bundle list: none to show here
+
+    monkeypatch.setattr(trucker.bundles, "create_bundle", create_bundle)
+    monkeypatch.setattr(trucker.bundles, "visible_bundle", visible_bundle)
+    await sign_in(client, fakes, "trucker")
+    for ccrn in (first, second, first):
+        r = await client.get(f"/trucker?ccrn={ccrn}")
+        assert r.status == 200
+    page = await r.text()
+    assert SCANNED_LIST.findall(page) == [first, second]
+    assert _textarea(page) == ""
+    token = await csrf(client, "/trucker")
+    r = await client.post(
+        "/trucker/bundle",
+        data=[("csrf", token), ("vrn", "AB1234"), ("lbcp", "LMC"), ("ccrns", typed)]
+        + [("scanned", c) for c in SCANNED_LIST.findall(page)],
+        allow_redirects=False,
+    )
+    assert r.status == 303, await r.text()
+    assert r.headers["Location"] == "/trucker/b/7"
+    assert sent == [[first, second, typed]]
+    r = await client.get("/trucker")
+    assert r.status == 200
+    assert SCANNED_LIST.findall(await r.text()) == []
+
+
+def _textarea(page: str) -> str:
+    m = re.search(r'<textarea id="f-ccrns"[^>]*>([^<]*)</textarea>', page)
+    assert m is not None
+    return m.group(1)
+
+
+async def test_a_scanned_ccrn_can_be_removed_and_a_bad_one_is_named(
+    client: Client, fakes: Fakes
+) -> None:
+    """#15 item 3: a scanned CCRN is taken off the list by its own button (a CSRF-checked
+    form of its own, so Enter still sends the bundle); a bad one scanned is refused by the
+    API's check, named beside the CCRN field, and the list stays as it was."""
+    good, other = make_ccrn(1), make_ccrn(2)
+    bad = other[:-1] + str((int(other[-1]) + 1) % 10)  # a wrong check digit
+    await sign_in(client, fakes, "trucker")
+    await client.get(f"/trucker?ccrn={good}")
+    r = await client.get(f"/trucker?ccrn={bad}")
+    page = await r.text()
+    assert SCANNED_LIST.findall(page) == [good, bad]
+    assert f'form="remove-scanned" name="ccrn" value="{good}"' in page
+    token = await csrf(client, "/trucker")
+    r = await client.post(
+        "/trucker/bundle",
+        data=[("csrf", token), ("vrn", "AB1234"), ("lbcp", "LMC"), ("ccrns", "")]
+        + [("scanned", c) for c in (good, bad)],
+    )
+    assert r.status == 422
+    page = await r.text()
+    error = re.search(r'<p class="error" id="e-ccrns">([^<]+)</p>', page)
+    assert error is not None, page
+    assert error.group(1).startswith(f"{bad}: CCRN check digit"), error.group(1)
+    assert SCANNED_LIST.findall(page) == [good, bad]
+    r = await client.post("/trucker/scanned/remove", data={"csrf": token, "ccrn": bad})
+    assert r.status == 200
+    assert r.url.path == "/trucker"
+    assert SCANNED_LIST.findall(await r.text()) == [good]
+    # Not a CCRN's shape: into the typed field, for the API to name at bundling.
+    r = await client.get("/trucker", params={"ccrn": "<x>"})
+    page = await r.text()
+    assert SCANNED_LIST.findall(page) == [good]
+    assert _textarea(page) == "&lt;X&gt;"
+
+
 async def test_a_page_of_another_kind_is_forbidden(client: Client, fakes: Fakes) -> None:
     """#15: a trucker's session does not open the trader's pages (the API's role check)."""
     await sign_in(client, fakes, "trucker")
@@ -182,7 +408,7 @@ async def test_sign_out_ends_the_session(client: Client, fakes: Fakes) -> None:
     token = await csrf(client, "/trader/new")
     r = await client.post("/signout", data={"csrf": token}, allow_redirects=False)
     assert r.status == 303
-    assert r.headers["Location"] == "/?notice=signed_out"
+    assert r.headers["Location"] == "/signin?notice=signed_out"
     r = await client.get("/trader/new", allow_redirects=False)
     assert r.status == 303
 

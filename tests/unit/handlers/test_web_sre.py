@@ -284,7 +284,7 @@ async def test_only_sre_accounts_see_the_pages(sre_client: Client, fakes: Fakes)
     for path in ("/sre", "/sre/drills"):
         r = await sre_client.get(path, allow_redirects=False)
         assert r.status == 303
-        assert r.headers["Location"].startswith("/?next=")
+        assert r.headers["Location"].startswith("/signin?next=")
     await sign_in(sre_client, fakes, "trader")
     for path in ("/sre", "/sre/drills"):
         status, text = await page(sre_client, path)
@@ -403,7 +403,7 @@ async def test_web_pages_are_counted_by_page_and_status(client: Client, fakes: F
     assert web_sample(client, "/trader", "303") == 1
     assert web_sample(client, "/trader/c/{ccrn}", "403") == 1
     assert web_sample(client, "/", "200") == 1  # the sign-in form
-    assert web_sample(client, "/", "303") == 1  # signed in
+    assert web_sample(client, "/signin", "303") == 1  # signed in
     registry = client.app[appkeys.METRICS].registry
     samples = [
         s
@@ -413,7 +413,7 @@ async def test_web_pages_are_counted_by_page_and_status(client: Client, fakes: F
         if s.name.endswith("_total")
     ]
     counted = {s.labels["page"] for s in samples if s.value}
-    assert counted == {"/", "/status", "/trader", "/trader/c/{ccrn}"}
+    assert counted == {"/", "/signin", "/status", "/trader", "/trader/c/{ccrn}"}
     pages = {s.labels["page"] for s in samples}
     assert {"/sre", "/sre/drills", "/status", "/trader/new"} <= pages
     assert not [p for p in pages if p.startswith(("/v1", "/static", "/health", "/metrics"))]

@@ -24,7 +24,7 @@ async def sign_in(client: Client, fakes: Fakes, kind: str) -> str:
     """Signs in with the fakes' key of `kind`; returns where the sign-in sent the browser."""
     token = await csrf(client)
     r = await client.post(
-        "/", data={"csrf": token, "api_key": fakes.keys[kind]}, allow_redirects=False
+        "/signin", data={"csrf": token, "api_key": fakes.keys[kind]}, allow_redirects=False
     )
     assert r.status == 303, await r.text()
     return r.headers["Location"]
