@@ -4,10 +4,14 @@ memory."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from deploy import pki
 from deploy.configgen import HaproxyTls
-from deploy.topology import Topology
+from deploy.host_render import Sources
+from deploy.pg_roles import PGPASS_ACCOUNTS
+from deploy.state import CONTROL_SECRET_NAMES, REPO_ROOT, SECRET_NAMES
+from deploy.topology import Topology, load_topology, parse_topology
 from kernel.errors import EtcdUnavailable
 from node.config import DatabaseSettings, NodeConfig
 from replication.etcd_gateway import KeyValue
@@ -102,3 +106,29 @@ MEMBER_PASSWORDS = {
     "patroni-rest": "rest",
     "etcd-patroni": "etcd",
 }
+
+
+def fake_sources(topo: Topology) -> Sources:
+    """Every file the state folder would hold for `topo`, with recognisable contents (what
+    `deploy render --host` copies onto a host: tests/unit/test_host_render*.py)."""
+    files: dict[str, bytes] = {"ca-bundle.pem": b"CA BUNDLE\n", "ca.crt": b"CA\n"}
+    for spec in pki.plan(topo):
+        files[f"{spec.name}.crt"] = f"CERT {spec.name}\n".encode()
+        files[f"{spec.name}.key"] = f"KEY {spec.name}\n".encode()
+        if spec.combined_pem:
+            files[f"{spec.name}.pem"] = f"CERT+KEY {spec.name}\n".encode()
+    secrets = {f"pgpass-{a}": f"pgpass {a}\n".encode() for a in PGPASS_ACCOUNTS}
+    secrets["pg-monitor.password"] = b"pw-monitor"
+    secrets |= {f"{n}.password": f"pw-{n}".encode() for n in CONTROL_SECRET_NAMES}
+    return Sources(passwords={n: f"pw-{n}" for n in SECRET_NAMES}, pki=files, secrets=secrets)
+
+
+def floating_production() -> Topology:
+    """The production topology with both data sites on 192.0.2.0/24 (RFC 5737) and the
+    floating address 192.0.2.100 on each host's ens3."""
+    raw: dict[str, Any] = load_topology(
+        REPO_ROOT / "deploy" / "topology.production.yaml"
+    ).model_dump()
+    raw["sites"]["B"]["host"] = "192.0.2.20"
+    raw["entry"]["floating"] = {"address": "192.0.2.100", "interface": "ens3", "prefix_len": 24}
+    return parse_topology(raw)

@@ -13,14 +13,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from unit_fakes import fake_sources, floating_production
 
 from deploy import host_firewall, host_render, perimeter, systemd_units
 from deploy.host_render import HostLayout
 from deploy.process_specs import specs
 from deploy.state import NETNS_TOPOLOGY, REPO_ROOT
 from deploy.topology import Topology, load_topology
-from tests.unit.test_host_render import fake_sources
-from tests.unit.test_host_render_floating import floating_production
 
 PRODUCTION = REPO_ROOT / "deploy" / "topology.production.yaml"
 UNITS = "files/etc/systemd/system"

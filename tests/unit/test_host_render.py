@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from unit_fakes import fake_sources
 
-from deploy import host_firewall, host_install, host_render, pki, systemd_units
+from deploy import host_firewall, host_install, host_render, systemd_units
 from deploy.host_render import HostLayout, Sources
-from deploy.pg_roles import PGPASS_ACCOUNTS
 from deploy.process_specs import specs
 from deploy.processes import ProcessSpec
-from deploy.state import CONTROL_SECRET_NAMES, NETNS_TOPOLOGY, REPO_ROOT, SECRET_NAMES
+from deploy.state import NETNS_TOPOLOGY, REPO_ROOT
 from deploy.topology import Topology, load_topology
 from kernel.errors import ConfigError
 
@@ -32,20 +32,6 @@ HARDENED = {
     "PrivateTmp": "yes",
     "Restart": "on-failure",
 }
-
-
-def fake_sources(topo: Topology) -> Sources:
-    """Every file the state folder would hold for `topo`, with recognisable contents."""
-    files: dict[str, bytes] = {"ca-bundle.pem": b"CA BUNDLE\n", "ca.crt": b"CA\n"}
-    for spec in pki.plan(topo):
-        files[f"{spec.name}.crt"] = f"CERT {spec.name}\n".encode()
-        files[f"{spec.name}.key"] = f"KEY {spec.name}\n".encode()
-        if spec.combined_pem:
-            files[f"{spec.name}.pem"] = f"CERT+KEY {spec.name}\n".encode()
-    secrets = {f"pgpass-{a}": f"pgpass {a}\n".encode() for a in PGPASS_ACCOUNTS}
-    secrets["pg-monitor.password"] = b"pw-monitor"
-    secrets |= {f"{n}.password": f"pw-{n}".encode() for n in CONTROL_SECRET_NAMES}
-    return Sources(passwords={n: f"pw-{n}" for n in SECRET_NAMES}, pki=files, secrets=secrets)
 
 
 @pytest.fixture(scope="module")

@@ -10,29 +10,19 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+from unit_fakes import fake_sources, floating_production
 
 from deploy import floating_address, host_install, host_render, systemd_units
 from deploy.host_render import HostLayout
 from deploy.process_specs import specs
 from deploy.state import REPO_ROOT
-from deploy.topology import Topology, load_topology, parse_topology
-from tests.unit.test_host_render import fake_sources
+from deploy.topology import Topology
 
 PRODUCTION = REPO_ROOT / "deploy" / "topology.production.yaml"
 CONFIG = "files/var/lib/rocars/config"
 UNITS = "files/etc/systemd/system"
-
-
-def floating_production() -> Topology:
-    """The production topology with both data sites on 192.0.2.0/24 (RFC 5737) and the
-    floating address 192.0.2.100 on each host's ens3."""
-    raw: dict[str, Any] = load_topology(PRODUCTION).model_dump()
-    raw["sites"]["B"]["host"] = "192.0.2.20"
-    raw["entry"]["floating"] = {"address": "192.0.2.100", "interface": "ens3", "prefix_len": 24}
-    return parse_topology(raw)
 
 
 @pytest.fixture(scope="module")

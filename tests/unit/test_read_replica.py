@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from test_cluster_view import HEALTHY
-from test_host_render import fake_sources
-from unit_fakes import MEMBER_PASSWORDS
+from unit_fakes import MEMBER_PASSWORDS, fake_sources
 
 from deploy import configgen, host_render, launcher, netns, pg_roles
 from deploy.harness import READ_REPLICA_TEST_PORTS, TEST_PORT_OFFSETS
