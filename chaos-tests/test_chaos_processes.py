@@ -34,6 +34,7 @@ from test_chaos_links import QUIET_S, Run, _check, _leaders, _other, _sync_strea
 
 from deploy import processes, readiness
 from deploy.drills import scenarios
+from deploy.drills.checker import CheckReport
 from deploy.drills.fault_context import Context
 from deploy.drills.workload import WorkloadAccounts, make_accounts, recording
 from deploy.harness import LocalCluster
@@ -324,6 +325,19 @@ async def _standby_disk_full(
     return out
 
 
+async def _checked_same_leader(
+    chaos: LocalCluster, run: Run, tmp_path: Path, primary: str
+) -> CheckReport:
+    """The checker's report on `run` (recorded for `make chaos`'s summary with what was
+    measured), after asserting that the leader stayed `primary` throughout and after."""
+    report = await _check(chaos, run, tmp_path)
+    chaos_report.record(run.name, report, notes=run.measured)
+    print(f"[measure] chaos {run.name}: {run.measured}")
+    assert _leaders(run) == {member_name(primary)}
+    assert await chaos_cluster.leader(chaos) == primary
+    return report
+
+
 @pytest.mark.slow
 async def test_standby_disk_full_drops_it_from_sync_and_it_catches_up_when_freed(
     chaos: LocalCluster,
@@ -360,12 +374,8 @@ async def test_standby_disk_full_drops_it_from_sync_and_it_catches_up_when_freed
     run.measured["standby_restarted"] = (
         processes.postmaster_pid(chaos.state.member_dir(standby) / "data") != standby_pm
     )
-    report = await _check(chaos, run, tmp_path)
-    chaos_report.record(run.name, report, notes=run.measured)
-    print(f"[measure] chaos {run.name}: {run.measured}")
+    await _checked_same_leader(chaos, run, tmp_path, primary)
     assert run.measured["acked_without_sync"] > 0, "the primary stopped taking writes"
-    assert _leaders(run) == {member_name(primary)}
-    assert await chaos_cluster.leader(chaos) == primary
 
 
 @pytest.mark.slow
@@ -412,11 +422,7 @@ async def test_standby_disk_full_under_strict_mode_acknowledges_nothing_until_it
         for op in run.history.operations()
         if fault.stream_lost + 1.0 < op.end < fault.freed and op.type == "ok"
     ]
-    report = await _check(chaos, run, tmp_path)
-    chaos_report.record(run.name, report, notes=run.measured)
-    print(f"[measure] chaos {run.name}: {run.measured}")
+    report = await _checked_same_leader(chaos, run, tmp_path, primary)
     assert [(op.kind, op.end - fault.stream_lost) for op in blocked] == []
     assert report.worst_gap() >= FULL_S - 2
     assert all(facts["sync_names"] for _, facts in fault.trace), "no standby was required"
-    assert _leaders(run) == {member_name(primary)}
-    assert await chaos_cluster.leader(chaos) == primary

@@ -194,15 +194,20 @@ def patroni_settings_changes(current: dict[str, Any], wanted: dict[str, Any]) ->
     return {k: v for k, v in wanted.items() if current.get(k) != v}
 
 
+def _operator_hosts(topo: Topology) -> list[str]:
+    """Where operator commands (migrations, drills' checks, reports) reach PostgreSQL from:
+    the data sites' hosts, and the hub namespace when there is one."""
+    hub = [topo.namespaces.hub_host] if topo.namespaces is not None else []
+    return [*(topo.sites[n].host for n in topo.data_sites), *hub]
+
+
 def patroni_config(
     topo: Topology, site: str, member_dir: Path, passwords: dict[str, str]
 ) -> dict[str, Any]:
     s = topo.sites[site]
     assert s.postgres is not None and s.patroni is not None
     data_hosts = [topo.sites[n].host for n in topo.data_sites]
-    # Operator commands (migrations, drills' checks) run in the hub namespace when there is one.
-    hub = [topo.namespaces.hub_host] if topo.namespaces is not None else []
-    hba = hba_lines(data_hosts, [*data_hosts, *hub])
+    hba = hba_lines(data_hosts, _operator_hosts(topo))
     tls = MemberTls.of(member_dir)
     # Patroni's own connections (local checks, replication, pg_rewind) check the server's
     # certificate like every other client does.
@@ -343,8 +348,7 @@ def read_replica_patroni_config(
     cfg["restapi"] |= {"listen": rest, "connect_address": rest}
     pg = f"{s.host}:{replica.postgres.port}"
     cfg["postgresql"] |= {"listen": pg, "connect_address": pg}
-    hub = [topo.namespaces.hub_host] if topo.namespaces is not None else []
-    readers = [*(topo.sites[n].host for n in topo.data_sites), *hub]
+    readers = _operator_hosts(topo)  # reports come from where operator commands do
     cfg["postgresql"]["pg_hba"] = [*cfg["postgresql"]["pg_hba"], *reader_hba_lines(readers)]
     cfg["tags"] = {
         # Never promoted, never the synchronous standby: an acknowledged write still waits

@@ -30,23 +30,12 @@ def rules_path(config_dir: Path) -> Path:
     return config_dir / "firewall.nft"
 
 
-def clients(topo: Topology, site: str) -> perimeter.Clients | None:
-    """Where this host serves HAProxy's clients: on the floating address where there is one
-    (each data site's own HAProxy binds the client ports there, deploy.floating_address),
-    else on any address of the entry's host; None on a host with no HAProxy for clients."""
-    ports = perimeter.client_ports(topo)
-    floating = topo.entry.floating
-    if floating is not None:
-        return perimeter.Clients(ports, floating.address) if topo.sites[site].node else None
-    return perimeter.Clients(ports) if topo.entry_host() == topo.sites[site].host else None
-
-
 def guarded_ports(topo: Topology, site: str) -> list[int]:
     """Every port the system listens on at this host: its site's services, and HAProxy's
     (client ports and stats page) where it runs here."""
     host = topo.sites[site].host
     ports = {port for _what, at, port in topo.endpoints() if at == host}
-    if clients(topo, site) is not None:
+    if perimeter.clients(topo, site) is not None:
         e = topo.entry
         ports |= {e.stats_port, *perimeter.client_ports(topo)}
     return sorted(ports)
@@ -58,9 +47,8 @@ def ruleset(topo: Topology, site: str) -> str:
     # Only the system's ports are dropped, never by default: a default drop on a host would
     # cut off its administrator's ssh and whatever else the host runs, which is not ours to
     # decide, while every port of ours is named here (deploy.topology's endpoints).
-    rules = perimeter.ruleset(
-        TABLE, perimeter.system_hosts(topo), clients(topo, site), guarded_ports(topo, site)
-    )
+    own, clients = perimeter.system_hosts(topo), perimeter.clients(topo, site)
+    rules = perimeter.ruleset(TABLE, own, clients, guarded_ports(topo, site))
     head = [
         f"# Rendered by `rocars deploy render --host {site}`: the system's ports on this host.",
         f"table inet {TABLE}",

@@ -102,14 +102,7 @@ def perimeter_ruleset(topo: Topology, where: str | None) -> str:
     rest only from the system's own addresses. Replies to connections the namespace opened
     always pass."""
     _ns(topo)
-    ports = perimeter.client_ports(topo)
-    floating = topo.entry.floating
-    clients = None
-    if where is None:
-        clients = perimeter.Clients(ports)
-    elif floating is not None and topo.sites[where].node is not None:
-        # A data site's own HAProxy serves clients on the floating address (#17 item 2).
-        clients = perimeter.Clients(ports, floating.address)
+    clients = perimeter.clients(topo, where)
     return perimeter.ruleset(PERIMETER_TABLE, perimeter.system_hosts(topo), clients, None)
 
 

@@ -40,6 +40,20 @@ def client_ports(topo: Topology) -> tuple[int, ...]:
     return tuple(sorted(p for p in (e.port, e.http_port, e.phone_port) if p))
 
 
+def clients(topo: Topology, site: str | None) -> Clients | None:
+    """Where `site` (None: the hub namespace, which holds HAProxy) serves HAProxy's clients:
+    a data site on the floating address where there is one (its own HAProxy binds the client
+    ports there, deploy.floating_address); the hub, or the entry's host, on any address; any
+    other site nowhere (None)."""
+    ports = client_ports(topo)
+    if site is None:
+        return Clients(ports)
+    floating = topo.entry.floating
+    if floating is not None:
+        return Clients(ports, floating.address) if topo.sites[site].node is not None else None
+    return Clients(ports) if topo.entry_host() == topo.sites[site].host else None
+
+
 def _family(address: str) -> str:
     """nftables' address selector for `address` (a name counts as IPv4: nft resolves it)."""
     try:

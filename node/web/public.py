@@ -23,8 +23,8 @@ from node.problems import Problem
 from node.web import i18n, render, session
 from node.web.render import SIGN_IN, Ctx
 
-# Where each kind of account lands after signing in; kinds without pages of their own yet
-# (officers, SREs: their modules come later) land on the status page.
+# Where each kind of account lands after signing in (`_home`); any other kind lands on the
+# status page.
 HOME = {"trader": "/trader", "trucker": "/trucker", "officer": "/officer", "sre": "/sre"}
 OFFICER_OUTAGE_HOME = "/officer/contingency"
 NOTICES = {
