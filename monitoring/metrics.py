@@ -43,6 +43,7 @@ class NodeMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        self._http_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.role = Gauge(
             "rocars_node_role", "1 for the node's current role", ["site", "role"], registry=r
         )
@@ -279,6 +280,22 @@ class NodeMetrics:
         )
         family.add_metric([holder], 1)
         self.leader.replace((family,))
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One answered request: counted by method, route template and status, timed by
+        method and route. The label children are kept per combination (a bounded set: route
+        templates, never paths): `labels()` costs a lock and a tuple per call, on every
+        request of the node's one Python process (#11)."""
+        key = (method, route, status)
+        series = self._http_series.get(key)
+        if series is None:
+            series = (
+                self.requests.labels(method=method, route=route, status=str(status)),
+                self.latency.labels(method=method, route=route),
+            )
+            self._http_series[key] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
     def set_redis(self, *, up: bool, primary: str | None) -> None:
         self.redis_up.set(1 if up else 0)

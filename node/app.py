@@ -316,9 +316,7 @@ async def request_metrics(request: web.Request, handler: Handler) -> web.StreamR
     finally:
         elapsed = time.perf_counter() - started
         method = request.method
-        m = request.app[appkeys.METRICS]
-        m.requests.labels(method=method, route=route, status=str(status)).inc()
-        m.latency.labels(method=method, route=route).observe(elapsed)
+        request.app[appkeys.METRICS].observe_request(method, route, status, elapsed)
         logs.ACCESS.info(
             "%s %s %d",
             method,

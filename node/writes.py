@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from aiohttp import web
 from psycopg import sql
 
 from kernel.errors import DatabaseReadOnly
-from node import appkeys
+from node import appkeys, json_text
 from node.account import Account
 from node.group_commit import GroupCommit
 from node.problems import PROBLEM_JSON, Problem
@@ -113,8 +112,8 @@ _LARGE_LIST = 256
 async def encode(answer: dict[str, Any]) -> str:
     """`answer` as JSON text; a large one encoded in a worker thread."""
     if any(isinstance(v, list) and len(v) > _LARGE_LIST for v in answer.values()):
-        return await asyncio.to_thread(json.dumps, answer)
-    return json.dumps(answer)
+        return await asyncio.to_thread(json_text.dumps, answer)
+    return json_text.dumps(answer)
 
 
 def _in_manual_mode(request: web.Request) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
-import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from kernel.domain.ccrn import SYSTEM_RANDBELOW, RandBelow, ccrn_draws, validate
 from kernel.domain.lbcp import DEFAULT_LBCPS
 from kernel.errors import RocarsError
 from monitoring.metrics import NodeMetrics
-from node import appkeys, batch_body, memory_tuning
+from node import appkeys, batch_body, json_text, memory_tuning
 from node.account import Account
 from node.api import common
 from node.api.bundles import refresh_bundle_of
@@ -165,7 +164,7 @@ def _items_json(rows: list[dict[str, Any]], rules: tuple[Any, ...]) -> str:
         if row["itfs"] is None:
             del item["itfs"]  # absent, so NULL (not a JSON null)
         items.append(item)
-    return json.dumps(items)
+    return json_text.dumps(items)
 
 
 # What `_INSERT` reads of each item: the submitted fields and what the node decided for them.
@@ -183,7 +182,7 @@ _ITEM_FIELDS = (
 def _statement_json(rows: list[dict[str, Any]], rules: tuple[Any, ...]) -> tuple[str, str]:
     """The items (`_items_json`) and their first versions, as `_INSERT` takes them."""
     items = _items_json(rows, rules)
-    return items, json.dumps([common.consignment_json(r) for r in rows])
+    return items, json_text.dumps([common.consignment_json(r) for r in rows])
 
 
 async def _off_loop_if_many(n: int, fn: Callable[[], T]) -> T:
@@ -329,10 +328,10 @@ async def _write_submissions(
                     request_hash=sub.record.request_hash,
                 )
             group.append(one)
-        return _GROUP_EXTRA, {"group": json.dumps(group)}
+        return _GROUP_EXTRA, {"group": json_text.dumps(group)}
 
     await _insert(conn, [s.new for s in subs], cache, extra=audit_and_records)
-    return [(201, answers[i], json.dumps(answers[i])) for i in range(len(subs))]
+    return [(201, answers[i], json_text.dumps(answers[i])) for i in range(len(subs))]
 
 
 def submission_group(pool: Any, metrics: NodeMetrics) -> GroupCommit[_Submission, Written]:
@@ -656,7 +655,7 @@ async def amend_one(request: web.Request, account: Account, ccrn: str, body: byt
         await conn.execute(
             "INSERT INTO consignment_versions (ccrn, version, data, changed_at, changed_by)"
             " VALUES (%s, %s, %s, %s, %s)",
-            (ccrn, new["version"], json.dumps(out), at, account.id),
+            (ccrn, new["version"], json_text.dumps(out), at, account.id),
         )
         await common.audit(
             conn,

@@ -9,6 +9,7 @@ from handler_fakes import Fakes, operational_error
 from problem_checks import AiohttpClient, Client, call
 from route_table import BY_KEY, CCRN
 
+from monitoring.metrics import NodeMetrics
 from node import appkeys
 
 STATUS = BY_KEY[("GET", "/v1/status")]
@@ -155,3 +156,21 @@ async def test_a_redirect_is_counted_with_its_own_status(
         _sample(client, "rocars_http_requests_total", method="GET", route="/moved", status="302")
         == 1
     )
+
+
+def test_one_route_keeps_a_series_per_status() -> None:
+    """The series kept per (method, route, status) for speed never mix: a route's 201s and
+    409s stay apart, and its latency histogram takes both."""
+    m = NodeMetrics()
+    for status, seconds in ((201, 0.002), (201, 0.003), (409, 0.5)):
+        m.observe_request("POST", "/v1/consignments", status, seconds)
+
+    def sample(name: str, **labels: str) -> float | None:
+        return m.registry.get_sample_value(
+            name, {"method": "POST", "route": "/v1/consignments", **labels}
+        )
+
+    assert sample("rocars_http_requests_total", status="201") == 2
+    assert sample("rocars_http_requests_total", status="409") == 1
+    assert sample("rocars_http_request_duration_seconds_count") == 3
+    assert sample("rocars_http_request_duration_seconds_bucket", le="0.005") == 2
