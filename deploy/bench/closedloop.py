@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deploy.bench.cpu import Usage
 from deploy.bench.stats import Latency, median, ratio
 from node.config import DatabaseSettings
 
@@ -120,6 +121,11 @@ class LoopResult:
     cpu_s: float
     seconds: float
     replays: int = 0  # answers marked Idempotent-Replayed: a key sent twice, not a new record
+
+    @property
+    def answered(self) -> int:
+        """The new records (wrk) or transactions (pgbench) of the run."""
+        return round(self.rate * self.seconds)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -250,6 +256,9 @@ def run_pgbench(
 class ClosedLoop:
     api: list[LoopResult]
     pgbench: list[LoopResult]
+    # Where the CPU went during the API's and pgbench's rounds (medians, deploy.bench.cpu).
+    api_cpu: Usage | None = None
+    pgbench_cpu: Usage | None = None
 
     @property
     def api_rate(self) -> float:
@@ -281,4 +290,9 @@ class ClosedLoop:
                 "runs": [x.to_dict() for x in self.pgbench],
             },
             "ratio": None if r is None else round(r, 3),
+            "cpu": {
+                k: u.to_dict()
+                for k, u in (("api", self.api_cpu), ("pgbench", self.pgbench_cpu))
+                if u is not None
+            },
         }

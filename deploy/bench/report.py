@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deploy.bench import svg
-from deploy.bench.stats import Change, lookup
+from deploy.bench.stats import Change, lookup, lookup_mapping
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,7 @@ def _rows(doc: Mapping[str, Any], prev: Mapping[str, Any] | None) -> list[Row]:
         row("closed loop: pgbench p99 ms", "closed_loop.pgbench.p99_ms"),
         row("closed loop: API / pgbench", "closed_loop.ratio", 3, ">= 0.5"),
     ]
+    rows += _cpu_rows(doc, row)
     for kind, limit in (("submission", "<= 50"), ("arrival", "<= 10")):
         base = f"open_loop.kinds.{kind}"
         rows += [
@@ -108,6 +109,28 @@ def _rows(doc: Mapping[str, Any], prev: Mapping[str, Any] | None) -> list[Row]:
         )
         rows.append(row(f"DR distance {ms} ms: req/s", f"distance.by_delay.{ms}.rps"))
     return rows
+
+
+# CPU groups shown per phase (deploy.bench.cpu); the JSON keeps every group.
+CPU_GROUPS_SHOWN = 5
+CPU_PHASES = (
+    ("closed loop API", "closed_loop.cpu.api", "ms_per_request", "CPU ms per submission"),
+    ("closed loop pgbench", "closed_loop.cpu.pgbench", "ms_per_request", "CPU ms per tx"),
+    ("open loop", "open_loop.cpu", "cores", "cores"),
+)
+
+
+def _cpu_rows(doc: Mapping[str, Any], row: Callable[..., Row]) -> list[Row]:
+    """Where each phase's CPU went: the machine's busy cores, then its busiest groups."""
+    out = []
+    for label, path, key, unit in CPU_PHASES:
+        usage = lookup_mapping(doc, path)
+        if usage is None:
+            continue
+        out.append(row(f"{label}: machine busy, cores", f"{path}.machine_busy_cores", 2))
+        groups = list(usage.get(key, {}))[:CPU_GROUPS_SHOWN]
+        out += [row(f"{label}: {unit}, {g}", f"{path}.{key}.{g}", 3) for g in groups]
+    return out
 
 
 def table(doc: Mapping[str, Any], prev: Mapping[str, Any] | None) -> str:

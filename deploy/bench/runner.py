@@ -23,7 +23,7 @@ import aiohttp
 import psutil
 
 from deploy import admin, http_client
-from deploy.bench import closedloop, distance, memory, openloop, report, workload
+from deploy.bench import closedloop, cpu, distance, memory, openloop, report, workload
 from deploy.bench.schedule import Phase, by_kind, recovery_seconds, summarize, timeline
 from deploy.bench.stats import COMPARED, Change, compare, median, percentile
 from deploy.state import StateDir
@@ -160,12 +160,20 @@ class Bench:
             keys=[k for _, k in self.accounts.traders], body=self.body, run=self.run
         )
         api, pg = [], []
+        api_cpu, pg_cpu = [], []
         for i in range(self.s.rounds):
+            t0 = self._cpu_now()
             api.append(closedloop.run_wrk(self.api, wrk_script, self.s.closed_s))
+            api_cpu.append(cpu.usage(t0, self._cpu_now(), requests=api[-1].answered))
             self.echo(f"  round {i + 1}: API {api[-1].rate:,.0f} req/s")
+            t0 = self._cpu_now()
             pg.append(closedloop.run_pgbench(db, pg_script, self.s.closed_s))
+            pg_cpu.append(cpu.usage(t0, self._cpu_now(), requests=pg[-1].answered))
             self.echo(f"  round {i + 1}: pgbench {pg[-1].rate:,.0f} tx/s (member {leader})")
-        return closedloop.ClosedLoop(api, pg)
+        return closedloop.ClosedLoop(api, pg, cpu.median_usage(api_cpu), cpu.median_usage(pg_cpu))
+
+    def _cpu_now(self) -> cpu.CpuSample:
+        return cpu.sample(self.topo, self.state)
 
     def _target(self, trader_keys: list[str]) -> openloop.Target:
         return openloop.Target(
@@ -185,13 +193,18 @@ class Bench:
             Phase(openloop.ARRIVAL, self.s.arrival_rate, 0, self.s.open_s),
         ]
         target = self._target([k for _, k in self.accounts.traders])
+        t0 = self._cpu_now()
         res = openloop.run(target, phases, processes=self.s.generator_processes)
+        used = cpu.usage(
+            t0, self._cpu_now(), requests=sum(1 for o in res.outcomes if 200 <= o.status < 300)
+        )
         kinds = {k: summarize(v, self.s.open_s) for k, v in by_kind(res.outcomes).items()}
         lags = sorted(o.lag * 1000 for o in res.outcomes)
         return {
             "seconds": self.s.open_s,
             "kinds": {k: v.to_dict() for k, v in kinds.items()},
             "errors": sum(v.offered - v.ok for v in kinds.values()),
+            "cpu": used.to_dict(),
             "generator": {
                 "processes": self.s.generator_processes,
                 "cpu_share": round(res.cpu_share, 3),

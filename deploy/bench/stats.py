@@ -69,16 +69,27 @@ COMPARED: tuple[tuple[str, bool], ...] = (
 )
 
 
-def lookup(doc: Mapping[str, Any], path: str) -> float | None:
-    """The number at `path` ("a.b.c") in a nested document, None when absent or not a number."""
+def _at(doc: Mapping[str, Any], path: str) -> Any:
     node: Any = doc
     for part in path.split("."):
         if not isinstance(node, Mapping) or part not in node:
             return None
         node = node[part]
+    return node
+
+
+def lookup(doc: Mapping[str, Any], path: str) -> float | None:
+    """The number at `path` ("a.b.c") in a nested document, None when absent or not a number."""
+    node = _at(doc, path)
     if isinstance(node, bool) or not isinstance(node, int | float):
         return None
     return float(node)
+
+
+def lookup_mapping(doc: Mapping[str, Any], path: str) -> Mapping[str, Any] | None:
+    """The object at `path` in a nested document, None when absent or not an object."""
+    node = _at(doc, path)
+    return node if isinstance(node, Mapping) else None
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,16 @@ def test_bench_smoke(cluster: LocalCluster) -> None:
         assert kind["latency"]["count"] == kind["offered"]
     assert doc["open_loop"]["errors"] == 0
     assert doc["open_loop"]["generator"]["cpu_share"] > 0
+    # Where the CPU went: the active node and its PostgreSQL served the API's rounds, the
+    # PostgreSQL alone pgbench's, and the open loop kept the node busy.
+    cpu = doc["closed_loop"]["cpu"]
+    assert {"node-A", "postgres-A"} <= set(cpu["api"]["ms_per_request"])
+    assert "postgres-A" in cpu["pgbench"]["ms_per_request"]
+    assert "node-A" not in cpu["pgbench"]["ms_per_request"] or (
+        cpu["pgbench"]["ms_per_request"]["node-A"] < cpu["api"]["ms_per_request"]["node-A"]
+    )
+    assert doc["open_loop"]["cpu"]["cores"]["node-A"] > 0
+    assert doc["open_loop"]["cpu"]["machine_busy_cores"] > 0
     assert json.loads(path.read_text())["started_at"] == doc["started_at"]
     ET.fromstring(path.with_suffix(".svg").read_text())
 

@@ -1,0 +1,146 @@
+"""Where the CPU of a load goes (#11): each process group of the local system's CPU seconds over
+a phase, per request and in cores, beside how busy the whole machine was.
+
+Everything shares the machine's cores, so a throughput figure alone cannot say what limits it:
+these figures do. A group is a process of the topology with its descendants (a node's
+supervisor and its node; HAProxy), or several alike (etcd's three members), and each site's
+PostgreSQL (`postgres-<site>`: the postmaster and its backends) apart from Patroni. A
+descendant that exits during the phase (a pgbench connection's backend) is still counted: its
+parent reaped it, and psutil's `children_*` times carry it from then on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from deploy import processes
+from deploy.bench.stats import median
+from deploy.process_specs import specs
+from deploy.state import StateDir
+from deploy.topology import Topology
+
+# Spec name prefix -> group; a spec matching none is its own group.
+_GROUPS = (
+    ("redis-exporter", "monitoring"),
+    ("postgres-exporter", "monitoring"),
+    ("prometheus", "monitoring"),
+    ("alertmanager", "monitoring"),
+    ("sentinel-", "redis"),
+    ("redis-", "redis"),
+    ("etcd-", "etcd"),
+    ("patroni-", "patroni"),
+)
+
+
+def group_of(spec_name: str) -> str:
+    """The group a process of the topology is counted in: per site for the nodes (active and
+    standby differ), together for the rest."""
+    for prefix, group in _GROUPS:
+        if spec_name.startswith(prefix):
+            return group
+    return spec_name
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    at: float  # monotonic seconds
+    machine_busy_s: float  # CPU seconds of every core not idle (nor waiting on I/O)
+    by_group: Mapping[str, float]  # CPU seconds so far, per group
+
+
+def _machine_busy() -> float:
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def sample(
+    topo: Topology, state: StateDir, clock: Callable[[], float] = time.monotonic
+) -> CpuSample:
+    """CPU seconds so far of every group of the running local system."""
+    roots: list[tuple[str, int]] = []
+    for name, spec in specs(topo, state).items():
+        pid = processes.running_pid(state, spec)
+        if pid is not None:
+            roots.append((group_of(name), pid))
+    # Patroni double-forks PostgreSQL: the postmaster is not in Patroni's process tree.
+    for site in topo.data_sites:
+        pid = processes.postmaster_pid(state.member_dir(site) / "data")
+        if pid is not None:
+            roots.append((f"postgres-{site}", pid))
+    by_group: dict[str, float] = {}
+    for group, pid in roots:
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(pid)
+            # Live processes' own time, and their reaped children's (a restarted node, a
+            # pgbench connection's backend) from the parent that reaped them.
+            for p in (root, *root.children(recursive=True)):
+                with contextlib.suppress(psutil.Error):
+                    t = p.cpu_times()
+                    spent = t.user + t.system + t.children_user + t.children_system
+                    by_group[group] = by_group.get(group, 0.0) + spent
+    return CpuSample(clock(), _machine_busy(), by_group)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a phase used: the machine's busy cores, each group's cores and, when the requests
+    answered in it are known, each group's CPU milliseconds per request."""
+
+    machine_busy_cores: float
+    cores: Mapping[str, float]
+    ms_per_request: Mapping[str, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        def ordered(table: Mapping[str, float]) -> dict[str, float]:
+            return {g: round(v, 3) for g, v in sorted(table.items(), key=lambda kv: -kv[1])}
+
+        out: dict[str, Any] = {
+            "machine_busy_cores": round(self.machine_busy_cores, 2),
+            "cores": ordered(self.cores),
+        }
+        if self.ms_per_request is not None:
+            out["ms_per_request"] = ordered(self.ms_per_request)
+        return out
+
+
+# Groups below this share of a core in a phase are left out of its figures.
+MIN_CORES = 0.01
+
+
+def usage(before: CpuSample, after: CpuSample, *, requests: int | None = None) -> Usage:
+    """What the phase between two samples used (groups below MIN_CORES left out). A group
+    missing from either sample started or stopped within the phase: left out too."""
+    wall = after.at - before.at
+    if wall <= 0:
+        raise ValueError("the second sample must be taken after the first")
+    spent = {
+        g: after.by_group[g] - before.by_group[g]
+        for g in after.by_group.keys() & before.by_group.keys()
+    }
+    spent = {g: s for g, s in spent.items() if s / wall >= MIN_CORES}
+    return Usage(
+        machine_busy_cores=(after.machine_busy_s - before.machine_busy_s) / wall,
+        cores={g: s / wall for g, s in spent.items()},
+        ms_per_request=None if not requests else {g: 1000 * s / requests for g, s in spent.items()},
+    )
+
+
+def median_usage(runs: Sequence[Usage]) -> Usage:
+    """Each figure's median over rounds (a group missing from a round counts as 0 there)."""
+
+    def med(tables: Sequence[Mapping[str, float]]) -> dict[str, float]:
+        groups = {g for t in tables for g in t}
+        return {g: median([t.get(g, 0.0) for t in tables]) for g in groups}
+
+    per_request = [r.ms_per_request for r in runs if r.ms_per_request is not None]
+    return Usage(
+        machine_busy_cores=median([r.machine_busy_cores for r in runs]),
+        cores=med([r.cores for r in runs]),
+        ms_per_request=med(per_request) if per_request else None,
+    )

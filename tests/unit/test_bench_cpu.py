@@ -1,0 +1,93 @@
+"""deploy.bench.cpu: a phase's CPU by process group, per request and in cores, from two
+samples; the groups the local system's processes fall in; medians over rounds; the table's
+rows for them."""
+
+from __future__ import annotations
+
+import pytest
+
+from deploy.bench import report
+from deploy.bench.cpu import CpuSample, Usage, group_of, median_usage, usage
+
+
+def test_groups_of_the_topologys_processes() -> None:
+    """Nodes stay per site (active and standby differ); the Patronis, etcd, Redis with
+    Sentinel and the monitoring processes are each one group."""
+    assert group_of("node-A") == "node-A"
+    assert {group_of(n) for n in ("patroni-A", "patroni-B")} == {"patroni"}
+    assert {group_of(n) for n in ("etcd-A", "etcd-C")} == {"etcd"}
+    assert {group_of(n) for n in ("redis-A", "sentinel-C")} == {"redis"}
+    assert {group_of(n) for n in ("prometheus", "alertmanager", "redis-exporter")} == {"monitoring"}
+    assert group_of("postgres-exporter-A") == "monitoring"
+    assert group_of("haproxy") == "haproxy"
+
+
+def _at(t: float, busy: float, **groups: float) -> CpuSample:
+    return CpuSample(at=t, machine_busy_s=busy, by_group=groups)
+
+
+def test_usage_per_request_and_in_cores() -> None:
+    """Two seconds apart, 1.2 s of a node's CPU over 1,000 requests is 0.6 core and 1.2 ms a
+    request; the machine's busy seconds become its busy cores."""
+    u = usage(_at(10, 100, **{"node-A": 5.0}), _at(12, 103, **{"node-A": 6.2}), requests=1000)
+    assert u.machine_busy_cores == pytest.approx(1.5)
+    assert u.cores == {"node-A": pytest.approx(0.6)}
+    assert u.ms_per_request == {"node-A": pytest.approx(1.2)}
+
+
+def test_usage_leaves_out_idle_and_appearing_groups() -> None:
+    """A group under a hundredth of a core, or present in one sample only (it started or
+    stopped within the phase), is left out; without a request count there is no per-request
+    figure."""
+    u = usage(
+        _at(0, 0, **{"node-A": 1.0, "etcd": 1.0, "gone": 3.0}),
+        _at(10, 5, **{"node-A": 3.0, "etcd": 1.05, "new": 9.0}),
+    )
+    assert set(u.cores) == {"node-A"}
+    assert u.ms_per_request is None
+
+
+def test_usage_refuses_samples_out_of_order() -> None:
+    """The second sample must be the later one."""
+    with pytest.raises(ValueError, match="after the first"):
+        usage(_at(5, 0), _at(5, 0))
+
+
+def test_median_over_rounds_counts_a_missing_group_as_zero() -> None:
+    """Each figure's median over the rounds; a group absent from a round is 0 there."""
+    runs = [
+        Usage(1.0, {"node-A": 0.5, "haproxy": 0.1}, {"node-A": 0.7}),
+        Usage(2.0, {"node-A": 0.7}, {"node-A": 0.9}),
+        Usage(1.5, {"node-A": 0.6, "haproxy": 0.2}, {"node-A": 0.8}),
+    ]
+    m = median_usage(runs)
+    assert m.machine_busy_cores == 1.5
+    assert m.cores == {"node-A": pytest.approx(0.6), "haproxy": pytest.approx(0.1)}
+    assert m.ms_per_request == {"node-A": pytest.approx(0.8)}
+
+
+def test_document_lists_groups_busiest_first() -> None:
+    """The JSON puts the busiest group first and rounds to a thousandth."""
+    doc = Usage(1.234, {"etcd": 0.05, "node-A": 0.61234}, {"node-A": 0.8}).to_dict()
+    assert list(doc["cores"]) == ["node-A", "etcd"]
+    assert doc == {
+        "machine_busy_cores": 1.23,
+        "cores": {"node-A": 0.612, "etcd": 0.05},
+        "ms_per_request": {"node-A": 0.8},
+    }
+
+
+def test_table_shows_each_phases_busiest_groups() -> None:
+    """The bench's table has, per phase measured, the machine's busy cores and its busiest
+    groups (at most CPU_GROUPS_SHOWN), in the document's order."""
+    groups = {f"g{i}": 1.0 - i / 10 for i in range(7)}
+    doc = {
+        "closed_loop": {"cpu": {"api": {"machine_busy_cores": 1.6, "ms_per_request": groups}}},
+        "open_loop": {"cpu": {"machine_busy_cores": 1.9, "cores": {"node-A": 0.9}}},
+    }
+    text = report.table(doc, None)
+    assert "closed loop API: machine busy, cores" in text
+    assert "closed loop API: CPU ms per submission, g4" in text
+    assert "g5" not in text
+    assert "open loop: cores, node-A" in text
+    assert "closed loop pgbench" not in text  # not measured in this document
