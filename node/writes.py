@@ -50,6 +50,9 @@ T = TypeVar("T")
 MAX_KEY_LENGTH = 200
 Conn = psycopg.AsyncConnection[Any]
 WriteFn = Callable[[Conn], Awaitable[tuple[int, dict[str, Any]]]]
+# Sends the reads a write decides on (their cursors are the caller's to fetch from in its
+# WriteFn); see run_write's `prefetch`.
+Prefetch = Callable[[Conn], Awaitable[None]]
 Redact = Callable[[dict[str, Any]], dict[str, Any]]
 # How long a record answers replays (README, "The API"); older ones are ignored, then deleted
 # by the active node (node.background), and their key may be used again.
@@ -167,16 +170,21 @@ def _where(scope: _Scope) -> tuple[sql.Composable, tuple[Any, ...]]:
     return clause, tuple(scope.values[c] for c in scope.identity)
 
 
-async def _find(conn: Conn, scope: _Scope) -> tuple[str, int, dict[str, Any]] | None:
-    """The live record of `scope` (request hash, status, stored answer); expired ones are not
-    seen, so their key can be used again."""
+async def _lock_and_look_up(conn: Conn, scope: _Scope) -> psycopg.AsyncCursor[Any]:
+    """Takes `scope`'s advisory lock and sends the lookup of its live record; `_found` reads
+    it. Expired records are not seen, so their key can be used again."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))", scope.lock)
     where, params = _where(scope)
-    cur = await conn.execute(
+    return await conn.execute(
         sql.SQL(
             "SELECT request_hash, status, response FROM {} WHERE {} AND created_at > now() - %s"
         ).format(sql.Identifier(scope.table), where),
         (*params, IDEMPOTENCY_TTL),
     )
+
+
+async def _found(cur: psycopg.AsyncCursor[Any]) -> tuple[str, int, dict[str, Any]] | None:
+    """The record `_lock_and_look_up` looked up (request hash, status, stored answer), if any."""
     row = await cur.fetchone()
     return None if row is None else (str(row[0]), int(row[1]), row[2])
 
@@ -243,6 +251,7 @@ async def run_write(
     *,
     redact: Redact | None = None,
     pipeline: bool = False,
+    prefetch: Prefetch | None = None,
 ) -> web.Response:
     """Run `fn(conn)` inside one transaction, under the request's idempotency key if any.
 
@@ -253,12 +262,15 @@ async def run_write(
     not read yet travel together (BEGIN, the lock and the lookup in one round trip; `fn`'s
     writes, the record and COMMIT in another). For `fn`s that never look at a statement's
     outcome (rowcount) before reading a result: an error then surfaces at the next read or at
-    COMMIT, and nothing of the transaction stays either way."""
+    COMMIT, and nothing of the transaction stays either way.
+    `prefetch`: sends the reads `fn` decides on (it keeps their cursors for `fn`) right after
+    the idempotency lookup, so in pipeline mode lock, lookup and reads share one round trip.
+    They run on a replay too, whose answer is the stored one: they may only read and lock."""
     ensure_active(request)
     key = idempotency_key(request)
     print_ = None if key is None else request_fingerprint(request, body)
     status, answer, text, replay = await write_once(
-        request.app, account, key, print_, fn, redact=redact, pipeline=pipeline
+        request.app, account, key, print_, fn, redact=redact, pipeline=pipeline, prefetch=prefetch
     )
     if _in_manual_mode(request):
         answer, text = {**answer, "mode": "manual"}, None
@@ -274,6 +286,7 @@ async def write_once(
     *,
     redact: Redact | None = None,
     pipeline: bool = False,
+    prefetch: Prefetch | None = None,
 ) -> tuple[int, dict[str, Any], str | None, bool]:
     """`run_write` without the HTTP request, for the other channels (node.phone): `key` the
     idempotency key (None: none), `request_print` the request's `fingerprint`. Answers
@@ -283,16 +296,18 @@ async def write_once(
     replay = False
     text: str | None = None  # the answer's JSON, once encoded
     async with pool.connection() as conn, _pipelined(conn, pipeline), conn.transaction():
-        if scope is not None:
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))", scope.lock)
-            found = await _find(conn, scope)
-            if found is not None:
-                request_hash, status, answer = found
-                if request_hash != scope.values["request_hash"]:
-                    raise _reused()
-                # The touch makes this commit a real one that waits for the synchronous standby.
-                await _touch(conn, scope)
-                replay = True
+        # In pipeline mode the lock, the lookup and the prefetched reads travel together.
+        lookup = None if scope is None else await _lock_and_look_up(conn, scope)
+        if prefetch is not None:
+            await prefetch(conn)
+        found = None if lookup is None else await _found(lookup)
+        if scope is not None and found is not None:
+            request_hash, status, answer = found
+            if request_hash != scope.values["request_hash"]:
+                raise _reused()
+            # The touch makes this commit a real one that waits for the synchronous standby.
+            await _touch(conn, scope)
+            replay = True
         if not replay:
             status, answer = await fn(conn)
             if scope is not None:

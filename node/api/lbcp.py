@@ -50,9 +50,9 @@ async def arrival(request: web.Request) -> web.Response:
         )
 
     decided: str | None = None  # by `write`, so not when the arrival is a replay
+    reads: dict[str, Any] = {}  # the cursors `read` sent, for `write`
 
-    async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
-        nonlocal decided
+    async def read(conn: Conn) -> None:
         dcur, icur = conn.cursor(row_factory=dict_row), conn.cursor()
         await dcur.execute(
             "SELECT * FROM bundles WHERE lbcp = %s AND vrn = %s"
@@ -60,12 +60,17 @@ async def arrival(request: web.Request) -> web.Response:
             (code, a.vrn),
         )
         # Pipelined, this travels with the lock above and runs once it is held, in a snapshot
-        # of its own: the items as they are when the bundle is ours (one round trip for both).
+        # of its own: the items as they are when the bundle is ours.
         await icur.execute(
             "SELECT ccrn FROM bundle_items WHERE active AND bundle_id = (SELECT id FROM bundles"
             " WHERE lbcp = %s AND vrn = %s AND status IN ('open', 'inspecting')) ORDER BY ccrn",
             (code, a.vrn),
         )
+        reads.update(bundle=dcur, items=icur)
+
+    async def write(conn: Conn) -> tuple[int, dict[str, Any]]:
+        nonlocal decided
+        dcur, icur = reads["bundle"], reads["items"]
         b = await dcur.fetchone()
         items = [r[0] for r in await icur.fetchall()]
         d = gate_decision(now=at, mode=mode, bundle=_at_gate(b))
@@ -97,8 +102,9 @@ async def arrival(request: web.Request) -> web.Response:
         return 200, out
 
     # Nothing in `write` looks at a statement's outcome before reading: pipelined, the whole
-    # decision is three round trips (#11 target 2).
-    response = await run_write(request, account, body, write, pipeline=True)
+    # decision is two round trips (#11 target 2): the idempotency lock and lookup with the
+    # bundle's reads, then the writes with COMMIT.
+    response = await run_write(request, account, body, write, pipeline=True, prefetch=read)
     if decided is not None:  # and committed, or run_write would have raised
         decisions[decided].inc()
     return response

@@ -483,3 +483,27 @@ async def test_bundle_and_gate_are_audited(
     assert [(r[0], r[1], r[3]["decision"]) for r in gate] == [
         (f"officer:{accounts.officer.id}", "lbcp.arrival", "release")
     ]
+
+
+async def test_a_replayed_arrival_answers_the_first_decision_once(
+    api: Api, accounts: Accounts, db: psycopg.AsyncConnection[Any]
+) -> None:
+    """#11: an arrival reads its bundle in the same round trip as the idempotency lookup, so
+    the replay of a release reads a bundle already closed; it still answers the first decision
+    (release, the same bundle and CCRNs), marked replayed, and records no second arrival. The
+    same key with another truck is 422 naming Idempotency-Key, and records nothing."""
+    c = await submit(api, accounts.trader.key)
+    await backdate_consignments(db, [c["ccrn"]], PAST)
+    b = await bundle(api, accounts.trucker.key, [c["ccrn"]])
+    path, key = "/v1/lbcp/LMC/arrivals", {"Idempotency-Key": f"gate-{new_vrn()}"}
+    first = await api.post(path, accounts.officer.key, json={"vrn": b["vrn"]}, headers=key)
+    assert first.status == 200, first.text
+    assert (first.json["decision"], first.json["ccrns"]) == ("release", [c["ccrn"]])
+    again = await api.post(path, accounts.officer.key, json={"vrn": b["vrn"]}, headers=key)
+    assert again.status == 200, again.text
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert again.json == first.json
+    other = await api.post(path, accounts.officer.key, json={"vrn": new_vrn()}, headers=key)
+    assert_problem(other, 422, "Idempotency-Key")
+    cur = await db.execute("SELECT count(*) FROM arrivals WHERE vrn = %s", (b["vrn"],))
+    assert await cur.fetchone() == (1,)
