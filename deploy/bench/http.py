@@ -111,19 +111,22 @@ class Pool:
     async def request(self, raw: bytes) -> Answer:
         """Send `raw` and read the answer; raises OSError, TimeoutError, HttpError or
         asyncio.IncompleteReadError when no answer came. A kept-alive connection that the
-        server had closed while idle (no byte of an answer) is replaced once, as HTTP clients
-        do; the bench's requests carry Idempotency-Keys, so a resend is safe."""
+        server had closed while idle (no byte of an answer, or a 408 closing it: HAProxy's
+        answer when its idle timeout strikes as the request goes) is replaced once, as HTTP
+        clients do; the bench's requests carry Idempotency-Keys, so a resend is safe."""
         async with self._slots:
             conn = self._idle.pop() if self._idle else None
             try:
                 async with asyncio.timeout(self.timeout):
                     if conn is not None:
                         try:
-                            return self._keep(conn, await self._exchange(conn, raw))
+                            answer = await self._exchange(conn, raw)
+                            if answer.status != 408 or answer.keep_alive:
+                                return self._keep(conn, answer)
                         except (ConnectionError, asyncio.IncompleteReadError) as exc:
                             if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
                                 raise
-                            conn[1].close()
+                        conn[1].close()
                     conn = await self._open()
                     return self._keep(conn, await self._exchange(conn, raw))
             except BaseException:

@@ -173,3 +173,35 @@ async def test_a_connection_closed_while_idle_is_replaced_once() -> None:
     await pool.close()
     server.close()
     await server.wait_closed()
+
+
+async def test_a_408_closing_an_idle_connection_is_resent_once() -> None:
+    """#11 bench: when the server's idle timeout strikes as a request goes out on a kept-alive
+    connection, HAProxy answers 408 and closes it; the request is resent once on a new
+    connection (as browsers do) instead of counting as an error. A 408 on a new connection is
+    the answer."""
+    served = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        served += 1
+        await reader.readuntil(b"\r\n\r\n{}")
+        if served == 2:
+            writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}")
+        else:
+            writer.write(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = http.Pool("127.0.0.1", port, 1, timeout=5)
+    await pool.warm(1)
+    raw = build_request("POST", "/v1/consignments", "h", {}, b"{}")
+    assert (await pool.request(raw)).status == 201
+    assert served == 2
+    assert (await pool.request(raw)).status == 408  # a fresh connection: not resent
+    assert served == 3
+    await pool.close()
+    server.close()
+    await server.wait_closed()
