@@ -4,7 +4,8 @@ answer (Content-Length, chunked, Connection: close) and builds well-formed reque
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp import web
@@ -141,6 +142,25 @@ async def test_warm_opens_connections_before_the_load_and_requests_use_them(
     assert len(peers) == 5
 
 
+RAW = build_request("POST", "/v1/consignments", "h", {}, b"{}")
+Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def _one_warm_connection(serve: Serve) -> AsyncIterator[http.Pool]:
+    """A pool of one connection, opened ahead, to a scripted server on loopback."""
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = http.Pool("127.0.0.1", port, 1, timeout=5)
+    try:
+        await pool.warm(1)
+        yield pool
+    finally:
+        await pool.close()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_a_connection_closed_while_idle_is_replaced_once() -> None:
     """#11 bench: a kept-alive connection the server closed while it idled (no byte of an
     answer) is replaced by a new one and the request succeeds; an answer cut in the middle is
@@ -161,18 +181,11 @@ async def test_a_connection_closed_while_idle_is_replaced_once() -> None:
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    pool = http.Pool("127.0.0.1", port, 1, timeout=5)
-    await pool.warm(1)
-    raw = build_request("POST", "/v1/consignments", "h", {}, b"{}")
-    assert (await pool.request(raw)).status == 201
-    assert served == 2
-    with pytest.raises(asyncio.IncompleteReadError):
-        await pool.request(raw)
-    await pool.close()
-    server.close()
-    await server.wait_closed()
+    async with _one_warm_connection(serve) as pool:
+        assert (await pool.request(RAW)).status == 201
+        assert served == 2
+        with pytest.raises(asyncio.IncompleteReadError):
+            await pool.request(RAW)
 
 
 async def test_a_408_closing_an_idle_connection_is_resent_once() -> None:
@@ -193,15 +206,8 @@ async def test_a_408_closing_an_idle_connection_is_resent_once() -> None:
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    pool = http.Pool("127.0.0.1", port, 1, timeout=5)
-    await pool.warm(1)
-    raw = build_request("POST", "/v1/consignments", "h", {}, b"{}")
-    assert (await pool.request(raw)).status == 201
-    assert served == 2
-    assert (await pool.request(raw)).status == 408  # a fresh connection: not resent
-    assert served == 3
-    await pool.close()
-    server.close()
-    await server.wait_closed()
+    async with _one_warm_connection(serve) as pool:
+        assert (await pool.request(RAW)).status == 201
+        assert served == 2
+        assert (await pool.request(RAW)).status == 408  # a fresh connection: not resent
+        assert served == 3
