@@ -57,15 +57,16 @@ def test_bench_smoke(cluster: LocalCluster) -> None:
         assert kind["latency"]["count"] == kind["offered"]
     assert doc["open_loop"]["errors"] == 0
     assert doc["open_loop"]["generator"]["cpu_share"] > 0
-    # Where the CPU went: the active node and its PostgreSQL served the API's rounds, the
-    # PostgreSQL alone pgbench's, and the open loop kept the node busy.
+    # Where the CPU went: a node and a PostgreSQL served the API's rounds, a PostgreSQL
+    # pgbench's, and the open loop kept a node busy (whichever site leads by now).
     cpu = doc["closed_loop"]["cpu"]
-    assert {"node-A", "postgres-A"} <= set(cpu["api"]["ms_per_request"])
-    assert "postgres-A" in cpu["pgbench"]["ms_per_request"]
-    assert "node-A" not in cpu["pgbench"]["ms_per_request"] or (
-        cpu["pgbench"]["ms_per_request"]["node-A"] < cpu["api"]["ms_per_request"]["node-A"]
-    )
-    assert doc["open_loop"]["cpu"]["cores"]["node-A"] > 0
+    api, pgbench = cpu["api"]["ms_per_request"], cpu["pgbench"]["ms_per_request"]
+    assert any(g.startswith("node-") for g in api)
+    assert any(g.startswith("postgres-") for g in api)
+    assert any(g.startswith("postgres-") for g in pgbench)
+    busiest_node = max((g for g in api if g.startswith("node-")), key=api.__getitem__)
+    assert pgbench.get(busiest_node, 0.0) < api[busiest_node]
+    assert any(g.startswith("node-") for g in doc["open_loop"]["cpu"]["cores"])
     assert doc["open_loop"]["cpu"]["machine_busy_cores"] > 0
     assert json.loads(path.read_text())["started_at"] == doc["started_at"]
     ET.fromstring(path.with_suffix(".svg").read_text())
