@@ -84,6 +84,20 @@ def system_pss(topo: Topology, state: StateDir) -> dict[str, float]:
     return {k: v / MiB for k, v in c.memory_bytes().items()}
 
 
+def youngest_process_age(topo: Topology, state: StateDir) -> float | None:
+    """Seconds the most recently started process of the system has been running (None when
+    none runs): idle PSS read a minute after a start is not the PSS of a settled system (the Go
+    processes' heaps and PostgreSQL's caches grow for minutes), so the bench says which it
+    read."""
+    started = []
+    for spec in specs(topo, state).values():
+        pid = processes.running_pid(state, spec)
+        if pid is not None:
+            with contextlib.suppress(psutil.Error):
+                started.append(psutil.Process(pid).create_time())
+    return time.time() - max(started) if started else None
+
+
 def settled_pss(topo: Topology, state: StateDir, timeout: float = 15.0) -> dict[str, float]:
     """`system_pss` once two readings a second apart differ by less than 2 MiB in total (or the
     last reading after `timeout`)."""

@@ -101,6 +101,11 @@ def _rows(doc: Mapping[str, Any], prev: Mapping[str, Any] | None) -> list[Row]:
         row("node RSS peak MiB (largest process)", "memory.node_rss_max_mb", 0, "<= 150"),
         row("node RSS after MiB (largest process)", "memory.node_rss_after_max_mb", 0, "<= 150"),
         row("idle PSS of the whole system MiB", "memory.idle_pss_mib", 0, "<= 500"),
+        row(
+            "idle PSS read with the youngest process up, s",
+            "memory.idle_pss_youngest_process_age_s",
+            0,
+        ),
     ]
     for d in doc.get("distance", {}).get("delays", []):
         ms = d["delay_ms"]

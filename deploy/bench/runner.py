@@ -316,6 +316,7 @@ def run_bench(topo: Topology, state: StateDir, settings: Settings, echo: Echo) -
     }
     echo("idle memory (PSS) of the whole system")
     pss = memory.settled_pss(topo, state)
+    pss_age = memory.youngest_process_age(topo, state)
     echo("set-up: accounts and bundles")
     asyncio.run(b.setup())
     with memory.RssSampler(topo, state) as rss:
@@ -344,6 +345,7 @@ def run_bench(topo: Topology, state: StateDir, settings: Settings, echo: Echo) -
         "node_rss_after_max_mb": round(max(after.values(), default=0.0), 1),
         "idle_pss_mib": round(sum(pss.values()), 1),
         "idle_pss_detail_mib": {k: round(v, 1) for k, v in sorted(pss.items())},
+        "idle_pss_youngest_process_age_s": None if pss_age is None else round(pss_age),
     }
     if settings.distance_delays_ms:
         echo(f"distance to the DR site: {settings.distance_delays_ms} ms one way")

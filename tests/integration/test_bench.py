@@ -37,6 +37,7 @@ def _check_common(doc: dict[str, Any]) -> None:
     mem = doc["memory"]
     assert mem["node_rss_max_mb"] > 0
     assert mem["idle_pss_mib"] > 0
+    assert mem["idle_pss_youngest_process_age_s"] >= 0
     assert {"node-A", "node-B"} <= set(mem["node_rss_peak_mb"])
 
 

@@ -65,7 +65,11 @@ def _doc() -> dict[str, object]:
             ],
         },
         "batch": {"seconds": 12.1},
-        "memory": {"node_rss_max_mb": 113, "idle_pss_mib": 534},
+        "memory": {
+            "node_rss_max_mb": 113,
+            "idle_pss_mib": 534,
+            "idle_pss_youngest_process_age_s": 65,
+        },
         "distance": {
             "delays": [
                 {"delay_ms": 0, "p50_ms": 40, "rps": 360},
@@ -101,6 +105,10 @@ def test_table_shows_this_run_the_previous_and_the_target() -> None:
     assert "0.100" in line
     assert ">= 0.5" in line
     assert "DR distance 20 ms: submission p50 ms" in text
+    # The idle PSS says how settled the system was when it was read.
+    alone = report.table(_doc(), None).splitlines()
+    age = next(ln for ln in alone if ln.startswith("idle PSS read with"))
+    assert age.split()[-2:] == ["65", "-"]
     assert "-" in next(ln for ln in report.table(_doc(), None).splitlines() if "pgbench tx" in ln)
 
 
