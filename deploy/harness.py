@@ -23,7 +23,7 @@ import aiohttp
 import yaml
 
 from deploy import etcd_auth, http_client, processes, teardown
-from deploy.process_specs import specs
+from deploy.process_specs import running_pids, specs
 from deploy.state import DEFAULT_TOPOLOGY, NETNS_TOPOLOGY, StateDir
 from deploy.topology import AbuseLimits, Topology, load_topology
 
@@ -216,14 +216,7 @@ class LocalCluster:
 
     def memory_bytes(self) -> dict[str, int]:
         """Memory (PSS) per process of the system (with children), for the memory target."""
-        out = {}
-        for name, spec in specs(self.topo, self.state).items():
-            pid = processes.running_pid(self.state, spec)
-            if pid is not None:
-                out[name] = processes.tree_memory(pid)
-        # Patroni double-forks PostgreSQL, so the postmaster is not in Patroni's process tree.
-        for site in self.topo.data_sites:
-            pm = processes.postmaster_pid(self.state.member_dir(site) / "data")
-            if pm is not None:
-                out[f"postgres-{site}"] = processes.tree_memory(pm)
-        return out
+        return {
+            name: processes.tree_memory(pid)
+            for name, pid in running_pids(self.topo, self.state).items()
+        }

@@ -17,7 +17,7 @@ from deploy import (
     redis_acl,
 )
 from deploy.binaries import patroni_bin
-from deploy.processes import ProcessSpec
+from deploy.processes import ProcessSpec, postmaster_pid, running_pid
 from deploy.state import DbUser, StateDir
 from deploy.topology import Port, Topology, read_replica_process
 from kernel.names import read_replica_key
@@ -305,4 +305,18 @@ def monitoring_specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
                 "DATA_SOURCE_PASS_FILE": str(state.pg_monitor_password),
             },
         )
+    return out
+
+
+def running_pids(topo: Topology, state: StateDir) -> dict[str, int]:
+    """The pid of each running process of the system by its name (a node: its supervisor's),
+    and of each data member's postmaster as `postgres-<site>`: Patroni double-forks
+    PostgreSQL, so the postmaster is not in Patroni's process tree."""
+    out: dict[str, int] = {}
+    for name, spec in specs(topo, state).items():
+        if (pid := running_pid(state, spec)) is not None:
+            out[name] = pid
+    for site in topo.data_sites:
+        if (pid := postmaster_pid(state.member_dir(site) / "data")) is not None:
+            out[f"postgres-{site}"] = pid
     return out

@@ -19,9 +19,8 @@ from typing import Any
 
 import psutil
 
-from deploy import processes
 from deploy.bench.stats import median
-from deploy.process_specs import specs
+from deploy.process_specs import running_pids
 from deploy.state import StateDir
 from deploy.topology import Topology
 
@@ -63,18 +62,9 @@ def sample(
     topo: Topology, state: StateDir, clock: Callable[[], float] = time.monotonic
 ) -> CpuSample:
     """CPU seconds so far of every group of the running local system."""
-    roots: list[tuple[str, int]] = []
-    for name, spec in specs(topo, state).items():
-        pid = processes.running_pid(state, spec)
-        if pid is not None:
-            roots.append((group_of(name), pid))
-    # Patroni double-forks PostgreSQL: the postmaster is not in Patroni's process tree.
-    for site in topo.data_sites:
-        pid = processes.postmaster_pid(state.member_dir(site) / "data")
-        if pid is not None:
-            roots.append((f"postgres-{site}", pid))
     by_group: dict[str, float] = {}
-    for group, pid in roots:
+    for name, pid in running_pids(topo, state).items():
+        group = group_of(name)
         with contextlib.suppress(psutil.Error):
             root = psutil.Process(pid)
             # Live processes' own time, and their reaped children's (a restarted node, a
