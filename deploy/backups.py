@@ -54,6 +54,11 @@ def _hint(stderr: str) -> str:
         )
     if "unable to find primary" in stderr or "unable to connect" in stderr.lower():
         return "no PostgreSQL primary reachable: check 'rocars cluster status'"
+    if "unable to find backup set with stop time less than" in stderr:
+        return (
+            "no backup finished before that target (pgBackRest compares whole seconds): name a"
+            " target at least one second after a backup's stop time ('rocars backup status')"
+        )
     if "WAL segment" in stderr and "was not archived" in stderr:
         return (
             "WAL does not reach the repository: look at the PostgreSQL log (archive_command"

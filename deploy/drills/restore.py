@@ -39,9 +39,9 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +156,24 @@ async def mark_now(topo: Topology, state: StateDir) -> Mark:
         t_recv = time.monotonic()
     assert row is not None
     return Mark(t_sent, t_recv, row[0])
+
+
+def earliest_target(backup_stop: datetime) -> datetime:
+    """The first T pgBackRest can restore to from a backup that stopped at `backup_stop`: it
+    picks a set whose stop time is strictly earlier than T in whole seconds, so a T in the
+    same second as the stop is refused ("unable to find backup set with stop time less than").
+    """
+    return backup_stop.replace(microsecond=0) + timedelta(seconds=1)
+
+
+async def mark_after(read: Callable[[], Awaitable[Mark]], earliest: datetime) -> Mark:
+    """Mark T with `read`, again until the primary's clock is at or past `earliest` (at most a
+    second after a backup: the writes keep running meanwhile and all count as before T)."""
+    while True:
+        mark = await read()
+        if mark.target >= earliest:
+            return mark
+        await asyncio.sleep(min(0.1, (earliest - mark.target).total_seconds()))
 
 
 async def _until_acknowledged(history: History, n: int, *, after: float, wait_s: float) -> None:
@@ -356,7 +374,7 @@ async def run_drill(
     history = History()
     async with workload.recording(topo, accounts, history, settings=settings):
         await _until_acknowledged(history, writes_before, after=float("-inf"), wait_s=120)
-        mark = await mark_now(topo, state)
+        mark = await mark_after(lambda: mark_now(topo, state), earliest_target(run.backup.stop))
         progress(f"T = {mark.target_text}")
         await _until_acknowledged(history, writes_after, after=mark.t_recv, wait_s=120)
     # The writes after T must reach the archive: recovery stops at the first commit after T,

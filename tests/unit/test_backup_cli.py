@@ -138,6 +138,21 @@ def test_archiving_off_in_postgresql_points_at_the_topology(
         _pgb(tmp_path).run("backup")
 
 
+def test_a_target_in_the_backups_own_second_says_to_name_a_later_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore target no backup stopped strictly before (in whole seconds) fails with a hint
+    to name a target at least a second after a backup's stop time."""
+    _answer(
+        monkeypatch,
+        75,
+        stderr="ERROR: [075]: unable to find backup set with stop time less than"
+        " '2026-12-02 02:30:00.5+00:00'",
+    )
+    with pytest.raises(BackupError, match="at least one second after a backup's stop"):
+        backups.restore(_pgb(tmp_path), tmp_path / "copy", target="2026-12-02 02:30:00.5+00:00")
+
+
 def test_missing_pgbackrest_names_the_install_step(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

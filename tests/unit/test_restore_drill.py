@@ -3,8 +3,9 @@ copy's server settings (deploy/drills/restore.py); pure, no process."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from deploy.drills import restore
@@ -71,3 +72,29 @@ def test_the_restored_copy_never_archives_and_uses_its_own_access_rules() -> Non
     assert opts["synchronous_standby_names"] == ""
     assert "scram-sha-256" in restore.RESTORE_HBA
     assert "trust" not in restore.RESTORE_HBA
+
+
+def test_t_must_fall_in_a_later_whole_second_than_the_backups_stop() -> None:
+    """pgBackRest picks a backup whose stop time is strictly earlier than T in whole seconds:
+    a backup that stopped at 02:30:00.9 serves a T from 02:30:01 on, not one at 02:30:00.95
+    (CI once failed "unable to find backup set with stop time less than T" that way)."""
+    stop = datetime(2026, 12, 2, 2, 30, 0, 900_000, tzinfo=UTC)
+    assert restore.earliest_target(stop) == datetime(2026, 12, 2, 2, 30, 1, tzinfo=UTC)
+    assert restore.earliest_target(stop.replace(microsecond=0)) == restore.earliest_target(stop)
+
+
+def test_the_mark_is_read_again_until_the_primarys_clock_reaches_the_earliest_t() -> None:
+    """The drill reads T again while the primary's clock is still in the backup's second, and
+    keeps the first reading at or past the earliest T."""
+    earliest = datetime(2026, 12, 2, 2, 30, 1, tzinfo=UTC)
+    readings = [earliest - timedelta(milliseconds=30), earliest, earliest + timedelta(seconds=1)]
+    reads: list[Mark] = []
+
+    async def read() -> Mark:
+        mark = Mark(float(len(reads)), float(len(reads)), readings[len(reads)])
+        reads.append(mark)
+        return mark
+
+    mark = asyncio.run(restore.mark_after(read, earliest))
+    assert mark.target == earliest
+    assert len(reads) == 2
