@@ -324,6 +324,11 @@ def patroni_config(
                 "ssl_key_file": str(tls.key),
                 "ssl_ca_file": str(tls.ca),
                 "ssl_min_protocol_version": "TLSv1.2",
+                # No JIT: this system's statements are short, and a backend that once crossed
+                # jit_above_cost (a report's scan) loaded LLVM and kept 20-30 MiB more for
+                # its life (measured: 33 against 5 MiB PSS per pooled backend after a bench,
+                # #11 target 5), and compiling costs a request tens of milliseconds.
+                "jit": "off",
                 # WAL archiving to the backup repository, when the topology has backups (#17).
                 **backup_config.archive_parameters(topo, member_dir),
             },

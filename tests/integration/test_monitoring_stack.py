@@ -72,6 +72,39 @@ async def test_every_scrape_target_is_up(cluster: LocalCluster) -> None:
                 assert all(v == 1 for v in values), (query, values)
 
 
+async def test_series_nothing_reads_are_not_stored(cluster: LocalCluster) -> None:
+    """#11 target 5: once etcd, the PostgreSQL exporters and the nodes have been scraped,
+    Prometheus holds their used series and none of those dropped at scrape time: etcd's
+    administration-method counters and debugging histograms, PostgreSQL's settings, the
+    nodes' `_created` series."""
+    prom = cluster.topo.monitoring_url("prometheus")
+
+    async def count(query: str) -> int:
+        doc = await _get(s, f"{prom}/api/v1/query?query=count({query})")
+        result = doc["data"]["result"]
+        return int(result[0]["value"][1]) if result else 0
+
+    async with cluster.session() as s:
+
+        async def scraped() -> bool:
+            return all(
+                [
+                    await count('grpc_server_handled_total{grpc_service="etcdserverpb.KV"}'),
+                    await count("pg_up") == 2,
+                    await count("rocars_http_requests_total") > 0,
+                ]
+            )
+
+        await until("etcd, PostgreSQL and the nodes scraped", scraped, 60)
+        for dropped in (
+            'grpc_server_handled_total{grpc_service="etcdserverpb.Cluster"}',
+            '{__name__=~"etcd_debugging_.+|grpc_server_started_total"}',
+            '{__name__=~"pg_settings_.+"}',
+            '{__name__=~"rocars_.+_created"}',
+        ):
+            assert await count(dropped) == 0, dropped
+
+
 def test_status_lists_prometheus_and_alertmanager(cluster: LocalCluster) -> None:
     """#13 item 1: `rocars cluster status --json` names Prometheus and Alertmanager with their
     URLs, both answering, and no target down."""

@@ -122,6 +122,13 @@ def test_node_reads_the_leader_key_patroni_writes() -> None:
         assert node.patroni_member == patroni["name"] == member_name(site)
 
 
+def test_postgresql_runs_without_jit() -> None:
+    """#11 target 5: JIT off in each member's own parameters (applied on reload, also to a
+    cluster bootstrapped before): a backend that once compiled kept LLVM's 20-30 MiB."""
+    for site in ("A", "B"):
+        assert _patroni(site)["postgresql"]["parameters"]["jit"] == "off"
+
+
 def test_postgresql_serves_tls_only_and_patroni_checks_its_certificate() -> None:
     """#12 item 2: ssl on with the member's own copy of its certificate (PostgreSQL runs as
     another user and must own its key), TLS 1.2 at least, and each of Patroni's connections

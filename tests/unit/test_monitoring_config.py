@@ -125,6 +125,7 @@ def test_monitoring_processes_listen_on_their_sites_address_only(
     exporter = all_specs[f"postgres-exporter-{topo.data_sites[0]}"]
     assert "DATA_SOURCE_PASS" not in exporter.env  # by file only
     assert "DATA_SOURCE_PASS_FILE" in exporter.env
+    assert "--disable-settings-metrics" in exporter.argv  # 248 series per member (#11 target 5)
 
 
 def _raw() -> dict[str, Any]:
@@ -239,3 +240,68 @@ def test_every_go_program_runs_with_less_heap_headroom(topo: Topology, tmp_path:
     assert len(go) == len(topo.sites) + len(monitoring_names(topo))
     for name, spec in all_specs.items():
         assert (spec.env.get("GOGC") == "50") == (name in go), name
+
+
+def _dropped(job: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a series with `labels` (its name as `__name__`) is dropped by the job's
+    metric_relabel_configs: source label values joined by ';', the regex anchored (RE2 and
+    Python's re agree on these patterns)."""
+    for rule in job.get("metric_relabel_configs", []):
+        value = ";".join(labels.get(name, "") for name in rule["source_labels"])
+        matched = re.fullmatch(rule["regex"], value) is not None
+        if rule["action"] == "drop" and matched:
+            return True
+    return False
+
+
+def _grpc(method: str, service: str = "etcdserverpb.KV") -> dict[str, str]:
+    return {
+        "__name__": "grpc_server_handled_total",
+        "grpc_service": service,
+        "grpc_method": method,
+        "grpc_code": "OK",
+    }
+
+
+def test_etcd_keeps_the_request_counts_of_what_this_system_calls() -> None:
+    """#11 target 5: of etcd's pre-created per-method counters, the membership, health and
+    user/role administration ones are dropped at scrape time, with its per-message counters and
+    unstable debugging histograms; the KV, Lease, Watch and Maintenance calls, logins, and
+    everything about raft, disk and peers stay."""
+    job = _jobs(load_topology(DEFAULT_TOPOLOGY))["etcd"]
+    for kept in (
+        _grpc("Range"),
+        _grpc("Txn"),
+        _grpc("LeaseKeepAlive", "etcdserverpb.Lease"),
+        _grpc("Watch", "etcdserverpb.Watch"),
+        _grpc("Status", "etcdserverpb.Maintenance"),
+        _grpc("Authenticate", "etcdserverpb.Auth"),
+        {"__name__": "etcd_server_has_leader"},
+        {"__name__": "etcd_disk_wal_fsync_duration_seconds_bucket", "le": "0.001"},
+        {"__name__": "etcd_network_peer_round_trip_time_seconds_bucket", "le": "0.1"},
+    ):
+        assert not _dropped(job, kept), kept
+    for dropped in (
+        _grpc("MemberAdd", "etcdserverpb.Cluster"),
+        _grpc("Check", "grpc.health.v1.Health"),
+        _grpc("UserAdd", "etcdserverpb.Auth"),
+        _grpc("RoleGrantPermission", "etcdserverpb.Auth"),
+        _grpc("AuthEnable", "etcdserverpb.Auth"),
+        {**_grpc("Range"), "__name__": "grpc_server_started_total"},
+        {**_grpc("Range"), "__name__": "grpc_server_msg_sent_total"},
+        {"__name__": "etcd_debugging_mvcc_keys_total"},
+    ):
+        assert _dropped(job, dropped), dropped
+
+
+def test_no_series_a_rule_or_console_reads_is_dropped(topo: Topology) -> None:
+    """#11 target 5: the scrape-time drops never take a metric the alert and recording rules
+    or the consoles read, nor the PostgreSQL exporter's settings flag one."""
+    jobs = _jobs(topo)
+    texts = [p.read_text() for p in (*RULES.glob("*.yml"), *RULES.parent.glob("consoles/*.html"))]
+    names = set(re.findall(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b", "\n".join(texts)))
+    read = {n for n in names if n.split("_")[0] in {"etcd", "grpc", "pg", "rocars", "patroni"}}
+    assert "etcd_server_has_leader" in read
+    for job in jobs.values():
+        assert not [n for n in read if _dropped(job, {"__name__": n})], job["job_name"]
+    assert not [n for n in read if n.startswith("pg_settings_")]

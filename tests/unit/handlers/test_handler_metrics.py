@@ -124,6 +124,9 @@ async def test_metrics_exposes_request_series_and_up_to_date_gauges(
     assert 'rocars_node_role{role="active",site="A"} 1.0' in lines  # set when the app started
     assert "rocars_redis_up 1.0" in lines
     assert 'rocars_redis_primary{address="127.0.0.1:6379"} 1.0' in lines
+    # No `_created` series beside the counters and histograms (#11 target 5: nothing reads
+    # them, and each one is a series more in Prometheus's memory).
+    assert not [line for line in lines if "_created" in line.split("{")[0].split(" ")[0]]
 
 
 async def test_every_declared_metric_has_a_sample_after_startup_and_a_request(
