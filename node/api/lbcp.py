@@ -14,7 +14,7 @@ from aiohttp import web
 from psycopg.rows import dict_row
 
 from kernel.domain.gate import BundleAtGate, decision_by_mode, gate_decision
-from node import appkeys
+from node import appkeys, json_text
 from node.api import common
 from node.api.bundles import bundle_json
 from node.api.outcomes import counted
@@ -76,34 +76,41 @@ async def arrival(request: web.Request) -> web.Response:
         d = gate_decision(now=at, mode=mode, bundle=_at_gate(b))
         decision, reason, until = d.decision, d.reason, d.until
         ccrns: list[str] = [] if b is None else items
-        await conn.execute(
-            "INSERT INTO arrivals (lbcp, vrn, bundle_id, decision, reason, until, officer_id, at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            (code, a.vrn, b["id"] if b else None, decision, reason, until, account.id, at),
-        )
-        if b is not None and decision == "release":
-            await _close(conn, b["id"], ccrns, outcome="released", status="cleared", at=at)
-        elif b is not None and decision == "inspect" and b["status"] == "open":
-            await conn.execute("UPDATE bundles SET status = 'inspecting' WHERE id = %s", (b["id"],))
+        bundle_id = b["id"] if b else None
         out = {
             "lbcp": code,
             "vrn": a.vrn,
             "decision": decision,
             "reason": reason,
             "until": iso(until),
-            "bundle_id": b["id"] if b else None,
+            "bundle_id": bundle_id,
             "ccrns": ccrns,
             "at": iso(at),
         }
-        await common.audit(
-            conn, actor=account.actor, action="lbcp.arrival", subject=f"{code}:{a.vrn}", after=out
-        )
+        params = {
+            "lbcp": code,
+            "vrn": a.vrn,
+            "bundle_id": bundle_id,
+            "decision": decision,
+            "reason": reason,
+            "until": until,
+            "officer": account.id,
+            "at": at,
+            **_audit_params(account.actor, "lbcp.arrival", f"{code}:{a.vrn}", json_text.dumps(out)),
+        }
+        if b is not None and decision == "release":
+            params.update(outcome="released", status="cleared", ccrns=ccrns)
+            await conn.execute(_ARRIVAL_RELEASE, params)
+        elif b is not None and decision == "inspect" and b["status"] == "open":
+            await conn.execute(_ARRIVAL_INSPECT, params)
+        else:
+            await conn.execute(_ARRIVAL, params)
         decided = decision
         return 200, out
 
     # Nothing in `write` looks at a statement's outcome before reading: pipelined, the whole
     # decision is two round trips (#11 target 2): the idempotency lock and lookup with the
-    # bundle's reads, then the writes with COMMIT.
+    # bundle's reads, then the one statement of writes with COMMIT.
     response = await run_write(request, account, body, write, pipeline=True, prefetch=read)
     if decided is not None:  # and committed, or run_write would have raised
         decisions[decided].inc()
@@ -121,18 +128,44 @@ def _at_gate(row: dict[str, Any] | None) -> BundleAtGate | None:
     )
 
 
-async def _close(
-    conn: Conn, bundle_id: int, ccrns: list[str], *, outcome: str, status: str, at: Any
-) -> None:
-    await conn.execute(
-        "UPDATE bundles SET status = 'closed', outcome = %s, closed_at = %s WHERE id = %s",
-        (outcome, at, bundle_id),
-    )
-    await conn.execute("UPDATE bundle_items SET active = false WHERE bundle_id = %s", (bundle_id,))
-    await conn.execute(
-        "UPDATE consignments SET status = %s, lbcp_outcome = %s WHERE ccrn = ANY(%s)",
-        (status, outcome, ccrns),
-    )
+# An arrival's writes in one statement (#11 target 2: each statement costs the node and
+# PostgreSQL a round of work): the arrival record, what the decision does to the bundle, the
+# audit record. Data-modifying CTEs of one statement see one snapshot and touch different
+# tables; the bundle's row is already locked by the FOR UPDATE read.
+_ARRIVAL_RECORD = (
+    "a AS (INSERT INTO arrivals (lbcp, vrn, bundle_id, decision, reason, until, officer_id, at)"
+    " VALUES (%(lbcp)s, %(vrn)s, %(bundle_id)s, %(decision)s, %(reason)s, %(until)s,"
+    " %(officer)s, %(at)s))"
+)
+# Closing a bundle: the bundle, its items, their consignments (an arrival's release and an
+# inspection's result).
+_CLOSE = (
+    "b AS (UPDATE bundles SET status = 'closed', outcome = %(outcome)s, closed_at = %(at)s"
+    " WHERE id = %(bundle_id)s)",
+    "i AS (UPDATE bundle_items SET active = false WHERE bundle_id = %(bundle_id)s)",
+    "c AS (UPDATE consignments SET status = %(status)s, lbcp_outcome = %(outcome)s"
+    " WHERE ccrn = ANY(%(ccrns)s))",
+)
+_INSPECTING = "b AS (UPDATE bundles SET status = 'inspecting' WHERE id = %(bundle_id)s)"
+_AUDIT = (
+    " INSERT INTO audit_log (actor, action, subject, after)"
+    " VALUES (%(actor)s, %(action)s, %(subject)s, %(after)s)"
+)
+
+
+def _with(*ctes: str) -> str:
+    return "WITH " + ", ".join(ctes) + _AUDIT
+
+
+_ARRIVAL = _with(_ARRIVAL_RECORD)
+_ARRIVAL_INSPECT = _with(_ARRIVAL_RECORD, _INSPECTING)
+_ARRIVAL_RELEASE = _with(_ARRIVAL_RECORD, *_CLOSE)
+_INSPECTION = _with(*_CLOSE)
+
+
+def _audit_params(actor: str, action: str, subject: str, after: str) -> dict[str, Any]:
+    """`_AUDIT`'s parameters; `after` is the record's JSON text."""
+    return {"actor": actor, "action": action, "subject": subject, "after": after}
 
 
 async def inspection(request: web.Request) -> web.Response:
@@ -157,15 +190,19 @@ async def inspection(request: web.Request) -> web.Response:
         )
         ccrns = [r[0] for r in await cur.fetchall()]
         status = "cleared" if i.result == "cleared" else "detained"
-        await _close(conn, bid, ccrns, outcome="inspected", status=status, at=at)
         b.update(status="closed", outcome="inspected")
         out = {**bundle_json(b, ccrns, officer=True), "result": i.result, "notes": i.notes}
-        await common.audit(
-            conn,
-            actor=account.actor,
-            action="lbcp.inspection",
-            subject=f"bundle:{bid}",
-            after=json.loads(json.dumps(out, default=str)),
+        after = json.dumps(out, default=str)
+        await conn.execute(
+            _INSPECTION,
+            {
+                "bundle_id": bid,
+                "outcome": "inspected",
+                "status": status,
+                "at": at,
+                "ccrns": ccrns,
+                **_audit_params(account.actor, "lbcp.inspection", f"bundle:{bid}", after),
+            },
         )
         return 200, out
 

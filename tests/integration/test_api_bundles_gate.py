@@ -327,6 +327,11 @@ async def test_arrival_before_not_before_is_held_until_then(
     assert (await api.get(f"/v1/bundles/{b['id']}", accounts.officer.key)).json[
         "status"
     ] == "closed"
+    # The closed bundle's items are no longer active (the one statement of the release).
+    cur = await db.execute(
+        "SELECT bool_or(active) FROM bundle_items WHERE bundle_id = %s", (b["id"],)
+    )
+    assert await cur.fetchone() == (False,)
     # A crossed consignment can no longer be amended or cancelled, nor bundled again.
     path = f"/v1/consignments/{c['ccrn']}"
     assert_problem(await api.patch(path, accounts.trader.key, json={"package_count": 3}), 409)
@@ -412,6 +417,10 @@ async def test_detained_inspection_result(
         (f"officer:{accounts.officer.id}", "lbcp.inspection"),
     ]
     assert (rows[1][2]["result"], rows[1][2]["outcome"]) == ("detained", "inspected")
+    cur = await db.execute(
+        "SELECT bool_or(active) FROM bundle_items WHERE bundle_id = %s", (b["id"],)
+    )
+    assert await cur.fetchone() == (False,)
 
 
 async def test_inspection_of_a_truck_not_directed_to_inspection_is_409(
