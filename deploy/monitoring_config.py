@@ -72,6 +72,28 @@ ETCD_DROPPED_SERIES: tuple[dict[str, Any], ...] = (
 )
 
 
+# The PostgreSQL exporter's one series per setting (248 per member): only max_connections is
+# read (the connections dashboard's ceiling). RE2 has no negative look-ahead, so it steps aside
+# under another name while the rest are dropped.
+_KEPT_SETTING = "pg_settings_max_connections"
+_KEPT_SETTING_ASIDE = "rocars_kept_pg_settings_max_connections"
+POSTGRES_DROPPED_SERIES: tuple[dict[str, Any], ...] = (
+    {
+        "source_labels": ["__name__"],
+        "regex": _KEPT_SETTING,
+        "target_label": "__name__",
+        "replacement": _KEPT_SETTING_ASIDE,
+    },
+    {"source_labels": ["__name__"], "regex": "pg_settings_.+", "action": "drop"},
+    {
+        "source_labels": ["__name__"],
+        "regex": _KEPT_SETTING_ASIDE,
+        "target_label": "__name__",
+        "replacement": _KEPT_SETTING,
+    },
+)
+
+
 def _hostport(host: str, port: int) -> str:
     return f"{host}:{port}"
 
@@ -170,6 +192,8 @@ def prometheus_config(topo: Topology, *, pki: PkiDir) -> dict[str, Any]:
             ]
         if job == "etcd":
             cfg["metric_relabel_configs"] = list(ETCD_DROPPED_SERIES)
+        if job == "postgres":
+            cfg["metric_relabel_configs"] = list(POSTGRES_DROPPED_SERIES)
         jobs.append(cfg)
     return {
         "global": {

@@ -291,9 +291,6 @@ def monitoring_specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
             argv=(
                 "prometheus-postgres-exporter",
                 f"--web.listen-address={listen}",
-                # One series per PostgreSQL setting (248 per member) that no rule or page reads;
-                # Prometheus's memory grows with its series (#11 target 5).
-                "--disable-settings-metrics",
                 "--web.config.file="
                 f"{monitoring_config.web_config_file(state.config, f'postgres-exporter-{name}')}",
             ),

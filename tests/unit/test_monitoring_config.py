@@ -125,7 +125,6 @@ def test_monitoring_processes_listen_on_their_sites_address_only(
     exporter = all_specs[f"postgres-exporter-{topo.data_sites[0]}"]
     assert "DATA_SOURCE_PASS" not in exporter.env  # by file only
     assert "DATA_SOURCE_PASS_FILE" in exporter.env
-    assert "--disable-settings-metrics" in exporter.argv  # 248 series per member (#11 target 5)
 
 
 def _raw() -> dict[str, Any]:
@@ -242,16 +241,24 @@ def test_every_go_program_runs_with_less_heap_headroom(topo: Topology, tmp_path:
         assert (spec.env.get("GOGC") == "50") == (name in go), name
 
 
-def _dropped(job: dict[str, Any], labels: dict[str, str]) -> bool:
-    """Whether a series with `labels` (its name as `__name__`) is dropped by the job's
-    metric_relabel_configs: source label values joined by ';', the regex anchored (RE2 and
-    Python's re agree on these patterns)."""
+def _relabelled(job: dict[str, Any], labels: dict[str, str]) -> dict[str, str] | None:
+    """A series' labels (its name as `__name__`) after the job's metric_relabel_configs, None
+    when dropped: source label values joined by ';', the regex anchored (RE2 and Python's re
+    agree on these patterns); `replace` rules here only write a literal."""
+    out = dict(labels)
     for rule in job.get("metric_relabel_configs", []):
-        value = ";".join(labels.get(name, "") for name in rule["source_labels"])
+        value = ";".join(out.get(name, "") for name in rule["source_labels"])
         matched = re.fullmatch(rule["regex"], value) is not None
-        if rule["action"] == "drop" and matched:
-            return True
-    return False
+        action = rule.get("action", "replace")
+        if action == "drop" and matched:
+            return None
+        if action == "replace" and matched:
+            out[rule["target_label"]] = rule["replacement"]
+    return out
+
+
+def _dropped(job: dict[str, Any], labels: dict[str, str]) -> bool:
+    return _relabelled(job, labels) is None
 
 
 def _grpc(method: str, service: str = "etcdserverpb.KV") -> dict[str, str]:
@@ -294,14 +301,33 @@ def test_etcd_keeps_the_request_counts_of_what_this_system_calls() -> None:
         assert _dropped(job, dropped), dropped
 
 
-def test_no_series_a_rule_or_console_reads_is_dropped(topo: Topology) -> None:
-    """#11 target 5: the scrape-time drops never take a metric the alert and recording rules
-    or the consoles read, nor the PostgreSQL exporter's settings flag one."""
+def test_postgresql_settings_are_dropped_but_the_one_a_dashboard_reads() -> None:
+    """#11 target 5: of the PostgreSQL exporter's series per setting only max_connections is
+    kept, under its own name; the exporter's other series pass untouched."""
+    job = _jobs(load_topology(DEFAULT_TOPOLOGY))["postgres"]
+    kept = {"__name__": "pg_settings_max_connections", "server": "x"}
+    assert _relabelled(job, kept) == kept
+    assert _dropped(job, {"__name__": "pg_settings_shared_buffers_bytes"})
+    assert _dropped(job, {"__name__": "pg_settings_jit"})
+    up = {"__name__": "pg_up"}
+    assert _relabelled(job, up) == up
+
+
+def test_no_series_a_rule_console_or_dashboard_reads_is_dropped(topo: Topology) -> None:
+    """#11 target 5: the scrape-time drops never take a metric the alert and recording rules,
+    the consoles or the dashboards read."""
     jobs = _jobs(topo)
-    texts = [p.read_text() for p in (*RULES.glob("*.yml"), *RULES.parent.glob("consoles/*.html"))]
+    dashboards = Path(monitoring_config.__file__).parent / "dashboards"
+    texts = [
+        p.read_text()
+        for p in (
+            *RULES.glob("*.yml"),
+            *RULES.parent.glob("consoles/*.html"),
+            *dashboards.glob("*.json"),
+        )
+    ]
     names = set(re.findall(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b", "\n".join(texts)))
     read = {n for n in names if n.split("_")[0] in {"etcd", "grpc", "pg", "rocars", "patroni"}}
-    assert "etcd_server_has_leader" in read
+    assert {"etcd_server_has_leader", "pg_settings_max_connections"} <= read
     for job in jobs.values():
         assert not [n for n in read if _dropped(job, {"__name__": n})], job["job_name"]
-    assert not [n for n in read if n.startswith("pg_settings_")]
