@@ -29,7 +29,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
@@ -164,62 +163,23 @@ def _scope(account: Account | None, key: str, fingerprint: str) -> _Scope:
     )
 
 
-# The record statements of each scope shape, rendered once: composing and quoting them was a
-# per-request cost of every keyed write (#11). Two tables, each with one set of columns.
-@functools.cache
-def _lookup_sql(table: str, identity: tuple[str, ...]) -> str:
-    return (
-        sql.SQL(
-            "SELECT request_hash, status, response FROM {} WHERE {} AND created_at > now() - %s"
-        )
-        .format(sql.Identifier(table), _where(identity))
-        .as_string(None)
+def _where(scope: _Scope) -> tuple[sql.Composable, tuple[Any, ...]]:
+    clause = sql.SQL(" AND ").join(
+        sql.SQL("{} = %s").format(sql.Identifier(c)) for c in scope.identity
     )
-
-
-@functools.cache
-def _touch_sql(table: str, identity: tuple[str, ...]) -> str:
-    return (
-        sql.SQL("UPDATE {} SET replayed_at = now() WHERE {}")
-        .format(sql.Identifier(table), _where(identity))
-        .as_string(None)
-    )
-
-
-@functools.cache
-def _store_sql(table: str, identity: tuple[str, ...], columns: tuple[str, ...]) -> str:
-    # The advisory lock is held and the lookup saw no live record, so a row already under this
-    # identity can only be an expired one, not yet deleted: it is replaced.
-    return (
-        sql.SQL(
-            "INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT ({identity})"
-            " DO UPDATE SET request_hash = EXCLUDED.request_hash, status = EXCLUDED.status,"
-            " response = EXCLUDED.response, created_at = EXCLUDED.created_at, replayed_at = NULL"
-        )
-        .format(
-            table=sql.Identifier(table),
-            columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
-            values=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
-            identity=sql.SQL(", ").join(map(sql.Identifier, identity)),
-        )
-        .as_string(None)
-    )
-
-
-def _where(identity: tuple[str, ...]) -> sql.Composable:
-    return sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in identity)
-
-
-def _identity_values(scope: _Scope) -> tuple[Any, ...]:
-    return tuple(scope.values[c] for c in scope.identity)
+    return clause, tuple(scope.values[c] for c in scope.identity)
 
 
 async def _lock_and_look_up(conn: Conn, scope: _Scope) -> psycopg.AsyncCursor[Any]:
     """Takes `scope`'s advisory lock and sends the lookup of its live record; `_found` reads
     it. Expired records are not seen, so their key can be used again."""
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))", scope.lock)
+    where, params = _where(scope)
     return await conn.execute(
-        _lookup_sql(scope.table, scope.identity), (*_identity_values(scope), IDEMPOTENCY_TTL)
+        sql.SQL(
+            "SELECT request_hash, status, response FROM {} WHERE {} AND created_at > now() - %s"
+        ).format(sql.Identifier(scope.table), where),
+        (*params, IDEMPOTENCY_TTL),
     )
 
 
@@ -230,13 +190,30 @@ async def _found(cur: psycopg.AsyncCursor[Any]) -> tuple[str, int, dict[str, Any
 
 
 async def _touch(conn: Conn, scope: _Scope) -> None:
-    await conn.execute(_touch_sql(scope.table, scope.identity), _identity_values(scope))
+    where, params = _where(scope)
+    await conn.execute(
+        sql.SQL("UPDATE {} SET replayed_at = now() WHERE {}").format(
+            sql.Identifier(scope.table), where
+        ),
+        params,
+    )
 
 
 async def _store(conn: Conn, scope: _Scope, status: int, answer: str) -> None:
-    columns = (*scope.values, "status", "response")
+    # The advisory lock is held and `_find` saw no live record, so a row already under this
+    # identity can only be an expired one, not yet deleted: it is replaced.
+    columns = [*scope.values, "status", "response"]
     await conn.execute(
-        _store_sql(scope.table, scope.identity, columns),
+        sql.SQL(
+            "INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT ({identity})"
+            " DO UPDATE SET request_hash = EXCLUDED.request_hash, status = EXCLUDED.status,"
+            " response = EXCLUDED.response, created_at = EXCLUDED.created_at, replayed_at = NULL"
+        ).format(
+            table=sql.Identifier(scope.table),
+            columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+            values=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+            identity=sql.SQL(", ").join(map(sql.Identifier, scope.identity)),
+        ),
         (*scope.values.values(), status, answer),
     )
 
