@@ -84,6 +84,26 @@ def conflict(detail: str, errors: list[dict[str, str]] | None = None) -> Problem
     return Problem(409, "Conflict", detail, errors=errors)
 
 
+# The audit record, also a CTE's tail in writes that are one statement (node.api.lbcp).
+AUDIT_INSERT = (
+    "INSERT INTO audit_log (actor, action, subject, before, after)"
+    " VALUES (%(actor)s, %(action)s, %(subject)s, %(before)s, %(after)s)"
+)
+
+
+def audit_params(
+    *, actor: str, action: str, subject: str, before: Any = None, after: Any = None
+) -> dict[str, Any]:
+    """`AUDIT_INSERT`'s parameters: `before` and `after` as JSON (None stays NULL)."""
+    return {
+        "actor": actor,
+        "action": action,
+        "subject": subject,
+        "before": None if before is None else json.dumps(before, default=str),
+        "after": None if after is None else json.dumps(after, default=str),
+    }
+
+
 async def audit(
     conn: Conn,
     *,
@@ -93,15 +113,11 @@ async def audit(
     before: Any = None,
     after: Any = None,
 ) -> None:
+    # Positional, in AUDIT_INSERT's column order (tests read an audit's parameters by place).
+    params = audit_params(actor=actor, action=action, subject=subject, before=before, after=after)
     await conn.execute(
         "INSERT INTO audit_log (actor, action, subject, before, after) VALUES (%s, %s, %s, %s, %s)",
-        (
-            actor,
-            action,
-            subject,
-            None if before is None else json.dumps(before, default=str),
-            None if after is None else json.dumps(after, default=str),
-        ),
+        tuple(params.values()),
     )
 
 

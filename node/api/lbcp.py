@@ -7,14 +7,13 @@ indexed lookup plus the arrival record; when the mode alone decides, no database
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 from psycopg.rows import dict_row
 
 from kernel.domain.gate import BundleAtGate, decision_by_mode, gate_decision
-from node import appkeys, json_text
+from node import appkeys
 from node.api import common
 from node.api.bundles import bundle_json
 from node.api.outcomes import counted
@@ -96,7 +95,9 @@ async def arrival(request: web.Request) -> web.Response:
             "until": until,
             "officer": account.id,
             "at": at,
-            **_audit_params(account.actor, "lbcp.arrival", f"{code}:{a.vrn}", json_text.dumps(out)),
+            **common.audit_params(
+                actor=account.actor, action="lbcp.arrival", subject=f"{code}:{a.vrn}", after=out
+            ),
         }
         if b is not None and decision == "release":
             params.update(outcome="released", status="cleared", ccrns=ccrns)
@@ -147,25 +148,16 @@ _CLOSE = (
     " WHERE ccrn = ANY(%(ccrns)s))",
 )
 _INSPECTING = "b AS (UPDATE bundles SET status = 'inspecting' WHERE id = %(bundle_id)s)"
-_AUDIT = (
-    " INSERT INTO audit_log (actor, action, subject, after)"
-    " VALUES (%(actor)s, %(action)s, %(subject)s, %(after)s)"
-)
 
 
 def _with(*ctes: str) -> str:
-    return "WITH " + ", ".join(ctes) + _AUDIT
+    return "WITH " + ", ".join(ctes) + " " + common.AUDIT_INSERT
 
 
 _ARRIVAL = _with(_ARRIVAL_RECORD)
 _ARRIVAL_INSPECT = _with(_ARRIVAL_RECORD, _INSPECTING)
 _ARRIVAL_RELEASE = _with(_ARRIVAL_RECORD, *_CLOSE)
 _INSPECTION = _with(*_CLOSE)
-
-
-def _audit_params(actor: str, action: str, subject: str, after: str) -> dict[str, Any]:
-    """`_AUDIT`'s parameters; `after` is the record's JSON text."""
-    return {"actor": actor, "action": action, "subject": subject, "after": after}
 
 
 async def inspection(request: web.Request) -> web.Response:
@@ -192,7 +184,6 @@ async def inspection(request: web.Request) -> web.Response:
         status = "cleared" if i.result == "cleared" else "detained"
         b.update(status="closed", outcome="inspected")
         out = {**bundle_json(b, ccrns, officer=True), "result": i.result, "notes": i.notes}
-        after = json.dumps(out, default=str)
         await conn.execute(
             _INSPECTION,
             {
@@ -201,7 +192,12 @@ async def inspection(request: web.Request) -> web.Response:
                 "status": status,
                 "at": at,
                 "ccrns": ccrns,
-                **_audit_params(account.actor, "lbcp.inspection", f"bundle:{bid}", after),
+                **common.audit_params(
+                    actor=account.actor,
+                    action="lbcp.inspection",
+                    subject=f"bundle:{bid}",
+                    after=out,
+                ),
             },
         )
         return 200, out
