@@ -47,8 +47,8 @@ def _chown(path: Path, user: DbUser) -> None:
 def write_configs(topo: Topology, state: StateDir) -> list[str]:
     """Generate every file; returns the processes whose configuration changed and that reread
     it on SIGHUP (Patroni, and through it PostgreSQL's pg_hba and parameters; Prometheus;
-    Alertmanager), so `up` on a running system applies a new configuration without a
-    restart."""
+    Alertmanager), or, HAProxy, are taken over by a new process, so `up` on a running system
+    applies a new configuration without a restart."""
     reload: list[str] = []
     state.ensure()
     user = DbUser.current()
@@ -106,8 +106,9 @@ def write_configs(topo: Topology, state: StateDir) -> list[str]:
                 )
     stamp.write_text(redis_stamp)
 
-    # 0600: it holds the stats page's password.
-    _write(
+    # 0600: it holds the stats page's password. HAProxy has no reread: `up` starts a new one
+    # that takes over (deploy.processes.take_over).
+    if _write(
         state.config / "haproxy.cfg",
         configgen.haproxy_config(
             topo,
@@ -119,7 +120,8 @@ def write_configs(topo: Topology, state: StateDir) -> list[str]:
             stats_password=passwords["haproxy-stats"],
         ),
         0o600,
-    )
+    ):
+        reload.append("haproxy")
     if topo.monitored:
         for name in ("prometheus", "alertmanager"):
             (state.data / name).mkdir(parents=True, exist_ok=True)

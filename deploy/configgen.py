@@ -736,7 +736,7 @@ def haproxy_config(topo: Topology, tls: HaproxyTls, *, stats_password: str | Non
             "    default-server inter 500ms fastinter 250ms rise 1 fall 3",
             *servers,
             "",
-            *_phone_sections(topo, tls),
+            *_phone_sections(topo),
             "frontend stats",
             f"    bind {entry_host}:{topo.entry.stats_port} {tls.bind()}",
             # Internal only (#12 item 3): the stats port answers the monitoring networks
@@ -762,16 +762,16 @@ def haproxy_config(topo: Topology, tls: HaproxyTls, *, stats_password: str | Non
     )
 
 
-def _phone_sections(topo: Topology, tls: HaproxyTls) -> list[str]:
+def _phone_sections(topo: Topology) -> list[str]:
     """The phone channel's entry (issue 16): FastAGI in mode tcp to the active node's phone
-    port, chosen by the API backend's own check (GET /health/ready on the node's HTTP port).
+    port, chosen by the API backend's own check (each phone server tracks the API backend's
+    server of its node: the node answers one readiness check, not one per backend, #11).
     A call holds its connection for minutes, so the timeouts are a call's, not a request's."""
     if topo.entry.phone_port is None:
         return []
     servers = [
-        f"    server phone-{name} {s.host}:{s.phone.port} check port {s.node.port}"
-        # FastAGI itself is plain TCP (Asterisk has no TLS for AGI); the check is HTTPS.
-        f" check-ssl verify required ca-file {tls.ca_bundle} crt {tls.client_pem}"
+        # FastAGI itself is plain TCP (Asterisk has no TLS for AGI); the tracked check is HTTPS.
+        f"    server phone-{name} {s.host}:{s.phone.port} track nodes/node-{name}"
         for name in topo.data_sites
         if (s := topo.sites[name]).phone is not None and s.node is not None
     ]
@@ -788,12 +788,11 @@ def _phone_sections(topo: Topology, tls: HaproxyTls) -> list[str]:
         "    mode tcp",
         "    timeout server 20m",
         "    no option http-buffer-request",
-        "    option httpchk GET /health/ready",
-        "    http-check expect status 200",
         # As the API backend: a node that stops being active is out within about 1 s and its
-        # calls are cut (the dialplan calls again; the bundle's key makes that safe).
-        "    default-server inter 250ms fastinter 250ms downinter 250ms rise 1 fall 3 "
-        "on-marked-down shutdown-sessions",
+        # calls are cut (the dialplan calls again; the bundle's key makes that safe). HAProxy
+        # marks a tracking server down with the one it tracks, and applies its own
+        # on-marked-down then (srv_set_stopped walks the trackers).
+        "    default-server on-marked-down shutdown-sessions",
         *servers,
         "",
     ]

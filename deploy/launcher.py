@@ -164,7 +164,16 @@ async def up(topo: Topology, state: StateDir, progress: Progress, *, timeout: fl
     etcd_auth.use_state(topo, state)
     all_specs = specs(topo, state) | chaos_proxies.prepare(topo, state)
     for name in changed:
-        if processes.reload(state, all_specs[name]):
+        if name not in all_specs:  # haproxy.cfg of a topology whose sites run their own
+            continue
+        if name == "haproxy":
+            new = await asyncio.to_thread(processes.take_over, state, all_specs[name])
+            if new is not None:
+                progress(
+                    f"reloaded {name} (its configuration changed): pid {new} took over, the old"
+                    " one finishes its connections"
+                )
+        elif processes.reload(state, all_specs[name]):
             progress(f"reloaded {name} (its configuration changed)")
     fresh = not (state.member_dir(topo.data_sites[0]) / "data" / "PG_VERSION").exists()
     async with http_client.session(topo, state) as session:

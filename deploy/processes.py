@@ -15,7 +15,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import psutil
@@ -118,6 +118,48 @@ def start(state: StateDir, spec: ProcessSpec) -> int:
             ) from exc
     state.pidfile(spec.name).write_text(f"{proc.pid}\n")
     return proc.pid
+
+
+# How long a new HAProxy may take to bind its ports when it takes over (a few ms when well).
+TAKE_OVER_S = 10.0
+
+
+def take_over(state: StateDir, spec: ProcessSpec, *, timeout: float = TAKE_OVER_S) -> int | None:
+    """HAProxy's reload: start a new `spec` told to take over from the running one (`-sf`:
+    once the new process has bound its ports the old one stops listening and finishes the
+    connections it has), and wait until the new one listens on every port of `spec`. The new
+    pid; None when none was running (the next start reads the file). When the new process
+    exits or does not bind in time, the old one serves on and LaunchError says why."""
+    old = running_pid(state, spec)
+    if old is None:
+        return None
+    new = start(state, replace(spec, argv=(*spec.argv, "-sf", str(old))))
+    wanted = {port for _what, _host, port in spec.ports}
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            proc = psutil.Process(new)
+            if not _alive(proc):
+                raise psutil.NoSuchProcess(new)
+            bound = {
+                c.laddr.port for c in proc.net_connections("tcp") if c.status == psutil.CONN_LISTEN
+            }
+        except psutil.Error:
+            bound = None
+        if bound is not None and wanted <= bound:
+            return new
+        if bound is None or time.monotonic() >= deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(new, signal.SIGTERM)
+            state.pidfile(spec.name).write_text(f"{old}\n")
+            why = "exited" if bound is None else f"did not listen on {sorted(wanted)} in time"
+            raise LaunchError(
+                f"{spec.name}: the new process (pid {new}) {why}; the old one (pid {old}) serves "
+                "on with the previous configuration; see why below, then run `rocars cluster up`"
+                f" again. Last lines of {spec.name}.log:\n"
+                f"{log_tail(state, spec.name)}"
+            )
+        time.sleep(0.05)
 
 
 def ensure_running(state: StateDir, spec: ProcessSpec) -> int | None:

@@ -74,7 +74,8 @@ def hash_key(key: str) -> str:
 def _is_key_text(token: str) -> bool:
     # Keys are visible ASCII (0x21-0x7E). Anything else (a raw byte over 0x7F arrives as a
     # surrogate-escaped character that cannot even be encoded) is refused before it is hashed.
-    return all("!" <= c <= "~" for c in token)
+    # ASCII and printable is 0x20-0x7E; without the space, 0x21-0x7E (str methods: C loops).
+    return token.isascii() and token.isprintable() and " " not in token
 
 
 def _parse_bearer(header: str | None) -> str:

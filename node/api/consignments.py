@@ -117,9 +117,10 @@ _INSERT = (
     " SELECT (SELECT version FROM risk_rules_version), ARRAY(SELECT ccrn FROM c)"
 )
 # What `_insert` adds to its statement for the rows of one attempt (given with their indexes
-# among the items): CTEs over `c` and their parameters.
+# among the items), given also their first versions' documents: CTEs over `c` and their
+# parameters.
 Params = tuple[str, dict[str, Any]]
-Extra = Callable[[list[int], list[dict[str, Any]]], Params]
+Extra = Callable[[list[int], list[dict[str, Any]], list[dict[str, Any]]], Params]
 # A rule set replaced this many times during one insert means something is wrong.
 _RULE_RELOADS = 5
 # Items per insert statement of a batch: a statement's rows and JSON (about 1.2 MB per 1,000
@@ -179,10 +180,14 @@ _ITEM_FIELDS = (
 )
 
 
-def _statement_json(rows: list[dict[str, Any]], rules: tuple[Any, ...]) -> tuple[str, str]:
-    """The items (`_items_json`) and their first versions, as `_INSERT` takes them."""
+def _statement_json(
+    rows: list[dict[str, Any]], rules: tuple[Any, ...]
+) -> tuple[str, str, list[dict[str, Any]]]:
+    """The items (`_items_json`) and their first versions, as `_INSERT` takes them, and the
+    versions' documents (a submission's answer is its first version: built once)."""
     items = _items_json(rows, rules)
-    return items, json_text.dumps([common.consignment_json(r) for r in rows])
+    versions = [common.consignment_json(r) for r in rows]
+    return items, json_text.dumps(versions), versions
 
 
 async def _off_loop_if_many(n: int, fn: Callable[[], T]) -> T:
@@ -258,10 +263,10 @@ async def _insert(
     pending, reloads = list(range(len(rows))), 0
     while pending:
         todo = [rows[i] for i in pending]
-        items_json, versions_json = await _off_loop_if_many(
+        items_json, versions_json, versions = await _off_loop_if_many(
             len(todo), partial(_statement_json, todo, ruleset.rules)
         )
-        tail, params = ("", {}) if extra is None else extra(pending, todo)
+        tail, params = ("", {}) if extra is None else extra(pending, todo, versions)
         cur = await conn.execute(
             _INSERT.format(extra=tail),
             {
@@ -316,10 +321,12 @@ async def _write_submissions(
     those with a key, idempotency records; each one's status, answer and the answer's JSON."""
     answers: dict[int, dict[str, Any]] = {}  # by item: its answer in the attempt inserting it
 
-    def audit_and_records(pending: list[int], rows: list[dict[str, Any]]) -> Params:
+    def audit_and_records(
+        pending: list[int], rows: list[dict[str, Any]], versions: list[dict[str, Any]]
+    ) -> Params:
         group = []
-        for i, row in zip(pending, rows, strict=True):
-            sub, answers[i] = subs[i], common.consignment_json(row)
+        for i, row, version in zip(pending, rows, versions, strict=True):
+            sub, answers[i] = subs[i], version
             one: dict[str, Any] = {"ccrn": row["ccrn"], "actor": sub.actor, "answer": answers[i]}
             if sub.record is not None:
                 one.update(

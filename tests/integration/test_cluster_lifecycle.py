@@ -8,6 +8,7 @@ fixture establishes it, so any test also passes alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -16,7 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import agi_standin
 import aiohttp
+import psutil
 import pytest
 import redis
 
@@ -259,6 +262,7 @@ async def test_role_metrics_probes_and_prometheus_follow_a_switchover(
     /health/ready answers 200, node A's says standby and 503, and Prometheus (scraping every
     5 s) sees site B active and only B within a few scrapes."""
     c = leader_on_a
+    held = await _call_held_open(c)
     await asyncio.to_thread(
         c.rocars, "failover", "switchover", "--to", "B", "--state-dir", str(c.state.root)
     )
@@ -278,6 +282,29 @@ async def test_role_metrics_probes_and_prometheus_follow_a_switchover(
             await asyncio.sleep(0.5)
         print(f"\n[measure] Prometheus saw B active {time.monotonic() - t0:.1f}s after the switch")
         assert seen == ({"A": "standby", "B": "active"}, {"A": 503, "B": 200}, ["B"])
+    # The phone entry follows the API backend's check (its servers track it, #11): the call
+    # held on A is cut by HAProxy (A itself would wait REPLY_TIMEOUT_S for the caller), and
+    # a new call reaches B, which welcomes it instead of refusing.
+    async with asyncio.timeout(10):
+        assert await held[0].read() == b""
+    held[1].close()
+    again = await _call_held_open(c)
+    again[1].close()
+
+
+async def _call_held_open(c: LocalCluster) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A call placed through HAProxy's phone entry and left waiting at its first prompt, which
+    must be the active node's welcome (a standby plays service-unavailable); the open
+    connection."""
+    port = c.topo.entry.phone_port
+    assert port is not None
+    reader, writer = await asyncio.open_connection(c.topo.entry_host(), port)
+    writer.write(agi_standin.environment(c.topo.entry_host(), port))
+    await writer.drain()
+    async with asyncio.timeout(10):
+        first = (await reader.readline()).decode()
+    assert first.startswith("STREAM FILE rocars/welcome "), first
+    return reader, writer
 
 
 def test_up_again_is_harmless(running: LocalCluster) -> None:
@@ -293,19 +320,29 @@ def test_up_again_is_harmless(running: LocalCluster) -> None:
 def test_up_reloads_what_reads_a_changed_configuration(running: LocalCluster) -> None:
     """#12 item 4: a generated file that differs from what the running process read (here
     edited by hand; after an upgrade, a new pg_hba) is rewritten by `up`, and its process is
-    asked to reread it (SIGHUP), not restarted."""
+    asked to reread it (SIGHUP), not restarted. HAProxy, which has no reread, is taken over
+    by a new process (`-sf`) that serves the entry, and the old one leaves."""
     cfg = running.state.member_dir("A") / "patroni.yaml"
     prom = running.state.config / "prometheus.yml"
+    haproxy = running.state.config / "haproxy.cfg"
     before = {n: running.pid(n) for n in ("patroni-A", "prometheus")}
-    for path in (cfg, prom):
+    old_haproxy = running.pid("haproxy")
+    assert old_haproxy is not None
+    for path in (cfg, prom, haproxy):
         path.write_text(path.read_text() + "# edited\n")
     out = running.up()
     assert "reloaded patroni-A" in out
     assert "reloaded prometheus" in out
+    assert "reloaded haproxy" in out
     assert "reloaded patroni-B" not in out
     assert "# edited" not in cfg.read_text()
+    assert "# edited" not in haproxy.read_text()
     assert {n: running.pid(n) for n in before} == before
+    assert running.pid("haproxy") not in (None, old_haproxy)
     _wait_status(running)
+    assert _entry_node(running) is not None
+    with contextlib.suppress(psutil.NoSuchProcess):  # gone already: fine
+        assert psutil.wait_procs([psutil.Process(old_haproxy)], timeout=30)[1] == []
 
 
 def test_killed_member_comes_back_and_rejoins(leader_on_a: LocalCluster) -> None:

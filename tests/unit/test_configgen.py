@@ -147,20 +147,24 @@ def test_postgresql_serves_tls_only_and_patroni_checks_its_certificate() -> None
 
 def test_the_phone_entry_reaches_only_the_active_node_over_tcp() -> None:
     """#16 item 6: HAProxy's FastAGI entry is `mode tcp`, on the topology's phone port, and
-    sends calls to the node that answers /health/ready (the active one) on its HTTP port,
-    cutting calls to a node marked down so Asterisk calls again."""
+    sends calls to the node the API backend finds ready (the active one): each phone server
+    tracks its node's server in `nodes` instead of checking again (#11: one readiness check
+    per node, not two), and calls to a node marked down are cut so Asterisk calls again."""
     text = configgen.haproxy_config(TOPO, HAPROXY_TLS)
     front = text.split("frontend phone\n", 1)[1].split("\n\n", 1)[0]
     back = text.split("backend phone_nodes\n", 1)[1].split("\n\n", 1)[0]
+    nodes = text.split("\nbackend nodes\n", 1)[1].split("\n\n", 1)[0]
     assert "    mode tcp" in front
     assert "    mode tcp" in back
     assert f"    bind {TOPO.entry_host()}:{TOPO.entry.phone_port}" in front
-    assert "    option httpchk GET /health/ready" in back
     assert "on-marked-down shutdown-sessions" in back
+    assert " check" not in back  # no check of its own: the tracked one decides
+    assert "    option httpchk GET /health/ready" in nodes
     for name in TOPO.data_sites:
         site = TOPO.sites[name]
         assert site.phone is not None
         assert site.node is not None
+        assert f"    server node-{name} {site.host}:{site.node.port} check" in nodes
         assert (
-            f"server phone-{name} {site.host}:{site.phone.port} check port {site.node.port}" in back
+            f"    server phone-{name} {site.host}:{site.phone.port} track nodes/node-{name}" in back
         )

@@ -1,0 +1,126 @@
+"""`processes.take_over`, HAProxy's reload as `cluster up` does it when haproxy.cfg changed
+(#11: the phone servers' tracked checks reach a running system this way): the new process
+must listen on every port of its spec before it counts, and when it exits or never binds the
+old one keeps serving and is named again in the pid file. Small Python processes stand in for
+the old and new HAProxy (what `-sf <old pid>` asks of HAProxy is tested live, in
+test_cluster_lifecycle); each is stopped when the test ends."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from deploy import processes
+from deploy.processes import ProcessSpec
+from deploy.state import StateDir
+from kernel.errors import LaunchError
+
+pytestmark = [
+    pytest.mark.integration,
+    # processes.start leaves its daemons detached on purpose (their own session, a pid file);
+    # the Popen it drops says so when collected, here in the test's process.
+    pytest.mark.filterwarnings(r"ignore:subprocess \d+ is still running:ResourceWarning"),
+]
+
+SLEEP = "import sys, time; time.sleep(60)"
+# Binds the port in argv[1] and waits; `-sf <pid>` arrives as further arguments.
+LISTEN = (
+    "import socket, sys, time; s = socket.socket(); "
+    "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+    "s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); time.sleep(60)"
+)
+EXIT = "import sys; print('[ALERT] config : parsing error'); sys.exit(1)"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[StateDir]:
+    """A state folder; every process started under it is killed at the end."""
+    st = StateDir(tmp_path)
+    st.ensure()
+    started: list[int] = []
+    real_start = processes.start
+
+    def start(state: StateDir, spec: ProcessSpec) -> int:
+        pid = real_start(state, spec)
+        started.append(pid)
+        return pid
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(processes, "start", start)
+        yield st
+    for pid in started:
+        try:
+            p = psutil.Process(pid)
+            p.kill()
+            p.wait(5)
+        except psutil.NoSuchProcess:
+            pass
+
+
+def _spec(tmp_path: Path, code: str, port: int) -> ProcessSpec:
+    marker = str(tmp_path / "fake-haproxy.cfg")
+    return ProcessSpec(
+        name="haproxy",
+        site="A",
+        argv=(sys.executable, "-c", code, str(port), marker),
+        marker=marker,
+        ports=(("HAProxy entry", "127.0.0.1", port),),
+    )
+
+
+def test_a_new_process_that_listens_takes_over(state: StateDir, tmp_path: Path) -> None:
+    """The new pid is returned once it listens on the spec's port, and the pid file names it;
+    it was told which process to take over from."""
+    port = _free_port()
+    old = processes.start(state, _spec(tmp_path, SLEEP, port))
+    new = processes.take_over(state, _spec(tmp_path, LISTEN, port))
+    assert new is not None
+    assert new != old
+    assert state.pidfile("haproxy").read_text().strip() == str(new)
+    assert psutil.Process(new).cmdline()[-2:] == ["-sf", str(old)]
+    listening = {c.laddr.port for c in psutil.Process(new).net_connections("tcp")}
+    assert port in listening
+
+
+def test_a_new_process_that_exits_leaves_the_old_one_serving(
+    state: StateDir, tmp_path: Path
+) -> None:
+    """A new process that exits (a configuration HAProxy refuses) is reported with its log's
+    last lines; the old process runs on and the pid file names it again."""
+    port = _free_port()
+    old = processes.start(state, _spec(tmp_path, SLEEP, port))
+    with pytest.raises(LaunchError) as caught:
+        processes.take_over(state, _spec(tmp_path, EXIT, port))
+    message = str(caught.value)
+    assert "exited" in message
+    assert f"the old one (pid {old}) serves on" in message
+    assert "parsing error" in message
+    assert state.pidfile("haproxy").read_text().strip() == str(old)
+    assert psutil.Process(old).is_running()
+
+
+def test_a_new_process_that_never_listens_is_stopped(state: StateDir, tmp_path: Path) -> None:
+    """A new process that does not bind in time is stopped, and the old one keeps serving."""
+    port = _free_port()
+    old = processes.start(state, _spec(tmp_path, SLEEP, port))
+    with pytest.raises(LaunchError, match="did not listen") as caught:
+        processes.take_over(state, _spec(tmp_path, SLEEP, port), timeout=0.5)
+    new = int(str(caught.value).split("(pid ", 1)[1].split(")", 1)[0])
+    assert psutil.wait_procs([psutil.Process(new)], timeout=5)[1] == []
+    assert state.pidfile("haproxy").read_text().strip() == str(old)
+
+
+def test_nothing_running_starts_nothing(state: StateDir, tmp_path: Path) -> None:
+    """With no HAProxy running there is nothing to take over: the next start reads the file."""
+    assert processes.take_over(state, _spec(tmp_path, LISTEN, _free_port())) is None
