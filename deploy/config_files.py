@@ -173,7 +173,7 @@ def write_configs(topo: Topology, state: StateDir) -> list[str]:
     if topo.entry.floating is not None:  # each data site's HAProxy and keepalived (#17 item 2)
         from deploy import floating_address
 
-        floating_address.write_files(topo, state)
+        reload += floating_address.write_files(topo, state)
     return reload
 
 

@@ -238,9 +238,11 @@ def keepalived_files(topo: Topology, state: StateDir, site: str) -> list[tuple[P
     ]
 
 
-def write_files(topo: Topology, state: StateDir) -> None:
+def write_files(topo: Topology, state: StateDir) -> list[str]:
     """Each data site's HAProxy file, keepalived file and check script (refused, LaunchError,
-    where keepalived would not run the check)."""
+    where keepalived would not run the check); the processes whose file changed
+    (`haproxy-<site>`, `keepalived-<site>`: config_files.write_configs). The check script is
+    run anew each time: a change to it needs nobody told."""
     folder = pki.PkiDir(state.pki)
     tls = configgen.HaproxyTls(
         server_pem=folder.combined("haproxy"),
@@ -250,10 +252,16 @@ def write_files(topo: Topology, state: StateDir) -> None:
     hub_haproxy = configgen.haproxy_config(
         topo, tls, stats_password=state.secrets()["haproxy-stats"]
     )
+    changed: list[str] = []
     for site in topo.data_sites:
+        haproxy, keepalived, _script = _files(state, site)
+        readers = {haproxy: f"haproxy-{site}", keepalived: f"keepalived-{site}"}
         files = [haproxy_file(topo, state, site, hub_haproxy), *keepalived_files(topo, state, site)]
         for path, text, mode in files:
-            write_atomically(path, text.encode(), mode=mode)
+            data = text.encode()
+            if path in readers and _differs(path, data):
+                changed.append(readers[path])
+            write_atomically(path, data, mode=mode)
         script = _files(state, site)[2]
         if (problem := script_path_problem(script)) is not None:
             raise LaunchError(
@@ -261,6 +269,14 @@ def write_files(topo: Topology, state: StateDir) -> None:
                 " folder that only root can change, all the way up"
             )
         (state.run / f"keepalived-{site}").mkdir(parents=True, exist_ok=True)
+    return changed
+
+
+def _differs(path: Path, data: bytes) -> bool:
+    try:
+        return path.read_bytes() != data
+    except OSError:  # not written yet
+        return True
 
 
 def specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
@@ -276,6 +292,7 @@ def specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
             netns=topo.netns(site),
             argv=("haproxy", "-db", "-f", str(haproxy)),
             marker=str(haproxy),
+            takes_over=True,
             ports=(
                 ("HAProxy entry", host, topo.entry.port),
                 ("HAProxy stats", host, topo.entry.stats_port),

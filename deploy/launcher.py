@@ -164,9 +164,9 @@ async def up(topo: Topology, state: StateDir, progress: Progress, *, timeout: fl
     etcd_auth.use_state(topo, state)
     all_specs = specs(topo, state) | chaos_proxies.prepare(topo, state)
     for name in changed:
-        if name not in all_specs:  # haproxy.cfg of a topology whose sites run their own
+        if name not in all_specs:  # the hub's haproxy.cfg, where the sites run their own
             continue
-        if name == "haproxy":
+        if all_specs[name].takes_over:
             new = await asyncio.to_thread(processes.take_over, state, all_specs[name])
             if new is not None:
                 progress(

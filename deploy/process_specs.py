@@ -143,6 +143,7 @@ def specs(
             netns=topo.namespaces.hub() if topo.namespaces else None,
             argv=("haproxy", "-db", "-f", cfg),
             marker=cfg,
+            takes_over=True,
             ports=(
                 ("HAProxy entry", entry_host, topo.entry.port),
                 ("HAProxy stats", entry_host, topo.entry.stats_port),

@@ -38,6 +38,9 @@ class ProcessSpec:
     env: dict[str, str] = field(default_factory=dict)
     netns: str | None = None  # the site's network namespace, when sites run in their own
     umask: int = -1  # the process's umask (-1: ours); 0o077 for those that write secrets
+    # HAProxy has no reread: a changed file is applied by a new process taking over from the
+    # running one (take_over); every other process rereads on SIGHUP (reload).
+    takes_over: bool = False
 
 
 def _alive(proc: psutil.Process) -> bool:
@@ -138,13 +141,10 @@ def take_over(state: StateDir, spec: ProcessSpec, *, timeout: float = TAKE_OVER_
     deadline = time.monotonic() + timeout
     while True:
         try:
-            proc = psutil.Process(new)
-            if not _alive(proc):
+            if not _alive(psutil.Process(new)):
                 raise psutil.NoSuchProcess(new)
-            bound = {
-                c.laddr.port for c in proc.net_connections("tcp") if c.status == psutil.CONN_LISTEN
-            }
-        except psutil.Error:
+            bound = listening_ports(new)
+        except (psutil.Error, OSError):
             bound = None
         if bound is not None and wanted <= bound:
             return new
@@ -160,6 +160,31 @@ def take_over(state: StateDir, spec: ProcessSpec, *, timeout: float = TAKE_OVER_
                 f"{log_tail(state, spec.name)}"
             )
         time.sleep(0.05)
+
+
+_TCP_LISTEN = "0A"  # the state column of /proc/net/tcp (include/net/tcp_states.h)
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports process `pid` listens on, read in its own network namespace
+    (/proc/<pid>/net): psutil reads ours (/proc/net), which misses the sockets of a process
+    in a site's namespace. Its sockets are told from another's on the same port (a process
+    taking over) by their inodes. OSError when it is gone."""
+    inodes = set()
+    for fd in os.scandir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed while read
+            link = os.readlink(fd.path)
+            if link.startswith("socket:["):
+                inodes.add(link[len("socket:[") : -1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        for line in lines:
+            # sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+            fields = line.split()
+            if fields[3] == _TCP_LISTEN and fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 def ensure_running(state: StateDir, spec: ProcessSpec) -> int | None:

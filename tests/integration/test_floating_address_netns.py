@@ -104,7 +104,8 @@ def _kill_site(c: LocalCluster, site: str) -> None:
 
 def test_floating_address_follows_the_leader(vip_cluster: LocalCluster) -> None:
     """#17 item 2: the leader's site holds the floating address and serves /health/ready 200 on
-    it, and the standby does not take it while the leader's keepalived is down; `rocars
+    it, and the standby does not take it while the leader's keepalived is down; `up` applies
+    a changed site file (HAProxy taken over, keepalived told); `rocars
     failover switchover --to B` moves it to B within a few seconds, and `rocars cluster
     status` names B as its holder; keepalived runs its check with script security on; `rocars
     certs rotate` reloads each site's HAProxy; a switchover drill whose
@@ -126,6 +127,22 @@ def test_floating_address_follows_the_leader(vip_cluster: LocalCluster) -> None:
         log = c.state.logfile(f"keepalived-{site}").read_text()
         for refusal in ("SECURITY VIOLATION", "Unsafe permissions", "Disabling track script"):
             assert refusal not in log, (site, refusal)
+
+    # (1b') `up` applies a changed site file: HAProxy, which has no reread, is taken over by
+    # a new process; keepalived rereads on SIGHUP and keeps its pid; A keeps the address.
+    edited = [c.state.config / "haproxy-A.cfg", c.state.config / "keepalived-B.conf"]
+    for path in edited:
+        path.write_text(path.read_text() + "# edited\n")
+    old_haproxy_a = c.pid("haproxy-A")
+    keepalived_b = c.pid("keepalived-B")
+    out = c.up()
+    assert "reloaded haproxy-A (its configuration changed): pid" in out, out
+    assert "reloaded keepalived-B (its configuration changed)" in out, out
+    assert "reloaded haproxy-B" not in out, out
+    assert all("# edited" not in path.read_text() for path in edited)
+    assert c.pid("haproxy-A") not in (None, old_haproxy_a)
+    assert c.pid("keepalived-B") == keepalived_b
+    _wait_held_by(c, "A", MOVE_BUDGET_S, time.monotonic())
 
     # (1c) `rocars certs rotate` reloads each site's HAProxy too (a new process, -sf): each
     # presents the new certificate on its own address (the command waits for that), and the

@@ -7,9 +7,12 @@ test_cluster_lifecycle); each is stopped when the test ends."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -124,3 +127,52 @@ def test_a_new_process_that_never_listens_is_stopped(state: StateDir, tmp_path: 
 def test_nothing_running_starts_nothing(state: StateDir, tmp_path: Path) -> None:
     """With no HAProxy running there is nothing to take over: the next start reads the file."""
     assert processes.take_over(state, _spec(tmp_path, LISTEN, _free_port())) is None
+
+
+NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    """A network namespace of its own (loopback up), deleted at the end."""
+    name = f"rtakeover-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+@NEEDS_ROOT
+def test_a_process_in_a_namespace_takes_over(
+    state: StateDir, tmp_path: Path, namespace: str
+) -> None:
+    """A site's HAProxy on the floating-address topology runs in the site's namespace: the
+    new process's ports are read there (psutil reads ours and sees none, which failed every
+    take-over of a site's HAProxy)."""
+    port = _free_port()
+    spec = replace(_spec(tmp_path, SLEEP, port), netns=namespace)
+    old = processes.start(state, spec)
+    new = processes.take_over(state, replace(spec, argv=_spec(tmp_path, LISTEN, port).argv))
+    assert new not in (None, old)
+    assert processes.listening_ports(new) == {port}
+    assert port not in {c.laddr.port for c in psutil.Process(new).net_connections()}
+
+
+def test_listening_ports_are_the_processs_own_listeners() -> None:
+    """Listeners only (a socket that connects is not one), of this process only; a process
+    that is gone raises."""
+    with _listener() as server, socket.create_connection(server.getsockname()):
+        assert processes.listening_ports(os.getpid()) == {server.getsockname()[1]}
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    with pytest.raises(FileNotFoundError):
+        processes.listening_ports(gone.pid)
+
+
+def _listener() -> socket.socket:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    return s

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,36 @@ def test_per_site_processes_only_with_the_option(tmp_path: Path) -> None:
         conf = f"--use-file={state.config / f'keepalived-{site}.conf'}"
         assert conf in got[f"keepalived-{site}"].argv
     assert got["haproxy"].netns == "rvip-hub"
+    # HAProxy has no reread: `cluster up` applies a changed file with a new process (-sf).
+    assert {n for n, spec in got.items() if spec.takes_over} == {
+        "haproxy",
+        "haproxy-A",
+        "haproxy-B",
+    }
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="keepalived's check script must be root's")
+def test_written_site_files_name_the_processes_to_tell(tmp_path: Path) -> None:
+    """`cluster up` applies a changed site file (config_files.write_configs): write_files names
+    `haproxy-<site>` and `keepalived-<site>` whose file it changed: all on the first write,
+    none when nothing changed, only the one edited by hand (and rewritten) after that; the
+    check script, run anew each time, names nobody."""
+    state = StateDir(tmp_path / "var")
+    state.ensure()
+    vip = load_topology(VIP)
+    first = floating_address.write_files(vip, state)
+    assert sorted(first) == ["haproxy-A", "haproxy-B", "keepalived-A", "keepalived-B"]
+    assert floating_address.write_files(vip, state) == []
+    edited = state.config / "haproxy-B.cfg"
+    script = state.config / "floating-check-A.sh"
+    for path in (edited, script):
+        path.write_text(path.read_text() + "# edited\n")
+    assert floating_address.write_files(vip, state) == ["haproxy-B"]
+    assert "# edited" not in edited.read_text()
+    assert "# edited" not in script.read_text()
+    keepalived = state.config / "keepalived-A.conf"
+    keepalived.write_text(keepalived.read_text() + "# edited\n")
+    assert floating_address.write_files(vip, state) == ["keepalived-A"]
 
 
 def test_site_haproxy_listens_on_every_address_of_its_site() -> None:
