@@ -254,7 +254,7 @@ def write_files(topo: Topology, state: StateDir) -> list[str]:
     )
     changed: list[str] = []
     for site in topo.data_sites:
-        haproxy, keepalived, _script = _files(state, site)
+        haproxy, keepalived, script = _files(state, site)
         readers = {haproxy: f"haproxy-{site}", keepalived: f"keepalived-{site}"}
         files = [haproxy_file(topo, state, site, hub_haproxy), *keepalived_files(topo, state, site)]
         for path, text, mode in files:
@@ -262,7 +262,6 @@ def write_files(topo: Topology, state: StateDir) -> list[str]:
             if path in readers and _differs(path, data):
                 changed.append(readers[path])
             write_atomically(path, data, mode=mode)
-        script = _files(state, site)[2]
         if (problem := script_path_problem(script)) is not None:
             raise LaunchError(
                 f"keepalived would refuse to run its check {script}: {problem}; use a state"
