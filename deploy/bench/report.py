@@ -66,6 +66,8 @@ def _rows(doc: Mapping[str, Any], prev: Mapping[str, Any] | None) -> list[Row]:
         return (label, _num(lookup(doc, path), digits), _num(before, digits), target)
 
     rows: list[Row] = [
+        row("database at the start: MiB", "database.size_mib", 0),
+        row("database at the start: consignments (estimate)", "database.consignments", 0),
         row("closed loop: API req/s (16 conn, median)", "closed_loop.api.rps"),
         row("closed loop: API p50 ms", "closed_loop.api.p50_ms"),
         row("closed loop: API p99 ms", "closed_loop.api.p99_ms"),
@@ -96,6 +98,12 @@ def _rows(doc: Mapping[str, Any], prev: Mapping[str, Any] | None) -> list[Row]:
         row("overload: accepted p99 ms", "overload.accepted_latency.p99", 1, "< 250"),
         row("overload: acknowledged, not stored", "overload.lost", 0, "0"),
         row("overload: recovery after the drop s", "overload.recovery_s", 1, "at once"),
+        row("overload: first clean second after the drop s", "overload.first_clean_s", 1),
+        row("overload: calm offer /s (before and after)", "overload.calm_rate"),
+        row("calm before: unclean seconds", "overload.calm_before.unclean_seconds", 0),
+        row("calm after the drop: unclean seconds", "overload.calm_after.unclean_seconds", 0),
+        row("calm before: shed", "overload.calm_before.shed", 0),
+        row("calm after the drop: shed", "overload.calm_after.shed", 0),
         row("overload: generator CPU, share of a core", "overload.generator.cpu_share", 2),
         row("batch of 10,000: seconds", "batch.seconds", 2, "<= 2"),
         row("node RSS peak MiB (largest process)", "memory.node_rss_max_mb", 0, "<= 150"),
@@ -169,7 +177,7 @@ def plot(doc: Mapping[str, Any]) -> str:
     if seconds:
         panels.append(
             svg.Panel(
-                "Overload: offered 3x sustained, then dropped",
+                "Overload: half the sustained rate, 3x it, then half again",
                 "second of the run",
                 "requests per second",
                 {

@@ -207,13 +207,35 @@ def timeline(outcomes: Iterable[Outcome]) -> list[Second]:
     return out
 
 
+def is_clean(second: Second, p99_limit_ms: float) -> bool:
+    """Every request of the second answered 2xx, with their p99 within the limit."""
+    return second.ok == second.offered and second.p99_ms <= p99_limit_ms
+
+
 def recovery_seconds(
     seconds: Sequence[Second], drop_at: float, p99_limit_ms: float
 ) -> float | None:
-    """Seconds from the offer's drop until every later second has all its requests answered
-    with 2xx and a p99 within the limit; None if it never got there."""
+    """Seconds from the offer's drop until every later second is clean (`is_clean`); None if
+    it never got there."""
     after = [s for s in seconds if s.t >= drop_at]
     for i, s in enumerate(after):
-        if all(x.ok == x.offered and x.p99_ms <= p99_limit_ms for x in after[i:]):
+        if all(is_clean(x, p99_limit_ms) for x in after[i:]):
             return max(0.0, s.t - drop_at)
     return None
+
+
+def first_clean_seconds(
+    seconds: Sequence[Second], drop_at: float, p99_limit_ms: float
+) -> float | None:
+    """Seconds from the offer's drop to the first clean second; None if none was."""
+    for s in seconds:
+        if s.t >= drop_at and is_clean(s, p99_limit_ms):
+            return max(0.0, s.t - drop_at)
+    return None
+
+
+def unclean_seconds(
+    seconds: Sequence[Second], start: float, end: float, p99_limit_ms: float
+) -> int:
+    """How many seconds from `start` (included) to `end` (excluded) were not clean."""
+    return sum(1 for s in seconds if start <= s.t < end and not is_clean(s, p99_limit_ms))

@@ -39,6 +39,10 @@ def _check_common(doc: dict[str, Any]) -> None:
     assert mem["idle_pss_mib"] > 0
     assert mem["idle_pss_youngest_process_age_s"] >= 0
     assert {"node-A", "node-B"} <= set(mem["node_rss_peak_mb"])
+    # The database's size before the run, since every figure depends on it: the set-up's own
+    # accounts and bundles are in it, so never empty.
+    assert doc["database"]["size_mib"] > 0
+    assert doc["database"]["consignments"] >= 0
 
 
 def test_bench_smoke(cluster: LocalCluster) -> None:
@@ -95,6 +99,11 @@ def test_bench_quick_through_the_cli(cluster: LocalCluster) -> None:
     assert ov["stored"] >= ov["acknowledged"]
     assert "no answer" not in ov["errors"]
     assert len(ov["timeline"]) >= 2
+    # The calm offer ran alone first and after the drop, each counted for its window.
+    calm = round(ov["calm_rate"] * doc["settings"]["recovery_s"])
+    for window in (ov["calm_before"], ov["calm_after"]):
+        assert abs(window["offered"] - calm) <= 2
+        assert window["accepted"] + window["shed"] <= window["offered"]
     if before:
         assert doc["previous"] == str(before[-1])
         assert any(c["path"] == "closed_loop.ratio" for c in doc["changes"])

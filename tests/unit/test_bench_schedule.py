@@ -17,11 +17,13 @@ from deploy.bench.schedule import (
     Second,
     Shot,
     build_schedule,
+    first_clean_seconds,
     keep_schedule,
     recovery_seconds,
     share,
     summarize,
     timeline,
+    unclean_seconds,
 )
 
 T = TypeVar("T")
@@ -165,3 +167,24 @@ def test_timeline_and_recovery() -> None:
     assert recovery_seconds(secs[:2], 1.0, 250.0) is None
     relapse = [*secs, Second(4, 1, 0, 1, 0, 0.0), Second(5, 1, 1, 0, 0, 5.0)]
     assert recovery_seconds(relapse, 1.0, 250.0) == 4.0  # served again only from second 5
+
+
+def test_first_clean_second_and_unclean_seconds_of_a_window() -> None:
+    """#11 target 3: after the drop, the first clean second (all 2xx, p99 in limit) is found
+    even when a later second relapses, and a window's unclean seconds are counted the same way
+    before the overload and after the drop, so the two can be compared."""
+    secs = [
+        Second(0, 10, 10, 0, 0, 20.0),  # calm before: clean
+        Second(1, 10, 9, 1, 0, 20.0),  # calm before: one shed
+        Second(2, 30, 10, 20, 0, 240.0),  # overload
+        Second(3, 10, 10, 0, 0, 300.0),  # after the drop: all served, too slow
+        Second(4, 10, 10, 0, 0, 30.0),  # clean
+        Second(5, 10, 8, 2, 0, 30.0),  # relapse
+        Second(6, 10, 10, 0, 0, 30.0),
+    ]
+    assert first_clean_seconds(secs, 3.0, 250.0) == 1.0
+    assert recovery_seconds(secs, 3.0, 250.0) == 3.0
+    assert first_clean_seconds(secs[:4], 3.0, 250.0) is None
+    assert unclean_seconds(secs, 0.0, 2.0, 250.0) == 1
+    assert unclean_seconds(secs, 3.0, 7.0, 250.0) == 2
+    assert unclean_seconds(secs, 3.0, 7.0, 500.0) == 1
