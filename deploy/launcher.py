@@ -154,6 +154,14 @@ async def run_steps(
 
 
 async def up(topo: Topology, state: StateDir, progress: Progress, *, timeout: float = 90) -> None:
+    orphan = state.orphaned_database()
+    if orphan is not None:
+        raise LaunchError(
+            f"{orphan} holds PostgreSQL data made with another state folder's passwords (the "
+            f"state folder {state.root} was removed or replaced without 'rocars cluster down "
+            f"--purge'). To start afresh, delete {orphan} (its data is lost); to keep the data, "
+            "put back the state folder it was made with"
+        )
     check_binaries(topo)
     if topo.namespaces is not None:
         if netns.create(topo):

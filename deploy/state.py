@@ -156,6 +156,17 @@ class StateDir:
         digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
         return RUNTIME_BASE / f"{self.root.name}-{digest}"
 
+    def orphaned_database(self) -> Path | None:
+        """The runtime folder when it holds PostgreSQL data although this state folder has no
+        passwords yet (None otherwise): the data was made by a state folder at this path that
+        was removed without `cluster down --purge`, and its roles' passwords are lost with it.
+        Started on, Patroni would only fail to log in for minutes."""
+        if (self.secrets_dir / "secrets.json").exists() or (self.config / "secrets.json").exists():
+            return None
+        if any(self.runtime.glob("*/data/PG_VERSION")):
+            return self.runtime
+        return None
+
     def member_dir(self, site: str) -> Path:
         return self.runtime / member_name(site)
 

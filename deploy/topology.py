@@ -178,11 +178,16 @@ class Admission(_Strict):
     are answered 503. The defaults come from the measured capacity of one node (about 350
     submissions/s on 2 cores, a pool of 10 connections): 16 at once already saturates it (16
     and 64 client connections gave the same throughput), so a node serves an admitted request
-    in about 16/350 s = 46 ms (p99 about 90 ms). The queue wait is 50 ms: under overload on 2
-    cores a node at 16 at once takes 120-150 ms per request, and 100 ms of queue on top of
-    that left no margin (day 3, 07:55, the bench's overload phase alternately, 3 rounds each:
-    with 100 ms accepted p99 181, 229 and 286 ms, one over the 250 ms budget; with 50 ms 147,
-    148 and 167 ms, as many accepted per second).
+    in about 16/350 s = 46 ms (p99 about 90 ms), and with at most 100 ms in the queue an
+    accepted request is answered within about 200 ms, under the 250 ms budget (measured at 3x
+    the sustained rate: accepted p50 150 ms, p99 190 ms; shed in 105 ms, p99 146 ms).
+
+    Why not less queue (day 3, 50 against 100 ms, alternately in each comparison): at 3x
+    the offer 50 ms kept the accepted p99 at 147-167 ms where 100 ms gave 181-286 (one of
+    three over 250); but at 500 submissions and 200 gate decisions a second, just over what 2
+    cores serve, 50 ms served a median 100 submissions/s against 258 and shed gate decisions
+    in three rounds of four (100 ms: in one). Shedding a truck's arrival decision costs more
+    than 100 ms of waiting.
 
     The node keeps its own limit (`node_max_in_flight`, node.admission) for callers that do
     not come through HAProxy; it must be above `server_maxconn`: HAProxy retries a node's 503
@@ -191,7 +196,7 @@ class Admission(_Strict):
     """
 
     server_maxconn: int = Field(default=16, ge=1, le=10_000)
-    queue_timeout_ms: int = Field(default=50, ge=1, le=5_000)
+    queue_timeout_ms: int = Field(default=100, ge=1, le=5_000)
     node_max_in_flight: int = Field(default=DEFAULT_MAX_IN_FLIGHT, ge=1, le=10_000)
 
     @model_validator(mode="after")
