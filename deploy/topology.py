@@ -178,16 +178,18 @@ class Admission(_Strict):
     are answered 503. The defaults come from the measured capacity of one node (about 350
     submissions/s on 2 cores, a pool of 10 connections): 16 at once already saturates it (16
     and 64 client connections gave the same throughput), so a node serves an admitted request
-    in about 16/350 s = 46 ms (p99 about 90 ms), and with at most 100 ms in the queue an
-    accepted request is answered within about 200 ms, under the 250 ms budget (measured at 3x
-    the sustained rate: accepted p50 150 ms, p99 190 ms; shed in 105 ms, p99 146 ms).
-
-    Why not less queue (day 3, 50 against 100 ms, alternately in each comparison): at 3x
-    the offer 50 ms kept the accepted p99 at 147-167 ms where 100 ms gave 181-286 (one of
-    three over 250); but at 500 submissions and 200 gate decisions a second, just over what 2
-    cores serve, 50 ms served a median 100 submissions/s against 258 and shed gate decisions
-    in three rounds of four (100 ms: in one). Shedding a truck's arrival decision costs more
-    than 100 ms of waiting.
+    in about 16/350 s = 46 ms (p99 about 90 ms). A saturated node on 2 cores takes 120-150
+    ms per request at 16 at once, so the queue wait is 75 ms, measured against 100 and 50
+    (day 3, alternately in each comparison, on the bench's overload phase and its open loop):
+    - at 3x the offer, the accepted p99 was 174-286 ms with 100 ms of queue, once 1,674 (4
+      of 11 runs over the 250 ms budget, full benches since day 1 included), 125-132 with 75,
+      101-167 with 50;
+    - at 500 submissions and 200 gate decisions a second, just over what 2 cores serve, the
+      system swings between rounds (12 to 297 submissions/s served at one setting) and the
+      shorter queue sheds more: served submissions median 209/s with 100 ms and 133 with 50,
+      and gate decisions shed in 2 of 6 rounds with 100 ms, 6 of 6 with 50, 1 of 2 with 75.
+    75 ms keeps the overload budget with margin and sheds less than 50 near saturation; it is
+    the least measured of the three.
 
     The node keeps its own limit (`node_max_in_flight`, node.admission) for callers that do
     not come through HAProxy; it must be above `server_maxconn`: HAProxy retries a node's 503
@@ -196,7 +198,7 @@ class Admission(_Strict):
     """
 
     server_maxconn: int = Field(default=16, ge=1, le=10_000)
-    queue_timeout_ms: int = Field(default=100, ge=1, le=5_000)
+    queue_timeout_ms: int = Field(default=75, ge=1, le=5_000)
     node_max_in_flight: int = Field(default=DEFAULT_MAX_IN_FLIGHT, ge=1, le=10_000)
 
     @model_validator(mode="after")
