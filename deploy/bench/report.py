@@ -105,6 +105,7 @@ def _rows(doc: Mapping[str, Any], prev: Mapping[str, Any] | None) -> list[Row]:
         row("calm before: shed", "overload.calm_before.shed", 0),
         row("calm after the drop: shed", "overload.calm_after.shed", 0),
         row("overload: generator CPU, share of a core", "overload.generator.cpu_share", 2),
+        row("overload: generator send lag p99 ms", "overload.generator.send_lag_p99_ms", 2),
         row("batch of 10,000: seconds", "batch.seconds", 2, "<= 2"),
         row("node RSS peak MiB (largest process)", "memory.node_rss_max_mb", 0, "<= 150"),
         row("node RSS after MiB (largest process)", "memory.node_rss_after_max_mb", 0, "<= 150"),

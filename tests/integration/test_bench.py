@@ -99,6 +99,7 @@ def test_bench_quick_through_the_cli(cluster: LocalCluster) -> None:
     assert ov["stored"] >= ov["acknowledged"]
     assert "no answer" not in ov["errors"]
     assert len(ov["timeline"]) >= 2
+    assert ov["generator"]["send_lag_p99_ms"] >= 0
     # The calm offer ran alone first and after the drop, each counted for its window.
     calm = round(ov["calm_rate"] * doc["settings"]["recovery_s"])
     for window in (ov["calm_before"], ov["calm_after"]):

@@ -120,3 +120,27 @@ def test_plot_has_overload_latency_and_distance_panels() -> None:
     assert any(t.startswith("Overload") for t in titles)
     assert "Open loop latency (from scheduled send time)" in titles
     assert "Distance to the DR site" in titles
+
+
+def test_table_says_the_database_size_the_calm_windows_and_the_generator_lag() -> None:
+    """#11 targets 1-3 read in context: the table shows how big the database was at the start,
+    what the calm offer got alone and after the drop, and how late the generator sent during
+    the overload (a late send counts in the accepted latency)."""
+    doc = _doc()
+    doc["database"] = {"size_mib": 673, "consignments": 220836}
+    overload = doc["overload"]
+    assert isinstance(overload, dict)
+    overload.update(
+        first_clean_s=1.0,
+        calm_rate=575.0,
+        calm_before={"unclean_seconds": 6, "shed": 552},
+        calm_after={"unclean_seconds": 1, "shed": 6},
+        generator={"cpu_share": 0.39, "send_lag_p99_ms": 285.7},
+    )
+    lines = {ln.split("  ")[0]: ln for ln in report.table(doc, None).splitlines()}
+    assert lines["database at the start: MiB"].split()[-2:] == ["673", "-"]
+    assert "220,836" in lines["database at the start: consignments (estimate)"]
+    assert lines["calm before: shed"].split()[-2:] == ["552", "-"]
+    assert lines["calm after the drop: unclean seconds"].split()[-2:] == ["1", "-"]
+    assert lines["overload: first clean second after the drop s"].split()[-2:] == ["1.0", "-"]
+    assert "285.70" in lines["overload: generator send lag p99 ms"]
