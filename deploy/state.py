@@ -161,7 +161,7 @@ class StateDir:
         passwords yet (None otherwise): the data was made by a state folder at this path that
         was removed without `cluster down --purge`, and its roles' passwords are lost with it.
         Started on, Patroni would only fail to log in for minutes."""
-        if (self.secrets_dir / "secrets.json").exists() or (self.config / "secrets.json").exists():
+        if any(p.exists() for p in self._secrets_json()):
             return None
         if any(self.runtime.glob("*/data/PG_VERSION")):
             return self.runtime
@@ -216,6 +216,10 @@ class StateDir:
         """The monitoring role's password alone (the exporter's DATA_SOURCE_PASS_FILE)."""
         return self.secrets_dir / "pg-monitor.password"
 
+    def _secrets_json(self) -> tuple[Path, Path]:
+        """Where the passwords are kept, and where versions before #12 item 4 kept them."""
+        return self.secrets_dir / "secrets.json", self.config / "secrets.json"
+
     def secrets(self) -> dict[str, str]:
         """Passwords for the database accounts, generated once and kept, with the password
         files made from them; all 0600 in a 0700 folder. A password missing from an older
@@ -223,8 +227,7 @@ class StateDir:
         folder = self.secrets_dir
         folder.mkdir(parents=True, exist_ok=True)
         os.chmod(folder, SECRETS_DIR_MODE)
-        path = folder / "secrets.json"
-        legacy = self.config / "secrets.json"  # where versions before #12 item 4 kept them
+        path, legacy = self._secrets_json()
         data: dict[str, str] = {}
         for found in (path, legacy):
             if found.exists():
