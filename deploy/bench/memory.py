@@ -52,19 +52,35 @@ def node_rss(topo: Topology, state: StateDir) -> dict[str, float]:
 
 @dataclass
 class RssSampler:
-    """Samples node RSS every `interval` seconds in a thread; `peak` is the largest seen."""
+    """Samples node RSS every `interval` seconds in a thread; `peak` is the largest seen per
+    node, `phase_peak` the largest of any node per phase (`enter` names the phase), which says
+    which load grew the node. A phase shorter than the interval still gets its reading: one is
+    taken as it ends."""
 
     topo: Topology
     state: StateDir
     interval: float = 0.5
+    phase: str = "start"
     peak: dict[str, float] = field(default_factory=dict)
+    phase_peak: dict[str, float] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: threading.Thread | None = None
+
+    def sample(self) -> None:
+        with self._lock:
+            for name, mb in node_rss(self.topo, self.state).items():
+                self.peak[name] = max(self.peak.get(name, 0.0), mb)
+                self.phase_peak[self.phase] = max(self.phase_peak.get(self.phase, 0.0), mb)
+
+    def enter(self, phase: str) -> None:
+        self.sample()
+        with self._lock:
+            self.phase = phase
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            for name, mb in node_rss(self.topo, self.state).items():
-                self.peak[name] = max(self.peak.get(name, 0.0), mb)
+            self.sample()
             self._stop.wait(self.interval)
 
     def __enter__(self) -> RssSampler:
@@ -76,6 +92,7 @@ class RssSampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        self.sample()
 
 
 def system_pss(topo: Topology, state: StateDir) -> dict[str, float]:

@@ -108,6 +108,10 @@ def _rows(doc: Mapping[str, Any], prev: Mapping[str, Any] | None) -> list[Row]:
         row("overload: generator send lag p99 ms", "overload.generator.send_lag_p99_ms", 2),
         row("batch of 10,000: seconds", "batch.seconds", 2, "<= 2"),
         row("node RSS peak MiB (largest process)", "memory.node_rss_max_mb", 0, "<= 150"),
+        *(
+            row(f"node RSS peak in the {phase} MiB", f"memory.node_rss_peak_by_phase_mb.{phase}", 0)
+            for phase in RSS_PHASES
+        ),
         row("node RSS after MiB (largest process)", "memory.node_rss_after_max_mb", 0, "<= 150"),
         row("idle PSS of the whole system MiB", "memory.idle_pss_mib", 0, "<= 500"),
         row(
@@ -124,6 +128,9 @@ def _rows(doc: Mapping[str, Any], prev: Mapping[str, Any] | None) -> list[Row]:
         rows.append(row(f"DR distance {ms} ms: req/s", f"distance.by_delay.{ms}.rps"))
     return rows
 
+
+# The phases whose node RSS peak is shown (runner.run_bench names them as it goes).
+RSS_PHASES = ("closed loop", "open loop", "overload", "batch")
 
 # CPU groups shown per phase (deploy.bench.cpu); the JSON keeps every group.
 CPU_GROUPS_SHOWN = 5

@@ -375,12 +375,14 @@ def run_bench(topo: Topology, state: StateDir, settings: Settings, echo: Echo) -
     doc["database"] = asyncio.run(b.database())
     with memory.RssSampler(topo, state) as rss:
         echo(f"closed loop: {settings.rounds} rounds of {settings.closed_s:g} s, wrk then pgbench")
+        rss.enter("closed loop")
         cl = b.closed_loop()
         doc["closed_loop"] = cl.to_dict()
         echo(
             f"open loop: {settings.submission_rate:g}/s submissions + "
             f"{settings.arrival_rate:g}/s arrivals for {settings.open_s:g} s"
         )
+        rss.enter("open loop")
         doc["open_loop"] = b.open_loop()
         if settings.overload_s > 0:
             echo(
@@ -388,14 +390,17 @@ def run_bench(topo: Topology, state: StateDir, settings: Settings, echo: Echo) -
                 f"{settings.overload_s:g} s, then half of it for {settings.recovery_s:g} s "
                 "(and that half alone first)"
             )
+            rss.enter("overload")
             doc["overload"] = b.overload(cl.api_rate)
         echo(f"batch of {settings.batch_items:,}")
+        rss.enter("batch")
         doc["batch"] = asyncio.run(b.batch())
     time.sleep(2)  # let the last answers' buffers go before reading "after"
     after = memory.node_rss(topo, state)
     doc["memory"] = {
         "node_rss_peak_mb": {k: round(v, 1) for k, v in rss.peak.items()},
         "node_rss_after_mb": {k: round(v, 1) for k, v in after.items()},
+        "node_rss_peak_by_phase_mb": {k: round(v, 1) for k, v in rss.phase_peak.items()},
         "node_rss_max_mb": round(max([*rss.peak.values(), *after.values()], default=0.0), 1),
         "node_rss_after_max_mb": round(max(after.values(), default=0.0), 1),
         "idle_pss_mib": round(sum(pss.values()), 1),

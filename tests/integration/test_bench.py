@@ -39,6 +39,10 @@ def _check_common(doc: dict[str, Any]) -> None:
     assert mem["idle_pss_mib"] > 0
     assert mem["idle_pss_youngest_process_age_s"] >= 0
     assert {"node-A", "node-B"} <= set(mem["node_rss_peak_mb"])
+    # Which load grew the nodes: a peak for each phase that ran, none above the run's peak.
+    by_phase = mem["node_rss_peak_by_phase_mb"]
+    assert {"closed loop", "open loop", "batch"} <= set(by_phase)
+    assert max(by_phase.values()) <= mem["node_rss_max_mb"]
     # The database's size before the run, since every figure depends on it: the set-up's own
     # accounts and bundles are in it, so never empty.
     assert doc["database"]["size_mib"] > 0
