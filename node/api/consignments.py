@@ -489,7 +489,13 @@ async def write_batch(
 def _check_all(
     items: list[Any], now: datetime, lead: timedelta
 ) -> list[ConsignmentIn | tuple[tuple[str, str], ...]]:
-    return [_checked(item, now, lead) for item in items]
+    """Each item checked (`_checked`), in order. Consumes `items`: each parsed dict is let go
+    once checked, so 10,000 of them (about 14 MiB) are never held beside all their models."""
+    out = []
+    for i, item in enumerate(items):
+        items[i] = None
+        out.append(_checked(item, now, lead))
+    return out
 
 
 def _checked(
