@@ -69,16 +69,13 @@ def _bad_request(detail: str, field: str, message: str) -> Problem:
     return Problem(400, "Bad Request", detail, errors=[{"field": field, "message": message}])
 
 
-def take(
-    items: Iterator[Any], max_items: int = MAX_ITEMS, each: Callable[[Any], Any] | None = None
-) -> list[Any]:
-    """The items of a batch, each passed through `each` as it is read when given: refused when
-    empty, and at item `max_items + 1` without reading on."""
+def take(items: Iterator[Any], max_items: int = MAX_ITEMS) -> list[Any]:
+    """The items of a batch: refused when empty, and at item `max_items + 1` without reading on."""
     out: list[Any] = []
     for item in items:
         if len(out) == max_items:
             raise too_many(max_items)
-        out.append(item if each is None else each(item))
+        out.append(item)
     if not out:
         raise Problem(
             422,
@@ -90,20 +87,12 @@ def take(
     return out
 
 
-def parse_batch(
-    body: bytes,
-    *,
-    csv_body: bool,
-    max_items: int = MAX_ITEMS,
-    each: Callable[[Any], Any] | None = None,
-) -> list[Any]:
-    """The items of a batch body (JSON array, or CSV with `csv_body`), at most `max_items`;
-    with `each`, what it makes of each item, called as the item is parsed (so a batch of
-    10,000 never holds all its parsed items beside what `each` made of them)."""
+def parse_batch(body: bytes, *, csv_body: bool, max_items: int = MAX_ITEMS) -> list[Any]:
+    """The items of a batch body (JSON array, or CSV with `csv_body`), at most `max_items`."""
     if not body and not csv_body:
         raise _bad_request("a JSON body is required", "body", "empty body")
     stream = io.BytesIO(body)
-    return take(csv_items(stream) if csv_body else json_items(stream), max_items, each)
+    return take(csv_items(stream) if csv_body else json_items(stream), max_items)
 
 
 # --- JSON ------------------------------------------------------------------------------------
