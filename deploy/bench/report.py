@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deploy.bench import svg
+from deploy.bench.phases import RSS_PHASES
 from deploy.bench.stats import Change, lookup, lookup_mapping
 
 
@@ -128,9 +129,6 @@ def _rows(doc: Mapping[str, Any], prev: Mapping[str, Any] | None) -> list[Row]:
         rows.append(row(f"DR distance {ms} ms: req/s", f"distance.by_delay.{ms}.rps"))
     return rows
 
-
-# The phases whose node RSS peak is shown (runner.run_bench names them as it goes).
-RSS_PHASES = ("closed loop", "open loop", "overload", "batch")
 
 # CPU groups shown per phase (deploy.bench.cpu); the JSON keeps every group.
 CPU_GROUPS_SHOWN = 5

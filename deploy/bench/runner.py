@@ -23,7 +23,7 @@ import aiohttp
 import psutil
 
 from deploy import admin, http_client
-from deploy.bench import closedloop, cpu, distance, memory, openloop, report, workload
+from deploy.bench import closedloop, cpu, distance, memory, openloop, phases, report, workload
 from deploy.bench.schedule import (
     Outcome,
     Phase,
@@ -375,14 +375,14 @@ def run_bench(topo: Topology, state: StateDir, settings: Settings, echo: Echo) -
     doc["database"] = asyncio.run(b.database())
     with memory.RssSampler(topo, state) as rss:
         echo(f"closed loop: {settings.rounds} rounds of {settings.closed_s:g} s, wrk then pgbench")
-        rss.enter("closed loop")
+        rss.enter(phases.CLOSED_LOOP)
         cl = b.closed_loop()
         doc["closed_loop"] = cl.to_dict()
         echo(
             f"open loop: {settings.submission_rate:g}/s submissions + "
             f"{settings.arrival_rate:g}/s arrivals for {settings.open_s:g} s"
         )
-        rss.enter("open loop")
+        rss.enter(phases.OPEN_LOOP)
         doc["open_loop"] = b.open_loop()
         if settings.overload_s > 0:
             echo(
@@ -390,10 +390,10 @@ def run_bench(topo: Topology, state: StateDir, settings: Settings, echo: Echo) -
                 f"{settings.overload_s:g} s, then half of it for {settings.recovery_s:g} s "
                 "(and that half alone first)"
             )
-            rss.enter("overload")
+            rss.enter(phases.OVERLOAD)
             doc["overload"] = b.overload(cl.api_rate)
         echo(f"batch of {settings.batch_items:,}")
-        rss.enter("batch")
+        rss.enter(phases.BATCH)
         doc["batch"] = asyncio.run(b.batch())
     time.sleep(2)  # let the last answers' buffers go before reading "after"
     after = memory.node_rss(topo, state)

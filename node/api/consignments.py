@@ -438,7 +438,6 @@ async def write_batch(
     at = common.now(request)
     lead = min_lead(request, at)
     checked = await batch_body.run_off_loop(functools.partial(_check_all, items, at, lead))
-    del items  # `checked` holds what is written: the parsed dicts need not wait for the write
 
     cache = rules_cache(request.app[appkeys.POOL])
     valid = [c for c in checked if isinstance(c, ConsignmentIn)]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from deploy.bench import runner
+from deploy.bench import phases, runner
 from deploy.harness import LocalCluster
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ def _check_common(doc: dict[str, Any]) -> None:
     assert {"node-A", "node-B"} <= set(mem["node_rss_peak_mb"])
     # Which load grew the nodes: a peak for each phase that ran, none above the run's peak.
     by_phase = mem["node_rss_peak_by_phase_mb"]
-    assert {"closed loop", "open loop", "batch"} <= set(by_phase)
+    assert {phases.CLOSED_LOOP, phases.OPEN_LOOP, phases.BATCH} <= set(by_phase)
     assert max(by_phase.values()) <= mem["node_rss_max_mb"]
     # The database's size before the run, since every figure depends on it: the set-up's own
     # accounts and bundles are in it, so never empty.
