@@ -61,13 +61,13 @@ if [[ ! -f .venv/.rocars-stamp || $(cat .venv/.rocars-stamp) != "$STAMP" ]]; the
 fi
 
 # Patroni runs as the postgres user: give it a venv that user can read.
-PATRONI_VENV=/opt/rocars/patroni-$(grep -iE '^(patroni|psycopg|psycopg-binary|python-etcd)==' "$LOCK" | sha256sum | cut -c1-12)
+PATRONI_VENV=/opt/rocars/patroni-$(grep -iE '^(patroni|psycopg2-binary|python-etcd)==' "$LOCK" | sha256sum | cut -c1-12)
 if [[ $EUID -eq 0 && ! -f $PATRONI_VENV/.complete ]]; then
   echo "==> installing Patroni into $PATRONI_VENV"
   mkdir -p /opt/rocars
   rm -rf "$PATRONI_VENV"
   "$PY" -m venv "$PATRONI_VENV"
-  "$PATRONI_VENV/bin/pip" install -q --disable-pip-version-check -c "$LOCK" 'patroni[etcd3]' 'psycopg[binary]'
+  "$PATRONI_VENV/bin/pip" install -q --disable-pip-version-check -c "$LOCK" 'patroni[etcd3,psycopg2-binary]'
   chmod -R a+rX /opt/rocars "$PATRONI_VENV"
   touch "$PATRONI_VENV/.complete"
 fi
