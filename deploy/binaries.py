@@ -47,7 +47,9 @@ def check_binaries(topo: Topology) -> None:
         if not (shutil.which(binary) or Path(binary).exists()):
             missing.append(f"{binary} (Debian package {package})")
     if not Path(patroni_bin()).exists():
-        missing.append(f"{patroni_bin()} (pip package patroni[etcd3], installed by make run)")
+        missing.append(
+            f"{patroni_bin()} (pip package patroni[etcd3,psycopg2-binary], installed by make run)"
+        )
     if missing:
         raise LaunchError(
             "missing binaries: " + ", ".join(missing) + "; run 'make run' as root to install them"

@@ -116,6 +116,7 @@ def serve(site: str, state_dir: Path | None, config_path: Path | None, supervise
     from node.config import load_node_config
 
     memory_tuning.limit_arenas()  # before any thread starts
+    memory_tuning.fix_mmap_threshold()
     state = _state(state_dir)
     _setup_node_logging(state, site)
     cfg = load_node_config(config_path or state.node_config(site))

@@ -3,6 +3,8 @@ target 5: the node's RSS stays at most 150 MiB)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import psutil
@@ -39,3 +41,43 @@ def test_trim_hands_back_what_a_worker_thread_freed() -> None:
     memory_tuning.trim()
     trimmed = _rss()
     assert freed - trimmed > 32 * 2**20, (grown, freed, trimmed)
+
+
+# Run in a fresh interpreter: malloc's thresholds are per process, and this one's have moved.
+_AFTER_A_BIG_FREE = """
+import sys, psutil
+from node import memory_tuning
+if sys.argv[1] == "fixed":
+    assert memory_tuning.fix_mmap_threshold()
+def rss():
+    return psutil.Process().memory_info().rss
+big = bytes(8 * 2**20)
+del big  # mapped and unmapped: glibc's own threshold rises to 8 MiB
+kept, blocks = [], []
+start = rss()
+for _ in range(32):
+    blocks.append(bytearray(2 * 2**20))  # 64 MiB in 2 MiB blocks, as a batch's buffers
+    kept.append(bytearray(100_000))  # between smaller blocks that stay
+blocks.clear()
+print(rss() - start)
+"""
+
+
+def _kept_after_freeing(mode: str) -> int:
+    out = subprocess.run(
+        [sys.executable, "-c", _AFTER_A_BIG_FREE, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return int(out.stdout)
+
+
+def test_big_blocks_freed_after_a_bigger_one_go_back_to_the_system() -> None:
+    """With the mmap threshold fixed, 64 MiB of 2 MiB blocks freed after an 8 MiB one (a
+    batch's buffers after the previous batch's) leave the process at once; with glibc's
+    adaptive threshold (the control) they stay resident, which is what the node kept after
+    each batch."""
+    assert _kept_after_freeing("fixed") < 8 * 2**20
+    assert _kept_after_freeing("adaptive") > 48 * 2**20
