@@ -45,25 +45,24 @@ def _libc() -> ctypes.CDLL | None:
 _LIBC = _libc()
 
 
-def limit_arenas(arenas: int = ARENAS) -> bool:
-    """Cap glibc's malloc arenas; call before any thread starts. False off glibc."""
+def _mallopt(param: int, name: str, value: int) -> bool:
     if _LIBC is None:
         return False
-    ok = bool(_LIBC.mallopt(_M_ARENA_MAX, arenas))
+    ok = bool(_LIBC.mallopt(param, value))
     if not ok:
-        log.warning("mallopt(M_ARENA_MAX, %d) refused", arenas)
+        log.warning("mallopt(%s, %d) refused", name, value)
     return ok
+
+
+def limit_arenas(arenas: int = ARENAS) -> bool:
+    """Cap glibc's malloc arenas; call before any thread starts. False off glibc."""
+    return _mallopt(_M_ARENA_MAX, "M_ARENA_MAX", arenas)
 
 
 def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
     """Map blocks of `threshold` bytes and more on their own, whatever was freed before (the
     threshold stops adapting). False off glibc."""
-    if _LIBC is None:
-        return False
-    ok = bool(_LIBC.mallopt(_M_MMAP_THRESHOLD, threshold))
-    if not ok:
-        log.warning("mallopt(M_MMAP_THRESHOLD, %d) refused", threshold)
-    return ok
+    return _mallopt(_M_MMAP_THRESHOLD, "M_MMAP_THRESHOLD", threshold)
 
 
 def trim() -> bool:
