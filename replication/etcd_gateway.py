@@ -112,6 +112,9 @@ class MemberStatus:
     member_id: str | None = None
     leader_id: str | None = None
     error: str | None = None
+    # Each election and each handover of leadership starts a new term: two moves apart, the
+    # term is at least two higher, whether or not the mover saw its call answered.
+    raft_term: int | None = None
 
 
 class EtcdGateway:
@@ -276,6 +279,7 @@ class EtcdGateway:
                         healthy=True,
                         member_id=str(st.get("header", {}).get("member_id")),
                         leader_id=str(st.get("leader")),
+                        raft_term=int(st["raftTerm"]) if "raftTerm" in st else None,
                     )
                 )
             except (aiohttp.ClientError, TimeoutError, ValueError, EtcdUnavailable) as exc:
