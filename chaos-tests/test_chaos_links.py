@@ -39,10 +39,10 @@ QUIET_S = 3.0  # workload before the fault and after it heals
 MOVE_S = 60.0  # a site move after a fault, at most (Patroni's ttl is 20 s)
 
 
-@pytest.fixture(scope="module")
-def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with chaos_cluster.running(tmp_path_factory.mktemp("chaos-links")) as c:
-        yield c
+@pytest.fixture
+def chaos(shared_chaos: LocalCluster) -> LocalCluster:
+    """The suite's shared chaos cluster (chaos-tests/conftest.py)."""
+    return shared_chaos
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import chaos_cluster
@@ -43,10 +42,10 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with chaos_cluster.running(tmp_path_factory.mktemp("chaos-nemesis")) as c:
-        yield c
+@pytest.fixture
+def chaos(shared_chaos: LocalCluster) -> LocalCluster:
+    """The suite's shared chaos cluster (chaos-tests/conftest.py)."""
+    return shared_chaos
 
 
 async def test_nemesis_random_faults_leave_no_anomaly(chaos: LocalCluster, tmp_path: Path) -> None:

@@ -14,10 +14,10 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import yaml
@@ -38,7 +38,7 @@ TEST_PORT_OFFSETS = {
     "contingency": 500,
     "fuzz": 1500,
     "checker-scale": 2500,
-    "web": 2250,  # the browser tests' clusters, one per module, one module at a time
+    "web": 2250,  # the browser stories' cluster (officer, SRE, status modules in turn)
     "backup": 2750,
     "chaos": 3500,  # its Toxiproxy block: deploy.chaos_links.TEST_TOXIPROXY_PORT
     "read-replica": 1250,  # with a read replica on site B (READ_REPLICA_TEST_PORTS)
@@ -196,6 +196,31 @@ class LocalCluster:
         )
         return proc.returncode, json.loads(proc.stdout)
 
+    def healthy(self) -> bool:
+        """Whether `cluster status` reports every component healthy (False before the first
+        `up`: no state folder, or nothing the status can read)."""
+        if not self.state.root.exists():
+            return False
+        try:
+            code, _ = self.status()
+        except ValueError:  # no JSON: the state folder holds no system yet
+            return False
+        return code == 0
+
+    def ensure_healthy(self, *, timeout: float = 60) -> dict[str, Any]:
+        """`cluster up` unless the status is healthy already (a status is about a second; an
+        `up` that finds everything running still checks every component, 3-4 s in CI), then
+        the status once it reports healthy. AssertionError naming the problems otherwise."""
+        if not self.healthy():
+            self.up()
+        deadline = time.monotonic() + timeout
+        code, doc = self.status()
+        while code != 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            code, doc = self.status()
+        assert code == 0, doc.get("problems")
+        return doc
+
     def down(self) -> str:
         return self.rocars("cluster", "down", "--state-dir", str(self.state.root), check=False)
 
@@ -220,3 +245,64 @@ class LocalCluster:
             name: processes.tree_memory(pid)
             for name, pid in running_pids(self.topo, self.state).items()
         }
+
+
+class TestItem(Protocol):
+    """What SharedCluster reads of a pytest item."""
+
+    @property
+    def fixturenames(self) -> list[str]: ...
+
+    @property
+    def path(self) -> Path: ...
+
+
+class SharedCluster:
+    """A test cluster behind a session-scoped fixture named `fixture`, stopped right after the
+    last test that uses it rather than when the session ends.
+
+    Why: pytest keeps a session fixture's cluster until every test has run, so the integration
+    tests' cluster (with its monitoring) idled through the unit tests and every chaos drill,
+    and the drills' cluster through the partition drill, on 2 cores. Only tests under `folder`
+    count: a module elsewhere may give the same fixture name to a cluster of its own.
+
+    The fixture wraps its cluster's context manager in `running`; the conftest calls
+    `test_done` after each test's teardown."""
+
+    def __init__(self, fixture: str, folder: Path) -> None:
+        self.fixture = fixture
+        self._folder = folder.resolve()
+        self._stack: contextlib.ExitStack | None = None
+        self._last: TestItem | None = None
+
+    @contextlib.contextmanager
+    def running(
+        self, cluster: contextlib.AbstractContextManager[LocalCluster]
+    ) -> Iterator[LocalCluster]:
+        with contextlib.ExitStack() as stack:
+            started = stack.enter_context(cluster)
+            self._stack = stack
+            try:
+                yield started
+            finally:
+                self._stack = None
+
+    @property
+    def is_running(self) -> bool:
+        return self._stack is not None
+
+    def test_done(self, item: TestItem, items: Sequence[TestItem]) -> None:
+        """Stop the cluster when `item`, whose teardown has just run, was its last user."""
+        if self._stack is None:
+            return
+        if self._last is None:
+            users = [
+                i
+                for i in items
+                if self.fixture in i.fixturenames and i.path.resolve().is_relative_to(self._folder)
+            ]
+            self._last = users[-1] if users else None
+        if item is self._last:
+            # ExitStack.close twice is harmless: the fixture's own exit finds nothing left.
+            self._stack.close()
+            self._stack = None

@@ -10,17 +10,40 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import psycopg
 import pytest
+import webkit
 from apikit import Account, Accounts, Api
 
 from deploy.admin import leader_site
-from deploy.harness import LocalCluster
+from deploy.harness import LocalCluster, SharedCluster
 from node.config import load_node_config
+
+WEB_STORIES = SharedCluster("web_story_cluster", Path(__file__).parent)
+
+
+@pytest.fixture(scope="session")
+def web_story_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """The cluster of the browser tests whose stories break it (webkit.cluster_fixture): one
+    start for the officer's, SRE's and status page's modules instead of one each (15-18 s
+    each in CI, and 4-5 s to stop), stopped after the last of them."""
+    root = tmp_path_factory.mktemp("web-stories")
+    started = LocalCluster.running(root, port_offset=webkit.PORT_OFFSET)
+    with WEB_STORIES.running(started) as c:
+        yield c
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    try:
+        return (yield)
+    finally:
+        WEB_STORIES.test_done(item, item.session.items)
 
 
 def _create_account(cluster: LocalCluster, kind: str, name: str) -> Account:

@@ -59,23 +59,10 @@ def empty(lifecycle: LocalCluster) -> LocalCluster:
 @pytest.fixture
 def running(lifecycle: LocalCluster) -> LocalCluster:
     """The module's cluster up and healthy: `cluster up` starts whatever is not running, run
-    only when `cluster status` does not report the system healthy (a status is about a second;
-    an `up` that finds everything running still checks every component, 3-4 s in CI, before
-    each of ten tests). `test_up_again_is_harmless` runs `up` on a running system itself."""
-    if not _healthy(lifecycle):
-        lifecycle.up()
-        _wait_status(lifecycle)
+    only when the status is not healthy (LocalCluster.ensure_healthy);
+    `test_up_again_is_harmless` runs `up` on a running system itself."""
+    lifecycle.ensure_healthy()
     return lifecycle
-
-
-def _healthy(c: LocalCluster) -> bool:
-    if not c.state.root.exists():
-        return False
-    try:
-        code, _ = c.status()
-    except ValueError:  # no JSON: the state folder holds no system yet
-        return False
-    return code == 0
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import ssl
 import time
 from collections.abc import Callable
@@ -15,6 +16,8 @@ import psutil
 import pytest
 import redis.asyncio as aioredis
 from apikit import Account, Api, until
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from deploy import pki, redis_acl
@@ -71,7 +74,10 @@ async def test_no_plain_listener_is_left(cluster: LocalCluster) -> None:
         assert listening == {(host, port)}, (process, listening)
         answer = await _plain_answer((host, port))
         assert not answer.startswith((b"+", b"-", b"$", b"*")), (process, answer)
-        plain = aioredis.Redis(host=host, port=port, socket_timeout=2, protocol=2)
+        # No retries: redis-py's default is ten, with backoff (4 s a listener, measured).
+        plain = aioredis.Redis(
+            host=host, port=port, socket_timeout=2, protocol=2, retry=Retry(NoBackoff(), 0)
+        )
         try:
             with pytest.raises((RedisError, OSError)):
                 await plain.ping()
@@ -163,18 +169,30 @@ async def test_replication_and_sentinels_run_over_tls(cluster: LocalCluster) -> 
     assert isinstance(slave0, dict)
     assert slave0["state"] == "online"
     assert slave0["port"] in redis_ports  # it announces its TLS port
-    for name, (host, port) in addresses.items():
-        if not name.startswith("sentinel-"):
-            continue
+
+    async def sentinel_view(name: str, host: str, port: int) -> dict[str, object] | None:
+        """The sentinel's master entry once it knows the replica and both other sentinels
+        (it learns the replica from the primary's INFO, every 10 s: a cluster just started may
+        not be there yet)."""
         async with redis_acl.connect(cluster.state, host, port, socket_timeout=2) as s:
             master = await s.sentinel_master(REDIS_MASTER_NAME)
             peers = await s.sentinel_sentinels(REDIS_MASTER_NAME)
         assert isinstance(master, dict)
-        assert master["num-slaves"] == 1, (name, master)
-        assert master["num-other-sentinels"] == 2, (name, master)
-        assert not master["is_sdown"], (name, master)
         assert isinstance(peers, list)
+        if master["num-slaves"] != 1 or master["num-other-sentinels"] != 2:
+            return None
         assert {int(p["port"]) for p in peers} == sentinel_ports - {port}, (name, peers)
+        return master
+
+    for name, (host, port) in addresses.items():
+        if not name.startswith("sentinel-"):
+            continue
+        master, _ = await until(
+            f"{name} seeing the replica and both other sentinels",
+            functools.partial(sentinel_view, name, host, port),
+            30,
+        )
+        assert not master["is_sdown"], (name, master)
 
 
 async def test_the_nodes_still_count_requests_in_redis(

@@ -32,7 +32,7 @@ from deploy.harness import LocalCluster
 
 pytestmark = pytest.mark.integration
 
-officer_cluster = webkit.cluster_fixture("web-officer")
+officer_cluster = webkit.cluster_fixture()
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from monitoring.drill_results import build_timeline
 
 pytestmark = pytest.mark.integration
 
-sre_cluster = webkit.cluster_fixture("web-sre")
+sre_cluster = webkit.cluster_fixture()
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from deploy.harness import LocalCluster
 
 pytestmark = pytest.mark.integration
 
-status_cluster = webkit.cluster_fixture("web-status")
+status_cluster = webkit.cluster_fixture()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.resources
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -31,17 +31,17 @@ SERIOUS = ("serious", "critical")
 PORT_OFFSET = int(os.environ.get("ROCARS_WEB_PORT_OFFSET", str(TEST_PORT_OFFSETS["web"])))
 
 
-def cluster_fixture(name: str) -> Callable[..., Iterator[LocalCluster]]:
-    """A module-scoped fixture: a cluster of the module's own, in a folder named `name`, for
-    the tests whose story other tests must not see (stopped databases, manual mode, a
-    switchover). All at the same ports: one module's cluster is stopped before the next
-    module's starts. Use as `my_cluster = webkit.cluster_fixture("web-mine")`."""
+def cluster_fixture() -> Callable[..., LocalCluster]:
+    """A module-scoped fixture for the tests whose story other tests must not see (stopped
+    databases, manual mode, a switchover): the web stories' cluster (`web_story_cluster`,
+    tests/integration/conftest.py), shared by these modules one after the other and brought
+    back to healthy before each module (each module ends its own story: manual mode off,
+    databases and nodes back). Use as `my_cluster = webkit.cluster_fixture()`."""
 
     @pytest.fixture(scope="module")
-    def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-        root = tmp_path_factory.mktemp(name)
-        with LocalCluster.running(root, port_offset=PORT_OFFSET) as c:
-            yield c
+    def cluster(web_story_cluster: LocalCluster) -> LocalCluster:
+        web_story_cluster.ensure_healthy()
+        return web_story_cluster
 
     return cluster
 
