@@ -30,8 +30,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     try:
         return (yield)
     finally:
-        for shared in SHARED.values():
-            shared.test_done(item, item.session.items)
+        SharedCluster.after_test(item, item.session.items)
 
 
 @pytest.fixture(scope="session")

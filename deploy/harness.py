@@ -14,10 +14,11 @@ import shutil
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import aiohttp
 import yaml
@@ -207,12 +208,9 @@ class LocalCluster:
             return False
         return code == 0
 
-    def ensure_healthy(self, *, timeout: float = 60) -> dict[str, Any]:
-        """`cluster up` unless the status is healthy already (a status is about a second; an
-        `up` that finds everything running still checks every component, 3-4 s in CI), then
-        the status once it reports healthy. AssertionError naming the problems otherwise."""
-        if not self.healthy():
-            self.up()
+    def wait_healthy(self, *, timeout: float = 60) -> dict[str, Any]:
+        """The status once it reports every component healthy (an earlier step may have left
+        the system settling); AssertionError naming the problems after `timeout`."""
         deadline = time.monotonic() + timeout
         code, doc = self.status()
         while code != 0 and time.monotonic() < deadline:
@@ -220,6 +218,14 @@ class LocalCluster:
             code, doc = self.status()
         assert code == 0, doc.get("problems")
         return doc
+
+    def ensure_healthy(self, *, timeout: float = 60) -> dict[str, Any]:
+        """`cluster up` unless the status is healthy already (a status is about a second; an
+        `up` that finds everything running still checks every component, 3-4 s in CI), then
+        `wait_healthy`."""
+        if not self.healthy():
+            self.up()
+        return self.wait_healthy(timeout=timeout)
 
     def down(self) -> str:
         return self.rocars("cluster", "down", "--state-dir", str(self.state.root), check=False)
@@ -266,14 +272,23 @@ class SharedCluster:
     and the drills' cluster through the partition drill, on 2 cores. Only tests under `folder`
     count: a module elsewhere may give the same fixture name to a cluster of its own.
 
-    The fixture wraps its cluster's context manager in `running`; the conftest calls
-    `test_done` after each test's teardown."""
+    The fixture wraps its cluster's context manager in `running`; a conftest's
+    `pytest_runtest_teardown` calls `after_test` once each test's teardown has run."""
+
+    _all: ClassVar[weakref.WeakSet[SharedCluster]] = weakref.WeakSet()
 
     def __init__(self, fixture: str, folder: Path) -> None:
         self.fixture = fixture
         self._folder = folder.resolve()
         self._stack: contextlib.ExitStack | None = None
         self._last: TestItem | None = None
+        SharedCluster._all.add(self)
+
+    @classmethod
+    def after_test(cls, item: TestItem, items: Sequence[TestItem]) -> None:
+        """Every shared cluster whose last user `item` was stops."""
+        for shared in list(cls._all):
+            shared.test_done(item, items)
 
     @contextlib.contextmanager
     def running(

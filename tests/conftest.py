@@ -37,4 +37,4 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     try:
         return (yield)
     finally:
-        SESSION_CLUSTER.test_done(item, item.session.items)
+        SharedCluster.after_test(item, item.session.items)

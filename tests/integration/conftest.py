@@ -38,14 +38,6 @@ def web_story_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loca
         yield c
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    try:
-        return (yield)
-    finally:
-        WEB_STORIES.test_done(item, item.session.items)
-
-
 def _create_account(cluster: LocalCluster, kind: str, name: str) -> Account:
     account_id, key = cluster.create_account(kind, name)
     return Account(account_id, kind, name, key)

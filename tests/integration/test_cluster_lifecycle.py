@@ -15,7 +15,6 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import agi_standin
 import aiohttp
@@ -91,16 +90,6 @@ def _entry_node(c: LocalCluster) -> str | None:
             return r.headers.get("X-Rocars-Node")
     except OSError:
         return None
-
-
-def _wait_status(c: LocalCluster, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    code, doc = c.status()
-    while code != 0 and time.monotonic() < deadline:
-        time.sleep(0.5)
-        code, doc = c.status()
-    assert code == 0, doc.get("problems")
-    return doc
 
 
 def test_starts_from_nothing_and_is_healthy(empty: LocalCluster) -> None:
@@ -353,7 +342,7 @@ def test_up_reloads_what_reads_a_changed_configuration(running: LocalCluster) ->
     assert "# edited" not in haproxy.read_text()
     assert {n: running.pid(n) for n in before} == before
     assert running.pid("haproxy") not in (None, old_haproxy)
-    _wait_status(running)
+    running.wait_healthy()
     assert _entry_node(running) is not None
     with contextlib.suppress(psutil.NoSuchProcess):  # gone already: fine
         assert psutil.wait_procs([psutil.Process(old_haproxy)], timeout=30)[1] == []
@@ -380,7 +369,7 @@ def test_killed_member_comes_back_and_rejoins(leader_on_a: LocalCluster) -> None
     assert "started etcd-C" in out
     assert "started node-A" not in out
     assert c.pid("node-A") == keep
-    doc = _wait_status(c)
+    doc = c.wait_healthy()
     roles = {m["name"]: m["role"] for m in doc["postgres"]["members"]}
     assert roles == {PG_A: "leader", PG_B: "sync_standby"}
 
@@ -420,7 +409,7 @@ def test_restart_with_existing_data(running: LocalCluster) -> None:
     t0 = time.monotonic()
     running.up()
     print(f"\n[measure] cluster up with existing data: {time.monotonic() - t0:.1f}s")
-    doc = _wait_status(running)
+    doc = running.wait_healthy()
     assert doc["healthy"] is True
     rss = _settled_memory(running)
     detail = ", ".join(f"{k} {v / 2**20:.0f}" for k, v in sorted(rss.items()))

@@ -8,7 +8,6 @@ scheduled here), so "nothing happened" can be checked as soon as the 401 has com
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,12 +33,7 @@ async def http(cluster: LocalCluster) -> AsyncIterator[aiohttp.ClientSession]:
 def _leader(cluster: LocalCluster, timeout: float = 60) -> str:
     """The leader member's site, from `rocars cluster status` (a quorum read of etcd), once
     the cluster is healthy (an earlier test may have left it settling)."""
-    deadline = time.monotonic() + timeout
-    code, doc = cluster.status()
-    while code != 0 and time.monotonic() < deadline:
-        time.sleep(0.5)
-        code, doc = cluster.status()
-    assert code == 0, doc.get("problems")
+    doc = cluster.wait_healthy(timeout=timeout)
     site = member_site(doc["postgres"]["leader"])
     assert site is not None, doc["postgres"]
     return site
