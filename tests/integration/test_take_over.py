@@ -182,8 +182,11 @@ def test_a_process_is_known_as_running_as_soon_as_start_returns(
     state: StateDir, tmp_path: Path
 ) -> None:
     """`start` returns only once the new process shows its own command line: right after a
-    vfork'd exec /proc/<pid>/cmdline reads empty for a moment, and `running_pid` would not
-    recognise a process just started (one start in six, without the wait)."""
+    vfork'd exec /proc/<pid>/cmdline reads empty for a moment (read at once after Popen: 323
+    of 2,000 here), and `running_pid` would not recognise a process just started. Through
+    `start` the moment has mostly passed by the time it returns (the pid file is written in
+    between): without the wait this test fails on a loaded host, as CI was, not reliably on
+    an idle one."""
     # coreutils' sleep shows the moment far more often than a Python interpreter (about half of
     # the starts against a few in a hundred, measured).
     spec = ProcessSpec(name="sleep", site="A", argv=("/bin/sleep", "3607"), marker="3607")
