@@ -197,16 +197,16 @@ class LocalCluster:
         )
         return proc.returncode, json.loads(proc.stdout)
 
-    def healthy(self) -> bool:
-        """Whether `cluster status` reports every component healthy (False before the first
-        `up`: no state folder, or nothing the status can read)."""
+    def _healthy_status(self) -> dict[str, Any] | None:
+        """The status when it reports every component healthy; None otherwise, also before the
+        first `up` (no state folder, or nothing the status can read)."""
         if not self.state.root.exists():
-            return False
+            return None
         try:
-            code, _ = self.status()
+            code, doc = self.status()
         except ValueError:  # no JSON: the state folder holds no system yet
-            return False
-        return code == 0
+            return None
+        return doc if code == 0 else None
 
     def wait_healthy(self, *, timeout: float = 60) -> dict[str, Any]:
         """The status once it reports every component healthy (an earlier step may have left
@@ -220,11 +220,13 @@ class LocalCluster:
         return doc
 
     def ensure_healthy(self, *, timeout: float = 60) -> dict[str, Any]:
-        """`cluster up` unless the status is healthy already (a status is about a second; an
-        `up` that finds everything running still checks every component, 3-4 s in CI), then
-        `wait_healthy`."""
-        if not self.healthy():
-            self.up()
+        """The healthy status; `cluster up` first, then `wait_healthy`, only when it is not
+        healthy already (a status is about a second; an `up` that finds everything running
+        still checks every component, 3-4 s in CI)."""
+        doc = self._healthy_status()
+        if doc is not None:
+            return doc
+        self.up()
         return self.wait_healthy(timeout=timeout)
 
     def down(self) -> str:
@@ -253,7 +255,7 @@ class LocalCluster:
         }
 
 
-class TestItem(Protocol):
+class PytestItem(Protocol):
     """What SharedCluster reads of a pytest item."""
 
     @property
@@ -281,11 +283,11 @@ class SharedCluster:
         self.fixture = fixture
         self._folder = folder.resolve()
         self._stack: contextlib.ExitStack | None = None
-        self._last: TestItem | None = None
+        self._last: PytestItem | None = None
         SharedCluster._all.add(self)
 
     @classmethod
-    def after_test(cls, item: TestItem, items: Sequence[TestItem]) -> None:
+    def after_test(cls, item: PytestItem, items: Sequence[PytestItem]) -> None:
         """Every shared cluster whose last user `item` was stops."""
         for shared in list(cls._all):
             shared.test_done(item, items)
@@ -306,7 +308,7 @@ class SharedCluster:
     def is_running(self) -> bool:
         return self._stack is not None
 
-    def test_done(self, item: TestItem, items: Sequence[TestItem]) -> None:
+    def test_done(self, item: PytestItem, items: Sequence[PytestItem]) -> None:
         """Stop the cluster when `item`, whose teardown has just run, was its last user."""
         if self._stack is None:
             return
