@@ -43,7 +43,7 @@ import ssl
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -515,23 +515,30 @@ class _Run:
         old = processes.running_pid(self.state, spec)
         if old is None:
             return "not running (uses the new files when it starts)"
-        new = processes.start(self.state, replace(spec, argv=(*spec.argv, "-sf", str(old))))
+        # Once the new process has bound every port, HAProxy has told the old one to stop
+        # listening: from then on the new one is the only one serving, and killing it for a
+        # late readiness answer left no HAProxy at all (measured: a reload whose check met the
+        # unauthenticated rate limit under load). So the new process counts once it listens,
+        # as for `cluster up`; a process that exits or never binds is stopped and the old one,
+        # never told to stop, serves on.
+        try:
+            new = await asyncio.to_thread(processes.take_over, self.state, spec)
+        except LaunchError as exc:
+            raise ReloadError(str(exc)) from None
+        if new is None:  # it stopped meanwhile: the next start reads the new files
+            return "not running (uses the new files when it starts)"
         entry = _listeners(self.topo, action.process)[0]
         try:
             await _until(
-                f"the new HAProxy process serving on {entry.host}:{entry.port}",
+                f"the new HAProxy process routing {entry.host}:{entry.port} to the active node",
                 lambda: self.haproxy_up(new, entry),
                 WAIT_S,
             )
-        except ReloadError:
-            # The old process serves on (HAProxy stops it only once the new one has bound).
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(new, signal.SIGTERM)
-            self.state.pidfile(spec.name).write_text(f"{old}\n")
-            tail = processes.log_tail(self.state, spec.name)
+        except ReloadError as exc:
             raise ReloadError(
-                f"{spec.name}: the new process (pid {new}) did not start serving; the old one "
-                f"(pid {old}) serves on\n  last lines of {spec.name}.log:\n{tail}"
+                f"{spec.name}: the new process (pid {new}) took over from pid {old} and listens,"
+                f" but {exc}; see `rocars cluster status` and the last lines of {spec.name}.log:"
+                f"\n{processes.log_tail(self.state, spec.name)}"
             ) from None
         return f"reloaded (pid {new} took over from pid {old}, which finishes its connections)"
 

@@ -14,9 +14,10 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import psutil
 
@@ -96,7 +97,7 @@ def check_ports_free(spec: ProcessSpec) -> None:
 def start(state: StateDir, spec: ProcessSpec) -> int:
     """Start `spec` detached (its own session), output appended to its log file."""
     env = {**os.environ, **spec.env}
-    with state.open_log(spec.name) as log:
+    with state.open_log(spec.name) as log, _output(spec, log) as out:
         log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {spec.name}\n".encode())
         log.flush()
         try:
@@ -104,7 +105,7 @@ def start(state: StateDir, spec: ProcessSpec) -> int:
                 proc = subprocess.Popen(
                     spec.argv,
                     stdin=subprocess.DEVNULL,
-                    stdout=log,
+                    stdout=out,
                     stderr=subprocess.STDOUT,
                     cwd=spec.cwd,
                     env=env,
@@ -122,6 +123,28 @@ def start(state: StateDir, spec: ProcessSpec) -> int:
     state.pidfile(spec.name).write_text(f"{proc.pid}\n")
     _await_own_cmdline(proc.pid)
     return proc.pid
+
+
+@contextlib.contextmanager
+def _output(spec: ProcessSpec, log: BinaryIO) -> Iterator[BinaryIO | int]:
+    """Where `spec`'s output goes: its log file, or for a process that takes over, a pipe to a
+    `cat` appending to it. Such a process shares its log with the one it replaces, and HAProxy
+    sets its output non-blocking with F_SETFL, which also clears O_APPEND (read in
+    /proc/<pid>/fdinfo/1: flags 0104001): each process then wrote at its own offset, over the
+    other's lines and the start marker, and a reload's log lost lines. The `cat` alone holds
+    the appending descriptor, and exits when the process's end of the pipe closes."""
+    if not spec.takes_over:
+        yield log
+        return
+    read_end, write_end = os.pipe()
+    try:
+        subprocess.Popen(
+            ["cat"], stdin=read_end, stdout=log, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        yield write_end
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 # Python starts children with vfork, and the parent runs on once the child's exec has let go of

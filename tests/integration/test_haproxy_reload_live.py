@@ -43,11 +43,30 @@ def _post(conn: http.client.HTTPSConnection, key: str) -> http.client.HTTPRespon
     return r
 
 
-def _wait(what: str, fact: Any) -> None:
+def _wait(what: str, fact: Any, explain: Any = lambda: "") -> None:
     deadline = time.monotonic() + WAIT_S
     while not fact():
-        assert time.monotonic() < deadline, f"not within {WAIT_S} s: {what}"
+        assert time.monotonic() < deadline, f"not within {WAIT_S} s: {what}{explain()}"
         time.sleep(0.05)
+
+
+def _holders(pid: int) -> str:
+    """The TCP connections process `pid` still has, each with the process at its other end
+    (when that is on this host): what keeps a stopping HAProxy alive."""
+    try:
+        mine = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error as exc:
+        return f"; its connections could not be read: {exc!r}"
+    owners = {c.laddr: c.pid for c in psutil.net_connections(kind="tcp") if c.laddr}
+    lines = []
+    for c in mine:
+        peer = owners.get(c.raddr) if c.raddr else None
+        try:
+            who = " ".join(psutil.Process(peer).cmdline()[:4]) if peer else "?"
+        except psutil.Error:
+            who = f"pid {peer}, gone"
+        lines.append(f"\n  {c.laddr} -> {c.raddr or '-'} {c.status} ({who})")
+    return "; it still holds:" + "".join(lines)
 
 
 def test_the_stopping_process_forwards_the_next_request_on_a_kept_alive_connection(
@@ -89,7 +108,7 @@ def test_the_stopping_process_forwards_the_next_request_on_a_kept_alive_connecti
         assert second.getheader("Connection", "").lower() == "close"  # the old process answered
     finally:
         conn.close()
-    _wait(f"the old HAProxy (pid {old}) exits", lambda: not _alive(old))
+    _wait(f"the old HAProxy (pid {old}) exits", lambda: not _alive(old), lambda: _holders(old))
     assert processes.running_pid(cluster.state, spec) not in (None, old)
 
 

@@ -8,19 +8,24 @@ test_cluster_lifecycle); each is stopped when the test ends."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import aiohttp
 import psutil
 import pytest
 
-from deploy import processes
+from deploy import cert_reload, processes
+from deploy.cert_reload import Action, How
 from deploy.processes import ProcessSpec
-from deploy.state import StateDir
+from deploy.state import REPO_ROOT, StateDir
+from deploy.topology import Topology, load_topology
 from kernel.errors import LaunchError
 
 pytestmark = [
@@ -198,3 +203,98 @@ def test_a_process_is_known_as_running_as_soon_as_start_returns(
         assert processes.running_pid(state, spec) == pid
         psutil.Process(pid).kill()
         psutil.Process(pid).wait(5)
+
+
+# HAProxy's way with its output: F_SETFL O_NONBLOCK, which clears O_APPEND. Prints a line, then
+# waits for the file in argv[2] and prints another (the old process still logging after the new
+# one started); binds the port in argv[1] meanwhile, shared like HAProxy's (SO_REUSEPORT).
+CLEARS_APPEND = (
+    "import fcntl, os, socket, sys, time; fcntl.fcntl(1, fcntl.F_SETFL, os.O_NONBLOCK); "
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1); "
+    "s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); print(f'{os.getpid()} up', flush=True); "
+    "[time.sleep(0.01) for _ in range(3000) if not os.path.exists(sys.argv[2])]; "
+    "print(f'{os.getpid()} still logging', flush=True)"
+)
+
+
+def test_a_process_that_takes_over_loses_no_line_of_the_shared_log(
+    state: StateDir, tmp_path: Path
+) -> None:
+    """The old and the new process of a take-over write one log file at once, and HAProxy
+    clears O_APPEND on its output: the old one's lines after the new one started must not land
+    over the new one's start marker and lines (they did: a reload's log lost both, and the
+    HAProxy lines CI failures were to be read from)."""
+    port, go_on = _free_port(), tmp_path / "go-on"
+    spec = replace(
+        _spec(tmp_path, CLEARS_APPEND, port),
+        argv=(sys.executable, "-c", CLEARS_APPEND, str(port), str(go_on), str(tmp_path)),
+        marker=str(tmp_path),
+        takes_over=True,
+    )
+    log = state.logfile(spec.name)
+    old = processes.start(state, spec)
+    _until(lambda: f"{old} up" in log.read_text())
+    new = processes.take_over(state, spec)
+    assert new is not None
+    _until(lambda: f"{new} up" in log.read_text())
+    go_on.touch()
+    _until(lambda: f"{old} still logging" in log.read_text())
+    _until(lambda: f"{new} still logging" in log.read_text())
+    text = log.read_text()
+    assert len(re.findall(r"^=== \S+ starting haproxy$", text, re.MULTILINE)) == 2, text
+    assert text.index(f"{old} up") < text.index(f"{new} up"), text
+
+
+def _until(fact: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30
+    while not fact():
+        assert time.monotonic() < deadline, "not within 30 s"
+        time.sleep(0.01)
+
+
+async def test_a_reload_whose_new_process_listens_but_never_answers_keeps_it_serving(
+    state: StateDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`rocars certs reload` of HAProxy: once the new process has bound every port HAProxy has
+    told the old one to stop listening, so a readiness answer that does not come must not get
+    the new process killed (it did: the reload's check met the unauthenticated rate limit under
+    load, and no HAProxy was left). The reload fails saying why, the new process runs on and
+    the pid file names it."""
+    topo = _free_entry(load_topology(REPO_ROOT / "deploy" / "topology.yaml"))
+    ports = (topo.entry.port, topo.entry.stats_port)
+    monkeypatch.setattr(cert_reload, "WAIT_S", 1.0)
+    async with aiohttp.ClientSession() as session:
+        run = cert_reload._Run(topo, state, session)
+        # Listens on both ports and never answers, as a process whose check cannot pass.
+        code = LISTEN.replace(
+            "s.listen()",
+            f"s.listen(); t = socket.socket(); t.bind(('127.0.0.1', {ports[1]})); t.listen()",
+        )
+        spec = replace(
+            _spec(tmp_path, code, ports[0]),
+            ports=(("HAProxy entry", "127.0.0.1", ports[0]), ("stats", "127.0.0.1", ports[1])),
+            takes_over=True,
+        )
+        run.specs["haproxy"] = spec
+        old = processes.start(
+            state, replace(spec, argv=(sys.executable, "-c", SLEEP, *spec.argv[3:]))
+        )
+        with pytest.raises(
+            cert_reload.ReloadError, match=r"took over from pid \d+ and listens, but"
+        ):
+            await run.haproxy_reload(Action("haproxy", How.HAPROXY_RELOAD))
+    new = processes.running_pid(state, spec)
+    assert new not in (None, old)
+    assert ports[0] in processes.listening_ports(new)
+
+
+def _free_entry(topo: Topology) -> Topology:
+    """`topo` moved to ports where the entry and stats ports are free."""
+    for offset in range(20_000, 40_000, 997):
+        moved = topo.with_port_offset(offset)
+        if not any(
+            processes.port_in_use("127.0.0.1", p)
+            for p in (moved.entry.port, moved.entry.stats_port)
+        ):
+            return moved
+    raise AssertionError("no free ports")
