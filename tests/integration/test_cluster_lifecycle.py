@@ -133,9 +133,17 @@ def test_status_shows_three_healthy_etcd_members_and_redis_replication(
     running: LocalCluster,
 ) -> None:
     """After `cluster up` etcd has three healthy members, led by the witness's (so losing a
-    data site never loses etcd's leader too); the Redis primary replicates to the other."""
-    _, doc = running.status()
-    etcd = doc["etcd"]
+    data site never loses etcd's leader too); the Redis primary replicates to the other.
+    Read once settled: right after the switchover of the test before, the active node may be
+    handing etcd's leadership back to the witness, and a status read during that move found
+    etcd not healthy (CI, once)."""
+    deadline = time.monotonic() + 30
+    while True:
+        _, doc = running.status()
+        etcd = doc["etcd"]
+        if (etcd["healthy"] and etcd["leader"] == "etcd-C") or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert etcd["healthy"] is True
     assert len(etcd["members"]) == 3
     assert etcd["leader"] == "etcd-C"
