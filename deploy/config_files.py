@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from deploy import configgen, monitoring_config, pki, redis_acl
+from deploy import configgen, haproxy_state, monitoring_config, pki, redis_acl
 from deploy.state import DEFAULT_TOPOLOGY, DbUser, StateDir
 from deploy.topology import Topology, load_topology, read_replica_process
 from kernel.names import read_replica_key
@@ -118,6 +118,7 @@ def write_configs(topo: Topology, state: StateDir) -> list[str]:
                 client_pem=folder.combined("client-haproxy"),
             ),
             stats_password=passwords["haproxy-stats"],
+            runtime=haproxy_state.for_process(state, "haproxy"),
         ),
         0o600,
     ):

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from deploy import backup_config, chaos_links, etcd_auth, redis_acl
+from deploy import backup_config, chaos_links, etcd_auth, haproxy_state, redis_acl
 from deploy.pg_roles import (
     APP_DATABASE,
     APP_USER,
@@ -510,9 +510,18 @@ class HaproxyTls:
         return f"ssl verify required ca-file {self.ca_bundle} crt {self.client_pem}"
 
 
-def haproxy_config(topo: Topology, tls: HaproxyTls, *, stats_password: str | None = None) -> str:
+def haproxy_config(
+    topo: Topology,
+    tls: HaproxyTls,
+    *,
+    stats_password: str | None = None,
+    runtime: haproxy_state.ServerState | None = None,
+) -> str:
     """HAProxy's file. `stats_password`: the stats page's password (user `rocars-admin`);
-    without it the page is off (only /metrics is served on the stats port)."""
+    without it the page is off (only /metrics is served on the stats port). `runtime`: the
+    admin socket a reload reads the servers' state from and the file the next process starts
+    from (deploy.haproxy_state); without it neither."""
+    runtime_global, runtime_defaults = haproxy_state.config_lines(runtime) if runtime else ([], [])
     entry_host = topo.entry_host()
     limits = topo.entry.limits
     admission = topo.entry.admission
@@ -569,9 +578,17 @@ def haproxy_config(topo: Topology, tls: HaproxyTls, *, stats_password: str | Non
             "global",
             "    log stdout format raw local0 info",
             "    maxconn 4096",
+            # An old process finishes its connections after a reload, but no longer than
+            # this: HAProxy 2.6.12 can leave a request it cut while its connection to a node
+            # was mid-handshake unfinished, and that kept an old process alive with nothing
+            # to serve (measured: still there after 5 min). Longer than a phone call (its
+            # timeouts are 20 min), and the dialplan calls again if one is cut.
+            "    hard-stop-after 30m",
+            *runtime_global,
             "",
             "defaults",
             "    mode http",
+            *runtime_defaults,
             "    log global",
             "    option httplog",
             "    timeout connect 1s",

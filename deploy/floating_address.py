@@ -34,7 +34,7 @@ import stat
 import subprocess
 from pathlib import Path
 
-from deploy import configgen, pki
+from deploy import configgen, haproxy_state, pki
 from deploy.processes import ProcessSpec
 from deploy.state import StateDir
 from deploy.topology import Floating, Topology, TopologyError
@@ -249,12 +249,15 @@ def write_files(topo: Topology, state: StateDir) -> list[str]:
         ca_bundle=folder.bundle,
         client_pem=folder.combined("client-haproxy"),
     )
-    hub_haproxy = configgen.haproxy_config(
-        topo, tls, stats_password=state.secrets()["haproxy-stats"]
-    )
     changed: list[str] = []
     for site in topo.data_sites:
         haproxy, keepalived, script = _files(state, site)
+        hub_haproxy = configgen.haproxy_config(
+            topo,
+            tls,
+            stats_password=state.secrets()["haproxy-stats"],
+            runtime=haproxy_state.for_process(state, f"haproxy-{site}"),
+        )
         readers = {haproxy: f"haproxy-{site}", keepalived: f"keepalived-{site}"}
         files = [haproxy_file(topo, state, site, hub_haproxy), *keepalived_files(topo, state, site)]
         for path, text, mode in files:
@@ -292,6 +295,7 @@ def specs(topo: Topology, state: StateDir) -> dict[str, ProcessSpec]:
             argv=("haproxy", "-db", "-f", str(haproxy)),
             marker=str(haproxy),
             takes_over=True,
+            server_state=haproxy_state.for_process(state, f"haproxy-{site}"),
             ports=(
                 ("HAProxy entry", host, topo.entry.port),
                 ("HAProxy stats", host, topo.entry.stats_port),

@@ -12,6 +12,7 @@ from deploy import (
     config_files,
     configgen,
     floating_address,
+    haproxy_state,
     monitoring_config,
     pg_roles,
     redis_acl,
@@ -144,6 +145,7 @@ def specs(
             argv=("haproxy", "-db", "-f", cfg),
             marker=cfg,
             takes_over=True,
+            server_state=haproxy_state.for_process(state, "haproxy"),
             ports=(
                 ("HAProxy entry", entry_host, topo.entry.port),
                 ("HAProxy stats", entry_host, topo.entry.stats_port),

@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 import psutil
 
-from deploy import netns
+from deploy import haproxy_state, netns
 from deploy.state import DbUser, StateDir
 from kernel.errors import LaunchError
 from monitoring.logs import json_log_path
@@ -42,6 +42,8 @@ class ProcessSpec:
     # HAProxy has no reread: a changed file is applied by a new process taking over from the
     # running one (take_over); every other process rereads on SIGHUP (reload).
     takes_over: bool = False
+    # Where a HAProxy answers its admin socket and its successor reads the servers' state.
+    server_state: haproxy_state.ServerState | None = None
 
 
 def _alive(proc: psutil.Process) -> bool:
@@ -94,11 +96,17 @@ def check_ports_free(spec: ProcessSpec) -> None:
             )
 
 
-def start(state: StateDir, spec: ProcessSpec) -> int:
-    """Start `spec` detached (its own session), output appended to its log file."""
+def start(state: StateDir, spec: ProcessSpec, *, note: str | None = None) -> int:
+    """Start `spec` detached (its own session), output appended to its log file after a start
+    marker and `note`. A HAProxy started afresh starts from its own checks, not from a state
+    another process left."""
+    if spec.server_state is not None:
+        haproxy_state.forget(spec.server_state)
     env = {**os.environ, **spec.env}
     with state.open_log(spec.name) as log, _output(spec, log) as out:
         log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {spec.name}\n".encode())
+        if note:
+            log.write(f"=== {note}\n".encode())
         log.flush()
         try:
             with netns.inside(spec.netns):  # the child is forked inside the namespace
@@ -178,7 +186,14 @@ def take_over(state: StateDir, spec: ProcessSpec, *, timeout: float = TAKE_OVER_
     old = running_pid(state, spec)
     if old is None:
         return None
-    new = start(state, replace(spec, argv=(*spec.argv, "-sf", str(old))))
+    note = None
+    if spec.server_state is not None:
+        config = Path(spec.argv[spec.argv.index("-f") + 1])
+        if why := haproxy_state.save(spec.server_state, config):
+            note = f"{why}; this process starts with every server up until checked"
+    # Without `server_state`: start must not remove the state the new process is to read.
+    taking_over = replace(spec, argv=(*spec.argv, "-sf", str(old)), server_state=None)
+    new = start(state, taking_over, note=note)
     wanted = {port for _what, _host, port in spec.ports}
     deadline = time.monotonic() + timeout
     while True:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import psutil
@@ -59,8 +60,8 @@ def state(tmp_path: Path) -> Iterator[StateDir]:
     started: list[int] = []
     real_start = processes.start
 
-    def start(state: StateDir, spec: ProcessSpec) -> int:
-        pid = real_start(state, spec)
+    def start(state: StateDir, spec: ProcessSpec, **kw: Any) -> int:
+        pid = real_start(state, spec, **kw)
         started.append(pid)
         return pid
 

@@ -189,6 +189,16 @@ def test_written_site_files_name_the_processes_to_tell(tmp_path: Path) -> None:
     first = floating_address.write_files(vip, state)
     assert sorted(first) == ["haproxy-A", "haproxy-B", "keepalived-A", "keepalived-B"]
     assert floating_address.write_files(vip, state) == []
+    # Each site's HAProxy has its own admin socket and servers' state (deploy.haproxy_state),
+    # named in its spec, which the reload reads.
+    got = specs(vip, state, PROGRAMS)
+    for site in ("A", "B"):
+        ss = got[f"haproxy-{site}"].server_state
+        assert ss is not None
+        text = (state.config / f"haproxy-{site}.cfg").read_text()
+        assert f"    stats socket {ss.socket} mode 600 level admin\n" in text
+        assert f"    server-state-file {ss.file}\n" in text
+    assert got["haproxy-A"].server_state != got["haproxy-B"].server_state
     edited = state.config / "haproxy-B.cfg"
     script = state.config / "floating-check-A.sh"
     for path in (edited, script):
