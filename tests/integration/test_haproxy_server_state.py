@@ -144,9 +144,10 @@ def test_the_new_process_starts_with_the_servers_the_old_one_had_marked_down(
     assert new not in (None, old)
     _until("the new process answers on the socket", lambda: _answers(ss, new))
     assert _servers(ss) == {"node-A": ("2", str(up_server)), "node-B": ("0", str(down))}
-    assert "node-B is DOWN, changed from server-state after a reload" in state.logfile(
-        "haproxy"
-    ).read_text()
+    assert (
+        "node-B is DOWN, changed from server-state after a reload"
+        in state.logfile("haproxy").read_text()
+    )
 
     psutil.Process(new).kill()
     psutil.Process(new).wait(5)
