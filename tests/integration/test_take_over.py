@@ -3,7 +3,8 @@
 must listen on every port of its spec before it counts, and when it exits or never binds the
 old one keeps serving and is named again in the pid file. Small Python processes stand in for
 the old and new HAProxy (what `-sf <old pid>` asks of HAProxy is tested live, in
-test_cluster_lifecycle); each is stopped when the test ends."""
+test_cluster_lifecycle), except for the servers' state a reload hands on, read from real
+HAProxy processes; each is stopped when the test ends."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import aiohttp
 import psutil
 import pytest
 
-from deploy import cert_reload, processes
+from deploy import cert_reload, haproxy_state, processes
 from deploy.cert_reload import Action, How
 from deploy.processes import ProcessSpec
 from deploy.state import REPO_ROOT, StateDir
@@ -246,10 +247,10 @@ def test_a_process_that_takes_over_loses_no_line_of_the_shared_log(
     assert text.index(f"{old} up") < text.index(f"{new} up"), text
 
 
-def _until(fact: Callable[[], bool]) -> None:
+def _until(fact: Callable[[], bool], what: str = "") -> None:
     deadline = time.monotonic() + 30
     while not fact():
-        assert time.monotonic() < deadline, "not within 30 s"
+        assert time.monotonic() < deadline, f"not within 30 s: {what}"
         time.sleep(0.01)
 
 
@@ -299,3 +300,125 @@ def _free_entry(topo: Topology) -> Topology:
         ):
             return moved
     raise AssertionError("no free ports")
+
+
+# -- the servers' state a reload hands on, on real HAProxy processes (deploy.haproxy_state) --
+# A new process used to start with every server up, and its first failed check then marked
+# the standby down and cut the requests it had meanwhile sent there (`on-marked-down
+# shutdown-sessions`): a client's connection closed without an answer during `certs rotate`
+# under load (CI, stop 34).
+
+
+@pytest.fixture
+def up_server() -> Iterator[int]:
+    """A port that accepts connections: a server HAProxy's TCP check finds up."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        yield int(s.getsockname()[1])
+
+
+def _config(ss: haproxy_state.ServerState, entry: int, up: int, down: int, inter: str) -> str:
+    glob, defaults = haproxy_state.config_lines(ss)
+    return "\n".join(
+        [
+            "global",
+            *glob,
+            "defaults",
+            "    mode tcp",
+            "    timeout connect 1s",
+            "    timeout client 5s",
+            "    timeout server 5s",
+            *defaults,
+            "frontend entry",
+            f"    bind 127.0.0.1:{entry}",
+            "    default_backend nodes",
+            "backend nodes",
+            f"    default-server check inter {inter} rise 1 fall 1",
+            f"    server node-A 127.0.0.1:{up}",
+            f"    server node-B 127.0.0.1:{down}",
+            "",
+        ]
+    )
+
+
+def _servers(ss: haproxy_state.ServerState) -> dict[str, tuple[str, str]]:
+    """server name -> (srv_op_state, srv_port) as the process on `ss.socket` sees it now
+    (op state 0: down, 2: up)."""
+    dump = haproxy_state._ask(ss.socket, "show servers state nodes").splitlines()
+    fields = dump[1][2:].split()
+    rows = [dict(zip(fields, line.split(), strict=True)) for line in dump[2:] if line.strip()]
+    return {r["srv_name"]: (r["srv_op_state"], r["srv_port"]) for r in rows}
+
+
+def _answers(ss: haproxy_state.ServerState, pid: int | None) -> bool:
+    return f"Pid: {pid}\n" in haproxy_state._ask(ss.socket, "show info")
+
+
+def _haproxy(state: StateDir, cfg: Path, entry: int) -> ProcessSpec:
+    ss = haproxy_state.for_process(state, "haproxy")
+    return ProcessSpec(
+        name="haproxy",
+        site="A",
+        argv=("haproxy", "-db", "-f", str(cfg)),
+        marker=str(cfg),
+        ports=(("HAProxy entry", "127.0.0.1", entry),),
+        takes_over=True,
+        server_state=ss,
+    )
+
+
+def test_the_new_process_starts_with_the_servers_the_old_one_had_marked_down(
+    state: StateDir, tmp_path: Path, up_server: int
+) -> None:
+    """The old process has marked node-B down; the new process (whose checks would take an
+    hour) sees node-B down and node-A up from its first moment, its log says the state came
+    from the old process, and a later fresh start removes the file (it starts from checks)."""
+    entry, down = _free_port(), _free_port()
+    cfg = tmp_path / "haproxy.cfg"
+    spec = _haproxy(state, cfg, entry)
+    ss = spec.server_state
+    assert ss is not None
+    cfg.write_text(_config(ss, entry, up_server, down, "100ms"))
+    old = processes.start(state, spec)
+    _until(lambda: ss.socket.exists(), "the old process answers on the socket")
+    _until(lambda: _servers(ss)["node-B"][0] == "0", "the old process has marked node-B down")
+
+    cfg.write_text(_config(ss, entry, up_server, down, "1h"))
+    new = processes.take_over(state, spec)
+    assert new not in (None, old)
+    _until(lambda: _answers(ss, new), "the new process answers on the socket")
+    assert _servers(ss) == {"node-A": ("2", str(up_server)), "node-B": ("0", str(down))}
+    assert (
+        "node-B is DOWN, changed from server-state after a reload"
+        in state.logfile("haproxy").read_text()
+    )
+
+    psutil.Process(new).kill()
+    psutil.Process(new).wait(5)
+    assert ss.file.exists()
+    processes.start(state, spec)
+    assert not ss.file.exists()
+
+
+def test_a_server_moved_to_another_port_starts_from_the_new_configuration(
+    state: StateDir, tmp_path: Path, up_server: int
+) -> None:
+    """HAProxy takes a server's address and port from the state file over its configuration;
+    a server that moved must not: its line is left out, and it starts as on a first start (up
+    until checked) at its new port, while the unmoved one keeps its state."""
+    entry, down, moved = _free_port(), _free_port(), _free_port()
+    cfg = tmp_path / "haproxy.cfg"
+    spec = _haproxy(state, cfg, entry)
+    ss = spec.server_state
+    assert ss is not None
+    cfg.write_text(_config(ss, entry, up_server, down, "100ms"))
+    processes.start(state, spec)
+    _until(lambda: ss.socket.exists(), "the old process answers on the socket")
+    _until(lambda: _servers(ss)["node-B"][0] == "0", "the old process has marked node-B down")
+
+    cfg.write_text(_config(ss, entry, up_server, moved, "1h"))
+    new = processes.take_over(state, spec)
+    assert new is not None
+    _until(lambda: _answers(ss, new), "the new process answers on the socket")
+    assert _servers(ss) == {"node-A": ("2", str(up_server)), "node-B": ("2", str(moved))}
