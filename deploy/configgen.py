@@ -655,7 +655,11 @@ def haproxy_config(
             "    acl has_credentials req.hdr(authorization) -m found",
             # A signed-in browser's pages carry the session cookie instead (#15).
             "    acl has_credentials req.cook(rocars_session) -m found",
-            "    http-request track-sc0 src table limit_unauthenticated if !has_credentials",
+            # The monitoring networks' own probes (control pages: others got 404 above) are
+            # not counted: `rocars certs reload` checks the new HAProxy with one, and a flood
+            # of unauthenticated requests from its address had it answered 429 (measured).
+            "    http-request track-sc0 src table limit_unauthenticated"
+            " if !has_credentials !control_page",
             "    http-request track-sc1 src table limit_auth_failures if has_credentials",
             f"    http-request {too_many_unauth} if !has_credentials"
             f" {{ sc0_http_req_rate(limit_unauthenticated) gt {limits.unauthenticated_requests} }}",

@@ -207,7 +207,8 @@ def test_unauthenticated_requests_are_limited_per_address(
 ) -> None:
     """#10 item 5: past the topology's limit of requests without credentials per address,
     HAProxy answers 429 problem+json with Retry-After (the window); traffic with a good key is
-    not limited by it, and its own requests (more than the limit) count against nothing."""
+    not limited by it, and its own requests (more than the limit) count against nothing; nor
+    are the monitoring networks' probes of the control pages."""
     port = low_limit_port
     key = accounts.trader.key
     for _ in range(LOW.unauthenticated_requests * 2):
@@ -225,6 +226,11 @@ def test_unauthenticated_requests_are_limited_per_address(
     assert refused.headers["retry-after"] == str(LOW.unauthenticated_window_s)
     assert refused.problem()["retry_after_ms"] == LOW.unauthenticated_window_s * 1000
     assert get(port, "/v1/consignments?limit=1", key=key).status == 200
+    # The monitoring networks' probes (this address is one) are neither limited nor counted:
+    # `rocars certs reload` checks a new HAProxy with one.
+    for _ in range(LOW.unauthenticated_requests + 1):
+        assert get(port, "/health/ready").status == 200
+    assert get(port, "/v1/status").status == 429
 
 
 def test_authentication_failures_are_limited_per_address(
