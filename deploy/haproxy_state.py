@@ -95,7 +95,8 @@ def keep(dump: str, config: str) -> str | None:
     return "\n".join([lines[0], lines[1], *kept, ""])
 
 
-def _ask(path: Path, command: str) -> str:
+def ask(path: Path, command: str) -> str:
+    """HAProxy's answer to one command on its admin socket (it closes after answering)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(ANSWER_S)
         s.connect(str(path))
@@ -111,9 +112,9 @@ def save(ss: ServerState, config: Path) -> str | None:
     written, else why not (the file is then removed, and the new process starts with every
     server up, as on a first start)."""
     try:
-        dump = _ask(ss.socket, "show servers state")
+        dump = ask(ss.socket, "show servers state")
         kept = keep(dump, config.read_text())
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: not text
         forget(ss)
         return f"no servers' state from {ss.socket}: {exc}"
     if kept is None:

@@ -345,14 +345,14 @@ def _config(ss: haproxy_state.ServerState, entry: int, up: int, down: int, inter
 def _servers(ss: haproxy_state.ServerState) -> dict[str, tuple[str, str]]:
     """server name -> (srv_op_state, srv_port) as the process on `ss.socket` sees it now
     (op state 0: down, 2: up)."""
-    dump = haproxy_state._ask(ss.socket, "show servers state nodes").splitlines()
+    dump = haproxy_state.ask(ss.socket, "show servers state nodes").splitlines()
     fields = dump[1][2:].split()
     rows = [dict(zip(fields, line.split(), strict=True)) for line in dump[2:] if line.strip()]
     return {r["srv_name"]: (r["srv_op_state"], r["srv_port"]) for r in rows}
 
 
 def _answers(ss: haproxy_state.ServerState, pid: int | None) -> bool:
-    return f"Pid: {pid}\n" in haproxy_state._ask(ss.socket, "show info")
+    return f"Pid: {pid}\n" in haproxy_state.ask(ss.socket, "show info")
 
 
 def _haproxy(state: StateDir, cfg: Path, entry: int) -> ProcessSpec:

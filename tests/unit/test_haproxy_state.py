@@ -81,12 +81,12 @@ def test_an_answer_that_is_not_a_version_1_state_hands_on_nothing(answer: str) -
 
 
 @pytest.fixture
-def admin_socket(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
+def admin_socket(tmp_path: Path) -> Iterator[tuple[Path, list[str | bytes]]]:
     """A stand-in for HAProxy's admin socket: answers each command with the next scripted
     answer (set by the test) and closes, as HAProxy does in non-interactive mode."""
     path = tmp_path / "run" / "haproxy.sock"
     path.parent.mkdir()
-    answers: list[str] = []
+    answers: list[str | bytes] = []
     server = socket.socket(socket.AF_UNIX)
     server.bind(str(path))
     server.listen()
@@ -99,7 +99,8 @@ def admin_socket(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
                 return
             with conn:
                 conn.recv(1024)
-                conn.sendall(answers.pop(0).encode())
+                answer = answers.pop(0)
+                conn.sendall(answer if isinstance(answer, bytes) else answer.encode())
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
@@ -109,7 +110,7 @@ def admin_socket(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
 
 
 def test_save_writes_the_kept_lines_readable_by_root_alone(
-    tmp_path: Path, admin_socket: tuple[Path, list[str]]
+    tmp_path: Path, admin_socket: tuple[Path, list[str | bytes]]
 ) -> None:
     """The running process's answer, less the servers the new file moved, is written 0600
     where the new process reads it."""
@@ -125,10 +126,10 @@ def test_save_writes_the_kept_lines_readable_by_root_alone(
 
 
 def test_without_an_answer_no_state_is_left_and_the_reason_is_given(
-    tmp_path: Path, admin_socket: tuple[Path, list[str]]
+    tmp_path: Path, admin_socket: tuple[Path, list[str | bytes]]
 ) -> None:
-    """No socket, or a socket that answers something else: a state file left by an earlier
-    process is removed (the new one starts from its checks) and save says why."""
+    """No socket, or a socket that answers something else or not text: a state file left by
+    an earlier process is removed (the new one starts from its checks) and save says why."""
     path, answers = admin_socket
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(CONFIG)
@@ -145,6 +146,12 @@ def test_without_an_answer_no_state_is_left_and_the_reason_is_given(
     why = haproxy_state.save(ss, cfg)
     assert why is not None
     assert "unexpected answer 'Permission denied" in why
+    assert not ss.file.exists()
+    answers.append(b"1\n\xff\xfe")
+    ss.file.write_text("stale")
+    why = haproxy_state.save(ss, cfg)
+    assert why is not None
+    assert "can't decode" in why
     assert not ss.file.exists()
 
 
