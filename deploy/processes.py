@@ -182,7 +182,9 @@ def take_over(state: StateDir, spec: ProcessSpec, *, timeout: float = TAKE_OVER_
     once the new process has bound its ports the old one stops listening and finishes the
     connections it has), and wait until the new one listens on every port of `spec`. The new
     pid; None when none was running (the next start reads the file). When the new process
-    exits or does not bind in time, the old one serves on and LaunchError says why."""
+    exits or does not bind in time, the old one serves on and LaunchError says why. A spec with
+    a `server_state` starts the new process from the running one's view of its servers
+    (deploy.haproxy_state)."""
     old = running_pid(state, spec)
     if old is None:
         return None
