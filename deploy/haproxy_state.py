@@ -2,9 +2,9 @@
 
 A new HAProxy process starts with every server up, and its first failed check marks a standby
 node down with `on-marked-down shutdown-sessions`, which cuts the requests the new process had
-meanwhile sent there: measured on the running system, every reload under load marked the
-standby down with 1-2 sessions on it, and about one reload in ten cost a client a connection
-closed without an answer (`certs rotate` under load in CI, stop 34). So before a new process
+meanwhile sent there: measured on the running system under 4 writers, 5 of 10 reloads marked
+the standby down with 1-2 sessions on it, and one cost a client a connection closed without an
+answer (`certs rotate` under load in CI, stop 34). So before a new process
 starts, the running one's view (`show servers state` on its admin socket) is written where the
 new one reads it (`server-state-file`), and the new process starts where the old one was:
 standby down, active node up.
