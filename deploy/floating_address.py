@@ -249,13 +249,14 @@ def write_files(topo: Topology, state: StateDir) -> list[str]:
         ca_bundle=folder.bundle,
         client_pem=folder.combined("client-haproxy"),
     )
+    stats_password = state.secrets()["haproxy-stats"]
     changed: list[str] = []
     for site in topo.data_sites:
         haproxy, keepalived, script = _files(state, site)
         hub_haproxy = configgen.haproxy_config(
             topo,
             tls,
-            stats_password=state.secrets()["haproxy-stats"],
+            stats_password=stats_password,
             runtime=haproxy_state.for_process(state, f"haproxy-{site}"),
         )
         readers = {haproxy: f"haproxy-{site}", keepalived: f"keepalived-{site}"}

@@ -96,11 +96,13 @@ def check_ports_free(spec: ProcessSpec) -> None:
             )
 
 
-def start(state: StateDir, spec: ProcessSpec, *, note: str | None = None) -> int:
+def start(
+    state: StateDir, spec: ProcessSpec, *, note: str | None = None, handed_over: bool = False
+) -> int:
     """Start `spec` detached (its own session), output appended to its log file after a start
     marker and `note`. A HAProxy started afresh starts from its own checks, not from a state
-    another process left."""
-    if spec.server_state is not None:
+    another process left; one `handed_over` (take_over) reads the state just written."""
+    if spec.server_state is not None and not handed_over:
         haproxy_state.forget(spec.server_state)
     env = {**os.environ, **spec.env}
     with state.open_log(spec.name) as log, _output(spec, log) as out:
@@ -193,9 +195,8 @@ def take_over(state: StateDir, spec: ProcessSpec, *, timeout: float = TAKE_OVER_
         config = Path(spec.argv[spec.argv.index("-f") + 1])
         if why := haproxy_state.save(spec.server_state, config):
             note = f"{why}; this process starts with every server up until checked"
-    # Without `server_state`: start must not remove the state the new process is to read.
-    taking_over = replace(spec, argv=(*spec.argv, "-sf", str(old)), server_state=None)
-    new = start(state, taking_over, note=note)
+    taking_over = replace(spec, argv=(*spec.argv, "-sf", str(old)))
+    new = start(state, taking_over, note=note, handed_over=True)
     wanted = {port for _what, _host, port in spec.ports}
     deadline = time.monotonic() + timeout
     while True:

@@ -312,9 +312,7 @@ def _free_entry(topo: Topology) -> Topology:
 @pytest.fixture
 def up_server() -> Iterator[int]:
     """A port that accepts connections: a server HAProxy's TCP check finds up."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(64)
+    with _listener() as s:
         yield int(s.getsockname()[1])
 
 
