@@ -2,7 +2,10 @@
 a phase, per request and in cores, beside how busy the whole machine was.
 
 Everything shares the machine's cores, so a throughput figure alone cannot say what limits it:
-these figures do. A group is a process of the topology with its descendants (a node's
+these figures do. On a virtual machine the hypervisor may run other guests on our cores: that
+time (steal) is neither ours nor idle, so it is counted apart (`machine_stolen_cores`) and not
+in the busy cores; a phase that lost much of the machine to it is slower for a reason outside
+the system. A group is a process of the topology with its descendants (a node's
 supervisor and its node; HAProxy), or several alike (etcd's three members), and each site's
 PostgreSQL (`postgres-<site>`: the postmaster and its backends) apart from Patroni. A
 descendant that exits during the phase (a pgbench connection's backend) is still counted: its
@@ -49,13 +52,19 @@ def group_of(spec_name: str) -> str:
 @dataclass(frozen=True)
 class CpuSample:
     at: float  # monotonic seconds
-    machine_busy_s: float  # CPU seconds of every core not idle (nor waiting on I/O)
+    machine_busy_s: float  # CPU seconds of every core spent running (our guest's own work)
     by_group: Mapping[str, float]  # CPU seconds so far, per group
+    machine_stolen_s: float = 0.0  # CPU seconds the hypervisor gave to others (steal)
 
 
-def _machine_busy() -> float:
-    t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+def machine_times(t: Any) -> tuple[float, float]:
+    """(busy, stolen) CPU seconds of every core so far, from psutil's `cpu_times()`. Linux counts
+    a guest's own guests in user and nice already, and steal, idle and I/O wait are not work
+    done here."""
+    stolen = getattr(t, "steal", 0.0)
+    not_busy = t.idle + getattr(t, "iowait", 0.0) + stolen
+    guests = getattr(t, "guest", 0.0) + getattr(t, "guest_nice", 0.0)
+    return sum(t) - not_busy - guests, stolen
 
 
 def sample(
@@ -74,17 +83,20 @@ def sample(
                     t = p.cpu_times()
                     spent = t.user + t.system + t.children_user + t.children_system
                     by_group[group] = by_group.get(group, 0.0) + spent
-    return CpuSample(clock(), _machine_busy(), by_group)
+    busy, stolen = machine_times(psutil.cpu_times())
+    return CpuSample(clock(), busy, by_group, stolen)
 
 
 @dataclass(frozen=True)
 class Usage:
     """What a phase used: the machine's busy cores, each group's cores and, when the requests
-    answered in it are known, each group's CPU milliseconds per request."""
+    answered in it are known, each group's CPU milliseconds per request; and the cores the
+    hypervisor took meanwhile."""
 
     machine_busy_cores: float
     cores: Mapping[str, float]
     ms_per_request: Mapping[str, float] | None = None
+    machine_stolen_cores: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         def ordered(table: Mapping[str, float]) -> dict[str, float]:
@@ -92,6 +104,7 @@ class Usage:
 
         out: dict[str, Any] = {
             "machine_busy_cores": round(self.machine_busy_cores, 2),
+            "machine_stolen_cores": round(self.machine_stolen_cores, 2),
             "cores": ordered(self.cores),
         }
         if self.ms_per_request is not None:
@@ -118,6 +131,7 @@ def usage(before: CpuSample, after: CpuSample, *, requests: int | None = None) -
         machine_busy_cores=(after.machine_busy_s - before.machine_busy_s) / wall,
         cores={g: s / wall for g, s in spent.items()},
         ms_per_request=None if not requests else {g: 1000 * s / requests for g, s in spent.items()},
+        machine_stolen_cores=(after.machine_stolen_s - before.machine_stolen_s) / wall,
     )
 
 
@@ -133,4 +147,5 @@ def median_usage(runs: Sequence[Usage]) -> Usage:
         machine_busy_cores=median([r.machine_busy_cores for r in runs]),
         cores=med([r.cores for r in runs]),
         ms_per_request=med(per_request) if per_request else None,
+        machine_stolen_cores=median([r.machine_stolen_cores for r in runs]),
     )

@@ -133,6 +133,7 @@ def _rows(doc: Mapping[str, Any], prev: Mapping[str, Any] | None) -> list[Row]:
 # CPU groups shown per phase (deploy.bench.cpu); the JSON keeps every group.
 CPU_GROUPS_SHOWN = 5
 CPU_PHASES = (
+    ("idle", "idle_cpu", "cores", "cores"),
     ("closed loop API", "closed_loop.cpu.api", "ms_per_request", "CPU ms per submission"),
     ("closed loop pgbench", "closed_loop.cpu.pgbench", "ms_per_request", "CPU ms per tx"),
     ("open loop", "open_loop.cpu", "cores", "cores"),
@@ -147,8 +148,26 @@ def _cpu_rows(doc: Mapping[str, Any], row: Callable[..., Row]) -> list[Row]:
         if usage is None:
             continue
         out.append(row(f"{label}: machine busy, cores", f"{path}.machine_busy_cores", 2))
+        out.append(
+            row(f"{label}: stolen by the hypervisor, cores", f"{path}.machine_stolen_cores", 2)
+        )
         groups = list(usage.get(key, {}))[:CPU_GROUPS_SHOWN]
         out += [row(f"{label}: {unit}, {g}", f"{path}.{key}.{g}", 3) for g in groups]
+    return out
+
+
+# A phase whose cores the hypervisor took more than this (steal) is flagged: on 2 cores a tenth
+# of a core is 5% of the machine, more than the run-to-run noise of the ratios compared here.
+STOLEN_WARN_CORES = 0.1
+
+
+def stolen_phases(doc: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """The phases that lost more than STOLEN_WARN_CORES to the hypervisor, with how much."""
+    out = []
+    for label, path, _key, _unit in CPU_PHASES:
+        stolen = lookup(doc, f"{path}.machine_stolen_cores")
+        if stolen is not None and stolen > STOLEN_WARN_CORES:
+            out.append((label, stolen))
     return out
 
 

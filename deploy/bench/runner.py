@@ -1,9 +1,9 @@
 """`rocars bench`: every measurement of #11 in one run against the running local system, the
 JSON document and plot under <state>/bench/, and the comparison with the previous run.
 
-Order: idle memory first (nothing loaded yet), then closed loop (wrk and pgbench alternately,
-never at once), open loop, overload, the 10,000-item batch, node memory after, and last the
-distance to the DR site. Every load runs alone; the caller holds the cluster lock.
+Order: idle memory and CPU first (nothing loaded yet), then closed loop (wrk and pgbench
+alternately, never at once), open loop, overload, the 10,000-item batch, node memory after, and
+last the distance to the DR site. Every load runs alone; the caller holds the cluster lock.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ class Settings:
     generator_processes: int = 2
     distance_delays_ms: tuple[int, ...] = (0, 2, 5, 20)
     distance_s: float = 10.0
+    idle_cpu_s: float = 10.0
 
     @classmethod
     def full(cls, duration: float | None = None) -> Settings:
@@ -86,6 +87,7 @@ class Settings:
             batch_runs=1,
             bundles=100,
             distance_delays_ms=(),
+            idle_cpu_s=min(d, 5.0),
         )
 
     @classmethod
@@ -103,6 +105,7 @@ class Settings:
             bundles=20,
             generator_processes=1,
             distance_delays_ms=(),
+            idle_cpu_s=1,
         )
 
 
@@ -194,6 +197,13 @@ class Bench:
             pg_cpu.append(cpu.usage(t0, self._cpu_now(), requests=pg[-1].answered))
             self.echo(f"  round {i + 1}: pgbench {pg[-1].rate:,.0f} tx/s (member {leader})")
         return closedloop.ClosedLoop(api, pg, cpu.median_usage(api_cpu), cpu.median_usage(pg_cpu))
+
+    def idle_cpu(self) -> dict[str, Any]:
+        """What the system uses doing nothing (health checks, Patroni's loop, etcd's heartbeats,
+        the nodes' polls, scrapes): the floor every load phase starts from on these cores."""
+        t0 = self._cpu_now()
+        time.sleep(self.s.idle_cpu_s)
+        return cpu.usage(t0, self._cpu_now()).to_dict()
 
     def _cpu_now(self) -> cpu.CpuSample:
         return cpu.sample(self.topo, self.state)
@@ -370,6 +380,8 @@ def run_bench(topo: Topology, state: StateDir, settings: Settings, echo: Echo) -
     echo("idle memory (PSS) of the whole system")
     pss = memory.settled_pss(topo, state)
     pss_age = memory.youngest_process_age(topo, state)
+    echo(f"idle CPU of the whole system over {settings.idle_cpu_s:g} s")
+    doc["idle_cpu"] = b.idle_cpu()
     echo("set-up: accounts and bundles")
     asyncio.run(b.setup())
     doc["database"] = asyncio.run(b.database())
@@ -423,6 +435,13 @@ def run_bench(topo: Topology, state: StateDir, settings: Settings, echo: Echo) -
             doc["distance"] = {"error": str(exc)}
     doc["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     doc["targets"] = report.target_rows(doc)
+    stolen = report.stolen_phases(doc)
+    if stolen:
+        echo(
+            "warning: the hypervisor took the machine's CPU from this run (steal, cores): "
+            + ", ".join(f"{phase} {cores:.2f}" for phase, cores in stolen)
+            + "; its figures are lower than the system's own"
+        )
     return doc
 
 

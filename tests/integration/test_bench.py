@@ -38,6 +38,10 @@ def _check_common(doc: dict[str, Any]) -> None:
     assert mem["node_rss_max_mb"] > 0
     assert mem["idle_pss_mib"] > 0
     assert mem["idle_pss_youngest_process_age_s"] >= 0
+    # What the system uses doing nothing, apart from what the hypervisor took meanwhile.
+    idle = doc["idle_cpu"]
+    assert idle["machine_busy_cores"] > 0
+    assert idle["machine_stolen_cores"] >= 0
     assert {"node-A", "node-B"} <= set(mem["node_rss_peak_mb"])
     # Which load grew the nodes: a peak for each phase that ran, none above the run's peak.
     by_phase = mem["node_rss_peak_by_phase_mb"]

@@ -4,10 +4,12 @@ rows for them."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import pytest
 
 from deploy.bench import report
-from deploy.bench.cpu import CpuSample, Usage, group_of, median_usage, usage
+from deploy.bench.cpu import CpuSample, Usage, group_of, machine_times, median_usage, usage
 
 
 def test_groups_of_the_topologys_processes() -> None:
@@ -72,6 +74,7 @@ def test_document_lists_groups_busiest_first() -> None:
     assert list(doc["cores"]) == ["node-A", "etcd"]
     assert doc == {
         "machine_busy_cores": 1.23,
+        "machine_stolen_cores": 0.0,
         "cores": {"node-A": 0.612, "etcd": 0.05},
         "ms_per_request": {"node-A": 0.8},
     }
@@ -91,3 +94,54 @@ def test_table_shows_each_phases_busiest_groups() -> None:
     assert "g5" not in text
     assert "open loop: cores, node-A" in text
     assert "closed loop pgbench" not in text  # not measured in this document
+
+
+class _LinuxCpuTimes(NamedTuple):
+    """The fields of psutil.cpu_times() on Linux, in its order."""
+
+    user: float
+    nice: float
+    system: float
+    idle: float
+    iowait: float
+    irq: float
+    softirq: float
+    steal: float
+    guest: float
+    guest_nice: float
+
+
+def test_steal_is_neither_busy_nor_idle() -> None:
+    """On a virtual machine the hypervisor's steal is counted apart from the busy seconds, and
+    a guest's own guests (already in user and nice) are not counted twice."""
+    times = _LinuxCpuTimes(
+        user=10.0, nice=1.0, system=4.0, idle=50.0, iowait=2.0, irq=0.5, softirq=0.5,
+        steal=7.0, guest=3.0, guest_nice=0.0,
+    )  # fmt: skip
+    assert machine_times(times) == (16.0, 7.0)
+
+
+def test_usage_says_how_much_the_hypervisor_took() -> None:
+    """Two samples' steal seconds become the phase's stolen cores, apart from its busy ones;
+    the median over rounds keeps it."""
+    before = CpuSample(at=0, machine_busy_s=0, by_group={}, machine_stolen_s=1.0)
+    after = CpuSample(at=4, machine_busy_s=4, by_group={}, machine_stolen_s=3.0)
+    u = usage(before, after)
+    assert (u.machine_busy_cores, u.machine_stolen_cores) == (1.0, 0.5)
+    assert u.to_dict()["machine_stolen_cores"] == 0.5
+    assert median_usage([u, Usage(2.0, {}, None, 0.1), Usage(1.0, {}, None, 0.9)]) == Usage(
+        1.0, {}, None, 0.5
+    )
+
+
+def test_table_shows_idle_cpu_and_steal_and_flags_a_robbed_phase() -> None:
+    """The idle reading is a phase of the table like the loads, each phase says what the
+    hypervisor took, and a phase over STOLEN_WARN_CORES is named for the warning."""
+    idle = {"machine_busy_cores": 0.37, "machine_stolen_cores": 0.5, "cores": {"etcd": 0.13}}
+    loaded = {"machine_busy_cores": 1.9, "machine_stolen_cores": 0.02, "cores": {}}
+    doc = {"idle_cpu": idle, "open_loop": {"cpu": loaded}}
+    text = report.table(doc, None)
+    assert "idle: machine busy, cores" in text
+    assert "idle: cores, etcd" in text
+    assert "open loop: stolen by the hypervisor, cores" in text
+    assert report.stolen_phases(doc) == [("idle", 0.5)]
