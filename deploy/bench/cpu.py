@@ -7,9 +7,10 @@ time (steal) is neither ours nor idle, so it is counted apart (`machine_stolen_c
 in the busy cores; a phase that lost much of the machine to it is slower for a reason outside
 the system. A group is a process of the topology with its descendants (a node's
 supervisor and its node; HAProxy), or several alike (etcd's three members), and each site's
-PostgreSQL (`postgres-<site>`: the postmaster and its backends) apart from Patroni. A
-descendant that exits during the phase (a pgbench connection's backend) is still counted: its
-parent reaped it, and psutil's `children_*` times carry it from then on.
+PostgreSQL (`postgres-<site>`: the postmaster and its backends) apart from Patroni; the
+bench's document names these by role (`by_role`). A descendant that exits during the phase (a
+pgbench connection's backend) is still counted: its parent reaped it, and psutil's
+`children_*` times carry it from then on.
 """
 
 from __future__ import annotations
@@ -133,6 +134,33 @@ def usage(before: CpuSample, after: CpuSample, *, requests: int | None = None) -
         ms_per_request=None if not requests else {g: 1000 * s / requests for g, s in spent.items()},
         machine_stolen_cores=(after.machine_stolen_s - before.machine_stolen_s) / wall,
     )
+
+
+# Per-site groups named by what the site did in a phase (`by_role`).
+_ROLE_NAMES = (("node-", "node (active)", "node (standby)"),
+               ("postgres-", "postgres (primary)", "postgres (standby)"))  # fmt: skip
+
+
+def by_role(u: Usage, leader: str) -> Usage:
+    """`u` with each site's node and PostgreSQL named by its part in the phase, `leader` being
+    the site whose PostgreSQL was the primary: the active node and the primary, the standby
+    node and PostgreSQL. A run compares with the previous one whichever site led each (by
+    site name, a run led by A set A's busy node beside B's idle standby of the run before)."""
+
+    def name(group: str) -> str:
+        for prefix, active, standby in _ROLE_NAMES:
+            if group.startswith(prefix):
+                return active if group == f"{prefix}{leader}" else standby
+        return group
+
+    def renamed(table: Mapping[str, float]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for g, v in table.items():
+            out[name(g)] = out.get(name(g), 0.0) + v  # two standby sites add up
+        return out
+
+    per_request = None if u.ms_per_request is None else renamed(u.ms_per_request)
+    return Usage(u.machine_busy_cores, renamed(u.cores), per_request, u.machine_stolen_cores)
 
 
 def median_usage(runs: Sequence[Usage]) -> Usage:

@@ -174,7 +174,7 @@ class Bench:
         self.body = workload.body_bytes(workload.consignment(datetime.now(UTC)))
 
     def closed_loop(self) -> closedloop.ClosedLoop:
-        leader = asyncio.run(admin.leader_site(self.topo))
+        leader = self._leader()
         db = load_node_config(self.state.node_config(leader)).database
         trader_id, _ = self.accounts.traders[0]
         sample = json.loads(self.body)
@@ -196,14 +196,21 @@ class Bench:
             pg.append(closedloop.run_pgbench(db, pg_script, self.s.closed_s))
             pg_cpu.append(cpu.usage(t0, self._cpu_now(), requests=pg[-1].answered))
             self.echo(f"  round {i + 1}: pgbench {pg[-1].rate:,.0f} tx/s (member {leader})")
-        return closedloop.ClosedLoop(api, pg, cpu.median_usage(api_cpu), cpu.median_usage(pg_cpu))
+        api_used, pg_used = cpu.median_usage(api_cpu), cpu.median_usage(pg_cpu)
+        return closedloop.ClosedLoop(
+            api, pg, cpu.by_role(api_used, leader), cpu.by_role(pg_used, leader)
+        )
 
     def idle_cpu(self) -> dict[str, Any]:
         """What the system uses doing nothing (health checks, Patroni's loop, etcd's heartbeats,
         the nodes' polls, scrapes): the floor every load phase starts from on these cores."""
+        leader = self._leader()
         t0 = self._cpu_now()
         time.sleep(self.s.idle_cpu_s)
-        return cpu.usage(t0, self._cpu_now()).to_dict()
+        return cpu.by_role(cpu.usage(t0, self._cpu_now()), leader).to_dict()
+
+    def _leader(self) -> str:
+        return asyncio.run(admin.leader_site(self.topo))
 
     def _cpu_now(self) -> cpu.CpuSample:
         return cpu.sample(self.topo, self.state)
@@ -226,11 +233,11 @@ class Bench:
             Phase(openloop.ARRIVAL, self.s.arrival_rate, 0, self.s.open_s),
         ]
         target = self._target([k for _, k in self.accounts.traders])
+        leader = self._leader()
         t0 = self._cpu_now()
         res = openloop.run(target, phases, processes=self.s.generator_processes)
-        used = cpu.usage(
-            t0, self._cpu_now(), requests=sum(1 for o in res.outcomes if 200 <= o.status < 300)
-        )
+        answered = sum(1 for o in res.outcomes if 200 <= o.status < 300)
+        used = cpu.by_role(cpu.usage(t0, self._cpu_now(), requests=answered), leader)
         kinds = {k: summarize(v, self.s.open_s) for k, v in by_kind(res.outcomes).items()}
         lags = sorted(o.lag * 1000 for o in res.outcomes)
         return {

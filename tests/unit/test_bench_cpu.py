@@ -9,7 +9,15 @@ from typing import NamedTuple
 import pytest
 
 from deploy.bench import report
-from deploy.bench.cpu import CpuSample, Usage, group_of, machine_times, median_usage, usage
+from deploy.bench.cpu import (
+    CpuSample,
+    Usage,
+    by_role,
+    group_of,
+    machine_times,
+    median_usage,
+    usage,
+)
 
 
 def test_groups_of_the_topologys_processes() -> None:
@@ -145,3 +153,35 @@ def test_table_shows_idle_cpu_and_steal_and_flags_a_robbed_phase() -> None:
     assert "idle: cores, etcd" in text
     assert "open loop: stolen by the hypervisor, cores" in text
     assert report.stolen_phases(doc) == [("idle", 0.5)]
+
+
+def test_sites_named_by_their_part_so_runs_compare_whichever_site_led() -> None:
+    """With B leading, B's node is the active one and B's PostgreSQL the primary; A's are the
+    standby's; other groups keep their names, per request and in cores alike."""
+    u = Usage(
+        1.5,
+        {"node-B": 0.6, "node-A": 0.05, "postgres-B": 0.3, "postgres-A": 0.1, "etcd": 0.1},
+        {"node-B": 0.9, "postgres-A": 0.2},
+        0.2,
+    )
+    named = by_role(u, "B")
+    assert named.cores == {
+        "node (active)": 0.6,
+        "node (standby)": 0.05,
+        "postgres (primary)": 0.3,
+        "postgres (standby)": 0.1,
+        "etcd": 0.1,
+    }
+    assert named.ms_per_request == {"node (active)": 0.9, "postgres (standby)": 0.2}
+    assert (named.machine_busy_cores, named.machine_stolen_cores) == (1.5, 0.2)
+    # A led the run before: the same names, so the table's "previous" column lines up.
+    assert set(by_role(Usage(1.0, {"node-A": 0.6, "node-B": 0.05}), "A").cores) == {
+        "node (active)",
+        "node (standby)",
+    }
+
+
+def test_standby_sites_add_up_under_one_name() -> None:
+    """A topology with two standby sites counts both under the standby's name."""
+    u = by_role(Usage(1.0, {"node-A": 0.5, "node-B": 0.1, "node-D": 0.2}), "A")
+    assert u.cores == {"node (active)": 0.5, "node (standby)": pytest.approx(0.3)}
