@@ -100,8 +100,7 @@ class ContingencyRuntime:
         if self.override_path is not None:
             self.override = read_override(self.override_path)
         try:
-            kv = await self._etcd.get(CONTINGENCY_STATE_KEY)
-            hb = await self._etcd.get(WRITE_HEARTBEAT_KEY)
+            kv, hb = await self._etcd.get_many((CONTINGENCY_STATE_KEY, WRITE_HEARTBEAT_KEY))
         except EtcdUnavailable:
             self.etcd_ok = False
             return

@@ -242,6 +242,28 @@ class EtcdGateway:
         kv = kvs[0]
         return KeyValue(key, _unb64(kv.get("value", "")), int(kv.get("mod_revision", 0)))
 
+    async def get_many(self, keys: Sequence[str]) -> list[KeyValue | None]:
+        """Several keys in one call (a transaction of reads: one linearizable read, one
+        snapshot), each KeyValue or None in the order asked. A poller of two keys pays etcd
+        one request instead of two."""
+        data = await self._post(
+            "/v3/kv/txn", {"success": [{"request_range": {"key": _b64(k)}} for k in keys]}
+        )
+        responses = data.get("responses") or []
+        if len(responses) != len(keys):
+            raise EtcdUnavailable(
+                f"etcd answered {len(responses)} reads for the {len(keys)} keys asked"
+            )
+        out: list[KeyValue | None] = []
+        for key, response in zip(keys, responses, strict=True):
+            kvs = (response.get("response_range") or {}).get("kvs") or []
+            out.append(
+                KeyValue(key, _unb64(kvs[0].get("value", "")), int(kvs[0].get("mod_revision", 0)))
+                if kvs
+                else None
+            )
+        return out
+
     async def put(self, key: str, value: bytes | str) -> int:
         data = await self._post("/v3/kv/put", {"key": _b64(key), "value": _b64(value)})
         return int(data.get("header", {}).get("revision", 0))

@@ -3,6 +3,7 @@ memory."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,9 @@ def node_config(state_dir: Path, **overrides: object) -> NodeConfig:
 
 
 class MemoryEtcd:
-    """The calls the contingency runtime and the node make (get, put, compare-and-swap). `down`
-    makes every call fail like an etcd with no member answering; `races` makes that many
-    compare-and-swaps lose, as if another writer got there first."""
+    """The calls the contingency runtime and the node make (get, get_many, put,
+    compare-and-swap). `down` makes every call fail like an etcd with no member answering;
+    `races` makes that many compare-and-swaps lose, as if another writer got there first."""
 
     def __init__(self) -> None:
         self.data: dict[str, KeyValue] = {}
@@ -58,6 +59,10 @@ class MemoryEtcd:
     async def get(self, key: str) -> KeyValue | None:
         self._check()
         return self.data.get(key)
+
+    async def get_many(self, keys: Sequence[str]) -> list[KeyValue | None]:
+        self._check()
+        return [self.data.get(k) for k in keys]
 
     async def put(self, key: str, value: bytes | str) -> int:
         self._check()

@@ -22,7 +22,12 @@ import pytest
 
 from deploy import control_tls, etcd_auth
 from deploy.harness import LocalCluster
-from kernel.names import CONTINGENCY_STATE_KEY, DRILL_RESULTS_KEY, leader_key
+from kernel.names import (
+    CONTINGENCY_STATE_KEY,
+    DRILL_RESULTS_KEY,
+    WRITE_HEARTBEAT_KEY,
+    leader_key,
+)
 from replication.etcd_gateway import EtcdGateway, EtcdRefused
 
 pytestmark = pytest.mark.integration
@@ -69,6 +74,28 @@ async def test_without_credentials_etcd_refuses_the_leader_and_contingency_keys(
         kv = await _as(s, cluster, etcd_auth.OPERATOR_USER).get(leader_key(cluster.topo.name))
         assert kv is not None
         assert kv.value.decode().startswith("pg-")
+
+
+async def test_the_node_reads_its_two_polled_keys_in_one_transaction(
+    cluster: LocalCluster,
+) -> None:
+    """The contingency runtime's poll (every 0.25 s on each node): the node's user reads the
+    mode and the write heartbeat in one read-only transaction, getting what reading each alone
+    gets (the heartbeat moves every 2 s, so a later single read is at least as new); without
+    credentials the transaction is refused like a plain read."""
+    keys = [CONTINGENCY_STATE_KEY, WRITE_HEARTBEAT_KEY]
+    async with cluster.session() as s:
+        node = _as(s, cluster, etcd_auth.NODE_USER)
+        both = await node.get_many(keys)
+        alone = [await node.get(k) for k in keys]
+        assert both[1] is not None  # the active node's write probe keeps the heartbeat
+        for many, single in zip(both, alone, strict=True):
+            assert (many is None) == (single is None)
+            if many is not None and single is not None:
+                assert many.key == single.key
+                assert single.mod_revision >= many.mod_revision
+        with pytest.raises(EtcdRefused, match="user name is empty"):
+            await _as(s, cluster, None).get_many(keys)
 
 
 async def test_each_user_writes_only_its_own_keys(cluster: LocalCluster) -> None:

@@ -34,7 +34,7 @@ from kernel.errors import (
     InvalidTransition,
     JournalError,
 )
-from kernel.names import CONTINGENCY_STATE_KEY
+from kernel.names import CONTINGENCY_STATE_KEY, WRITE_HEARTBEAT_KEY
 from node import appkeys
 from node.account import Account
 from node.api import contingency as contingency_api
@@ -59,6 +59,39 @@ async def test_activate_writes_the_state_for_every_node() -> None:
     stored = cstate.from_dict(json.loads(etcd.data[CONTINGENCY_STATE_KEY].value))
     assert stored == new
     assert stored.scope == frozenset({"LMC"})
+
+
+class _CountingEtcd(MemoryEtcd):
+    """MemoryEtcd that counts the calls made to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def get(self, key: str) -> Any:
+        self.calls += 1
+        return await super().get(key)
+
+    async def get_many(self, keys: Any) -> Any:
+        self.calls += 1
+        return await super().get_many(keys)
+
+
+async def test_a_refresh_reads_the_state_and_the_heartbeat_in_one_call() -> None:
+    """Every node polls every 0.25 s: one etcd call a poll (a transaction of two reads) brings
+    both the mode another node switched on and the active node's last good write."""
+    etcd = _CountingEtcd()
+    writer = _runtime(etcd)
+    await writer.activate(actor="officer:1", reason="r", lbcps=frozenset({"LMC"}), message="m")
+    await etcd.put(WRITE_HEARTBEAT_KEY, "1234.5")
+    reader = ContingencyRuntime(etcd=etcd, override_path=None, clock=lambda: 1000.0)  # type: ignore[arg-type]
+    etcd.calls = 0
+    await reader.refresh()
+    assert etcd.calls == 1
+    assert reader.state.scope == frozenset({"LMC"})
+    assert reader.last_write_ok_at == 1234.5
+    assert reader.etcd_ok
+    assert reader.loaded
 
 
 async def test_a_blank_message_is_invalid_input_naming_message() -> None:
