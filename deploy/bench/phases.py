@@ -4,7 +4,8 @@ it (node RSS read per phase, deploy.bench.memory) and the report shows a row for
 from __future__ import annotations
 
 CLOSED_LOOP = "closed loop"
+FLOOR = "latency floor"
 OPEN_LOOP = "open loop"
 OVERLOAD = "overload"
 BATCH = "batch"
-RSS_PHASES = (CLOSED_LOOP, OPEN_LOOP, OVERLOAD, BATCH)
+RSS_PHASES = (CLOSED_LOOP, FLOOR, OPEN_LOOP, OVERLOAD, BATCH)

@@ -77,6 +77,7 @@ def _rows(doc: Mapping[str, Any], prev: Mapping[str, Any] | None) -> list[Row]:
         row("closed loop: API / pgbench", "closed_loop.ratio", 3, ">= 0.5"),
     ]
     rows += _cpu_rows(doc, row)
+    rows += _floor_rows(doc, row)
     for kind, limit in (("submission", "<= 50"), ("arrival", "<= 10")):
         base = f"open_loop.kinds.{kind}"
         rows += [
@@ -127,6 +128,28 @@ def _rows(doc: Mapping[str, Any], prev: Mapping[str, Any] | None) -> list[Row]:
             row(f"DR distance {ms} ms: submission p50 ms", f"distance.by_delay.{ms}.p50_ms")
         )
         rows.append(row(f"DR distance {ms} ms: req/s", f"distance.by_delay.{ms}.rps"))
+    return rows
+
+
+def _floor_rows(doc: Mapping[str, Any], row: Callable[..., Row]) -> list[Row]:
+    """The commit alone, then target 2's mix at each fraction of its rates (deploy.bench.floor)."""
+    if lookup_mapping(doc, "floor") is None:
+        return []
+    rows = [
+        row(f"commit alone, {how}: {p} ms", f"floor.commit.{key}.{p}", 2)
+        for key, how in (("synchronous", "synchronous"), ("local", "primary's flush only"))
+        for p in ("p50", "p99")
+    ]
+    for percent in lookup_mapping(doc, "floor.by_percent") or {}:
+        base = f"floor.by_percent.{percent}"
+        at = f"target 2 at {percent}%"
+        rows += [
+            row(f"{at}: submission p99 ms", f"{base}.kinds.submission.latency.p99", 2, "<= 50"),
+            row(f"{at}: arrival p50 ms", f"{base}.kinds.arrival.latency.p50", 2),
+            row(f"{at}: arrival p99 ms", f"{base}.kinds.arrival.latency.p99", 2, "<= 10"),
+            row(f"{at}: machine busy, cores", f"{base}.machine_busy_cores", 2),
+        ]
+    rows.append(row("target 2's latencies held up to, share of its offer", "floor.highest_held", 1))
     return rows
 
 

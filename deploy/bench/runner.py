@@ -23,7 +23,17 @@ import aiohttp
 import psutil
 
 from deploy import admin, http_client
-from deploy.bench import closedloop, cpu, distance, memory, openloop, phases, report, workload
+from deploy.bench import (
+    closedloop,
+    cpu,
+    distance,
+    floor,
+    memory,
+    openloop,
+    phases,
+    report,
+    workload,
+)
 from deploy.bench.schedule import (
     Outcome,
     Phase,
@@ -60,6 +70,9 @@ class Settings:
     distance_delays_ms: tuple[int, ...] = (0, 2, 5, 20)
     distance_s: float = 10.0
     idle_cpu_s: float = 10.0
+    floor_fractions: tuple[float, ...] = floor.FRACTIONS
+    floor_s: float = 10.0
+    floor_commits: int = floor.COMMITS
 
     @classmethod
     def full(cls, duration: float | None = None) -> Settings:
@@ -72,6 +85,7 @@ class Settings:
                 overload_s=duration,
                 recovery_s=duration,
                 distance_s=duration,
+                floor_s=duration,
             )
         return s
 
@@ -88,6 +102,7 @@ class Settings:
             bundles=100,
             distance_delays_ms=(),
             idle_cpu_s=min(d, 5.0),
+            floor_s=d,
         )
 
     @classmethod
@@ -106,6 +121,9 @@ class Settings:
             generator_processes=1,
             distance_delays_ms=(),
             idle_cpu_s=1,
+            floor_fractions=(0.1,),
+            floor_s=2,
+            floor_commits=50,
         )
 
 
@@ -228,9 +246,13 @@ class Bench:
         )
 
     def open_loop(self) -> dict[str, Any]:
+        return self._offer(self.s.submission_rate, self.s.arrival_rate, self.s.open_s)
+
+    def _offer(self, submissions: float, arrivals: float, seconds: float) -> dict[str, Any]:
+        """Submissions and arrival decisions offered together at these rates (open loop)."""
         phases = [
-            Phase(openloop.SUBMISSION, self.s.submission_rate, 0, self.s.open_s),
-            Phase(openloop.ARRIVAL, self.s.arrival_rate, 0, self.s.open_s),
+            Phase(openloop.SUBMISSION, submissions, 0, seconds),
+            Phase(openloop.ARRIVAL, arrivals, 0, seconds),
         ]
         target = self._target([k for _, k in self.accounts.traders])
         leader = self._leader()
@@ -238,10 +260,10 @@ class Bench:
         res = openloop.run(target, phases, processes=self.s.generator_processes)
         answered = sum(1 for o in res.outcomes if 200 <= o.status < 300)
         used = cpu.by_role(cpu.usage(t0, self._cpu_now(), requests=answered), leader)
-        kinds = {k: summarize(v, self.s.open_s) for k, v in by_kind(res.outcomes).items()}
+        kinds = {k: summarize(v, seconds) for k, v in by_kind(res.outcomes).items()}
         lags = sorted(o.lag * 1000 for o in res.outcomes)
         return {
-            "seconds": self.s.open_s,
+            "seconds": seconds,
             "kinds": {k: v.to_dict() for k, v in kinds.items()},
             "errors": sum(v.offered - v.ok for v in kinds.values()),
             "cpu": used.to_dict(),
@@ -251,6 +273,44 @@ class Bench:
                 "send_lag_p99_ms": round(percentile(lags, 99), 3),
             },
         }
+
+    def latency_floor(self) -> dict[str, Any]:
+        """Target 2's mix at fractions of its rates, and the synchronous commit alone
+        (deploy.bench.floor)."""
+        commits = asyncio.run(self._commit_floor())
+        steps, judged = [], []
+        for fraction in self.s.floor_fractions:
+            run = self._offer(
+                self.s.submission_rate * fraction, self.s.arrival_rate * fraction, self.s.floor_s
+            )
+            verdict = floor.judge(run["kinds"])
+            judged.append((fraction, verdict))
+            steps.append(
+                {
+                    "fraction": fraction,
+                    "kinds": run["kinds"],
+                    "held": verdict.held,
+                    "why_not": list(verdict.why_not),
+                    "machine_busy_cores": run["cpu"]["machine_busy_cores"],
+                    "machine_stolen_cores": run["cpu"]["machine_stolen_cores"],
+                    "generator_send_lag_p99_ms": run["generator"]["send_lag_p99_ms"],
+                }
+            )
+        return {
+            "commit": commits,
+            "steps": steps,
+            # Keyed by percent ("10"), since the report's paths are dotted.
+            "by_percent": {f"{round(s['fraction'] * 100)}": s for s in steps},
+            # 0: not even the smallest fraction held (a fraction is never 0 itself).
+            "highest_held": floor.highest_held(judged) or 0.0,
+        }
+
+    async def _commit_floor(self) -> dict[str, Any]:
+        conn = await admin.connect_leader(self.topo, self.state)
+        async with conn:
+            sync = await floor.commit_latency(conn, self.s.floor_commits, sync=True)
+            local = await floor.commit_latency(conn, self.s.floor_commits, sync=False)
+        return {"synchronous": sync.to_dict(), "local": local.to_dict()}
 
     async def database(self) -> dict[str, Any]:
         """How much the leader's database holds before the run: every figure here slows as the
@@ -397,6 +457,14 @@ def run_bench(topo: Topology, state: StateDir, settings: Settings, echo: Echo) -
         rss.enter(phases.CLOSED_LOOP)
         cl = b.closed_loop()
         doc["closed_loop"] = cl.to_dict()
+        if settings.floor_fractions:
+            echo(
+                f"latency floor: {settings.floor_commits} commits alone, then target 2's mix at "
+                + ", ".join(f"{f:g}" for f in settings.floor_fractions)
+                + f" of its rates, {settings.floor_s:g} s each"
+            )
+            rss.enter(phases.FLOOR)
+            doc["floor"] = b.latency_floor()
         echo(
             f"open loop: {settings.submission_rate:g}/s submissions + "
             f"{settings.arrival_rate:g}/s arrivals for {settings.open_s:g} s"

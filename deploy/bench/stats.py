@@ -59,6 +59,8 @@ COMPARED: tuple[tuple[str, bool], ...] = (
     ("closed_loop.api.rps", True),
     ("closed_loop.pgbench.tps", True),
     ("closed_loop.ratio", True),
+    ("floor.commit.synchronous.p99", False),
+    ("floor.highest_held", True),
     ("open_loop.kinds.submission.latency.p99", False),
     ("open_loop.kinds.arrival.latency.p99", False),
     ("overload.accepted_latency.p99", False),

@@ -59,7 +59,8 @@ def test_bench_smoke(cluster: LocalCluster) -> None:
     request is answered, without a 5xx but for the open loop's sheds (503 with Retry-After, a
     tenth of its requests at most), each closed-loop round makes new records (no replayed
     Idempotency-Keys from the round before), throughput is non-zero, the generator reports its CPU,
-    and the JSON and SVG are written and comparable with the next run."""
+    the latency floor (commits alone, target 2's mix at a tenth) is measured and judged, and the
+    JSON and SVG are written and comparable with the next run."""
     doc = runner.run_bench(cluster.topo, cluster.state, runner.Settings.smoke(), lambda _: None)
     path, _, _ = runner.save(cluster.state, doc)
     _check_common(doc)
@@ -76,6 +77,22 @@ def test_bench_smoke(cluster: LocalCluster) -> None:
         assert kind["latency"]["count"] == kind["ok"] == kind["offered"] - kind["shed"]
     assert doc["open_loop"]["errors"] == sum(k["shed"] for k in kinds.values())
     assert doc["open_loop"]["generator"]["cpu_share"] > 0
+    # The latency floor: the commits alone, each timed, and target 2's mix at a tenth of its
+    # rates answered and judged (whether it held is the machine's business, not the test's).
+    floor = doc["floor"]
+    for how in ("synchronous", "local"):
+        assert floor["commit"][how]["count"] == doc["settings"]["floor_commits"]
+        assert floor["commit"][how]["p50"] > 0
+    (step,) = floor["steps"]
+    assert step["fraction"] == 0.1
+    assert floor["by_percent"]["10"] == step
+    assert {k: v["achieved_rate"] > 0 for k, v in step["kinds"].items()} == {
+        "submission": True,
+        "arrival": True,
+    }
+    assert step["held"] == (step["why_not"] == [])
+    assert floor["highest_held"] == (0.1 if step["held"] else 0.0)
+    assert phases.FLOOR in doc["memory"]["node_rss_peak_by_phase_mb"]
     # Where the CPU went, the sites' groups named by their part whichever site leads by now:
     # the active node and the primary served the API's rounds, the primary pgbench's, and the
     # open loop kept the active node busy.
@@ -93,7 +110,8 @@ def test_bench_smoke(cluster: LocalCluster) -> None:
 @pytest.mark.slow
 def test_bench_quick_through_the_cli(cluster: LocalCluster) -> None:
     """#11 `rocars bench --quick`: the command starts nothing new on a running system, prints
-    the table with the targets, writes a run compared with the previous one, and the overload
+    the table with the targets and the latency floor's steps (each offering its share of target
+    2's rates), writes a run compared with the previous one, and the overload
     phase loses no acknowledged submission (I1) and answers every request."""
     before = sorted(runner.bench_dir(cluster.state).glob("*.json"))
     out = cluster.rocars(
@@ -101,11 +119,19 @@ def test_bench_quick_through_the_cli(cluster: LocalCluster) -> None:
         timeout=600,
     )  # fmt: skip
     assert "closed loop: API / pgbench" in out
+    assert "target 2 at 60%: arrival p99 ms" in out
     assert "everything was already running" in out
     runs = sorted(runner.bench_dir(cluster.state).glob("*.json"))
     assert len(runs) == len(before) + 1
     doc = json.loads(runs[-1].read_text())
     _check_common(doc)
+    # Each fraction of target 2's mix offered at its share of both rates, in order.
+    steps = doc["floor"]["steps"]
+    assert [s["fraction"] for s in steps] == [0.1, 0.3, 0.6]
+    for step in steps:
+        for kind, rate in (("submission", 500), ("arrival", 200)):
+            offered = step["kinds"][kind]["offered_rate"]
+            assert abs(offered - rate * step["fraction"]) <= 1
     ov = doc["overload"]
     assert ov["accepted"] > 0
     assert ov["lost"] == 0

@@ -215,3 +215,13 @@ async def test_the_default_limit_is_above_the_pool(fakes: Fakes) -> None:
     config = fakes.config()
     assert config.max_in_flight == DEFAULT_MAX_IN_FLIGHT
     assert open_pool(config).max_size < DEFAULT_MAX_IN_FLIGHT
+
+
+async def test_an_idle_node_lets_go_of_a_busy_spells_connections_within_ten_minutes(
+    fakes: Fakes,
+) -> None:
+    """#11 target 5: psycopg_pool closes one unused connection per `max_idle`, so a pool grown
+    to its maximum by a busy spell is back at its minimum after (max - min) periods; with the
+    library's default (10 min) that was 90 minutes of nine idle backends, about 7 MiB each."""
+    pool = open_pool(fakes.config())
+    assert (pool.max_size - pool.min_size) * pool.max_idle <= 10 * 60
