@@ -2,8 +2,9 @@
 JSON document and plot under <state>/bench/, and the comparison with the previous run.
 
 Order: idle memory and CPU first (nothing loaded yet), then closed loop (wrk and pgbench
-alternately, never at once), open loop, overload, the 10,000-item batch, node memory after, and
-last the distance to the DR site. Every load runs alone; the caller holds the cluster lock.
+alternately, never at once), the latency floor (commits alone, target 2's mix at fractions of
+its rates), open loop, overload, the 10,000-item batch, node memory after, and last the
+distance to the DR site. Every load runs alone; the caller holds the cluster lock.
 """
 
 from __future__ import annotations
