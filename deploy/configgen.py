@@ -279,8 +279,6 @@ def patroni_config(
                         "wal_sender_timeout": "5s",
                         "wal_receiver_timeout": "5s",
                         "max_connections": 100,
-                        "shared_buffers": "32MB",
-                        "checkpoint_timeout": "5min",
                     },
                 },
             },
@@ -329,6 +327,10 @@ def patroni_config(
                 # its life (measured: 33 against 5 MiB PSS per pooled backend after a bench,
                 # #11 target 5), and compiling costs a request tens of milliseconds.
                 "jit": "off",
+                # Memory and checkpoints as the topology sizes them (deploy.topology's
+                # PostgresTuning says why); local parameters, so a changed topology reaches a
+                # running cluster on `cluster up`'s reload (shared_buffers at its next restart).
+                **topo.pg_tuning.parameters(),
                 # WAL archiving to the backup repository, when the topology has backups (#17).
                 **backup_config.archive_parameters(topo, member_dir),
             },

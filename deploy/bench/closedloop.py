@@ -22,12 +22,14 @@ import secrets
 import subprocess
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from deploy.bench.cpu import Usage
 from deploy.bench.stats import Latency, median, ratio
+from deploy.bench.wal import WalUse
+from deploy.bench.wal import summary as wal_summary
 from node.config import DatabaseSettings
 
 PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
@@ -259,6 +261,10 @@ class ClosedLoop:
     # Where the CPU went during the API's and pgbench's rounds (medians, deploy.bench.cpu).
     api_cpu: Usage | None = None
     pgbench_cpu: Usage | None = None
+    # What each round wrote to the WAL per request (deploy.bench.wal): a round in a
+    # checkpoint's wake writes page images and runs slower.
+    api_wal: list[WalUse] = field(default_factory=list)
+    pgbench_wal: list[WalUse] = field(default_factory=list)
 
     @property
     def api_rate(self) -> float:
@@ -295,4 +301,12 @@ class ClosedLoop:
                 for k, u in (("api", self.api_cpu), ("pgbench", self.pgbench_cpu))
                 if u is not None
             },
+            "wal": self._wal_dict(),
         }
+
+    def _wal_dict(self) -> dict[str, Any]:
+        runs = {"api": self.api_wal, "pgbench": self.pgbench_wal}
+        out: dict[str, Any] = {k: wal_summary(r) for k, r in runs.items() if r}
+        if out:
+            out["checkpoints"] = sum(u.checkpoints for r in runs.values() for u in r)
+        return out

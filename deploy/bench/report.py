@@ -75,6 +75,27 @@ def _rows(doc: Mapping[str, Any], prev: Mapping[str, Any] | None) -> list[Row]:
         row("closed loop: pgbench tx/s (16 clients)", "closed_loop.pgbench.tps"),
         row("closed loop: pgbench p99 ms", "closed_loop.pgbench.p99_ms"),
         row("closed loop: API / pgbench", "closed_loop.ratio", 3, ">= 0.5"),
+        row(
+            "closed loop: API WAL KiB per request (median)",
+            "closed_loop.wal.api.kib_per_request",
+            2,
+        ),
+        row(
+            "closed loop: pgbench WAL KiB per tx (median)",
+            "closed_loop.wal.pgbench.kib_per_request",
+            2,
+        ),
+        row(
+            "closed loop: API page images per request, most in a round",
+            "closed_loop.wal.api.page_images_per_request_max",
+            2,
+        ),
+        row(
+            "closed loop: pgbench page images per tx, most in a round",
+            "closed_loop.wal.pgbench.page_images_per_request_max",
+            2,
+        ),
+        row("closed loop: checkpoints counted meanwhile", "closed_loop.wal.checkpoints", 0),
     ]
     rows += _cpu_rows(doc, row)
     rows += _floor_rows(doc, row)

@@ -33,6 +33,7 @@ from deploy.bench import (
     openloop,
     phases,
     report,
+    wal,
     workload,
 )
 from deploy.bench.schedule import (
@@ -128,6 +129,13 @@ class Settings:
         )
 
 
+def _images(use: wal.WalUse) -> str:
+    """A round's page images, when it ran in a checkpoint's wake (see deploy.bench.wal)."""
+    if use.page_images_per_request < 0.1:
+        return ""
+    return f", {use.page_images_per_request:.2f} page images per request (after a checkpoint)"
+
+
 def _calm_window(outcomes: Sequence[Outcome], start: float, end: float) -> dict[str, Any]:
     """What the calm offer got in one window of schedule: alone before the overload, or after
     the drop."""
@@ -206,18 +214,29 @@ class Bench:
         )
         api, pg = [], []
         api_cpu, pg_cpu = [], []
+        api_wal, pg_wal = [], []
         for i in range(self.s.rounds):
-            t0 = self._cpu_now()
+            t0, w0 = self._cpu_now(), self._wal_now()
             api.append(closedloop.run_wrk(self.api, wrk_script, self.s.closed_s))
             api_cpu.append(cpu.usage(t0, self._cpu_now(), requests=api[-1].answered))
-            self.echo(f"  round {i + 1}: API {api[-1].rate:,.0f} req/s")
-            t0 = self._cpu_now()
+            api_wal.append(wal.WalUse.between(w0, self._wal_now(), api[-1].answered))
+            self.echo(f"  round {i + 1}: API {api[-1].rate:,.0f} req/s{_images(api_wal[-1])}")
+            t0, w0 = self._cpu_now(), self._wal_now()
             pg.append(closedloop.run_pgbench(db, pg_script, self.s.closed_s))
             pg_cpu.append(cpu.usage(t0, self._cpu_now(), requests=pg[-1].answered))
-            self.echo(f"  round {i + 1}: pgbench {pg[-1].rate:,.0f} tx/s (member {leader})")
+            pg_wal.append(wal.WalUse.between(w0, self._wal_now(), pg[-1].answered))
+            self.echo(
+                f"  round {i + 1}: pgbench {pg[-1].rate:,.0f} tx/s (member {leader})"
+                f"{_images(pg_wal[-1])}"
+            )
         api_used, pg_used = cpu.median_usage(api_cpu), cpu.median_usage(pg_cpu)
         return closedloop.ClosedLoop(
-            api, pg, cpu.by_role(api_used, leader), cpu.by_role(pg_used, leader)
+            api,
+            pg,
+            cpu.by_role(api_used, leader),
+            cpu.by_role(pg_used, leader),
+            api_wal=api_wal,
+            pgbench_wal=pg_wal,
         )
 
     def idle_cpu(self) -> dict[str, Any]:
@@ -233,6 +252,13 @@ class Bench:
 
     def _cpu_now(self) -> cpu.CpuSample:
         return cpu.sample(self.topo, self.state)
+
+    def _wal_now(self) -> wal.WalCounters:
+        async def read() -> wal.WalCounters:
+            async with await admin.connect_leader(self.topo, self.state) as conn:
+                return await wal.read(conn)
+
+        return asyncio.run(read())
 
     def _target(self, trader_keys: list[str]) -> openloop.Target:
         return openloop.Target(

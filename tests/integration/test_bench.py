@@ -59,8 +59,9 @@ def test_bench_smoke(cluster: LocalCluster) -> None:
     request is answered, without a 5xx but for the open loop's sheds (503 with Retry-After, a
     tenth of its requests at most), each closed-loop round makes new records (no replayed
     Idempotency-Keys from the round before), throughput is non-zero, the generator reports its CPU,
-    the latency floor (commits alone, target 2's mix at a tenth) is measured and judged, and the
-    JSON and SVG are written and comparable with the next run."""
+    the latency floor (commits alone, target 2's mix at a tenth) is measured and judged, each
+    closed-loop round's WAL per request is read, and the JSON and SVG are written and comparable
+    with the next run."""
     doc = runner.run_bench(cluster.topo, cluster.state, runner.Settings.smoke(), lambda _: None)
     path, _, _ = runner.save(cluster.state, doc)
     _check_common(doc)
@@ -103,6 +104,14 @@ def test_bench_smoke(cluster: LocalCluster) -> None:
     assert pgbench.get("node (active)", 0.0) < api["node (active)"]
     assert "node (active)" in doc["open_loop"]["cpu"]["cores"]
     assert doc["open_loop"]["cpu"]["machine_busy_cores"] > 0
+    # What each closed-loop round wrote to the leader's WAL: every submission and every pgbench
+    # transaction writes its records (more than a KiB), read for each round of both.
+    wal = doc["closed_loop"]["wal"]
+    for side in ("api", "pgbench"):
+        assert len(wal[side]["runs"]) == doc["settings"]["rounds"]
+        assert all(r["kib_per_request"] > 1 for r in wal[side]["runs"])
+        assert wal[side]["page_images_per_request_max"] >= 0
+    assert wal["checkpoints"] >= 0
     assert json.loads(path.read_text())["started_at"] == doc["started_at"]
     ET.fromstring(path.with_suffix(".svg").read_text())
 

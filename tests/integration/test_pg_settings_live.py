@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
+from deploy import pg_roles
 from deploy.admin import connect_leader
 from deploy.harness import LocalCluster
+from node.config import load_node_config
 
 pytestmark = pytest.mark.integration
 
@@ -16,3 +19,40 @@ async def test_the_primary_runs_without_jit(cluster: LocalCluster) -> None:
     async with await connect_leader(cluster.topo, cluster.state, account="superuser") as db:
         row = await (await db.execute("SHOW jit")).fetchone()
     assert row == ("off",)
+
+
+async def test_both_members_run_the_topologys_memory_and_checkpoint_sizes(
+    cluster: LocalCluster,
+) -> None:
+    """#11: the primary and the standby each run the topology's shared_buffers, max_wal_size,
+    checkpoint_timeout and wal_compression (the local defaults here), as Patroni applied them
+    from the member's own parameters: the standby's restartpoints follow the same interval,
+    and a promoted standby writes page images as compressed as the primary did."""
+    tuning = cluster.topo.pg_tuning
+    want = [
+        ("shared_buffers", tuning.shared_buffers),
+        ("max_wal_size", tuning.max_wal_size),
+        ("checkpoint_timeout", tuning.checkpoint_timeout),
+        ("wal_compression", tuning.wal_compression),
+    ]
+    seen = {}
+    for site in cluster.topo.data_sites:
+        db = load_node_config(cluster.state.node_config(site)).database.model_copy(
+            update={
+                "user": pg_roles.SUPERUSER,
+                "passfile": cluster.state.pgpass("superuser"),
+            }
+        )
+        async with await psycopg.AsyncConnection.connect(
+            db.conninfo(application_name="rocars-test"), autocommit=True
+        ) as conn:
+            rows = []
+            for name, _ in want:
+                row = await (await conn.execute(f"SHOW {name}")).fetchone()
+                assert row is not None
+                rows.append((name, row[0]))
+            recovering = await (await conn.execute("SELECT pg_is_in_recovery()")).fetchone()
+        seen[site] = (recovering, rows)
+    assert sorted(r for r, _ in seen.values()) == [(False,), (True,)]  # a primary and a standby
+    for _, rows in seen.values():
+        assert rows == want

@@ -9,7 +9,7 @@ from unit_fakes import HAPROXY_TLS, MEMBER_PASSWORDS
 
 from deploy import configgen
 from deploy.pki import PkiDir
-from deploy.state import CONTROL_SECRET_NAMES, DEFAULT_TOPOLOGY
+from deploy.state import CONTROL_SECRET_NAMES, DEFAULT_TOPOLOGY, REPO_ROOT
 from deploy.topology import load_topology
 from kernel.names import leader_key, member_name
 from node.config import NodeConfig
@@ -127,6 +127,31 @@ def test_postgresql_runs_without_jit() -> None:
     cluster bootstrapped before): a backend that once compiled kept LLVM's 20-30 MiB."""
     for site in ("A", "B"):
         assert _patroni(site)["postgresql"]["parameters"]["jit"] == "off"
+
+
+def test_postgresql_memory_and_checkpoints_follow_the_topology() -> None:
+    """#11: shared_buffers, max_wal_size, checkpoint_timeout and wal_compression are each
+    member's own parameters, from the topology's `postgresql` section (the local sizes without
+    one), so a changed topology reaches a running cluster on reload; the bootstrap's cluster-wide
+    parameters no longer carry a second copy of any of them, and a read replica gets the same."""
+    production = load_topology(REPO_ROOT / "deploy" / "topology.production.yaml")
+    tuned = ("shared_buffers", "max_wal_size", "checkpoint_timeout", "wal_compression")
+    for topo, want in (
+        (TOPO, ("32MB", "4GB", "15min", "lz4")),
+        (production, ("4GB", "16GB", "15min", "lz4")),
+    ):
+        for site in ("A", "B"):
+            cfg = configgen.patroni_config(topo, site, Path(f"/rt/pg-{site}"), MEMBER_PASSWORDS)
+            local = cfg["postgresql"]["parameters"]
+            assert tuple(local[k] for k in tuned) == want
+            assert not set(tuned) & set(cfg["bootstrap"]["dcs"]["postgresql"]["parameters"])
+        replica = configgen.read_replica_patroni_config(
+            topo.with_read_replica("B", postgres_port=25532, patroni_port=28108),
+            "B",
+            Path("/rt/pg-B-replica"),
+            dict(MEMBER_PASSWORDS),
+        )
+        assert tuple(replica["postgresql"]["parameters"][k] for k in tuned) == want
 
 
 def test_postgresql_serves_tls_only_and_patroni_checks_its_certificate() -> None:

@@ -118,3 +118,51 @@ def test_port_offset_shifts_every_port_and_keeps_hosts() -> None:
     for (w1, h1, p1), (w2, h2, p2) in zip(base.endpoints(), moved.endpoints(), strict=True):
         assert (w1, h1) == (w2, h2)
         assert p2 == p1 + 1000
+
+
+@pytest.mark.parametrize(
+    ("tuning", "fragment"),
+    [
+        ({"shared_buffers": "4 GB"}, r"postgresql\.shared_buffers: '4 GB' is not a size"),
+        ({"shared_buffers": "8MB"}, r"postgresql\.shared_buffers: 8MB is below 16MB"),
+        ({"shared_buffers": "1GiB"}, r"postgresql\.shared_buffers: '1GiB' is not a size"),
+        ({"max_wal_size": "128MB"}, r"postgresql\.max_wal_size: 128MB is below 256MB"),
+        ({"checkpoint_timeout": "10s"}, r"postgresql\.checkpoint_timeout: 10s is not within"),
+        ({"checkpoint_timeout": "2h"}, None),
+        ({"checkpoint_timeout": "25h"}, r"postgresql\.checkpoint_timeout: 25h is not within"),
+        ({"checkpoint_timeout": "5m"}, r"postgresql\.checkpoint_timeout: '5m' is not a time"),
+        ({"wal_compression": "gzip"}, r"postgresql\.wal_compression: Input should be 'off'"),
+        ({"shared_bufers": "1GB"}, r"postgresql\.shared_bufers: Extra inputs"),
+    ],
+)
+def test_postgres_tuning_values_are_checked_naming_the_key(
+    tuning: dict[str, str], fragment: str | None
+) -> None:
+    """#11: sizes and times are PostgreSQL's own spellings with a unit, within sane ranges; a
+    bad one is refused naming `postgresql.<key>` before any process starts."""
+    raw = _raw()
+    raw["postgresql"] = tuning
+    if fragment is None:
+        assert parse_topology(raw).pg_tuning.checkpoint_timeout == tuning["checkpoint_timeout"]
+        return
+    with pytest.raises(TopologyError, match=fragment):
+        parse_topology(raw)
+
+
+def test_postgres_tuning_defaults_to_the_local_sizes_and_stays_out_of_the_dump() -> None:
+    """#11: without a `postgresql` section the local sizes apply (small buffers for target 5's
+    idle memory, checkpoints every 15 minutes, lz4 page images), and the topology dumps as it
+    did before the section existed (its state copy is unchanged); the production example
+    sizes buffers and WAL for database hosts."""
+    local = load_topology(DEFAULT_TOPOLOGY)
+    assert local.postgresql is None
+    assert local.pg_tuning.parameters() == {
+        "shared_buffers": "32MB",
+        "max_wal_size": "4GB",
+        "checkpoint_timeout": "15min",
+        "wal_compression": "lz4",
+    }
+    assert "postgresql" not in local.model_dump()
+    production = load_topology(REPO_ROOT / "deploy" / "topology.production.yaml")
+    assert production.pg_tuning.shared_buffers == "4GB"
+    assert production.model_dump()["postgresql"]["max_wal_size"] == "16GB"
