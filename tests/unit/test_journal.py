@@ -239,9 +239,13 @@ def test_records_survive_sigkill_right_after_append(path: Path) -> None:
             printed.append(line)
         child.kill()  # SIGKILL while it is busy appending the next record
         assert child.wait() == -9
+        # The child runs on while this process is off the CPU: what it printed before the
+        # kill and was not read yet is still in the pipe (a CI run saw 27 records for 25 read).
+        printed += child.stdout.read().split()
     with Journal(path) as journal:
         found = [r.uuid for r in journal.pending_clearances()]
-    # The child may have committed one more record before the kill, never fewer.
+    # Every record the child printed is there; it may have committed one more it had not
+    # printed yet when the kill came, never fewer.
     assert found[: len(printed)] == printed
     assert len(found) - len(printed) in (0, 1)
 
