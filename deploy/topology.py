@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -296,6 +297,8 @@ class Backups(_Strict):
 
 _PG_SIZE = re.compile(r"^([1-9][0-9]{0,8})(kB|MB|GB|TB)$")
 _PG_SIZE_UNITS = {"kB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40}
+# Below these PostgreSQL would start but thrash (buffers) or checkpoint all the time (WAL).
+_PG_SIZE_FLOORS = {"shared_buffers": "16MB", "max_wal_size": "256MB"}
 _PG_TIME = re.compile(r"^([1-9][0-9]{0,5})(s|min|h)$")
 _PG_TIME_UNITS = {"s": 1, "min": 60, "h": 3600}
 
@@ -347,18 +350,12 @@ class PostgresTuning(_Strict):
     # throughput on 2 cores (pgbench on the submission's SQL, alternately, twice each).
     wal_compression: Literal["off", "pglz", "lz4", "zstd"] = "lz4"
 
-    @field_validator("shared_buffers")
+    @field_validator("shared_buffers", "max_wal_size")
     @classmethod
-    def _buffers(cls, v: str) -> str:
-        if pg_size_bytes(v) < 16 * 2**20:
-            raise ValueError(f"{v} is below 16MB")
-        return v
-
-    @field_validator("max_wal_size")
-    @classmethod
-    def _wal(cls, v: str) -> str:
-        if pg_size_bytes(v) < 256 * 2**20:
-            raise ValueError(f"{v} is below 256MB")
+    def _size(cls, v: str, info: ValidationInfo) -> str:
+        floor = _PG_SIZE_FLOORS[str(info.field_name)]
+        if pg_size_bytes(v) < pg_size_bytes(floor):
+            raise ValueError(f"{v} is below {floor}")
         return v
 
     @field_validator("checkpoint_timeout")
