@@ -59,6 +59,7 @@ COMPARED: tuple[tuple[str, bool], ...] = (
     ("closed_loop.api.rps", True),
     ("closed_loop.pgbench.tps", True),
     ("closed_loop.ratio", True),
+    ("closed_loop.wal.api.kib_per_request", False),
     ("floor.commit.synchronous.p99", False),
     ("floor.highest_held", True),
     ("open_loop.kinds.submission.latency.p99", False),

@@ -16,4 +16,7 @@ def test_bench_plates_are_distinct_valid_and_drawn_from_a_wide_space() -> None:
         assert normalise_vrn(vrn) == vrn
         assert len(vrn) == MAX_VRN_LENGTH
     assert not set(first) & set(second)
+    # Each plate random on its own, not a set-up's tag and a counter (then all 1000 would
+    # share their first five characters, and a repeated tag repeats every plate).
+    assert len({vrn[:5] for vrn in first}) > 900
     assert bench_vrns(0) == []

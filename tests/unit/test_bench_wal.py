@@ -8,7 +8,7 @@ import pytest
 from deploy.bench import report
 from deploy.bench.closedloop import ClosedLoop, LoopResult
 from deploy.bench.runner import _images
-from deploy.bench.stats import Latency
+from deploy.bench.stats import COMPARED, Latency, compare
 from deploy.bench.wal import KiB, WalCounters, WalUse, summary
 
 
@@ -79,3 +79,17 @@ def test_the_table_shows_wal_per_request_and_the_checkpoints() -> None:
     assert "3.80" in lines["closed loop: pgbench WAL KiB per tx (median)"]
     assert "1.96" in lines["closed loop: API page images per request, most in a round"]
     assert lines["closed loop: checkpoints counted meanwhile"].split()[5] == "1"
+
+
+def test_the_next_run_compares_the_apis_wal_per_request_lower_is_better() -> None:
+    """A run compares its API WAL per submission with the previous run's: less is better (a
+    run in a checkpoint's wake, or a database grown past what an interval touches, writes
+    more); a previous run without the figure compares nothing for it."""
+    before = {
+        "closed_loop": ClosedLoop([_lr(1)], [_lr(2)], api_wal=[WalUse(14.4, 2.0, 0)]).to_dict()
+    }
+    after = {"closed_loop": ClosedLoop([_lr(1)], [_lr(2)], api_wal=[WalUse(3.6, 0.0, 0)]).to_dict()}
+    (change,) = [c for c in compare(before, after, COMPARED) if "wal" in c.path]
+    assert change.path == "closed_loop.wal.api.kib_per_request"
+    assert change.better is True
+    assert not [c for c in compare({"closed_loop": {}}, after, COMPARED) if "wal" in c.path]
