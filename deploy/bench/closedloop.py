@@ -306,7 +306,4 @@ class ClosedLoop:
 
     def _wal_dict(self) -> dict[str, Any]:
         runs = {"api": self.api_wal, "pgbench": self.pgbench_wal}
-        out: dict[str, Any] = {k: wal_summary(r) for k, r in runs.items() if r}
-        if out:
-            out["checkpoints"] = sum(u.checkpoints for r in runs.values() for u in r)
-        return out
+        return {k: wal_summary(r) for k, r in runs.items() if r}

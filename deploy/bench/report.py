@@ -86,16 +86,10 @@ def _rows(doc: Mapping[str, Any], prev: Mapping[str, Any] | None) -> list[Row]:
             2,
         ),
         row(
-            "closed loop: API page images per request, most in a round",
-            "closed_loop.wal.api.page_images_per_request_max",
+            "closed loop: API WAL KiB per request, most in a round",
+            "closed_loop.wal.api.kib_per_request_max",
             2,
         ),
-        row(
-            "closed loop: pgbench page images per tx, most in a round",
-            "closed_loop.wal.pgbench.page_images_per_request_max",
-            2,
-        ),
-        row("closed loop: checkpoints counted meanwhile", "closed_loop.wal.checkpoints", 0),
     ]
     rows += _cpu_rows(doc, row)
     rows += _floor_rows(doc, row)

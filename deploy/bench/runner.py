@@ -129,11 +129,9 @@ class Settings:
         )
 
 
-def _images(use: wal.WalUse) -> str:
-    """A round's page images, when it ran in a checkpoint's wake (see deploy.bench.wal)."""
-    if use.page_images_per_request < 0.1:
-        return ""
-    return f", {use.page_images_per_request:.2f} page images per request (after a checkpoint)"
+def _wal_text(use: wal.WalUse) -> str:
+    """A round's WAL per request (several times more in a checkpoint's wake, deploy.bench.wal)."""
+    return f", {use.kib_per_request:.1f} KiB of WAL each"
 
 
 def _calm_window(outcomes: Sequence[Outcome], start: float, end: float) -> dict[str, Any]:
@@ -220,14 +218,14 @@ class Bench:
             api.append(closedloop.run_wrk(self.api, wrk_script, self.s.closed_s))
             api_cpu.append(cpu.usage(t0, self._cpu_now(), requests=api[-1].answered))
             api_wal.append(wal.WalUse.between(w0, self._wal_now(), api[-1].answered))
-            self.echo(f"  round {i + 1}: API {api[-1].rate:,.0f} req/s{_images(api_wal[-1])}")
+            self.echo(f"  round {i + 1}: API {api[-1].rate:,.0f} req/s{_wal_text(api_wal[-1])}")
             t0, w0 = self._cpu_now(), self._wal_now()
             pg.append(closedloop.run_pgbench(db, pg_script, self.s.closed_s))
             pg_cpu.append(cpu.usage(t0, self._cpu_now(), requests=pg[-1].answered))
             pg_wal.append(wal.WalUse.between(w0, self._wal_now(), pg[-1].answered))
             self.echo(
                 f"  round {i + 1}: pgbench {pg[-1].rate:,.0f} tx/s (member {leader})"
-                f"{_images(pg_wal[-1])}"
+                f"{_wal_text(pg_wal[-1])}"
             )
         api_used, pg_used = cpu.median_usage(api_cpu), cpu.median_usage(pg_cpu)
         return closedloop.ClosedLoop(
@@ -253,10 +251,10 @@ class Bench:
     def _cpu_now(self) -> cpu.CpuSample:
         return cpu.sample(self.topo, self.state)
 
-    def _wal_now(self) -> wal.WalCounters:
-        async def read() -> wal.WalCounters:
+    def _wal_now(self) -> int:
+        async def read() -> int:
             async with await admin.connect_leader(self.topo, self.state) as conn:
-                return await wal.read(conn)
+                return await wal.position(conn)
 
         return asyncio.run(read())
 

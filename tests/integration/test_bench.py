@@ -105,13 +105,11 @@ def test_bench_smoke(cluster: LocalCluster) -> None:
     assert "node (active)" in doc["open_loop"]["cpu"]["cores"]
     assert doc["open_loop"]["cpu"]["machine_busy_cores"] > 0
     # What each closed-loop round wrote to the leader's WAL: every submission and every pgbench
-    # transaction writes its records (more than a KiB), read for each round of both.
+    # transaction writes its four rows (more than a KiB), read for each round of both.
     wal = doc["closed_loop"]["wal"]
     for side in ("api", "pgbench"):
         assert len(wal[side]["runs"]) == doc["settings"]["rounds"]
         assert all(r["kib_per_request"] > 1 for r in wal[side]["runs"])
-        assert wal[side]["page_images_per_request_max"] >= 0
-    assert wal["checkpoints"] >= 0
     assert json.loads(path.read_text())["started_at"] == doc["started_at"]
     ET.fromstring(path.with_suffix(".svg").read_text())
 
