@@ -46,6 +46,19 @@ async def connect_leader(
     application role by default, the owner role for migrations, the superuser only for
     CHECKPOINT and other maintenance (autocommit)."""
     site = await leader_site(topo)
+    return await connect_member(topo, state, site, account=account, named="the leader")
+
+
+async def connect_member(
+    topo: Topology,
+    state: StateDir,
+    site: str,
+    *,
+    account: Account = "app",
+    named: str = "the member",
+) -> psycopg.AsyncConnection[Any]:
+    """`connect_leader`, to the member of `site` whether it leads or not (a standby answers
+    reads and SHOW); `named` is how an error calls it."""
     cfg = load_node_config(state.node_config(site))
     db = cfg.database
     if account != "app":
@@ -56,7 +69,7 @@ async def connect_leader(
             db.conninfo(application_name="rocars-admin"), autocommit=account == "superuser"
         )
     except psycopg.OperationalError as exc:
-        raise ComponentUnavailable(f"cannot connect to the leader on site {site}: {exc}") from exc
+        raise ComponentUnavailable(f"cannot connect to {named} on site {site}: {exc}") from exc
 
 
 async def checkpoint_leader(topo: Topology, state: StateDir) -> None:

@@ -367,12 +367,7 @@ class PostgresTuning(_Strict):
 
     def parameters(self) -> dict[str, str]:
         """The PostgreSQL parameters, as Patroni's `postgresql.parameters` takes them."""
-        return {
-            "shared_buffers": self.shared_buffers,
-            "max_wal_size": self.max_wal_size,
-            "checkpoint_timeout": self.checkpoint_timeout,
-            "wal_compression": self.wal_compression,
-        }
+        return {k: str(v) for k, v in self.model_dump().items()}
 
 
 class Topology(_Strict):

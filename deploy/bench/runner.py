@@ -213,16 +213,20 @@ class Bench:
         api, pg = [], []
         api_cpu, pg_cpu = [], []
         api_wal, pg_wal = [], []
+        # One WAL reading between runs serves as the end of one and the start of the next.
+        w0 = self._wal_now()
         for i in range(self.s.rounds):
-            t0, w0 = self._cpu_now(), self._wal_now()
+            t0 = self._cpu_now()
             api.append(closedloop.run_wrk(self.api, wrk_script, self.s.closed_s))
             api_cpu.append(cpu.usage(t0, self._cpu_now(), requests=api[-1].answered))
-            api_wal.append(wal.WalUse.between(w0, self._wal_now(), api[-1].answered))
+            w1 = self._wal_now()
+            api_wal.append(wal.WalUse.between(w0, w1, api[-1].answered))
             self.echo(f"  round {i + 1}: API {api[-1].rate:,.0f} req/s{_wal_text(api_wal[-1])}")
-            t0, w0 = self._cpu_now(), self._wal_now()
+            t0 = self._cpu_now()
             pg.append(closedloop.run_pgbench(db, pg_script, self.s.closed_s))
             pg_cpu.append(cpu.usage(t0, self._cpu_now(), requests=pg[-1].answered))
-            pg_wal.append(wal.WalUse.between(w0, self._wal_now(), pg[-1].answered))
+            w0 = self._wal_now()
+            pg_wal.append(wal.WalUse.between(w1, w0, pg[-1].answered))
             self.echo(
                 f"  round {i + 1}: pgbench {pg[-1].rate:,.0f} tx/s (member {leader})"
                 f"{_wal_text(pg_wal[-1])}"

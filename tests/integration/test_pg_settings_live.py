@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 
-from deploy import pg_roles
-from deploy.admin import connect_leader
+from deploy.admin import connect_leader, connect_member
 from deploy.harness import LocalCluster
-from node.config import load_node_config
 
 pytestmark = pytest.mark.integration
 
@@ -28,23 +25,11 @@ async def test_both_members_run_the_topologys_memory_and_checkpoint_sizes(
     checkpoint_timeout and wal_compression (the local defaults here), as Patroni applied them
     from the member's own parameters: the standby's restartpoints follow the same interval,
     and a promoted standby writes page images as compressed as the primary did."""
-    tuning = cluster.topo.pg_tuning
-    want = [
-        ("shared_buffers", tuning.shared_buffers),
-        ("max_wal_size", tuning.max_wal_size),
-        ("checkpoint_timeout", tuning.checkpoint_timeout),
-        ("wal_compression", tuning.wal_compression),
-    ]
+    want = list(cluster.topo.pg_tuning.parameters().items())
     seen = {}
     for site in cluster.topo.data_sites:
-        db = load_node_config(cluster.state.node_config(site)).database.model_copy(
-            update={
-                "user": pg_roles.SUPERUSER,
-                "passfile": cluster.state.pgpass("superuser"),
-            }
-        )
-        async with await psycopg.AsyncConnection.connect(
-            db.conninfo(application_name="rocars-test"), autocommit=True
+        async with await connect_member(
+            cluster.topo, cluster.state, site, account="superuser"
         ) as conn:
             rows = []
             for name, _ in want:
