@@ -30,9 +30,9 @@ ARENAS = 2
 # Above 256 KiB, though: every SSL read (asyncio's and uvloop's transports, so each request
 # through HAProxy's TLS, and each answer from Redis, etcd and Patroni) allocates a 256 KiB
 # buffer and shrinks it to what arrived. At a 256 KiB threshold each read was an mmap, a page
-# fault, an mremap and a munmap; under the closed loop the node spent 18% more CPU per
-# submission than with the buffer from the heap (0.48 against 0.405 ms, medians of three
-# alternate runs) and served 11-16% fewer.
+# fault, an mremap and a munmap (five page faults per submission under the closed loop, 0.02
+# now), and the node's CPU per submission was higher in each of seven alternate pairs of
+# runs, by 0.03-0.12 ms (medians 0.48 against 0.405 ms, then 0.50 against 0.44).
 MMAP_THRESHOLD = 512 * 1024
 # How much free memory at the top of the heap is kept rather than handed back at once: twice
 # the mapping threshold, glibc's own rule while its threshold adapts (its fixed default, 128

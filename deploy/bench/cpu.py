@@ -11,6 +11,10 @@ PostgreSQL (`postgres-<site>`: the postmaster and its backends) apart from Patro
 bench's document names these by role (`by_role`). A descendant that exits during the phase (a
 pgbench connection's backend) is still counted: its parent reaped it, and psutil's
 `children_*` times carry it from then on.
+
+Beside the CPU, each group's minor page faults per request: a process that maps and unmaps
+memory for every request (day 8 in the README: a 256 KiB buffer mapped for every TLS read, five
+faults a submission) shows there at once, where its CPU cost hides in the noise.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -56,6 +61,7 @@ class CpuSample:
     machine_busy_s: float  # CPU seconds of every core spent running (our guest's own work)
     by_group: Mapping[str, float]  # CPU seconds so far, per group
     machine_stolen_s: float = 0.0  # CPU seconds the hypervisor gave to others (steal)
+    faults_by_group: Mapping[str, int] = field(default_factory=dict)  # minor page faults so far
 
 
 def machine_times(t: Any) -> tuple[float, float]:
@@ -68,11 +74,24 @@ def machine_times(t: Any) -> tuple[float, float]:
     return sum(t) - not_busy - guests, stolen
 
 
+def minor_faults(stat_line: str) -> int:
+    """A process's minor page faults so far, its own and its reaped children's, from its
+    /proc/<pid>/stat line (minflt and cminflt, fields 10 and 11; counted after the command
+    name, which may hold spaces and parentheses)."""
+    fields = stat_line.rsplit(")", 1)[1].split()
+    return int(fields[7]) + int(fields[8])  # fields[0] is field 3, the state
+
+
+def _faults(pid: int) -> int:
+    return minor_faults(Path(f"/proc/{pid}/stat").read_text())
+
+
 def sample(
     topo: Topology, state: StateDir, clock: Callable[[], float] = time.monotonic
 ) -> CpuSample:
-    """CPU seconds so far of every group of the running local system."""
+    """CPU seconds and minor page faults so far of every group of the running local system."""
     by_group: dict[str, float] = {}
+    faults: dict[str, int] = {}
     for name, pid in running_pids(topo, state).items():
         group = group_of(name)
         with contextlib.suppress(psutil.Error):
@@ -84,20 +103,23 @@ def sample(
                     t = p.cpu_times()
                     spent = t.user + t.system + t.children_user + t.children_system
                     by_group[group] = by_group.get(group, 0.0) + spent
+                with contextlib.suppress(OSError, IndexError, ValueError):  # gone, or not Linux
+                    faults[group] = faults.get(group, 0) + _faults(p.pid)
     busy, stolen = machine_times(psutil.cpu_times())
-    return CpuSample(clock(), busy, by_group, stolen)
+    return CpuSample(clock(), busy, by_group, stolen, faults)
 
 
 @dataclass(frozen=True)
 class Usage:
     """What a phase used: the machine's busy cores, each group's cores and, when the requests
-    answered in it are known, each group's CPU milliseconds per request; and the cores the
-    hypervisor took meanwhile."""
+    answered in it are known, each group's CPU milliseconds and minor page faults per request;
+    and the cores the hypervisor took meanwhile."""
 
     machine_busy_cores: float
     cores: Mapping[str, float]
     ms_per_request: Mapping[str, float] | None = None
     machine_stolen_cores: float = 0.0
+    faults_per_request: Mapping[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         def ordered(table: Mapping[str, float]) -> dict[str, float]:
@@ -110,6 +132,8 @@ class Usage:
         }
         if self.ms_per_request is not None:
             out["ms_per_request"] = ordered(self.ms_per_request)
+        if self.faults_per_request is not None:
+            out["faults_per_request"] = ordered(self.faults_per_request)
         return out
 
 
@@ -119,7 +143,8 @@ MIN_CORES = 0.01
 
 def usage(before: CpuSample, after: CpuSample, *, requests: int | None = None) -> Usage:
     """What the phase between two samples used (groups below MIN_CORES left out). A group
-    missing from either sample started or stopped within the phase: left out too."""
+    missing from either sample started or stopped within the phase: left out too; so are a
+    group's faults when either sample lacks them."""
     wall = after.at - before.at
     if wall <= 0:
         raise ValueError("the second sample must be taken after the first")
@@ -128,11 +153,17 @@ def usage(before: CpuSample, after: CpuSample, *, requests: int | None = None) -
         for g in after.by_group.keys() & before.by_group.keys()
     }
     spent = {g: s for g, s in spent.items() if s / wall >= MIN_CORES}
+    faults = {
+        g: (after.faults_by_group[g] - before.faults_by_group[g]) / requests
+        for g in spent
+        if requests and g in after.faults_by_group and g in before.faults_by_group
+    }
     return Usage(
         machine_busy_cores=(after.machine_busy_s - before.machine_busy_s) / wall,
         cores={g: s / wall for g, s in spent.items()},
         ms_per_request=None if not requests else {g: 1000 * s / requests for g, s in spent.items()},
         machine_stolen_cores=(after.machine_stolen_s - before.machine_stolen_s) / wall,
+        faults_per_request=None if not requests else faults,
     )
 
 
@@ -160,7 +191,10 @@ def by_role(u: Usage, leader: str) -> Usage:
         return out
 
     per_request = None if u.ms_per_request is None else renamed(u.ms_per_request)
-    return Usage(u.machine_busy_cores, renamed(u.cores), per_request, u.machine_stolen_cores)
+    faults = None if u.faults_per_request is None else renamed(u.faults_per_request)
+    return Usage(
+        u.machine_busy_cores, renamed(u.cores), per_request, u.machine_stolen_cores, faults
+    )
 
 
 def median_usage(runs: Sequence[Usage]) -> Usage:
@@ -171,9 +205,11 @@ def median_usage(runs: Sequence[Usage]) -> Usage:
         return {g: median([t.get(g, 0.0) for t in tables]) for g in groups}
 
     per_request = [r.ms_per_request for r in runs if r.ms_per_request is not None]
+    faults = [r.faults_per_request for r in runs if r.faults_per_request is not None]
     return Usage(
         machine_busy_cores=median([r.machine_busy_cores for r in runs]),
         cores=med([r.cores for r in runs]),
         ms_per_request=med(per_request) if per_request else None,
         machine_stolen_cores=median([r.machine_stolen_cores for r in runs]),
+        faults_per_request=med(faults) if faults else None,
     )

@@ -170,6 +170,9 @@ def _floor_rows(doc: Mapping[str, Any], row: Callable[..., Row]) -> list[Row]:
 
 # CPU groups shown per phase (deploy.bench.cpu); the JSON keeps every group.
 CPU_GROUPS_SHOWN = 5
+# The one fault figure shown (the JSON keeps every group's): the active node's in the closed loop.
+ACTIVE_NODE = "node (active)"
+FAULTS_UNIT = f"minor page faults per submission, {ACTIVE_NODE}"
 CPU_PHASES = (
     ("idle", "idle_cpu", "cores", "cores"),
     ("closed loop API", "closed_loop.cpu.api", "ms_per_request", "CPU ms per submission"),
@@ -191,6 +194,10 @@ def _cpu_rows(doc: Mapping[str, Any], row: Callable[..., Row]) -> list[Row]:
         )
         groups = list(usage.get(key, {}))[:CPU_GROUPS_SHOWN]
         out += [row(f"{label}: {unit}, {g}", f"{path}.{key}.{g}", 3) for g in groups]
+        if label == "closed loop API" and ACTIVE_NODE in usage.get("faults_per_request", {}):
+            out.append(
+                row(f"{label}: {FAULTS_UNIT}", f"{path}.faults_per_request.{ACTIVE_NODE}", 2)
+            )
     return out
 
 

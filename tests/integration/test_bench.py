@@ -104,6 +104,8 @@ def test_bench_smoke(cluster: LocalCluster) -> None:
     assert pgbench.get("node (active)", 0.0) < api["node (active)"]
     assert "node (active)" in doc["open_loop"]["cpu"]["cores"]
     assert doc["open_loop"]["cpu"]["machine_busy_cores"] > 0
+    # The active node's minor page faults per submission are read from /proc like its CPU.
+    assert cpu["api"]["faults_per_request"]["node (active)"] >= 0
     # What each closed-loop round wrote to the leader's WAL: every submission and every pgbench
     # transaction writes its four rows (more than a KiB), read for each round of both.
     wal = doc["closed_loop"]["wal"]

@@ -1,9 +1,11 @@
 """deploy.bench.cpu: a phase's CPU by process group, per request and in cores, from two
 samples; the groups the local system's processes fall in; medians over rounds; the table's
-rows for them."""
+rows for them; minor page faults per request beside the CPU."""
 
 from __future__ import annotations
 
+import mmap
+from pathlib import Path
 from typing import NamedTuple
 
 import pytest
@@ -16,6 +18,7 @@ from deploy.bench.cpu import (
     group_of,
     machine_times,
     median_usage,
+    minor_faults,
     usage,
 )
 
@@ -185,3 +188,44 @@ def test_standby_sites_add_up_under_one_name() -> None:
     """A topology with two standby sites counts both under the standby's name."""
     u = by_role(Usage(1.0, {"node-A": 0.5, "node-B": 0.1, "node-D": 0.2}), "A")
     assert u.cores == {"node (active)": 0.5, "node (standby)": pytest.approx(0.3)}
+
+
+def test_minor_faults_counted_after_a_command_name_with_spaces_and_parentheses() -> None:
+    """minflt and cminflt (fields 10 and 11) are found after the last parenthesis, whatever the
+    command name holds."""
+    line = "4190 (python (x) y) S 4185 4190 4185 0 -1 4194560 78091 1200 7 3 25000 632 0 0 20 0"
+    assert minor_faults(line) == 78091 + 1200
+
+
+def test_touching_new_pages_counts_faults_in_this_process() -> None:
+    """Read from this process's own /proc stat line: writing to each page of a new 8 MiB
+    mapping adds at least a fault per page (2,048 of them). A mapping of its own, not malloc's
+    memory, which may come from pages an earlier test already touched."""
+
+    def now() -> int:
+        return minor_faults(Path("/proc/self/stat").read_text())
+
+    with mmap.mmap(-1, 8 * 2**20) as block:
+        before = now()
+        for offset in range(0, len(block), mmap.PAGESIZE):
+            block[offset] = 1
+        assert now() - before >= len(block) // mmap.PAGESIZE
+
+
+def test_faults_per_request_beside_the_cpu_named_by_role_and_shown_for_the_active_node() -> None:
+    """5,000 faults of node A over 1,000 requests is 5 a request; a group without faults in a
+    sample has no fault figure; the median over rounds and the names by role carry it; the
+    table shows the active node's, beside the previous run's."""
+    before = CpuSample(0, 0, {"node-A": 1.0, "etcd": 1.0}, 0.0, {"node-A": 100})
+    after = CpuSample(2, 3, {"node-A": 2.0, "etcd": 1.5}, 0.0, {"node-A": 5100})
+    u = usage(before, after, requests=1000)
+    assert u.faults_per_request == {"node-A": 5.0}
+    assert usage(before, after).faults_per_request is None
+    rounds = [u, Usage(1.0, {}, None, 0.0, {"node-A": 1.0}), Usage(1.0, {}, None, 0.0, {})]
+    assert median_usage(rounds).faults_per_request == {"node-A": 1.0}
+    named = by_role(u, "A")
+    assert named.faults_per_request == {"node (active)": 5.0}
+    doc = {"closed_loop": {"cpu": {"api": named.to_dict()}}}
+    prev = {"closed_loop": {"cpu": {"api": {"faults_per_request": {"node (active)": 0.01}}}}}
+    line = next(x for x in report.table(doc, prev).splitlines() if "page faults" in x)
+    assert line.split()[-2:] == ["5.00", "0.01"]
