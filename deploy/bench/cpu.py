@@ -153,22 +153,24 @@ def usage(before: CpuSample, after: CpuSample, *, requests: int | None = None) -
         for g in after.by_group.keys() & before.by_group.keys()
     }
     spent = {g: s for g, s in spent.items() if s / wall >= MIN_CORES}
-    faults = {
-        g: (after.faults_by_group[g] - before.faults_by_group[g]) / requests
-        for g in spent
-        if requests and g in after.faults_by_group and g in before.faults_by_group
-    }
+    faults = None
+    if requests:
+        faults = {
+            g: (after.faults_by_group[g] - before.faults_by_group[g]) / requests
+            for g in spent.keys() & after.faults_by_group.keys() & before.faults_by_group.keys()
+        }
     return Usage(
         machine_busy_cores=(after.machine_busy_s - before.machine_busy_s) / wall,
         cores={g: s / wall for g, s in spent.items()},
         ms_per_request=None if not requests else {g: 1000 * s / requests for g, s in spent.items()},
         machine_stolen_cores=(after.machine_stolen_s - before.machine_stolen_s) / wall,
-        faults_per_request=None if not requests else faults,
+        faults_per_request=faults,
     )
 
 
 # Per-site groups named by what the site did in a phase (`by_role`).
-_ROLE_NAMES = (("node-", "node (active)", "node (standby)"),
+ACTIVE_NODE = "node (active)"
+_ROLE_NAMES = (("node-", ACTIVE_NODE, "node (standby)"),
                ("postgres-", "postgres (primary)", "postgres (standby)"))  # fmt: skip
 
 

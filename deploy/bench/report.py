@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deploy.bench import svg
+from deploy.bench.cpu import ACTIVE_NODE
 from deploy.bench.phases import RSS_PHASES
 from deploy.bench.stats import Change, lookup, lookup_mapping
 
@@ -170,9 +171,9 @@ def _floor_rows(doc: Mapping[str, Any], row: Callable[..., Row]) -> list[Row]:
 
 # CPU groups shown per phase (deploy.bench.cpu); the JSON keeps every group.
 CPU_GROUPS_SHOWN = 5
-# The one fault figure shown (the JSON keeps every group's): the active node's in the closed loop.
-ACTIVE_NODE = "node (active)"
-FAULTS_UNIT = f"minor page faults per submission, {ACTIVE_NODE}"
+# Phases whose active node's minor page faults per request are shown too (the JSON keeps every
+# group's), by the phase's path, with their unit.
+FAULT_ROWS = {"closed_loop.cpu.api": "minor page faults per submission"}
 CPU_PHASES = (
     ("idle", "idle_cpu", "cores", "cores"),
     ("closed loop API", "closed_loop.cpu.api", "ms_per_request", "CPU ms per submission"),
@@ -194,10 +195,10 @@ def _cpu_rows(doc: Mapping[str, Any], row: Callable[..., Row]) -> list[Row]:
         )
         groups = list(usage.get(key, {}))[:CPU_GROUPS_SHOWN]
         out += [row(f"{label}: {unit}, {g}", f"{path}.{key}.{g}", 3) for g in groups]
-        if label == "closed loop API" and ACTIVE_NODE in usage.get("faults_per_request", {}):
-            out.append(
-                row(f"{label}: {FAULTS_UNIT}", f"{path}.faults_per_request.{ACTIVE_NODE}", 2)
-            )
+        faults_unit = FAULT_ROWS.get(path)
+        if faults_unit and ACTIVE_NODE in usage.get("faults_per_request", {}):
+            fault_path = f"{path}.faults_per_request.{ACTIVE_NODE}"
+            out.append(row(f"{label}: {faults_unit}, {ACTIVE_NODE}", fault_path, 2))
     return out
 
 

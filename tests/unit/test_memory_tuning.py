@@ -64,15 +64,20 @@ print(rss() - start)
 """
 
 
-def _kept_after_freeing(mode: str) -> int:
+def _in_a_fresh_interpreter(script: str, *args: str) -> str:
+    """What `script` prints, run with `args` in a new interpreter."""
     out = subprocess.run(
-        [sys.executable, "-c", _AFTER_A_BIG_FREE, mode],
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         check=True,
         timeout=60,
     )
-    return int(out.stdout)
+    return out.stdout
+
+
+def _kept_after_freeing(mode: str) -> int:
+    return int(_in_a_fresh_interpreter(_AFTER_A_BIG_FREE, mode))
 
 
 def test_big_blocks_freed_after_a_bigger_one_go_back_to_the_system() -> None:
@@ -110,14 +115,7 @@ print(after_read - start, mapped() - after_read)
 
 
 def _blocks_mapped(mode: str) -> tuple[int, int]:
-    out = subprocess.run(
-        [sys.executable, "-c", _MAPPED_BLOCKS, mode, str(_SSL_READ_SIZE)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    read, batch = out.stdout.split()
+    read, batch = _in_a_fresh_interpreter(_MAPPED_BLOCKS, mode, str(_SSL_READ_SIZE)).split()
     return int(read), int(batch)
 
 
