@@ -13,19 +13,29 @@ saturated machine's. Two readings say what the latencies are when capacity is no
   `synchronous_commit = local`. Every acknowledged write waits for the first (promise I1,
   DESIGN.md), so an arrival's p99 cannot be below it; the difference is what waiting for the
   standby's flush costs.
+- **An arrival alone, from curl**: arrival decisions through HAProxy one after another on one
+  keep-alive connection, sent by curl (C, not this bench's Python generator), paced at the
+  tenth step's arrival rate and then back to back. The first says whether the generator is
+  what the steps' latencies measure (it is not, if the two agree); the second what a quiet
+  machine adds (each of an arrival's hops then wakes an idle process). A serial probe, not an
+  open loop: each request is timed from its own start, which at this pace never waits.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
+from deploy.bench.openloop import Target
 from deploy.bench.report import TARGETS
 from deploy.bench.stats import Latency
+from kernel.errors import RocarsError
 
 FRACTIONS = (0.1, 0.3, 0.6)
 # Target 2's bounds, each kind's p99 in milliseconds, as the report's targets state them.
@@ -36,6 +46,9 @@ P99_BOUNDS_MS: Mapping[str, float] = {
     if t.path == f"open_loop.kinds.{kind}.latency.p99"
 }
 COMMITS = 300
+ARRIVALS_ALONE = 200
+# The tenth step's arrival rate (target 2's 200/s): the quietest pace target 2 is judged at.
+ALONE_RATE = 20.0
 # A transactional logical message is a WAL record with a transaction id: its COMMIT waits for
 # the synchronous standby like any write's, and it needs no table of its own.
 # The local variant sets synchronous_commit in the same statement, so both make the same round
@@ -94,3 +107,87 @@ async def commit_latency(conn: psycopg.AsyncConnection[Any], n: int, *, sync: bo
             await conn.execute(_ONE_RECORD if sync else _ONE_RECORD_LOCAL)
         seconds.append(time.perf_counter() - start)
     return Latency.of(seconds)
+
+
+def _quoted(text: str) -> str:
+    """`text` as a double-quoted string of a curl config file."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# Per transfer: its status, its time from its own start to the last byte (s), and how many new
+# connections it opened (0 once the first one is kept alive).
+CURL_WRITE_OUT = r"%{http_code} %{time_total} %{num_connects}\n"
+
+
+def curl_arrivals(target: Target, n: int) -> str:
+    """A curl config (`curl -K -`) of `n` arrival decisions at the target's LBCP, trucks in
+    turn, each with an Idempotency-Key of its own. Options curl resets at each `next` (the CA,
+    the headers) are repeated per transfer. It holds the officer's key: fed on stdin, never
+    written to a file."""
+    blocks = []
+    for i in range(n):
+        vrn = target.vrns[i % len(target.vrns)]
+        opts = [
+            ("url", f"{target.api}/v1/lbcp/{target.lbcp}/arrivals"),
+            ("data", f'{{"vrn":"{vrn}"}}'),
+            ("header", f"Authorization: Bearer {target.officer_key}"),
+            ("header", "Content-Type: application/json"),
+            ("header", f"Idempotency-Key: bench-{target.run}-curl-{i}"),
+            ("output", "/dev/null"),
+            ("max-time", "5"),
+            ("write-out", CURL_WRITE_OUT),
+        ]
+        if target.ca is not None:
+            opts.append(("cacert", target.ca))
+        blocks.append("".join(f"{k} = {_quoted(v)}\n" for k, v in opts))
+    return "next\n".join(blocks)
+
+
+@dataclass(frozen=True)
+class Alone:
+    """A serial probe's outcome: latency of its 2xx answers, every status, connections opened."""
+
+    latency: Latency
+    statuses: dict[str, int]
+    connections: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.latency.to_dict(),
+            "statuses": self.statuses,
+            "connections": self.connections,
+        }
+
+
+def parse_curl(out: str) -> Alone:
+    """curl's write-out lines (CURL_WRITE_OUT), one per transfer; status 000 is a transfer
+    that got no answer (refused, timed out)."""
+    seconds, statuses, connections = [], Counter[str](), 0
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) != 3:
+            raise RocarsError(f"bench: unexpected line from curl: {line!r}")
+        status, total, connects = parts
+        statuses[status] += 1
+        connections += int(connects)
+        if status.startswith("2"):
+            seconds.append(float(total))
+    return Alone(Latency.of(seconds), dict(sorted(statuses.items())), connections)
+
+
+def arrivals_alone(target: Target, n: int, rate: float | None) -> Alone:
+    """`n` arrivals from curl on one connection, at most `rate` a second (None: back to back)."""
+    argv = ["curl", "--silent", "--show-error", "--config", "-"]
+    if rate is not None:
+        argv[1:1] = ["--rate", f"{round(rate * 60)}/m"]  # per minute: --rate takes integers
+    done = subprocess.run(
+        argv,
+        input=curl_arrivals(target, n),
+        capture_output=True,
+        text=True,
+        timeout=60 + n * (6 if rate is None else 1 / rate + 6),
+        check=False,
+    )
+    if not done.stdout.strip():
+        raise RocarsError(f"bench: curl sent no arrival: {done.stderr.strip()[-300:]}")
+    return parse_curl(done.stdout)

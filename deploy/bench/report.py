@@ -156,6 +156,16 @@ def _floor_rows(doc: Mapping[str, Any], row: Callable[..., Row]) -> list[Row]:
         for key, how in (("synchronous", "synchronous"), ("local", "primary's flush only"))
         for p in ("p50", "p99")
     ]
+    rate = lookup(doc, "floor.arrival_alone.paced_rate")
+    for key, how in (
+        ("paced", f"at {rate:g}/s" if rate else "paced"),
+        ("back_to_back", "back to back"),
+    ):
+        if lookup_mapping(doc, f"floor.arrival_alone.{key}") is not None:
+            rows += [
+                row(f"arrival alone from curl, {how}: {p} ms", f"floor.arrival_alone.{key}.{p}", 2)
+                for p in ("p50", "p99")
+            ]
     for percent in lookup_mapping(doc, "floor.by_percent") or {}:
         base = f"floor.by_percent.{percent}"
         at = f"target 2 at {percent}%"

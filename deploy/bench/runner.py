@@ -75,6 +75,7 @@ class Settings:
     floor_fractions: tuple[float, ...] = floor.FRACTIONS
     floor_s: float = 10.0
     floor_commits: int = floor.COMMITS
+    floor_arrivals: int = floor.ARRIVALS_ALONE
 
     @classmethod
     def full(cls, duration: float | None = None) -> Settings:
@@ -126,6 +127,7 @@ class Settings:
             floor_fractions=(0.1,),
             floor_s=2,
             floor_commits=50,
+            floor_arrivals=20,
         )
 
 
@@ -307,6 +309,11 @@ class Bench:
         """Target 2's mix at fractions of its rates, and the synchronous commit alone
         (deploy.bench.floor)."""
         commits = asyncio.run(self._commit_floor())
+        target = self._target([k for _, k in self.accounts.traders])
+        alone = {
+            pace: floor.arrivals_alone(target, self.s.floor_arrivals, rate).to_dict()
+            for pace, rate in (("paced", floor.ALONE_RATE), ("back_to_back", None))
+        }
         steps, judged = [], []
         for fraction in self.s.floor_fractions:
             run = self._offer(
@@ -327,6 +334,7 @@ class Bench:
             )
         return {
             "commit": commits,
+            "arrival_alone": {**alone, "paced_rate": floor.ALONE_RATE},
             "steps": steps,
             # Keyed by percent ("10"), since the report's paths are dotted.
             "by_percent": {f"{round(s['fraction'] * 100)}": s for s in steps},
@@ -488,7 +496,9 @@ def run_bench(topo: Topology, state: StateDir, settings: Settings, echo: Echo) -
         doc["closed_loop"] = cl.to_dict()
         if settings.floor_fractions:
             echo(
-                f"latency floor: {settings.floor_commits} commits alone, then target 2's mix at "
+                f"latency floor: {settings.floor_commits} commits alone,"
+                f" {settings.floor_arrivals} arrivals from curl at {floor.ALONE_RATE:g}/s and back"
+                " to back, then target 2's mix at "
                 + ", ".join(f"{f:g}" for f in settings.floor_fractions)
                 + f" of its rates, {settings.floor_s:g} s each"
             )

@@ -62,6 +62,7 @@ COMPARED: tuple[tuple[str, bool], ...] = (
     ("closed_loop.wal.api.kib_per_request", False),
     ("closed_loop.cpu.api.faults_per_request.node (active)", False),
     ("floor.commit.synchronous.p99", False),
+    ("floor.arrival_alone.paced.p99", False),
     ("floor.highest_held", True),
     ("open_loop.kinds.submission.latency.p99", False),
     ("open_loop.kinds.arrival.latency.p99", False),

@@ -59,9 +59,9 @@ def test_bench_smoke(cluster: LocalCluster) -> None:
     request is answered, without a 5xx but for the open loop's sheds (503 with Retry-After, a
     tenth of its requests at most), each closed-loop round makes new records (no replayed
     Idempotency-Keys from the round before), throughput is non-zero, the generator reports its CPU,
-    the latency floor (commits alone, target 2's mix at a tenth) is measured and judged, each
-    closed-loop round's WAL per request is read, and the JSON and SVG are written and comparable
-    with the next run."""
+    the latency floor (commits alone, arrivals alone from curl, target 2's mix at a tenth) is
+    measured and judged, each closed-loop round's WAL per request is read, and the JSON and SVG
+    are written and comparable with the next run."""
     doc = runner.run_bench(cluster.topo, cluster.state, runner.Settings.smoke(), lambda _: None)
     path, _, _ = runner.save(cluster.state, doc)
     _check_common(doc)
@@ -84,6 +84,12 @@ def test_bench_smoke(cluster: LocalCluster) -> None:
     for how in ("synchronous", "local"):
         assert floor["commit"][how]["count"] == doc["settings"]["floor_commits"]
         assert floor["commit"][how]["p50"] > 0
+    # Arrivals alone from curl, paced and back to back: each answered, all on one connection.
+    for pace in ("paced", "back_to_back"):
+        alone = floor["arrival_alone"][pace]
+        assert alone["statuses"] == {"200": doc["settings"]["floor_arrivals"]}
+        assert alone["connections"] == 1
+        assert alone["p50"] > 0
     (step,) = floor["steps"]
     assert step["fraction"] == 0.1
     assert floor["by_percent"]["10"] == step
