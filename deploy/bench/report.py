@@ -132,6 +132,7 @@ def _rows(doc: Mapping[str, Any], prev: Mapping[str, Any] | None) -> list[Row]:
         ),
         row("node RSS after MiB (largest process)", "memory.node_rss_after_max_mb", 0, "<= 150"),
         row("idle PSS of the whole system MiB", "memory.idle_pss_mib", 0, "<= 500"),
+        row("idle PSS: of it monitoring's processes MiB", "memory.idle_pss_monitoring_mib", 0),
         row(
             "idle PSS read with the youngest process up, s",
             "memory.idle_pss_youngest_process_age_s",

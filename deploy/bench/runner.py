@@ -530,6 +530,7 @@ def run_bench(topo: Topology, state: StateDir, settings: Settings, echo: Echo) -
         "node_rss_max_mb": round(max([*rss.peak.values(), *after.values()], default=0.0), 1),
         "node_rss_after_max_mb": round(max(after.values(), default=0.0), 1),
         "idle_pss_mib": round(sum(pss.values()), 1),
+        "idle_pss_monitoring_mib": round(memory.monitoring_share(topo, pss), 1),
         "idle_pss_detail_mib": {k: round(v, 1) for k, v in sorted(pss.items())},
         "idle_pss_youngest_process_age_s": None if pss_age is None else round(pss_age),
     }

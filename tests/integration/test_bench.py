@@ -37,6 +37,7 @@ def _check_common(doc: dict[str, Any]) -> None:
     mem = doc["memory"]
     assert mem["node_rss_max_mb"] > 0
     assert mem["idle_pss_mib"] > 0
+    assert 0 < mem["idle_pss_monitoring_mib"] < mem["idle_pss_mib"]  # the test cluster monitors
     assert mem["idle_pss_youngest_process_age_s"] >= 0
     # What the system uses doing nothing, apart from what the hypervisor took meanwhile.
     idle = doc["idle_cpu"]
