@@ -306,8 +306,8 @@ class Bench:
         }
 
     def latency_floor(self) -> dict[str, Any]:
-        """Target 2's mix at fractions of its rates, and the synchronous commit alone
-        (deploy.bench.floor)."""
+        """The synchronous commit alone, arrivals alone from curl, and target 2's mix at
+        fractions of its rates (deploy.bench.floor)."""
         commits = asyncio.run(self._commit_floor())
         target = self._target([k for _, k in self.accounts.traders])
         alone = {
