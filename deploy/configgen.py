@@ -93,6 +93,12 @@ def etcd_config(topo: Topology, site: str, data_dir: Path, pki: PkiDir) -> str:
         # here because Patroni's retry_timeout is chosen against the election timeout.
         "heartbeat-interval": 100,
         "election-timeout": 1000,
+        # A member cut off from the others (a site isolated) raises its term at each election
+        # it cannot win; without pre-vote, rejoining with that term deposes the healthy leader
+        # and the whole cluster has no leader for an election (a drill's `cluster up` timed
+        # out at all three members, CI stop 37). With it, an isolated member asks first
+        # whether it could win and keeps its term. etcd 3.5 turns it on by default.
+        "pre-vote": True,
         "logger": "zap",
         "log-outputs": ["stderr"],
         "log-level": "warn",

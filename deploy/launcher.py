@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from deploy import admin, chaos_proxies, etcd_auth, http_client, netns, processes, readiness
 from deploy.binaries import check_binaries
@@ -31,6 +32,7 @@ from deploy.processes import ProcessSpec
 from deploy.state import StateDir
 from deploy.topology import Topology, read_replica_process
 from kernel.errors import EtcdUnavailable, LaunchError
+from replication.etcd_gateway import EtcdRefused
 
 Progress = Callable[[str], None]
 
@@ -279,10 +281,33 @@ async def _patroni_settings(launch: Launch) -> None:
     launch.progress(f"set Patroni's {', '.join(sorted(changes))} as the topology says")
 
 
+# An etcd election right after the quorum step (a member that was cut off rejoining, as after
+# the isolate-site drill) leaves no leader for a second or two, and every member's answer then
+# misses its 1 s deadline (CI, stop 37). The authentication step plans from what etcd holds,
+# so running it again is safe; it is retried through such a blip, a refusal (a wrong
+# password, a missing grant) is not.
+ETCD_BLIP_S = 20.0
+_BLIP_WAIT = wait_fixed(0.5)
+
+
+def _etcd_blip(exc: BaseException) -> bool:
+    """etcd did not answer, or answered with trouble of the moment (no leader): not a refusal
+    that every member would repeat."""
+    refused = isinstance(exc, EtcdRefused) and exc.refusal
+    return isinstance(exc, EtcdUnavailable) and not refused
+
+
 async def _etcd_auth(launch: Launch) -> None:
     """#12 item 3: users, roles and grants as deploy.etcd_auth plans them, then authentication
     on; on a cluster where it is on already, log in as root and repair what differs."""
-    await etcd_auth.ensure(launch.session, launch.topo, launch.state, launch.progress)
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(ETCD_BLIP_S),
+        wait=_BLIP_WAIT,
+        retry=retry_if_exception(_etcd_blip),
+        reraise=True,
+    ):
+        with attempt:
+            await etcd_auth.ensure(launch.session, launch.topo, launch.state, launch.progress)
 
 
 async def _etcd_leader_to_witness(launch: Launch) -> None:

@@ -61,6 +61,13 @@ def test_etcd_cluster_has_one_member_per_site_with_gateway_on() -> None:
     assert cfg["listen-client-urls"] == "https://127.0.0.1:4379"
 
 
+def test_etcd_members_ask_before_an_election_so_a_rejoining_one_deposes_no_leader() -> None:
+    """Availability: pre-vote on, so a member healed from isolation (its term raised by the
+    elections it could not win) does not depose the leader of the two that kept working."""
+    cfg = yaml.safe_load(configgen.etcd_config(TOPO, "A", Path("/d"), PKI))
+    assert cfg["pre-vote"] is True
+
+
 def test_etcd_history_is_compacted_and_its_raft_log_kept_short() -> None:
     """#11 target 5 and availability: etcd keeps five minutes of history (else the nodes'
     heartbeat revisions fill the backend quota and every write stops, and each one kept is

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from tenacity import wait_fixed
 
 from deploy import launcher, processes
 from deploy.launcher import Launch, Step
@@ -16,7 +17,8 @@ from deploy.process_specs import monitoring_names, specs
 from deploy.processes import ProcessSpec
 from deploy.state import DEFAULT_TOPOLOGY, NETNS_TOPOLOGY, StateDir
 from deploy.topology import Topology, load_topology
-from kernel.errors import LaunchError
+from kernel.errors import EtcdUnavailable, LaunchError
+from replication.etcd_gateway import EtcdRefused
 
 
 @pytest.fixture(params=[DEFAULT_TOPOLOGY, NETNS_TOPOLOGY], ids=["loopback", "netns"])
@@ -169,3 +171,48 @@ def test_each_node_runs_under_the_small_supervisor(tmp_path: Path) -> None:
     ).stdout
     for heavy in ("click", "aiohttp", "deploy", "pydantic", "psycopg", "yaml"):
         assert f"'{heavy}'" not in loaded
+
+
+async def _auth_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failures: list[Exception]
+) -> int:
+    """Run the launcher's etcd authentication step with `etcd_auth.ensure` raising `failures`
+    in turn, then succeeding; returns how many times it was called."""
+    calls = 0
+
+    async def ensure(*_args: object) -> list[str]:
+        nonlocal calls
+        calls += 1
+        if failures:
+            raise failures.pop(0)
+        return []
+
+    monkeypatch.setattr(launcher.etcd_auth, "ensure", ensure)
+    monkeypatch.setattr(launcher, "_BLIP_WAIT", wait_fixed(0))
+    async with aiohttp.ClientSession() as session:
+        launch = Launch(load_topology(DEFAULT_TOPOLOGY), StateDir(tmp_path), session, print)
+        await launcher._etcd_auth(launch)
+    return calls
+
+
+async def test_etcd_authentication_is_retried_through_an_election(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No member answering in time, or one answering "no leader" (5xx), is the blip of an
+    election (a cut-off member rejoining after the isolate-site drill, CI stop 37): the step
+    runs again and `up` goes on."""
+    blips: list[Exception] = [
+        EtcdUnavailable("no etcd member answered: TimeoutError()"),
+        EtcdRefused("etcdserver: no leader", error="etcdserver: no leader", status=503),
+    ]
+    assert await _auth_step(tmp_path, monkeypatch, blips) == 3
+
+
+async def test_an_etcd_refusal_is_not_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refusal every member would repeat (permission denied) ends the step at once: a
+    second call (which would succeed here) is never made."""
+    denied = EtcdRefused("permission denied", error="etcdserver: permission denied", status=403)
+    with pytest.raises(EtcdRefused, match="permission denied"):
+        await _auth_step(tmp_path, monkeypatch, [denied])
